@@ -1,0 +1,233 @@
+// HF config.json parsing. Every field read is type-checked; errors name the file and field.
+#include "elastic/config.h"
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "elastic/error.h"
+#include "elastic/fileio.h"
+
+namespace elastic {
+namespace {
+
+using json = nlohmann::json;
+
+struct Reader {
+  const json& j;
+  const std::string& source;
+  std::string prefix;  // "" or "rope_parameters."
+
+  [[noreturn]] void fail(const std::string& key, const std::string& expected) const {
+    throw Error(source + ": field '" + prefix + key + "' " + expected);
+  }
+  const json* find(const std::string& key) const {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return nullptr;
+    return &*it;
+  }
+  int64_t int_req(const std::string& key, int64_t min_value = 1) const {
+    const json* v = find(key);
+    if (!v) fail(key, "is missing (expected an integer >= " + std::to_string(min_value) + ")");
+    return as_int(key, *v, min_value);
+  }
+  int64_t as_int(const std::string& key, const json& v, int64_t min_value) const {
+    if (!v.is_number_integer()) fail(key, "must be an integer, got " + v.dump());
+    int64_t x = v.get<int64_t>();
+    if (x < min_value) fail(key, "must be >= " + std::to_string(min_value) + ", got " + v.dump());
+    return x;
+  }
+  std::optional<int64_t> int_opt(const std::string& key, int64_t min_value = 0) const {
+    const json* v = find(key);
+    if (!v) return std::nullopt;
+    return as_int(key, *v, min_value);
+  }
+  std::optional<double> num_opt(const std::string& key) const {
+    const json* v = find(key);
+    if (!v) return std::nullopt;
+    if (!v->is_number()) fail(key, "must be a number, got " + v->dump());
+    double x = v->get<double>();
+    if (!(x == x)) fail(key, "must be a finite number");
+    return x;
+  }
+  double positive(const std::string& key, double x) const {
+    if (!(x > 0)) fail(key, "must be > 0, got " + std::to_string(x));
+    return x;
+  }
+  std::optional<bool> bool_opt(const std::string& key) const {
+    const json* v = find(key);
+    if (!v) return std::nullopt;
+    if (!v->is_boolean()) fail(key, "must be true or false, got " + v->dump());
+    return v->get<bool>();
+  }
+  std::optional<std::string> str_opt(const std::string& key) const {
+    const json* v = find(key);
+    if (!v) return std::nullopt;
+    if (!v->is_string()) fail(key, "must be a string, got " + v->dump());
+    return v->get<std::string>();
+  }
+};
+
+void parse_rope(const Reader& top, const json* params, const json* legacy_scaling, RopeConfig& rope) {
+  // v5: rope_parameters {rope_type, rope_theta, factor, ...};
+  // legacy: rope_theta at top level, rope_scaling {rope_type|type, factor, ...} or null.
+  const json* src = params ? params : legacy_scaling;
+  std::string prefix = params ? "rope_parameters." : "rope_scaling.";
+  if (src && !src->is_object())
+    top.fail(params ? "rope_parameters" : "rope_scaling", "must be an object or null");
+  if (auto t = top.num_opt("rope_theta")) rope.theta = top.positive("rope_theta", *t);
+  if (!src) return;
+  Reader r{*src, top.source, prefix};
+  if (auto t = r.num_opt("rope_theta")) rope.theta = r.positive("rope_theta", *t);
+  std::string type = "default";
+  if (auto t = r.str_opt("rope_type")) type = *t;
+  else if (auto t2 = r.str_opt("type")) type = *t2;
+  if (type == "default") {
+    rope.type = RopeType::standard;
+  } else if (type == "llama3") {
+    rope.type = RopeType::llama3;
+    auto f = r.num_opt("factor");
+    if (!f) r.fail("factor", "is missing (required for rope_type llama3)");
+    rope.factor = r.positive("factor", *f);
+    if (auto x = r.num_opt("low_freq_factor")) rope.low_freq_factor = r.positive("low_freq_factor", *x);
+    if (auto x = r.num_opt("high_freq_factor")) rope.high_freq_factor = r.positive("high_freq_factor", *x);
+    rope.original_max_position_embeddings = r.int_req("original_max_position_embeddings");
+    if (rope.high_freq_factor <= rope.low_freq_factor)
+      r.fail("high_freq_factor", "must be greater than low_freq_factor");
+  } else if (type == "yarn") {
+    rope.type = RopeType::yarn;
+    auto f = r.num_opt("factor");
+    if (!f) r.fail("factor", "is missing (required for rope_type yarn)");
+    rope.factor = r.positive("factor", *f);
+    if (auto o = r.int_opt("original_max_position_embeddings", 1)) {
+      rope.original_max_position_embeddings = *o;
+    } else {
+      auto m = top.int_opt("max_position_embeddings", 1);
+      if (!m) r.fail("original_max_position_embeddings", "is missing (required for rope_type yarn)");
+      rope.original_max_position_embeddings = *m;
+    }
+    if (auto x = r.num_opt("beta_fast")) rope.beta_fast = *x;
+    if (auto x = r.num_opt("beta_slow")) rope.beta_slow = *x;
+    if (auto x = r.num_opt("attention_factor")) rope.attention_factor = *x;
+    if (auto x = r.bool_opt("truncate")) rope.truncate = *x;
+  } else {
+    r.fail(params ? "rope_type" : "rope_type",
+           "is '" + type + "' (supported: default, llama3, yarn)");
+  }
+}
+
+}  // namespace
+
+std::string_view model_family_name(ModelFamily f) {
+  switch (f) {
+    case ModelFamily::llama: return "llama";
+    case ModelFamily::qwen3: return "qwen3";
+    case ModelFamily::qwen2: return "qwen2";
+  }
+  return "?";
+}
+
+ModelConfig config_parse(const std::string& text, const std::string& source) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    throw Error(source + ": not valid UTF-8 JSON: " + e.what());
+  }
+  if (!j.is_object()) throw Error(source + ": expected a JSON object");
+  Reader r{j, source, ""};
+  ModelConfig c;
+  c.source = source;
+  auto mt = r.str_opt("model_type");
+  if (!mt) r.fail("model_type", "is missing (expected \"llama\", \"qwen3\" or \"qwen2\")");
+  c.model_type = *mt;
+  if (*mt == "llama") c.family = ModelFamily::llama;
+  else if (*mt == "qwen3") c.family = ModelFamily::qwen3;
+  else if (*mt == "qwen2") c.family = ModelFamily::qwen2;
+  else r.fail("model_type", "is \"" + *mt + "\" (supported: \"llama\", \"qwen3\", \"qwen2\")");
+  if (const json* a = r.find("architectures")) {
+    if (!a->is_array()) r.fail("architectures", "must be an array of strings");
+    for (const json& s : *a) {
+      if (!s.is_string()) r.fail("architectures", "must be an array of strings");
+      c.architectures.push_back(s.get<std::string>());
+    }
+  }
+  c.vocab_size = r.int_req("vocab_size");
+  c.hidden_size = r.int_req("hidden_size");
+  c.intermediate_size = r.int_req("intermediate_size");
+  c.num_layers = r.int_req("num_hidden_layers");
+  c.num_heads = r.int_req("num_attention_heads");
+  c.num_kv_heads = r.int_opt("num_key_value_heads", 1).value_or(c.num_heads);
+  if (c.num_heads % c.num_kv_heads != 0)
+    r.fail("num_key_value_heads", "(" + std::to_string(c.num_kv_heads) +
+                                      ") must divide num_attention_heads (" +
+                                      std::to_string(c.num_heads) + ")");
+  if (auto hd = r.int_opt("head_dim", 1)) {
+    c.head_dim = *hd;
+  } else {
+    if (c.hidden_size % c.num_heads != 0)
+      r.fail("head_dim", "is missing and hidden_size is not a multiple of num_attention_heads");
+    c.head_dim = c.hidden_size / c.num_heads;
+  }
+  if (c.head_dim % 2 != 0) r.fail("head_dim", "must be even for RoPE, got " + std::to_string(c.head_dim));
+  if (auto e = r.num_opt("rms_norm_eps")) c.rms_norm_eps = r.positive("rms_norm_eps", *e);
+  c.max_position_embeddings = r.int_opt("max_position_embeddings", 1).value_or(0);
+  c.tie_word_embeddings = r.bool_opt("tie_word_embeddings").value_or(false);
+  c.attention_bias = r.bool_opt("attention_bias").value_or(c.family == ModelFamily::qwen2);
+  if (c.family == ModelFamily::qwen2) c.attention_bias = true;
+  c.qk_norm = c.family == ModelFamily::qwen3;
+  if (auto act = r.str_opt("hidden_act"); act && *act != "silu")
+    r.fail("hidden_act", "is \"" + *act + "\" (supported: \"silu\")");
+  if (auto mb = r.bool_opt("mlp_bias"); mb && *mb) r.fail("mlp_bias", "true is not supported");
+
+  parse_rope(r, r.find("rope_parameters"), r.find("rope_scaling"), c.rope);
+
+  if (const json* e = r.find("eos_token_id")) {
+    if (e->is_array()) {
+      for (const json& x : *e) c.eos_token_ids.push_back(r.as_int("eos_token_id", x, 0));
+    } else {
+      c.eos_token_ids.push_back(r.as_int("eos_token_id", *e, 0));
+    }
+  }
+  c.bos_token_id = r.int_opt("bos_token_id", 0);
+  std::optional<std::string> dt = r.str_opt("dtype");
+  if (!dt) dt = r.str_opt("torch_dtype");
+  if (dt) {
+    if (*dt == "bfloat16") c.dtype = DType::bf16;
+    else if (*dt == "float16") c.dtype = DType::f16;
+    else if (*dt == "float32") c.dtype = DType::f32;
+    else r.fail(r.find("dtype") ? "dtype" : "torch_dtype",
+                "is \"" + *dt + "\" (supported: bfloat16, float16, float32)");
+  }
+
+  // Elastic keys (SPEC §2) with their defaults.
+  ElasticConfig& el = c.elastic;
+  for (const auto& a : c.architectures)
+    if (a.rfind("Paw", 0) == 0) el.present = true;
+  if (r.find("toggle_type") || r.find("enable_ada_sparsity")) el.present = true;
+  el.enable_ada_sparsity = r.bool_opt("enable_ada_sparsity").value_or(true);
+  if (auto t = r.str_opt("toggle_type")) {
+    if (*t == "streaming") el.sparse_mode = SparseMode::ssa;
+    else if (*t == "xattn") el.sparse_mode = SparseMode::xa;
+    else r.fail("toggle_type", "is \"" + *t + "\" (supported: \"streaming\", \"xattn\")");
+  }
+  if (auto t = r.str_opt("retrieval_mode")) {
+    if (*t == "full") el.retrieval_mode = RetrievalMode::fa;
+    else if (*t == "xattn") el.retrieval_mode = RetrievalMode::xa;
+    else r.fail("retrieval_mode", "is \"" + *t + "\" (supported: \"full\", \"xattn\")");
+  }
+  el.sink_size = r.int_opt("sink_size", 0).value_or(128);
+  el.local_window_size = r.int_opt("local_window_size", 1).value_or(2048);
+  if (auto p = r.str_opt("pooling_mode")) el.pooling_mode = *p;
+  el.use_softmax = r.bool_opt("use_softmax").value_or(true);
+  return c;
+}
+
+ModelConfig config_load(const std::string& path) {
+  std::string file = path;
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) file = (std::filesystem::path(path) / "config.json").string();
+  if (!std::filesystem::exists(file, ec)) throw Error(file + ": no such file (expected an HF config.json)");
+  return config_parse(read_file(file), file);
+}
+
+}  // namespace elastic

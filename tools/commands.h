@@ -1,0 +1,9 @@
+// The elastic command's subcommands; each lives in its own cmd_*.cpp.
+#pragma once
+
+namespace elastic::cli {
+
+// Each returns the process exit code; argv[0] is the subcommand name.
+int cmd_inspect(int argc, char** argv);
+
+}  // namespace elastic::cli
