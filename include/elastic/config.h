@@ -58,7 +58,8 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   int64_t max_position_embeddings = 0;
   bool tie_word_embeddings = false;
-  bool attention_bias = false;  // q/k/v bias (qwen2 always)
+  bool attention_bias = false;      // q/k/v bias (qwen2 always)
+  bool attention_out_bias = false;  // o_proj bias (llama/qwen3 with attention_bias; never qwen2)
   bool qk_norm = false;         // qwen3
   RopeConfig rope;
   std::vector<int64_t> eos_token_ids;
@@ -68,7 +69,8 @@ struct ModelConfig {
 };
 
 // Parses config.json text; `source` names the file in errors. Throws elastic::Error naming the
-// field and what was expected.
+// field and what was expected (one line). Sizes must lie in [1, 2^24]; eos/bos ids below
+// vocab_size; sliding-window attention, partial rotary and mlp_bias are rejected as unsupported.
 ModelConfig config_parse(const std::string& json_text, const std::string& source);
 // Reads DIR/config.json (or a path to the file itself).
 ModelConfig config_load(const std::string& path);

@@ -5,8 +5,10 @@
 //   {"name": {"dtype": "BF16", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}}
 // then the data section; offsets are relative to the data section.
 // Invariants checked on open: header length <= kMaxHeaderBytes and inside the file; valid
-// UTF-8 JSON object; known dtype; non-negative shape; end - begin == numel * dtype size;
-// offsets inside the data section; no two tensors overlap.
+// UTF-8 JSON object; unique tensor names; known dtype; non-negative shape; end - begin ==
+// numel * dtype size; offsets inside the data section; no two tensors overlap; every tensor
+// starts at a file offset that is a multiple of its element size (so mapped data can be read
+// through typed pointers). Every violation throws elastic::Error naming the file and tensor.
 #pragma once
 
 #include <cstdint>
@@ -36,7 +38,8 @@ std::vector<SafetensorsEntry> safetensors_parse_header(std::string_view json, ui
                                                        const std::string& source,
                                                        std::map<std::string, std::string>* metadata);
 
-// Validates a whole in-memory file (header length prefix + header + data). For fuzzing/tests.
+// Validates a whole in-memory file (header length prefix + header + data), including the
+// alignment rule relative to the start of the buffer. For fuzzing/tests.
 std::vector<SafetensorsEntry> safetensors_parse_buffer(const void* bytes, size_t size,
                                                        const std::string& source);
 
@@ -96,6 +99,8 @@ SafetensorsWriteItem safetensors_item_f32(const std::string& name, const Shape& 
                                           const float* data);
 
 // Writes atomically: a temporary file in the same folder, fsync, then rename over `path`.
+// Data is laid out larger element types first, so every tensor is aligned; names must be
+// unique, valid UTF-8 and not "__metadata__" (elastic::Error otherwise).
 void safetensors_write(const std::string& path, const std::vector<SafetensorsWriteItem>& items,
                        const std::map<std::string, std::string>& metadata = {});
 

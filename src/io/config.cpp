@@ -1,16 +1,33 @@
 // HF config.json parsing. Every field read is type-checked; errors name the file and field.
 #include "elastic/config.h"
 
+#include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "elastic/error.h"
 #include "elastic/fileio.h"
+#include "io/message.h"
 
 namespace elastic {
 namespace {
 
 using json = nlohmann::json;
+using io_detail::json_error_text;
+using io_detail::printable;
+
+// Upper bound for sizes (vocab, hidden, heads, layers, ...): far above any real checkpoint
+// (largest vocab ~256k, hidden ~16k), and small enough that products of two sizes fit in int64.
+constexpr int64_t kMaxSize = int64_t{1} << 24;
+constexpr int64_t kMaxPositions = int64_t{1} << 32;
+
+// "value" quoted and made printable, for messages about string fields.
+std::string value_str(const std::string& s) {
+  std::string r = "\"";
+  r += printable(s);
+  r += '"';
+  return r;
+}
 
 struct Reader {
   const json& j;
@@ -25,28 +42,40 @@ struct Reader {
     if (it == j.end() || it->is_null()) return nullptr;
     return &*it;
   }
-  int64_t int_req(const std::string& key, int64_t min_value = 1) const {
-    const json* v = find(key);
-    if (!v) fail(key, "is missing (expected an integer >= " + std::to_string(min_value) + ")");
-    return as_int(key, *v, min_value);
+  // Compact JSON of a value for messages (strings escaped by JSON, bytes made printable).
+  static std::string shown(const json& v) {
+    return printable(v.dump(-1, ' ', false, json::error_handler_t::replace));
   }
-  int64_t as_int(const std::string& key, const json& v, int64_t min_value) const {
-    if (!v.is_number_integer()) fail(key, "must be an integer, got " + v.dump());
+  int64_t int_req(const std::string& key, int64_t min_value = 1, int64_t max_value = kMaxSize) const {
+    const json* v = find(key);
+    if (!v)
+      fail(key, "is missing (expected an integer in [" + std::to_string(min_value) + ", " +
+                    std::to_string(max_value) + "])");
+    return as_int(key, *v, min_value, max_value);
+  }
+  int64_t as_int(const std::string& key, const json& v, int64_t min_value,
+                 int64_t max_value = kMaxSize) const {
+    if (!v.is_number_integer()) fail(key, "must be an integer, got " + shown(v));
+    if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(max_value))
+      fail(key, "must be <= " + std::to_string(max_value) + ", got " + shown(v));
     int64_t x = v.get<int64_t>();
-    if (x < min_value) fail(key, "must be >= " + std::to_string(min_value) + ", got " + v.dump());
+    if (x < min_value || x > max_value)
+      fail(key, "must be in [" + std::to_string(min_value) + ", " + std::to_string(max_value) +
+                    "], got " + shown(v));
     return x;
   }
-  std::optional<int64_t> int_opt(const std::string& key, int64_t min_value = 0) const {
+  std::optional<int64_t> int_opt(const std::string& key, int64_t min_value = 0,
+                                 int64_t max_value = kMaxSize) const {
     const json* v = find(key);
     if (!v) return std::nullopt;
-    return as_int(key, *v, min_value);
+    return as_int(key, *v, min_value, max_value);
   }
   std::optional<double> num_opt(const std::string& key) const {
     const json* v = find(key);
     if (!v) return std::nullopt;
-    if (!v->is_number()) fail(key, "must be a number, got " + v->dump());
+    if (!v->is_number()) fail(key, "must be a number, got " + shown(*v));
     double x = v->get<double>();
-    if (!(x == x)) fail(key, "must be a finite number");
+    if (!std::isfinite(x)) fail(key, "must be a finite number, got " + shown(*v));
     return x;
   }
   double positive(const std::string& key, double x) const {
@@ -56,13 +85,13 @@ struct Reader {
   std::optional<bool> bool_opt(const std::string& key) const {
     const json* v = find(key);
     if (!v) return std::nullopt;
-    if (!v->is_boolean()) fail(key, "must be true or false, got " + v->dump());
+    if (!v->is_boolean()) fail(key, "must be true or false, got " + shown(*v));
     return v->get<bool>();
   }
   std::optional<std::string> str_opt(const std::string& key) const {
     const json* v = find(key);
     if (!v) return std::nullopt;
-    if (!v->is_string()) fail(key, "must be a string, got " + v->dump());
+    if (!v->is_string()) fail(key, "must be a string, got " + shown(*v));
     return v->get<std::string>();
   }
 };
@@ -79,8 +108,15 @@ void parse_rope(const Reader& top, const json* params, const json* legacy_scalin
   Reader r{*src, top.source, prefix};
   if (auto t = r.num_opt("rope_theta")) rope.theta = r.positive("rope_theta", *t);
   std::string type = "default";
-  if (auto t = r.str_opt("rope_type")) type = *t;
-  else if (auto t2 = r.str_opt("type")) type = *t2;
+  std::string type_key = "rope_type";
+  if (auto t = r.str_opt("rope_type")) {
+    type = *t;
+  } else if (auto t2 = r.str_opt("type")) {
+    type = *t2;
+    type_key = "type";
+  }
+  if (auto p = r.num_opt("partial_rotary_factor"); p && *p != 1.0)
+    r.fail("partial_rotary_factor", "must be 1 (partial rotary embedding is not supported)");
   if (type == "default") {
     rope.type = RopeType::standard;
   } else if (type == "llama3") {
@@ -90,7 +126,8 @@ void parse_rope(const Reader& top, const json* params, const json* legacy_scalin
     rope.factor = r.positive("factor", *f);
     if (auto x = r.num_opt("low_freq_factor")) rope.low_freq_factor = r.positive("low_freq_factor", *x);
     if (auto x = r.num_opt("high_freq_factor")) rope.high_freq_factor = r.positive("high_freq_factor", *x);
-    rope.original_max_position_embeddings = r.int_req("original_max_position_embeddings");
+    rope.original_max_position_embeddings =
+        r.int_req("original_max_position_embeddings", 1, kMaxPositions);
     if (rope.high_freq_factor <= rope.low_freq_factor)
       r.fail("high_freq_factor", "must be greater than low_freq_factor");
   } else if (type == "yarn") {
@@ -98,20 +135,21 @@ void parse_rope(const Reader& top, const json* params, const json* legacy_scalin
     auto f = r.num_opt("factor");
     if (!f) r.fail("factor", "is missing (required for rope_type yarn)");
     rope.factor = r.positive("factor", *f);
-    if (auto o = r.int_opt("original_max_position_embeddings", 1)) {
+    if (auto o = r.int_opt("original_max_position_embeddings", 1, kMaxPositions)) {
       rope.original_max_position_embeddings = *o;
     } else {
-      auto m = top.int_opt("max_position_embeddings", 1);
+      auto m = top.int_opt("max_position_embeddings", 1, kMaxPositions);
       if (!m) r.fail("original_max_position_embeddings", "is missing (required for rope_type yarn)");
       rope.original_max_position_embeddings = *m;
     }
-    if (auto x = r.num_opt("beta_fast")) rope.beta_fast = *x;
-    if (auto x = r.num_opt("beta_slow")) rope.beta_slow = *x;
-    if (auto x = r.num_opt("attention_factor")) rope.attention_factor = *x;
+    if (auto x = r.num_opt("beta_fast")) rope.beta_fast = r.positive("beta_fast", *x);
+    if (auto x = r.num_opt("beta_slow")) rope.beta_slow = r.positive("beta_slow", *x);
+    if (rope.beta_fast <= rope.beta_slow) r.fail("beta_fast", "must be greater than beta_slow");
+    if (auto x = r.num_opt("attention_factor"))
+      rope.attention_factor = r.positive("attention_factor", *x);
     if (auto x = r.bool_opt("truncate")) rope.truncate = *x;
   } else {
-    r.fail(params ? "rope_type" : "rope_type",
-           "is '" + type + "' (supported: default, llama3, yarn)");
+    r.fail(type_key, "is " + value_str(type) + " (supported: \"default\", \"llama3\", \"yarn\")");
   }
 }
 
@@ -131,9 +169,9 @@ ModelConfig config_parse(const std::string& text, const std::string& source) {
   try {
     j = json::parse(text);
   } catch (const json::exception& e) {
-    throw Error(source + ": not valid UTF-8 JSON: " + e.what());
+    throw Error(source + ": not valid UTF-8 JSON: " + json_error_text(e.what()));
   }
-  if (!j.is_object()) throw Error(source + ": expected a JSON object");
+  if (!j.is_object()) throw Error(source + ": expected a JSON object, got a " + j.type_name());
   Reader r{j, source, ""};
   ModelConfig c;
   c.source = source;
@@ -143,7 +181,7 @@ ModelConfig config_parse(const std::string& text, const std::string& source) {
   if (*mt == "llama") c.family = ModelFamily::llama;
   else if (*mt == "qwen3") c.family = ModelFamily::qwen3;
   else if (*mt == "qwen2") c.family = ModelFamily::qwen2;
-  else r.fail("model_type", "is \"" + *mt + "\" (supported: \"llama\", \"qwen3\", \"qwen2\")");
+  else r.fail("model_type", "is " + value_str(*mt) + " (supported: \"llama\", \"qwen3\", \"qwen2\")");
   if (const json* a = r.find("architectures")) {
     if (!a->is_array()) r.fail("architectures", "must be an array of strings");
     for (const json& s : *a) {
@@ -170,25 +208,36 @@ ModelConfig config_parse(const std::string& text, const std::string& source) {
   }
   if (c.head_dim % 2 != 0) r.fail("head_dim", "must be even for RoPE, got " + std::to_string(c.head_dim));
   if (auto e = r.num_opt("rms_norm_eps")) c.rms_norm_eps = r.positive("rms_norm_eps", *e);
-  c.max_position_embeddings = r.int_opt("max_position_embeddings", 1).value_or(0);
+  c.max_position_embeddings = r.int_opt("max_position_embeddings", 1, kMaxPositions).value_or(0);
   c.tie_word_embeddings = r.bool_opt("tie_word_embeddings").value_or(false);
   c.attention_bias = r.bool_opt("attention_bias").value_or(c.family == ModelFamily::qwen2);
+  // HF: llama and qwen3 put the bias on q/k/v and o; qwen2 always on q/k/v and never on o.
+  c.attention_out_bias = c.family != ModelFamily::qwen2 && c.attention_bias;
   if (c.family == ModelFamily::qwen2) c.attention_bias = true;
   c.qk_norm = c.family == ModelFamily::qwen3;
   if (auto act = r.str_opt("hidden_act"); act && *act != "silu")
-    r.fail("hidden_act", "is \"" + *act + "\" (supported: \"silu\")");
+    r.fail("hidden_act", "is " + value_str(*act) + " (supported: \"silu\")");
+  if (auto sw = r.bool_opt("use_sliding_window"); sw && *sw)
+    r.fail("use_sliding_window", "true is not supported (expected false: full causal attention)");
+  if (const json* lt = r.find("layer_types")) {
+    if (!lt->is_array()) r.fail("layer_types", "must be an array of strings");
+    for (const json& t : *lt)
+      if (!t.is_string() || t.get<std::string>() != "full_attention")
+        r.fail("layer_types", "holds " + Reader::shown(t) + " (supported: \"full_attention\")");
+  }
   if (auto mb = r.bool_opt("mlp_bias"); mb && *mb) r.fail("mlp_bias", "true is not supported");
 
   parse_rope(r, r.find("rope_parameters"), r.find("rope_scaling"), c.rope);
 
   if (const json* e = r.find("eos_token_id")) {
     if (e->is_array()) {
-      for (const json& x : *e) c.eos_token_ids.push_back(r.as_int("eos_token_id", x, 0));
+      for (const json& x : *e)
+        c.eos_token_ids.push_back(r.as_int("eos_token_id", x, 0, c.vocab_size - 1));
     } else {
-      c.eos_token_ids.push_back(r.as_int("eos_token_id", *e, 0));
+      c.eos_token_ids.push_back(r.as_int("eos_token_id", *e, 0, c.vocab_size - 1));
     }
   }
-  c.bos_token_id = r.int_opt("bos_token_id", 0);
+  c.bos_token_id = r.int_opt("bos_token_id", 0, c.vocab_size - 1);
   std::optional<std::string> dt = r.str_opt("dtype");
   if (!dt) dt = r.str_opt("torch_dtype");
   if (dt) {
@@ -196,7 +245,7 @@ ModelConfig config_parse(const std::string& text, const std::string& source) {
     else if (*dt == "float16") c.dtype = DType::f16;
     else if (*dt == "float32") c.dtype = DType::f32;
     else r.fail(r.find("dtype") ? "dtype" : "torch_dtype",
-                "is \"" + *dt + "\" (supported: bfloat16, float16, float32)");
+                "is " + value_str(*dt) + " (supported: \"bfloat16\", \"float16\", \"float32\")");
   }
 
   // Elastic keys (SPEC §2) with their defaults.
@@ -208,15 +257,15 @@ ModelConfig config_parse(const std::string& text, const std::string& source) {
   if (auto t = r.str_opt("toggle_type")) {
     if (*t == "streaming") el.sparse_mode = SparseMode::ssa;
     else if (*t == "xattn") el.sparse_mode = SparseMode::xa;
-    else r.fail("toggle_type", "is \"" + *t + "\" (supported: \"streaming\", \"xattn\")");
+    else r.fail("toggle_type", "is " + value_str(*t) + " (supported: \"streaming\", \"xattn\")");
   }
   if (auto t = r.str_opt("retrieval_mode")) {
     if (*t == "full") el.retrieval_mode = RetrievalMode::fa;
     else if (*t == "xattn") el.retrieval_mode = RetrievalMode::xa;
-    else r.fail("retrieval_mode", "is \"" + *t + "\" (supported: \"full\", \"xattn\")");
+    else r.fail("retrieval_mode", "is " + value_str(*t) + " (supported: \"full\", \"xattn\")");
   }
-  el.sink_size = r.int_opt("sink_size", 0).value_or(128);
-  el.local_window_size = r.int_opt("local_window_size", 1).value_or(2048);
+  el.sink_size = r.int_opt("sink_size", 0, kMaxPositions).value_or(128);
+  el.local_window_size = r.int_opt("local_window_size", 1, kMaxPositions).value_or(2048);
   if (auto p = r.str_opt("pooling_mode")) el.pooling_mode = *p;
   el.use_softmax = r.bool_opt("use_softmax").value_or(true);
   return c;
@@ -226,7 +275,8 @@ ModelConfig config_load(const std::string& path) {
   std::string file = path;
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) file = (std::filesystem::path(path) / "config.json").string();
-  if (!std::filesystem::exists(file, ec)) throw Error(file + ": no such file (expected an HF config.json)");
+  if (!std::filesystem::exists(file, ec))
+    throw Error(file + ": no such file (expected an HF config.json)");
   return config_parse(read_file(file), file);
 }
 
