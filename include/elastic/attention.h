@@ -5,9 +5,17 @@
 // buffer for SSA heads); keys at positions pos0..pos0+n-1 come from this call's new k/v. This
 // one interface serves whole-prompt prefill (pos0 = 0), chunked prefill and decode (n = 1).
 // Query i sits at absolute position pos0 + i and attends causally.
+//
+// Modes (SPEC §3): FA attends every key 0..p. SSA attends the sink blocks and the local
+// window of blocks (block rule below). XA estimates block importance from strided
+// antidiagonal scores and attends the selected key blocks; it is a prefill operation: a call
+// with n = 1 (decode) runs XA heads as FA (SPEC §4), and a call with n > 1 and pos0 > 0
+// (chunked prefill) needs pos0 to be a multiple of the XA block so that the estimation of the
+// chunk equals that of the whole prompt.
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace elastic {
@@ -15,6 +23,8 @@ namespace elastic {
 enum class AttnMode : uint8_t { fa = 0, ssa = 1, xa = 2 };
 
 const char* attn_mode_name(AttnMode m);
+// "fa" | "ssa" | "xa"; throws elastic::Error naming `what` otherwise.
+AttnMode attn_mode_parse(const std::string& text, const std::string& what);
 
 // SSA block rule: a query in block b sees key blocks [0, sink_blocks) and
 // [b - local_blocks + 1, b], causally inside block b. Sizes are given in tokens and rounded
@@ -33,14 +43,28 @@ struct SsaOptions {
 struct XaOptions {
   int64_t block = 128;
   int64_t stride = 16;
-  double threshold = 0.9;
-  int64_t chunk = 16384;  // query rows per estimation chunk; must not change the result
+  double threshold = 0.9;  // >= 1 keeps every causal block (XA = FA)
+  int64_t chunk = 16384;   // query rows per estimation chunk (multiple of block); no effect on results
 };
 
 struct AttnOptions {
   SsaOptions ssa;
   XaOptions xa;
 };
+
+// Throws elastic::Error naming the option when a size is not positive, the XA block is not a
+// multiple of the stride, the chunk not a multiple of the XA block, or the threshold not in (0, 1].
+void attn_options_validate(const AttnOptions& opt);
+
+// Half-open key-position interval [begin, end).
+struct KeyRange {
+  int64_t begin = 0, end = 0;
+};
+
+// Key ranges the SSA rule gives to a query at absolute position p (before the causal cut at
+// p + 1, which the caller applies): sink blocks, then the local window. At most two ranges,
+// disjoint and increasing. Returns the number of ranges written to r.
+int ssa_key_ranges(const SsaOptions& o, int64_t p, KeyRange r[2]);
 
 // Cached keys/values of one KV head for positions < pos0, rows of head_dim floats.
 // Full head: row = position. Ring head: positions < sink_tokens sit at row = position; later
@@ -58,12 +82,16 @@ struct KvHeadView {
   }
 };
 
-// Optional outputs: per query head the fraction of causal (query, key) pairs skipped (rho,
-// SPEC §6), and for XA heads the selected block mask.
+// Optional outputs of one call. rho: per query head, the fraction of the causal (query, key)
+// pairs of this call's queries that the head skipped (SPEC §6; 0 for FA). XA heads: the
+// selected block mask over this call's query blocks x all key blocks.
 struct AttnStats {
-  std::vector<double> rho;                  // [Hq]
-  std::vector<std::vector<uint8_t>> xa_mask;  // [Hq][nqb * nkb] for XA heads, else empty
+  std::vector<double> rho;                    // [Hq]
+  int64_t causal_pairs = 0;                   // sum over queries of (position + 1)
+  std::vector<int64_t> attended_pairs;        // [Hq]
+  std::vector<std::vector<uint8_t>> xa_mask;  // [Hq][xa_q_blocks * xa_k_blocks] XA heads, else empty
   int64_t xa_q_blocks = 0, xa_k_blocks = 0;
+  int64_t xa_estimate_scores = 0;  // strided (row, column) scores computed, over all heads
 };
 
 struct AttnArgs {
@@ -83,7 +111,29 @@ struct AttnArgs {
   AttnStats* stats = nullptr;
 };
 
-// CPU reference path (fp32, exact softmax over each mode's key set).
+// CPU reference path (fp32, exact softmax over each mode's key set). Work is split into
+// (KV head, query tile) tasks over OpenMP threads; every mode of a layer runs in one call.
 void attention_cpu(const AttnArgs& a);
+
+// Rows of one head by absolute position: positions < pos0 from `past`, others from `now`.
+struct RowSource {
+  const float* past = nullptr;  // row of position p < pos0 at past + p * past_stride
+  int64_t past_stride = 0;
+  const float* now = nullptr;   // row of position p >= pos0 at now + (p - pos0) * now_stride
+  int64_t now_stride = 0;
+  int64_t pos0 = 0;
+  const float* row(int64_t p) const {
+    return p < pos0 ? past + p * past_stride : now + (p - pos0) * now_stride;
+  }
+};
+
+// XA estimation and selection (SPEC §3) for one query head of a prompt chunk: queries at
+// positions pos0..pos0+n-1 (pos0 a multiple of o.block), keys 0..pos0+n-1. Returns the block
+// mask [ceil(n / block)][ceil((pos0 + n) / block)], row-major, 1 = attend. `scores`
+// (optional) is increased by the number of strided scores computed. attention_cpu uses it
+// for XA heads; tests and the benchmark call it directly.
+std::vector<uint8_t> xa_select_blocks(const RowSource& q, const RowSource& k, int64_t pos0,
+                                      int64_t n, int64_t head_dim, float scale, const XaOptions& o,
+                                      int64_t* scores = nullptr);
 
 }  // namespace elastic

@@ -1,0 +1,66 @@
+// The compute backend behind the model forward pass: memory, weight preparation, and the ops of
+// one transformer step. The CPU backend (cpu_ops.h, cpu_matmul.h, attention_cpu) is the
+// reference; a CUDA backend implements the same interface and must agree with it op by op.
+//
+// Pointers passed to the ops are backend memory (from alloc()); on the CPU that is host memory.
+// The KV cache (kv_cache.h) is host memory for now: a device backend will give it an allocator.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "elastic/attention.h"
+#include "elastic/tensor.h"
+
+namespace elastic {
+
+// A linear layer's weight [rows = out features, cols = in features] after the backend prepared
+// it (repacked, uploaded). Opaque to the model; `impl` belongs to the backend that made it.
+struct Linear {
+  int64_t rows = 0;
+  int64_t cols = 0;
+  DType dtype = DType::f32;
+  std::shared_ptr<const void> impl;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+
+  // Memory: an owning handle to `bytes` bytes of backend memory, 64-byte aligned.
+  virtual std::shared_ptr<void> alloc(size_t bytes) = 0;
+  virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
+
+  // Weights: `w` is a 2-D checkpoint tensor; the Linear keeps its own prepared copy and does
+  // not read `w` after this returns.
+  virtual Linear linear_prepare(const TensorView& w) = 0;
+
+  // Ops; shapes as in cpu_ops.h.
+  // out: [n, dim]; table: [vocab, dim] as stored (host memory of the checkpoint).
+  virtual void embedding_forward(float* out, const int64_t* ids, int64_t n, const void* table,
+                                 DType dtype, int64_t vocab, int64_t dim) = 0;
+  // out, inp: [rows, dim]; weight: [dim].
+  virtual void rmsnorm_forward(float* out, const float* inp, const float* weight, int64_t rows,
+                               int64_t dim, float eps) = 0;
+  // out: [n, w.rows]; inp: [n, w.cols]; bias: [w.rows] or null.
+  virtual void linear_forward(float* out, const float* inp, const Linear& w, const float* bias,
+                              int64_t n) = 0;
+  // x: [n, heads, head_dim] in place; cos, sin: [n, head_dim / 2].
+  virtual void rope_forward(float* x, const float* cos, const float* sin, int64_t n, int64_t heads,
+                            int64_t head_dim) = 0;
+  // out, gate, up: [count].
+  virtual void swiglu_forward(float* out, const float* gate, const float* up, int64_t count) = 0;
+  // x += delta; [count].
+  virtual void residual_forward(float* x, const float* delta, int64_t count) = 0;
+  // All heads of one layer, each KV head in its mode (attention.h).
+  virtual void attention_forward(const AttnArgs& args) = 0;
+};
+
+// The CPU reference backend (OpenMP threads).
+std::shared_ptr<Backend> backend_cpu();
+
+}  // namespace elastic

@@ -1,0 +1,120 @@
+// A decoder-only transformer (Llama 3, Qwen3, Qwen2) loaded from an HF checkpoint, and its
+// forward pass. Weights are a struct of per-layer views into the memory-mapped checkpoint
+// (linear layers prepared by the backend; norms and biases as fp32 copies in backend memory).
+//
+// One request = one sequence with its KV cache and routing decisions (Request). prefill() runs
+// a chunk of tokens through all layers, layer by layer over the whole chunk (the router needs
+// the whole prompt's keys per layer): the first call routes every layer, later calls (chunked
+// prefill, decode = one token) reuse those decisions.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "elastic/attention.h"
+#include "elastic/backend.h"
+#include "elastic/config.h"
+#include "elastic/cpu_ops.h"
+#include "elastic/kv_cache.h"
+#include "elastic/routing.h"
+#include "elastic/tensor.h"
+
+namespace elastic {
+
+struct LayerWeights {
+  const float* input_norm = nullptr;           // [D]
+  Linear q_proj;                               // [Hq*d, D]
+  Linear k_proj;                               // [Hkv*d, D]
+  Linear v_proj;                               // [Hkv*d, D]
+  const float* q_bias = nullptr;               // [Hq*d] (qwen2) or null
+  const float* k_bias = nullptr;               // [Hkv*d] or null
+  const float* v_bias = nullptr;               // [Hkv*d] or null
+  const float* q_norm = nullptr;               // [d] (qwen3) or null
+  const float* k_norm = nullptr;               // [d] (qwen3) or null
+  Linear o_proj;                               // [D, Hq*d]
+  const float* o_bias = nullptr;               // [D] (attention_out_bias) or null
+  const float* post_attention_norm = nullptr;  // [D]
+  Linear gate_proj;                            // [F, D]
+  Linear up_proj;                              // [F, D]
+  Linear down_proj;                            // [D, F]
+};
+
+struct ModelWeights {
+  TensorView embed_tokens;  // [V, D] as stored, host memory
+  std::vector<LayerWeights> layers;
+  const float* final_norm = nullptr;  // [D]
+  Linear lm_head;                     // [V, D]; the embedding when tied
+};
+
+struct Model {
+  ModelConfig config;
+  std::string source;  // folder, or "synthetic:<name>"
+  std::shared_ptr<Backend> backend;
+  ModelWeights weights;
+  RopeFrequencies rope;
+  std::shared_ptr<const void> storage;        // keeps the checkpoint mapping alive
+  std::vector<std::shared_ptr<void>> buffers;  // backend copies of norms and biases
+
+  // Parameters of the linear layers a forward pass reads (q/k/v/o, MLP, lm_head), and their
+  // bytes as stored; the embedding is counted once when tied.
+  int64_t matmul_params_per_token() const;
+  uint64_t weight_bytes_per_token() const;
+};
+
+// Resolves a tensor name to a view, or nullopt when absent.
+using TensorLookup = std::function<std::optional<TensorView>(const std::string&)>;
+
+// Loads an HF folder (config.json + safetensors). Every tensor is checked against the config;
+// a missing tensor or a wrong shape throws elastic::Error naming the tensor, the expected and
+// the actual shape. Router tensors (...self_attn.mask_allocator.*) are not read here.
+Model model_load(const std::string& dir, std::shared_ptr<Backend> backend = backend_cpu());
+// Same from any tensor source; `storage` keeps the viewed memory alive.
+Model model_build(const ModelConfig& config, const TensorLookup& lookup,
+                  std::shared_ptr<const void> storage, const std::string& source,
+                  std::shared_ptr<Backend> backend = backend_cpu());
+
+// A model with the shape of a known checkpoint and deterministic random bf16 weights generated
+// in memory (for benchmarks on a machine without downloads). Names: model_synthetic_names().
+Model model_synthetic(const std::string& name, uint64_t seed = 1,
+                      std::shared_ptr<Backend> backend = backend_cpu());
+std::vector<std::string> model_synthetic_names();
+
+// Scratch activations of a forward pass, in backend memory, sized for `tokens` rows.
+struct Workspace {
+  int64_t tokens = 0;  // capacity in rows
+  std::shared_ptr<void> x, xn, q, k, v, att, proj, gate, up, cos, sin, logits, ids;
+  std::vector<float> logits_host;  // downloaded logits
+};
+
+// State of one sequence: KV cache, routing decisions, attention options, scratch.
+struct Request {
+  KvCache cache;
+  std::vector<LayerRoute> routes;  // [L] after the first prefill, empty before
+  AttnOptions attn;                // SSA sink/window etc., from the config by default
+  RoutingPolicy* routing = nullptr;  // null = DenseRouting
+  int64_t length = 0;              // positions processed
+  Workspace ws;
+};
+
+// A fresh request for `model`; `routing` (may be null: dense) must outlive the request.
+Request request_start(const Model& model, RoutingPolicy* routing = nullptr);
+
+enum class LogitsOutput { none, last, all };
+
+struct PrefillOptions {
+  LogitsOutput logits = LogitsOutput::last;
+  // When set, receives L + 1 tensors [n, D]: the embeddings, then the residual stream after
+  // each layer (the last one before the final norm).
+  std::vector<std::vector<float>>* hidden = nullptr;
+};
+
+// Runs tokens ids[0..n) at positions request.length.. through the model and returns the
+// logits [n, V] (all), [1, V] (last) or empty (none) as host fp32.
+const std::vector<float>& model_prefill(const Model& model, Request& request, const int64_t* ids,
+                                        int64_t n, const PrefillOptions& options = {});
+
+}  // namespace elastic

@@ -1,0 +1,74 @@
+// The CPU backend: host memory and the reference ops of cpu_ops.h, cpu_matmul.h and
+// attention_cpu. Stateless, so one shared instance serves every model.
+#include <cstdlib>
+#include <cstring>
+
+#include "elastic/backend.h"
+#include "elastic/cpu_matmul.h"
+#include "elastic/cpu_ops.h"
+#include "elastic/error.h"
+
+namespace elastic {
+namespace {
+
+class CpuBackend final : public Backend {
+ public:
+  std::string_view name() const override { return "cpu"; }
+
+  std::shared_ptr<void> alloc(size_t bytes) override {
+    const size_t rounded = (bytes + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
+    if (!p) throw Error("out of memory allocating " + std::to_string(bytes) + " bytes");
+    return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  }
+  void upload(void* dst, const void* host_src, size_t bytes) override {
+    std::memcpy(dst, host_src, bytes);
+  }
+  void download(void* host_dst, const void* src, size_t bytes) override {
+    std::memcpy(host_dst, src, bytes);
+  }
+
+  Linear linear_prepare(const TensorView& w) override {
+    auto cw = std::make_shared<CpuWeight>(cpu_weight_prepare(w));
+    Linear l;
+    l.rows = cw->rows;
+    l.cols = cw->cols;
+    l.dtype = cw->dtype;
+    l.impl = cw;
+    return l;
+  }
+
+  void embedding_forward(float* out, const int64_t* ids, int64_t n, const void* table, DType dtype,
+                         int64_t vocab, int64_t dim) override {
+    elastic::embedding_forward(out, ids, n, table, dtype, vocab, dim);
+  }
+  void rmsnorm_forward(float* out, const float* inp, const float* weight, int64_t rows,
+                       int64_t dim, float eps) override {
+    elastic::rmsnorm_forward(out, inp, weight, rows, dim, eps);
+  }
+  void linear_forward(float* out, const float* inp, const Linear& w, const float* bias,
+                      int64_t n) override {
+    ELASTIC_CHECK(w.impl != nullptr);
+    matmul_cpu(out, inp, *static_cast<const CpuWeight*>(w.impl.get()), bias, n);
+  }
+  void rope_forward(float* x, const float* cos, const float* sin, int64_t n, int64_t heads,
+                    int64_t head_dim) override {
+    elastic::rope_forward(x, cos, sin, n, heads, head_dim);
+  }
+  void swiglu_forward(float* out, const float* gate, const float* up, int64_t count) override {
+    elastic::swiglu_forward(out, gate, up, count);
+  }
+  void residual_forward(float* x, const float* delta, int64_t count) override {
+    elastic::residual_forward(x, delta, count);
+  }
+  void attention_forward(const AttnArgs& args) override { attention_cpu(args); }
+};
+
+}  // namespace
+
+std::shared_ptr<Backend> backend_cpu() {
+  static std::shared_ptr<Backend> instance = std::make_shared<CpuBackend>();
+  return instance;
+}
+
+}  // namespace elastic

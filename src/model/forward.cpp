@@ -1,0 +1,174 @@
+// The forward pass of one chunk of a request, layer-outer over the whole chunk:
+//
+//   x = embed(ids)
+//   per layer: xn = rmsnorm(x); q,k,v = xn W^T (+b); q,k = rmsnorm per head (qwen3);
+//              [first prefill: modes = route(k before RoPE)]; q,k = rope(q,k);
+//              att = attention(q, k, v, cache, modes); cache += k,v; x += att Wo^T;
+//              xn = rmsnorm(x); x += (silu(xn Wg^T) * (xn Wu^T)) Wd^T   (MLP in token tiles)
+//   logits = rmsnorm(x) Wlm^T
+//
+// Invariants: all activations fp32; positions of the chunk are request.length.. ; the KV cache
+// of every layer holds exactly the positions before the chunk when its attention runs.
+#include <algorithm>
+#include <cstring>
+
+#include "elastic/error.h"
+#include "elastic/model.h"
+
+namespace elastic {
+namespace {
+
+// Tokens per MLP tile: bounds the [tile, F] gate/up scratch for long prompts while keeping the
+// GEMMs large enough to run at full speed.
+constexpr int64_t kMlpTileTokens = 512;
+
+float* f32(const std::shared_ptr<void>& p) { return static_cast<float*>(p.get()); }
+
+void workspace_reserve(Backend& be, const ModelConfig& c, Workspace& ws, int64_t n,
+                       int64_t logits_rows) {
+  const int64_t D = c.hidden_size, d = c.head_dim, F = c.intermediate_size;
+  const int64_t Hq = c.num_heads, Hkv = c.num_kv_heads;
+  auto buf = [&](int64_t floats) { return be.alloc(static_cast<size_t>(floats) * sizeof(float)); };
+  if (n > ws.tokens) {
+    ws.tokens = n;
+    const int64_t tile = std::min(n, kMlpTileTokens);
+    ws.x = buf(n * D);
+    ws.xn = buf(n * D);
+    ws.q = buf(n * Hq * d);
+    ws.k = buf(n * Hkv * d);
+    ws.v = buf(n * Hkv * d);
+    ws.att = buf(n * Hq * d);
+    ws.proj = buf(n * D);
+    ws.gate = buf(tile * F);
+    ws.up = buf(tile * F);
+    ws.cos = buf(n * d / 2);
+    ws.sin = buf(n * d / 2);
+  }
+  const size_t logits_floats = static_cast<size_t>(logits_rows * c.vocab_size);
+  if (logits_floats > ws.logits_host.capacity() || !ws.logits) {
+    ws.logits = buf(std::max<int64_t>(logits_rows, 1) * c.vocab_size);
+    ws.logits_host.reserve(logits_floats);
+  }
+  ws.logits_host.resize(logits_floats);
+}
+
+void hidden_push(Backend& be, std::vector<std::vector<float>>* hidden, const float* x, int64_t count) {
+  if (!hidden) return;
+  hidden->emplace_back(static_cast<size_t>(count));
+  be.download(hidden->back().data(), x, static_cast<size_t>(count) * sizeof(float));
+}
+
+// x += MLP(rmsnorm(x)) for rows [0, n), in tiles of kMlpTileTokens rows.
+// x: [n, D]; xn, proj: [n, D] scratch; gate, up: [tile, F] scratch.
+void mlp_block_forward(Backend& be, float* x, float* xn, float* proj, float* gate, float* up,
+                       const LayerWeights& w, const ModelConfig& c, int64_t n) {
+  const int64_t D = c.hidden_size, F = c.intermediate_size;
+  be.rmsnorm_forward(xn, x, w.post_attention_norm, n, D, static_cast<float>(c.rms_norm_eps));
+  for (int64_t t0 = 0; t0 < n; t0 += kMlpTileTokens) {
+    const int64_t m = std::min(kMlpTileTokens, n - t0);
+    be.linear_forward(gate, xn + t0 * D, w.gate_proj, nullptr, m);  // gate: [m, F]
+    be.linear_forward(up, xn + t0 * D, w.up_proj, nullptr, m);      // up: [m, F]
+    be.swiglu_forward(gate, gate, up, m * F);
+    be.linear_forward(proj + t0 * D, gate, w.down_proj, nullptr, m);  // proj: [m, D]
+  }
+  be.residual_forward(x, proj, n * D);
+}
+
+}  // namespace
+
+Request request_start(const Model& model, RoutingPolicy* routing) {
+  const ModelConfig& c = model.config;
+  Request r;
+  r.cache = KvCache(c.num_layers, c.num_kv_heads, c.head_dim);
+  r.attn.ssa.sink_tokens = c.elastic.sink_size;
+  r.attn.ssa.local_tokens = c.elastic.local_window_size;
+  r.routing = routing;
+  return r;
+}
+
+const std::vector<float>& model_prefill(const Model& model, Request& req, const int64_t* ids,
+                                        int64_t n, const PrefillOptions& opt) {
+  const ModelConfig& c = model.config;
+  const ModelWeights& W = model.weights;
+  Backend& be = *model.backend;
+  const int64_t D = c.hidden_size, Hq = c.num_heads, Hkv = c.num_kv_heads, d = c.head_dim;
+  const int64_t L = c.num_layers, V = c.vocab_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  if (n <= 0) throw Error("prefill needs at least one token");
+  const int64_t pos0 = req.length;
+  const int64_t logits_rows = opt.logits == LogitsOutput::all ? n : opt.logits == LogitsOutput::last ? 1 : 0;
+  Workspace& ws = req.ws;
+  workspace_reserve(be, c, ws, n, logits_rows);
+  float *x = f32(ws.x), *xn = f32(ws.xn), *q = f32(ws.q), *k = f32(ws.k), *v = f32(ws.v);
+  float *att = f32(ws.att), *proj = f32(ws.proj), *cos = f32(ws.cos), *sin = f32(ws.sin);
+
+  DenseRouting dense;
+  RoutingPolicy& routing = req.routing ? *req.routing : static_cast<RoutingPolicy&>(dense);
+  const bool first_prefill = req.routes.empty();
+  if (first_prefill) req.routes.resize(static_cast<size_t>(L));
+
+  // cos, sin: [n, d/2] for positions pos0..pos0+n-1 (host table, uploaded).
+  {
+    std::vector<float> hc(static_cast<size_t>(n * d / 2)), hs(hc.size());
+    rope_table_fill(hc.data(), hs.data(), model.rope, pos0, n);
+    be.upload(cos, hc.data(), hc.size() * sizeof(float));
+    be.upload(sin, hs.data(), hs.size() * sizeof(float));
+  }
+
+  be.embedding_forward(x, ids, n, W.embed_tokens.data, W.embed_tokens.dtype, V, D);  // x: [n, D]
+  if (opt.hidden) opt.hidden->clear();
+  hidden_push(be, opt.hidden, x, n * D);
+
+  for (int64_t l = 0; l < L; ++l) {
+    const LayerWeights& w = W.layers[static_cast<size_t>(l)];
+    be.rmsnorm_forward(xn, x, w.input_norm, n, D, eps);    // xn: [n, D]
+    be.linear_forward(q, xn, w.q_proj, w.q_bias, n);       // q: [n, Hq*d]
+    be.linear_forward(k, xn, w.k_proj, w.k_bias, n);       // k: [n, Hkv*d]
+    be.linear_forward(v, xn, w.v_proj, w.v_bias, n);       // v: [n, Hkv*d]
+    if (w.q_norm) be.rmsnorm_forward(q, q, w.q_norm, n * Hq, d, eps);
+    if (w.k_norm) be.rmsnorm_forward(k, k, w.k_norm, n * Hkv, d, eps);
+    LayerRoute& route = req.routes[static_cast<size_t>(l)];
+    if (first_prefill) {
+      route = routing.route(l, k, n, Hkv, d);  // k: [n, Hkv, d] after k_norm, before RoPE
+      if (static_cast<int64_t>(route.modes.size()) != Hkv)
+        throw Error("routing policy returned " + std::to_string(route.modes.size()) +
+                    " modes for layer " + std::to_string(l) + " (expected " + std::to_string(Hkv) + ")");
+      req.cache.configure_layer(l, route.modes, req.attn.ssa);
+    }
+    be.rope_forward(q, cos, sin, n, Hq, d);
+    be.rope_forward(k, cos, sin, n, Hkv, d);
+
+    std::vector<KvHeadView> past = req.cache.views(l);
+    AttnArgs a;
+    a.out = att;  // [n, Hq, d]
+    a.q = q;
+    a.k = k;
+    a.v = v;
+    a.past = past.data();
+    a.modes = route.modes.data();
+    a.n = n;
+    a.pos0 = pos0;
+    a.num_heads = Hq;
+    a.num_kv_heads = Hkv;
+    a.head_dim = d;
+    a.opt = req.attn;
+    be.attention_forward(a);
+    req.cache.append(l, k, v, pos0, n);
+
+    be.linear_forward(proj, att, w.o_proj, w.o_bias, n);  // proj: [n, D]
+    be.residual_forward(x, proj, n * D);
+    mlp_block_forward(be, x, xn, proj, f32(ws.gate), f32(ws.up), w, c, n);
+    hidden_push(be, opt.hidden, x, n * D);
+  }
+  req.length = pos0 + n;
+
+  if (logits_rows > 0) {
+    const float* last = x + (n - logits_rows) * D;
+    be.rmsnorm_forward(xn, last, W.final_norm, logits_rows, D, eps);
+    be.linear_forward(f32(ws.logits), xn, W.lm_head, nullptr, logits_rows);  // [rows, V]
+    be.download(ws.logits_host.data(), ws.logits.get(), ws.logits_host.size() * sizeof(float));
+  }
+  return ws.logits_host;
+}
+
+}  // namespace elastic

@@ -1,0 +1,137 @@
+// Sampling filters (HF order: temperature, top-k, top-p, min-p) and the generation loop.
+// Invariant: the candidate list is sorted by decreasing probability (ties: lower id first), so
+// each filter keeps a prefix of it and the draw is reproducible for a given seed.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <string>
+
+#include "elastic/error.h"
+#include "elastic/sampling.h"
+
+namespace elastic {
+
+int64_t sample_greedy(const float* logits, int64_t vocab) {
+  ELASTIC_CHECK(vocab > 0);
+  int64_t best = 0;
+  for (int64_t i = 1; i < vocab; ++i)
+    if (logits[i] > logits[best]) best = i;
+  return best;
+}
+
+std::vector<std::pair<int64_t, float>> sampling_candidates(const float* logits, int64_t vocab,
+                                                           const SamplingParams& p) {
+  ELASTIC_CHECK(p.temperature > 0.f && vocab > 0);
+  // Temperature-scaled softmax over the whole vocabulary (in double for the normaliser).
+  const float inv_t = 1.0f / p.temperature;
+  float mx = logits[0];
+  for (int64_t i = 1; i < vocab; ++i) mx = std::max(mx, logits[i]);
+  std::vector<std::pair<int64_t, float>> c(static_cast<size_t>(vocab));
+  double sum = 0.0;
+  for (int64_t i = 0; i < vocab; ++i) {
+    const float e = std::exp((logits[i] - mx) * inv_t);
+    c[i] = {i, e};
+    sum += e;
+  }
+  auto by_prob = [](const std::pair<int64_t, float>& a, const std::pair<int64_t, float>& b) {
+    return a.second > b.second || (a.second == b.second && a.first < b.first);
+  };
+  // top-k: only the k best need ordering.
+  size_t keep = c.size();
+  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < c.size()) {
+    keep = static_cast<size_t>(p.top_k);
+    std::partial_sort(c.begin(), c.begin() + keep, c.end(), by_prob);
+    c.resize(keep);
+    sum = 0.0;
+    for (const auto& e : c) sum += e.second;
+  } else {
+    std::sort(c.begin(), c.end(), by_prob);
+  }
+  // top-p on the distribution left by top-k: smallest prefix whose mass reaches top_p.
+  if (p.top_p < 1.f) {
+    double cum = 0.0;
+    size_t i = 0;
+    for (; i < c.size(); ++i) {
+      cum += c[i].second / sum;
+      if (cum >= p.top_p) break;
+    }
+    c.resize(std::min(c.size(), i + 1));
+    sum = 0.0;
+    for (const auto& e : c) sum += e.second;
+  }
+  // min-p: relative to the most likely token (ratios survive renormalisation).
+  if (p.min_p > 0.f) {
+    const float threshold = p.min_p * c[0].second;
+    size_t i = 1;
+    while (i < c.size() && c[i].second >= threshold) ++i;
+    c.resize(i);
+    sum = 0.0;
+    for (const auto& e : c) sum += e.second;
+  }
+  for (auto& e : c) e.second = static_cast<float>(e.second / sum);
+  return c;
+}
+
+Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
+  if (!(params.temperature >= 0.f) || !std::isfinite(params.temperature))
+    throw Error("--temp must be >= 0, got " + std::to_string(params.temperature));
+  if (params.top_k < 0) throw Error("--top-k must be >= 0, got " + std::to_string(params.top_k));
+  if (!(params.top_p > 0.f && params.top_p <= 1.f))
+    throw Error("--top-p must be in (0, 1], got " + std::to_string(params.top_p));
+  if (!(params.min_p >= 0.f && params.min_p <= 1.f))
+    throw Error("--min-p must be in [0, 1], got " + std::to_string(params.min_p));
+}
+
+int64_t Sampler::sample(const float* logits, int64_t vocab) {
+  if (params_.temperature == 0.f) return sample_greedy(logits, vocab);
+  std::vector<std::pair<int64_t, float>> c = sampling_candidates(logits, vocab, params_);
+  const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+  double cum = 0.0;
+  for (const auto& e : c) {
+    cum += e.second;
+    if (u < cum) return e.first;
+  }
+  return c.back().first;  // u within rounding of 1
+}
+
+std::vector<int64_t> generate(const Model& model, Request& request,
+                              const std::vector<int64_t>& prompt, const GenerateOptions& options,
+                              Sampler& sampler, const std::function<bool(int64_t)>& on_token,
+                              GenerateStats* stats) {
+  using clock = std::chrono::steady_clock;
+  const ModelConfig& c = model.config;
+  if (prompt.empty()) throw Error("generate needs a non-empty prompt");
+  if (options.max_new_tokens < 0) throw Error("-n must be >= 0");
+  GenerateStats st;
+  st.prompt_tokens = static_cast<int64_t>(prompt.size());
+  std::vector<int64_t> out;
+  auto is_eos = [&](int64_t t) {
+    return std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), t) != c.eos_token_ids.end();
+  };
+  auto t0 = clock::now();
+  const std::vector<float>* logits = nullptr;
+  if (options.max_new_tokens > 0)
+    logits = &model_prefill(model, request, prompt.data(), static_cast<int64_t>(prompt.size()));
+  for (int64_t i = 0; i < options.max_new_tokens; ++i) {
+    if (i > 0) {
+      const int64_t prev = out.back();
+      logits = &model_prefill(model, request, &prev, 1);
+    }
+    const int64_t tok = sampler.sample(logits->data(), c.vocab_size);
+    out.push_back(tok);
+    auto now = clock::now();
+    if (i == 0) st.prefill_seconds = std::chrono::duration<double>(now - t0).count();
+    else st.decode_seconds = std::chrono::duration<double>(now - t0).count() - st.prefill_seconds;
+    const bool keep_going = !on_token || on_token(tok);
+    if (options.stop_at_eos && is_eos(tok)) {
+      st.stopped_at_eos = true;
+      break;
+    }
+    if (!keep_going) break;
+  }
+  st.generated_tokens = static_cast<int64_t>(out.size());
+  if (stats) *stats = st;
+  return out;
+}
+
+}  // namespace elastic
