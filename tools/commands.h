@@ -5,6 +5,8 @@ namespace elastic::cli {
 
 // Each returns the process exit code; argv[0] is the subcommand name.
 int cmd_inspect(int argc, char** argv);
+int cmd_tokenize(int argc, char** argv);
+int cmd_detokenize(int argc, char** argv);
 int cmd_logits(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
 

@@ -18,6 +18,8 @@ struct Command {
 
 const Command kCommands[] = {
     {"inspect", elastic::cli::cmd_inspect, "config summary, tensors, parameter count, memory"},
+    {"tokenize", elastic::cli::cmd_tokenize, "text (stdin) to token ids; --json for JSON lines"},
+    {"detokenize", elastic::cli::cmd_detokenize, "token ids to text"},
     {"logits", elastic::cli::cmd_logits, "logits (and hidden states) of token ids, to safetensors"},
     {"generate", elastic::cli::cmd_generate, "generate token ids from prompt ids (greedy or sampled)"},
 };
