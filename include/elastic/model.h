@@ -94,6 +94,7 @@ struct Workspace {
 struct Request {
   KvCache cache;
   std::vector<LayerRoute> routes;  // [L] after the first prefill, empty before
+  std::vector<AttnStats> prefill_stats;  // [L] attention stats of the first prefill (reports)
   AttnOptions attn;                // SSA sink/window etc., from the config by default
   RoutingPolicy* routing = nullptr;  // null = DenseRouting
   int64_t length = 0;              // positions processed

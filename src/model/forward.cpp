@@ -106,6 +106,7 @@ const std::vector<float>& model_prefill(const Model& model, Request& req, const 
   RoutingPolicy& routing = req.routing ? *req.routing : static_cast<RoutingPolicy&>(dense);
   const bool first_prefill = req.routes.empty();
   if (first_prefill) req.routes.resize(static_cast<size_t>(L));
+  if (first_prefill) req.prefill_stats.assign(static_cast<size_t>(L), AttnStats{});
 
   // cos, sin: [n, d/2] for positions pos0..pos0+n-1 (host table, uploaded).
   {
@@ -152,6 +153,7 @@ const std::vector<float>& model_prefill(const Model& model, Request& req, const 
     a.num_kv_heads = Hkv;
     a.head_dim = d;
     a.opt = req.attn;
+    a.stats = first_prefill ? &req.prefill_stats[static_cast<size_t>(l)] : nullptr;
     be.attention_forward(a);
     req.cache.append(l, k, v, pos0, n);
 

@@ -1,0 +1,96 @@
+// elastic route: runs the prompt's prefill with Elastic Attention and reports, per request,
+// the routing decisions (layer x KV head), the router logits, rho per query head, the model
+// and effective sparsity ratios, KV-cache bytes and attention FLOPs against the dense model.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "cli_args.h"
+#include "commands.h"
+#include "elastic/config.h"
+#include "elastic/model.h"
+#include "elastic/report.h"
+#include "elastic_options.h"
+
+namespace elastic::cli {
+
+int cmd_route(int argc, char** argv) {
+  std::string model_dir;
+  std::vector<int64_t> ids;
+  bool json = false;
+  ElasticOptions eo;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::printf(
+          "usage: elastic route -m MODEL --input-ids \"1 2 3\" [--json] [options]\n\n"
+          "Runs one prefill of the token ids with Elastic Attention and prints the routing map\n"
+          "(1 = retrieval mode, 0 = sparse mode, per layer and KV head), rho per query head\n"
+          "(fraction of causal query-key pairs skipped), Omega_MSR (fraction of heads routed\n"
+          "sparse), Omega_ESR (mean rho of the last layer and of all layers), KV-cache bytes and\n"
+          "attention FLOPs against the dense model.\n\n"
+          "  -m, --model DIR        HF model folder (an Elastic Paw* checkpoint, or a backbone)\n"
+          "  --input-ids IDS        token ids, separated by spaces or commas\n"
+          "  --json                 print one JSON object: decisions [L][Hkv], modes,\n"
+          "                         router_logits [L][Hkv][2] (SA, retrieval; null without a\n"
+          "                         router), rho [L][Hq], omega_msr, omega_esr_last,\n"
+          "                         omega_esr_all, kv_cache_bytes(_dense), attention_flops(_dense)\n"
+          "  -t, --threads N        CPU threads (default: all cores)\n\n%s",
+          kElasticOptionsHelp);
+      return 0;
+    } else if (a == "-m" || a == "--model") {
+      model_dir = option_value(argc, argv, i);
+    } else if (a == "--input-ids") {
+      ids = parse_ids(a, option_value(argc, argv, i));
+    } else if (a == "--json") {
+      json = true;
+    } else if (a == "-t" || a == "--threads") {
+      set_threads(parse_int(a, option_value(argc, argv, i), 0));
+    } else if (!elastic_options_parse(eo, argc, argv, i)) {
+      throw Error("unknown option '" + a + "' (see elastic route --help)");
+    }
+  }
+  if (model_dir.empty()) throw Error("missing -m MODEL (see elastic route --help)");
+  if (ids.empty()) throw Error("missing --input-ids (see elastic route --help)");
+
+  Model model = model_load(model_dir);
+  ElasticSetup setup = elastic_setup(eo, model.config, model_dir);
+  Request req = request_start(model, setup.policy.get());
+  req.attn = setup.attn;
+  const int64_t T = static_cast<int64_t>(ids.size());
+  PrefillOptions po;
+  po.logits = LogitsOutput::none;
+  model_prefill(model, req, ids.data(), T, po);
+  const RequestReport r = elastic_request_report(model, req, T);
+  if (!eo.routing_map.empty()) report_write_routing_map_png(r, eo.routing_map);
+
+  if (json) {
+    nlohmann::json j = report_json(r);
+    j["model"] = model_dir;
+    j["policy"] = setup.description;
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+  }
+  std::printf("model:    %s (%lld tokens)\npolicy:   %s\n", model_dir.c_str(), (long long)T, setup.description.c_str());
+  std::printf("routing (rows = layers, columns = KV heads; upper case = retrieval mode):\n");
+  for (int64_t l = 0; l < r.layers; ++l) {
+    std::printf("  %3lld  ", (long long)l);
+    for (int64_t h = 0; h < r.kv_heads; ++h) {
+      const char* m = attn_mode_name(r.modes[l][h]);
+      std::printf(" %c%c", r.decisions[l][h] ? m[0] - 32 : m[0], r.decisions[l][h] ? m[1] - 32 : m[1]);
+    }
+    double rho = 0;
+    for (double x : r.rho[l]) rho += x;
+    std::printf("   mean rho %.3f\n", rho / r.heads);
+  }
+  std::printf("omega_msr %.4f  omega_esr_last %.4f  omega_esr_all %.4f\n", r.omega_msr, r.omega_esr_last,
+              r.omega_esr_all);
+  std::printf("kv cache  %.3f MiB of %.3f MiB dense (%.1f%%)\n", r.kv_bytes / 1048576.0, r.kv_bytes_dense / 1048576.0,
+              r.kv_bytes_dense ? 100.0 * r.kv_bytes / r.kv_bytes_dense : 100.0);
+  std::printf("attention %.3g FLOPs of %.3g dense (%.1f%%, XA estimation %.3g)\n", r.attn_flops, r.attn_flops_dense,
+              r.attn_flops_dense > 0 ? 100.0 * r.attn_flops / r.attn_flops_dense : 100.0, r.xa_estimate_flops);
+  if (!eo.routing_map.empty()) std::printf("routing map written to %s\n", eo.routing_map.c_str());
+  return 0;
+}
+
+}  // namespace elastic::cli
