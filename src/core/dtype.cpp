@@ -95,7 +95,7 @@ uint16_t f32_to_f16(float f) {
 void convert_to_f32(float* dst, const void* src, DType t, size_t n) {
   switch (t) {
     case DType::f32:
-      std::memcpy(dst, src, n * sizeof(float));
+      if (n) std::memcpy(dst, src, n * sizeof(float));  // empty tensors may pass null pointers
       return;
     case DType::bf16: {
       const auto* s = static_cast<const uint16_t*>(src);

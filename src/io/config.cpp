@@ -56,10 +56,10 @@ struct Reader {
   int64_t as_int(const std::string& key, const json& v, int64_t min_value,
                  int64_t max_value = kMaxSize) const {
     if (!v.is_number_integer()) fail(key, "must be an integer, got " + shown(v));
-    if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(max_value))
-      fail(key, "must be <= " + std::to_string(max_value) + ", got " + shown(v));
-    int64_t x = v.get<int64_t>();
-    if (x < min_value || x > max_value)
+    // Unsigned values above INT64_MAX would wrap in get<int64_t>: compare them unsigned.
+    bool too_big = v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(max_value);
+    int64_t x = too_big ? max_value : v.get<int64_t>();
+    if (too_big || x < min_value || x > max_value)
       fail(key, "must be in [" + std::to_string(min_value) + ", " + std::to_string(max_value) +
                     "], got " + shown(v));
     return x;

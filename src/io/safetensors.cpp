@@ -126,13 +126,15 @@ std::vector<SafetensorsEntry> safetensors_parse_header(std::string_view text, ui
     SafetensorsEntry e;
     e.name = name;
     e.dtype = *dtype;
+    // Every dimension and every prefix product stays <= 2^62, so shape_numel (int64) and
+    // numel * dtype size (uint64) cannot overflow.
     uint64_t numel = 1;
     for (const json& d : *sh) {
       if (!d.is_number_unsigned() && !(d.is_number_integer() && d.get<int64_t>() >= 0))
         throw Error(where + ": shape " + sh->dump() + " must hold non-negative integers");
       uint64_t dim = d.get<uint64_t>();
-      if (dim > (1ull << 62) || __builtin_mul_overflow(numel, dim, &numel))
-        throw Error(where + ": shape " + sh->dump() + " has too many elements");
+      if (dim > (1ull << 62) || __builtin_mul_overflow(numel, dim, &numel) || numel > (1ull << 62))
+        throw Error(where + ": shape " + sh->dump() + " has too many elements (at most 2^62)");
       e.shape.push_back(static_cast<int64_t>(dim));
     }
     auto off = v.find("data_offsets");
