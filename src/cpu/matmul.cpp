@@ -1,11 +1,57 @@
-// CPU linear layers, first version: straightforward dot products, threaded over output
-// features. Correct reference; the tuned kernels replace the inner loops.
+// CPU linear layers: weight packing and dispatch between the decode GEMV (n <= kGemvMaxRows,
+// memory-bound, matmul_gemv.cpp) and the prefill GEMM (matmul_gemm.cpp); plus the first,
+// straightforward implementation kept as the benchmark baseline.
+//
+// Packed layout (see cpu_matmul.h, matmul_simd.h): panel p holds output features
+// [32p, 32p + 32) as K rows of 32 weights; rows past N are zero. Packing is exact (same dtype).
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
 #include <vector>
 
+#include "cpu/matmul_simd.h"
 #include "elastic/cpu_matmul.h"
 #include "elastic/error.h"
 
 namespace elastic {
+namespace {
+
+// Largest n served by the GEMV kernels. Above it the GEMM's register blocking wins: measured
+// with bench_matmul (docs/perf-kernels.md, "GEMV/GEMM crossover").
+constexpr int64_t kGemvMaxRows = 4;
+
+// Below this many multiply-adds a call runs on the calling thread (fork/join costs ~µs).
+constexpr int64_t kParallelMinMacs = 1 << 15;
+
+std::shared_ptr<void> aligned_buffer(size_t bytes) {
+  const size_t align = 64;
+  void* p = std::aligned_alloc(align, (bytes + align - 1) / align * align);
+  if (!p) throw Error("out of memory: cannot allocate " + std::to_string(bytes) + " bytes");
+  return std::shared_ptr<void>(p, std::free);
+}
+
+// dst: [panels][K][32] of T; src: [N, K] of T. `slot(c)` places column c inside a panel row.
+template <typename T, typename Slot>
+void pack_panels(T* dst, const T* src, int64_t N, int64_t K, Slot slot) {
+  const int64_t panels = (N + kMatmulPanel - 1) / kMatmulPanel;
+#pragma omp parallel for schedule(static) if (N * K > kParallelMinMacs)
+  for (int64_t p = 0; p < panels; ++p) {
+    T* panel = dst + p * K * kMatmulPanel;
+    for (int c = 0; c < kMatmulPanel; ++c) {
+      const int64_t row = p * kMatmulPanel + c;
+      T* out = panel + slot(c);
+      if (row >= N) {
+        for (int64_t k = 0; k < K; ++k) out[k * kMatmulPanel] = T{};
+      } else {
+        const T* in = src + row * K;
+        for (int64_t k = 0; k < K; ++k) out[k * kMatmulPanel] = in[k];
+      }
+    }
+  }
+}
+
+}  // namespace
 
 CpuWeight cpu_weight_prepare(const TensorView& w) {
   if (w.shape.size() != 2)
@@ -13,15 +59,62 @@ CpuWeight cpu_weight_prepare(const TensorView& w) {
   if (w.dtype != DType::f32 && w.dtype != DType::f16 && w.dtype != DType::bf16)
     throw Error("tensor '" + w.name + "': dtype " + std::string(dtype_name(w.dtype)) +
                 " is not supported for weights (expected F32, F16 or BF16)");
+  if (w.shape[0] < 0 || w.shape[1] < 0 || (w.numel() > 0 && !w.data))
+    throw Error("tensor '" + w.name + "': no data for shape " + shape_str(w.shape));
   CpuWeight r;
   r.dtype = w.dtype;
   r.rows = w.shape[0];
   r.cols = w.shape[1];
   r.data = w.data;
+  const int64_t panels = (r.rows + kMatmulPanel - 1) / kMatmulPanel;
+  r.storage = aligned_buffer(static_cast<size_t>(std::max<int64_t>(1, panels * kMatmulPanel *
+                                                                          r.cols)) *
+                             dtype_size(r.dtype));
+  r.packed = r.storage.get();
+  auto natural = [](int c) { return c; };
+  switch (r.dtype) {
+    case DType::f32:
+      pack_panels(static_cast<float*>(r.storage.get()), static_cast<const float*>(w.data), r.rows,
+                  r.cols, natural);
+      break;
+    case DType::f16:
+      pack_panels(static_cast<uint16_t*>(r.storage.get()), static_cast<const uint16_t*>(w.data),
+                  r.rows, r.cols, natural);
+      break;
+    case DType::bf16:
+      pack_panels(static_cast<uint16_t*>(r.storage.get()), static_cast<const uint16_t*>(w.data),
+                  r.rows, r.cols, [](int c) { return cpu::bf16_panel_slot(c); });
+      break;
+    default: ELASTIC_CHECK(false);
+  }
   return r;
 }
 
 void matmul_cpu(float* y, const float* x, const CpuWeight& w, const float* bias, int64_t n) {
+  ELASTIC_CHECK(n >= 0 && w.packed != nullptr);
+  const int64_t N = w.rows, K = w.cols;
+  if (n == 0 || N == 0) return;
+  if (K == 0) {  // empty sum
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < N; ++j) y[i * N + j] = bias ? bias[j] : 0.f;
+    return;
+  }
+  if (n > kGemvMaxRows) {
+    cpu::matmul_gemm(y, x, n, w, bias);
+    return;
+  }
+  // Decode: each thread streams one contiguous range of panels (one sequential read stream).
+  const int64_t panels = (N + kMatmulPanel - 1) / kMatmulPanel;
+#pragma omp parallel if (n * N * K > kParallelMinMacs)
+  {
+    const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t p0 = panels * t / threads, p1 = panels * (t + 1) / threads;
+    if (p1 > p0) cpu::matmul_gemv_panels(y, x, n, w, bias, p0, p1);
+  }
+}
+
+void matmul_cpu_naive(float* y, const float* x, const CpuWeight& w, const float* bias, int64_t n) {
+  ELASTIC_CHECK(n >= 0 && (w.data != nullptr || w.rows * w.cols == 0));
   const int64_t N = w.rows, K = w.cols;
   const size_t esz = dtype_size(w.dtype);
 #pragma omp parallel

@@ -1,0 +1,115 @@
+// Prefill GEMM: y[n, N] = x[n, K] · W^T (+ bias) on packed weight panels (cpu_matmul.h).
+//
+// x is packed once per call into row panels of kRows rows, k-major ([n/kRows][K][kRows] fp32,
+// zero-padded rows), shared by all threads. The micro-kernel keeps a kRows x 32 tile of y in
+// registers (kRows * kPanelVecs accumulators) and per k loads one weight panel row (widened to
+// fp32 in registers), broadcasts kRows x values and issues kRows * kPanelVecs FMAs.
+// Cache blocking: N in blocks of kBlockPanels panels (the unit of work handed to threads,
+// dynamically, so a busy core does less), K in slices of kSliceK; inside a (block, slice) the
+// x panel (kSliceK * kRows fp32) is reused from L1 across the block's weight panels, which
+// stay in L2. Partial sums over K slices accumulate in y (fp32); bias is added by the first.
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "cpu/matmul_simd.h"
+
+namespace elastic::cpu {
+namespace {
+
+// Rows of x per micro-tile. AVX-512: 12 x 2 = 24 accumulators + 2 weight vectors + 1 broadcast
+// of 32 registers. AVX2: 3 x 4 = 12 of 16. Scalar: plain arrays the compiler may spill.
+// Measured choices: docs/perf-kernels.md.
+constexpr int gemm_rows() {
+  if constexpr (kLanes == 16) return 12;
+  else if constexpr (kLanes == 8) return 3;
+  else return 4;
+}
+constexpr int kRows = gemm_rows();
+static_assert(kLanes == 1 || kRows * kPanelVecs <= 32, "accumulators must fit the register file");
+
+// K slice: x micro-panel kSliceK * kRows * 4 B = 12 KiB (AVX-512) stays in L1 (32 KiB) while
+// a weight panel slice (kSliceK * 64 B for bf16) streams through.
+constexpr int64_t kSliceK = 256;
+// Weight panels per block (256 output features): block slice = 256 * 256 * 2 B = 128 KiB of
+// bf16 weights, resident in L2 (1 MiB on Zen 4) across the x panels.
+constexpr int64_t kBlockPanels = 8;
+
+template <DType D>
+void gemm_tile(int64_t kc, const float* a, const typename PanelRow<D>::Elem* b, float* c,
+               int64_t ldc, int rows, int cols, bool accumulate, const float* bias) {
+  // a: [kc][kRows] fp32; b: [kc][32] packed panel rows; c: [rows, ldc] fp32 (32 columns used).
+  Vec acc[kRows][kPanelVecs];
+  for (auto& r : acc)
+    for (auto& v : r) v = vzero();
+  for (int64_t k = 0; k < kc; ++k) {
+    Vec bv[kPanelVecs];
+    PanelRow<D>::load(b + k * kPanel, bv);
+    for (int i = 0; i < kRows; ++i) {
+      const Vec av = vbroadcast(a + k * kRows + i);
+      for (int j = 0; j < kPanelVecs; ++j) acc[i][j] = vfma(bv[j], av, acc[i][j]);
+    }
+  }
+  for (int i = 0; i < rows; ++i) panel_store(c + i * ldc, acc[i], cols, accumulate, bias);
+}
+
+// Packed x, reused across calls on this thread (no page faults per call).
+thread_local std::vector<float> x_pack;
+
+template <DType D>
+void gemm(float* y, const float* x, int64_t n, const CpuWeight& w, const float* bias) {
+  using Elem = typename PanelRow<D>::Elem;
+  const int64_t N = w.rows, K = w.cols;
+  const int64_t row_panels = (n + kRows - 1) / kRows;
+  const int64_t panels = (N + kPanel - 1) / kPanel;
+  const int64_t blocks = (panels + kBlockPanels - 1) / kBlockPanels;
+  x_pack.resize(static_cast<size_t>(row_panels * K * kRows));
+  float* xp = x_pack.data();
+  const Elem* packed = static_cast<const Elem*>(w.packed);
+#pragma omp parallel
+  {
+    // xp[r][k][i] = x[r * kRows + i, k]
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < row_panels; ++r) {
+      for (int i = 0; i < kRows; ++i) {
+        const int64_t row = r * kRows + i;
+        float* dst = xp + r * K * kRows + i;
+        if (row < n) {
+          for (int64_t k = 0; k < K; ++k) dst[k * kRows] = x[row * K + k];
+        } else {
+          for (int64_t k = 0; k < K; ++k) dst[k * kRows] = 0.f;
+        }
+      }
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t pb0 = blk * kBlockPanels, pb1 = std::min(panels, pb0 + kBlockPanels);
+      for (int64_t k0 = 0; k0 < K; k0 += kSliceK) {
+        const int64_t kc = std::min(kSliceK, K - k0);
+        for (int64_t r = 0; r < row_panels; ++r) {
+          const int rows = static_cast<int>(std::min<int64_t>(kRows, n - r * kRows));
+          const float* a = xp + (r * K + k0) * kRows;
+          for (int64_t p = pb0; p < pb1; ++p) {
+            const int cols = static_cast<int>(std::min<int64_t>(kPanel, N - p * kPanel));
+            gemm_tile<D>(kc, a, packed + (p * K + k0) * kPanel, y + r * kRows * N + p * kPanel, N,
+                         rows, cols, k0 > 0, bias ? bias + p * kPanel : nullptr);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void matmul_gemm(float* y, const float* x, int64_t n, const CpuWeight& w, const float* bias) {
+  switch (w.dtype) {
+    case DType::f32: gemm<DType::f32>(y, x, n, w, bias); break;
+    case DType::f16: gemm<DType::f16>(y, x, n, w, bias); break;
+    case DType::bf16: gemm<DType::bf16>(y, x, n, w, bias); break;
+    default: ELASTIC_CHECK(false);
+  }
+}
+
+}  // namespace elastic::cpu

@@ -1,0 +1,170 @@
+// Machine peaks measured at run time (cpu_peaks.h): DRAM streaming-read bandwidth and fp32
+// FMA throughput, all threads, best of kRepetitions. Each figure counts only the work it
+// names: bytes loaded from the buffer, or 2 FLOP per fp32 lane per FMA.
+#include "elastic/cpu_peaks.h"
+
+#include <omp.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#include "elastic/error.h"
+
+namespace elastic {
+namespace {
+
+constexpr int kRepetitions = 5;
+// 8x the 32 MiB L3 of the target machine; one repetition is ~10 ms at 25 GB/s.
+constexpr size_t kBandwidthBytes = size_t{256} << 20;
+constexpr size_t kHugePage = size_t{2} << 20;
+
+// XOR-folds [p, p + bytes) (bytes a multiple of 256) with 4 independent vector chains so the
+// loads, not the folding, are the limit. The result only keeps the compiler from eliding loads.
+uint64_t read_fold(const char* p, size_t bytes) {
+#if defined(__AVX512F__)
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+  for (size_t i = 0; i < bytes; i += 256) {
+    a0 = _mm512_xor_si512(a0, _mm512_load_si512(p + i));
+    a1 = _mm512_xor_si512(a1, _mm512_load_si512(p + i + 64));
+    a2 = _mm512_xor_si512(a2, _mm512_load_si512(p + i + 128));
+    a3 = _mm512_xor_si512(a3, _mm512_load_si512(p + i + 192));
+  }
+  a0 = _mm512_xor_si512(_mm512_xor_si512(a0, a1), _mm512_xor_si512(a2, a3));
+  uint64_t lanes[8];
+  _mm512_storeu_si512(lanes, a0);
+  return lanes[0] ^ lanes[7];
+#elif defined(__AVX2__)
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+  for (size_t i = 0; i < bytes; i += 128) {
+    a0 = _mm256_xor_si256(a0, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i)));
+    a1 = _mm256_xor_si256(a1, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 32)));
+    a2 = _mm256_xor_si256(a2, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 64)));
+    a3 = _mm256_xor_si256(a3, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 96)));
+  }
+  a0 = _mm256_xor_si256(_mm256_xor_si256(a0, a1), _mm256_xor_si256(a2, a3));
+  return static_cast<uint64_t>(_mm256_extract_epi64(a0, 0) | _mm256_extract_epi64(a0, 3));
+#else
+  uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  for (size_t i = 0; i < bytes; i += 32) {
+    uint64_t v[4];
+    std::memcpy(v, p + i, sizeof v);
+    a0 ^= v[0];
+    a1 ^= v[1];
+    a2 ^= v[2];
+    a3 ^= v[3];
+  }
+  return a0 ^ a1 ^ a2 ^ a3;
+#endif
+}
+
+int resolve_threads(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
+
+volatile uint64_t g_sink;  // keeps measured work observable
+
+}  // namespace
+
+double measure_memory_bandwidth_gbs(int threads) {
+  threads = resolve_threads(threads);
+  void* raw = std::aligned_alloc(kHugePage, kBandwidthBytes);
+  if (!raw) throw Error("measure_memory_bandwidth_gbs: cannot allocate 256 MiB");
+  std::unique_ptr<void, decltype(&std::free)> owner(raw, std::free);
+  madvise(raw, kBandwidthBytes, MADV_HUGEPAGE);  // fewer TLB misses; advisory only
+  char* buf = static_cast<char*>(raw);
+  // Per-thread slices, multiples of 4 KiB, covering the buffer.
+  const size_t slice = kBandwidthBytes / static_cast<size_t>(threads) / 4096 * 4096;
+  double best = std::numeric_limits<double>::infinity();
+  uint64_t fold = 0;
+#pragma omp parallel num_threads(threads) reduction(^ : fold)
+  {
+    const int t = omp_get_thread_num();
+    char* mine = buf + static_cast<size_t>(t) * slice;
+    // Written by the thread that reads it (first touch), so no page is the shared zero page.
+    std::memset(mine, t + 1, slice);
+    double t0 = 0;
+    for (int rep = 0; rep < kRepetitions; ++rep) {
+#pragma omp barrier
+#pragma omp master
+      t0 = omp_get_wtime();
+      fold ^= read_fold(mine, slice);
+#pragma omp barrier
+#pragma omp master
+      best = std::min(best, omp_get_wtime() - t0);
+    }
+  }
+  g_sink = fold;
+  return static_cast<double>(slice) * threads / best * 1e-9;
+}
+
+double measure_fma_peak_gflops(int threads) {
+  threads = resolve_threads(threads);
+  // Per thread and repetition: kIterations x kChains FMAs on vectors of kLanes floats.
+  constexpr int64_t kIterations = int64_t{1} << 20;
+  constexpr int kChains = 16;  // > FMA latency (4) x 512-bit FMAs per cycle (<= 2)
+  double best = std::numeric_limits<double>::infinity();
+  float fold = 0.f;
+#pragma omp parallel num_threads(threads) reduction(+ : fold)
+  {
+    double t0 = 0;
+    for (int rep = 0; rep < kRepetitions; ++rep) {
+#pragma omp barrier
+#pragma omp master
+      t0 = omp_get_wtime();
+      // acc <- acc * a + b converges to b / (1 - a) = 1: no overflow, no denormals.
+#if defined(__AVX512F__)
+      __m512 acc[kChains];
+      for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(0.5f + 0.01f * c);
+      const __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(0.001f);
+      for (int64_t it = 0; it < kIterations; ++it)
+        for (int c = 0; c < kChains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], a, b);
+      float out[16];
+      for (int c = 0; c < kChains; ++c) {
+        _mm512_storeu_ps(out, acc[c]);
+        for (float v : out) fold += v;
+      }
+#elif defined(__AVX2__) && defined(__FMA__)
+      __m256 acc[kChains / 2];  // 16 registers: 8 chains + 2 constants
+      for (int c = 0; c < kChains / 2; ++c) acc[c] = _mm256_set1_ps(0.5f + 0.01f * c);
+      const __m256 a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(0.001f);
+      for (int64_t it = 0; it < 2 * kIterations; ++it)
+        for (int c = 0; c < kChains / 2; ++c) acc[c] = _mm256_fmadd_ps(acc[c], a, b);
+      float out[8];
+      for (int c = 0; c < kChains / 2; ++c) {
+        _mm256_storeu_ps(out, acc[c]);
+        for (float v : out) fold += v;
+      }
+#else
+      float acc[kChains];
+      for (int c = 0; c < kChains; ++c) acc[c] = 0.5f + 0.01f * c;
+      for (int64_t it = 0; it < kIterations; ++it)
+        for (int c = 0; c < kChains; ++c) acc[c] = acc[c] * 0.999f + 0.001f;
+      for (int c = 0; c < kChains; ++c) fold += acc[c];
+#endif
+#pragma omp barrier
+#pragma omp master
+      best = std::min(best, omp_get_wtime() - t0);
+    }
+  }
+  g_sink = static_cast<uint64_t>(fold);
+  // Lane-FMAs per thread and repetition: kIterations * kChains * lanes on every path (AVX2 runs
+  // twice the iterations on half the chains).
+#if defined(__AVX512F__)
+  constexpr int lanes = 16;
+#elif defined(__AVX2__) && defined(__FMA__)
+  constexpr int lanes = 8;
+#else
+  constexpr int lanes = 1;
+#endif
+  const double fmas_per_thread = static_cast<double>(kIterations) * kChains * lanes;
+  return 2.0 * fmas_per_thread * threads / best * 1e-9;
+}
+
+}  // namespace elastic

@@ -1,0 +1,49 @@
+// Shared between the fused prefill kernel and the XA estimation kernels: the flat kernel
+// parameter block (raw pointers and element strides) derived from a plan and a call.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "elastic/cuda/attention_cuda.h"
+
+namespace elastic::cuda::detail {
+
+// Selection sorts one row of block scores in shared memory: rows up to this many blocks
+// (8192 blocks = 1M tokens at block 128).
+constexpr int64_t kXaMaxBlocks = 8192;
+
+struct PrefillKernelParams {
+  const __nv_bfloat16* q;  // [n, Hq, d] via q_tok / q_head element strides
+  const __nv_bfloat16* k;  // [n, Hkv, d]
+  const __nv_bfloat16* v;  // [n, Hkv, d]
+  void* out;               // [n, Hq, d] bf16 or fp32
+  int64_t q_tok, q_head, k_tok, k_head, v_tok, v_head, o_tok, o_head;
+  int out_fp32;
+  int n, num_heads, group, head_dim;
+  float scale_log2;  // softmax scale * log2(e)
+  const uint8_t* modes;  // [Hkv] AttnMode
+  const int2* work;      // [work_count] (query tile, query head)
+  int bitmap_words;      // 32-bit words of one key-tile bitmap (tiles of 64 keys)
+  // SSA block rule
+  int ssa_block, ssa_sink_blocks, ssa_local_blocks;
+  // XA
+  uint8_t* xa_mask;        // [Hq, nqb, nqb]
+  int xa_block, xa_nqb, xa_stride;
+  float xa_threshold;
+  const int* xa_heads;       // [xa_head_count]
+  float2* xa_row_stats;      // [Hq, nqb * block / stride]
+  float* xa_block_scores;    // [Hq, nqb, nqb]
+};
+
+PrefillKernelParams make_kernel_params(const PrefillAttnPlan& plan, const PrefillAttnParams& p);
+
+// Estimation (two passes over the strided score matrix) and threshold selection; fills
+// xa_block_scores and xa_mask for the heads in xa_heads.
+void launch_xa_estimate(const PrefillKernelParams& kp, int xa_head_count, cudaStream_t stream);
+
+int prefill_block_m(int head_dim);
+
+}  // namespace elastic::cuda::detail
