@@ -1,0 +1,104 @@
+// The model commands end to end: `elastic logits` writes HF-matching logits and hidden states,
+// `elastic generate --json` prints HF's greedy continuation, and bad options fail with one line.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "elastic/safetensors.h"
+#include "model_test_util.h"
+
+namespace elastic {
+namespace {
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out;  // stdout + stderr
+};
+
+RunResult run(const std::string& args) {
+  const std::string cmd = std::string(ELASTIC_BIN_DIR) + "/elastic " + args + " 2>&1";
+  RunResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string ids_arg(const std::vector<int64_t>& ids) {
+  std::string s;
+  for (int64_t t : ids) s += (s.empty() ? "" : " ") + std::to_string(t);
+  return "\"" + s + "\"";
+}
+
+TEST(Cli, LogitsWritesHfMatchingLogitsAndHidden) {
+  const std::string dir = test::fixture_dir("hf/qwen3-tiny");
+  WeightStore e = WeightStore::open(dir + "/expected.safetensors");
+  const std::vector<int64_t> ids = e.get("input_ids.37").to_i64();
+  const std::string out = (std::filesystem::temp_directory_path() /
+                           ("elastic_cli_logits_" + std::to_string(getpid()) + ".safetensors"))
+                              .string();
+  const RunResult r = run("logits -m " + dir + " --input-ids " + ids_arg(ids) + " --out " + out +
+                          " --hidden -t 2");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  WeightStore got = WeightStore::open(out);
+  const TensorView logits = got.get("logits");
+  EXPECT_EQ(logits.dtype, DType::f32);
+  EXPECT_EQ(logits.shape, (Shape{37, 1024}));
+  // HF float64 reference vs fp32 engine: see golden_test.cpp for the 1e-4 bound.
+  EXPECT_LT(test::relative_error(logits.to_f32(), e.get("logits.37").to_f32()), 1e-4);
+  for (int i = 0; i <= 3; ++i) {
+    const TensorView h = got.get("hidden." + std::to_string(i));
+    EXPECT_EQ(h.shape, (Shape{37, 192}));
+    EXPECT_LT(test::relative_error(h.to_f32(), e.get("hidden.37." + std::to_string(i)).to_f32()), 1e-4);
+  }
+  EXPECT_FALSE(got.contains("hidden.4"));
+  std::filesystem::remove(out);
+}
+
+TEST(Cli, GenerateJsonPrintsHfGreedyIds) {
+  const std::string dir = test::fixture_dir("hf/llama3-tiny");
+  WeightStore e = WeightStore::open(dir + "/expected.safetensors");
+  const std::vector<int64_t> ids = e.get("input_ids.29").to_i64();
+  const RunResult r = run("generate -m " + dir + " --input-ids " + ids_arg(ids) + " -n 8 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["generated_ids"].get<std::vector<int64_t>>(), e.get("greedy_ids.29").to_i64());
+  EXPECT_EQ(j["prompt_tokens"], 29);
+}
+
+TEST(Cli, BadInputFailsWithOneLine) {
+  const std::string dir = test::fixture_dir("hf/qwen3-tiny");
+  for (const std::string& args : std::vector<std::string>
+       {"logits -m " + dir + " --input-ids \"1 x 3\" --out /tmp/never.safetensors",
+        "logits -m " + dir + " --input-ids \"1 99999\" --out /tmp/never.safetensors",
+        "generate -m " + dir + " --input-ids 1 --top-p 0",
+        "generate -m " + dir + " --input-ids 1 --bogus", "generate --input-ids 1",
+        "bench --synthetic no-such-model"}) {
+    const RunResult r = run(args);
+    EXPECT_NE(r.exit_code, 0) << args;
+    EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << args << ": " << r.out;
+    EXPECT_EQ(r.out.rfind("elastic ", 0), 0u) << r.out;
+  }
+  EXPECT_FALSE(std::filesystem::exists("/tmp/never.safetensors"));
+}
+
+TEST(Cli, HelpExplainsTheOptions) {
+  for (const char* cmd : {"logits", "generate", "bench"}) {
+    const RunResult r = run(std::string(cmd) + " --help");
+    EXPECT_EQ(r.exit_code, 0) << cmd;
+    EXPECT_NE(r.out.find("usage: elastic " + std::string(cmd)), std::string::npos) << r.out;
+  }
+}
+
+}  // namespace
+}  // namespace elastic
