@@ -6,6 +6,7 @@
 
 #include "cli_args.h"
 #include "commands.h"
+#include "elastic_options.h"
 #include "elastic/model.h"
 #include "elastic/safetensors.h"
 
@@ -15,6 +16,7 @@ int cmd_logits(int argc, char** argv) {
   std::string model_dir, out_path;
   std::vector<int64_t> ids;
   bool hidden = false;
+  ElasticOptions eo;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "-h" || a == "--help") {
@@ -28,7 +30,12 @@ int cmd_logits(int argc, char** argv) {
           "  --input-ids IDS        token ids, separated by spaces or commas\n"
           "  -o, --out FILE         output .safetensors file (written atomically)\n"
           "  --hidden               also write the hidden states\n"
-          "  -t, --threads N        CPU threads (default: all cores)\n");
+          "  -t, --threads N        CPU threads (default: all cores)\n\n"
+          "Also written: the Elastic Attention report of the prefill, named as in the\n"
+          "elastic fixtures: decisions i64 [L, Hkv] (1 = retrieval mode), router_logits\n"
+          "[L, Hkv, 2] (when a router ran), rho [L, Hq], omega_msr, omega_esr_last,\n"
+          "omega_esr_all [1].\n\n%s",
+          kElasticOptionsHelp);
       return 0;
     } else if (a == "-m" || a == "--model") {
       model_dir = option_value(argc, argv, i);
@@ -40,7 +47,7 @@ int cmd_logits(int argc, char** argv) {
       hidden = true;
     } else if (a == "-t" || a == "--threads") {
       set_threads(parse_int(a, option_value(argc, argv, i), 0));
-    } else {
+    } else if (!elastic_options_parse(eo, argc, argv, i)) {
       throw Error("unknown option '" + a + "' (see elastic logits --help)");
     }
   }
@@ -49,7 +56,9 @@ int cmd_logits(int argc, char** argv) {
   if (out_path.empty()) throw Error("missing --out FILE.safetensors (see elastic logits --help)");
 
   Model model = model_load(model_dir);
-  Request req = request_start(model);
+  ElasticSetup setup = elastic_setup(eo, model.config, model_dir);
+  Request req = request_start(model, setup.policy.get());
+  req.attn = setup.attn;
   std::vector<std::vector<float>> states;
   PrefillOptions opt;
   opt.logits = LogitsOutput::all;
@@ -62,6 +71,9 @@ int cmd_logits(int argc, char** argv) {
   for (size_t i = 0; i < states.size(); ++i)
     items.push_back(safetensors_item_f32("hidden." + std::to_string(i),
                                          {T, model.config.hidden_size}, states[i].data()));
+  const RequestReport report = elastic_request_report(model, req, T);
+  for (SafetensorsWriteItem& it : elastic_report_items(report)) items.push_back(std::move(it));
+  if (!eo.routing_map.empty()) report_write_routing_map_png(report, eo.routing_map);
   safetensors_write(out_path, items);
   std::printf("wrote %s: logits [%lld, %lld]%s\n", out_path.c_str(), (long long)T,
               (long long)model.config.vocab_size,

@@ -22,6 +22,7 @@ const Command kCommands[] = {
     {"detokenize", elastic::cli::cmd_detokenize, "token ids to text"},
     {"logits", elastic::cli::cmd_logits, "logits (and hidden states) of token ids, to safetensors"},
     {"generate", elastic::cli::cmd_generate, "generate token ids from prompt ids (greedy or sampled)"},
+    {"route", elastic::cli::cmd_route, "Elastic Attention routing map, sparsity ratios, KV/FLOP savings"},
 };
 
 void usage(FILE* f) {
