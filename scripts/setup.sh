@@ -3,7 +3,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config
       nlohmann-json3-dev libpcre2-dev libutf8proc-dev libpng-dev libgtest-dev
-      clang libclang-rt-14-dev libfuzzer-14-dev)
+      clang libclang-rt-14-dev libfuzzer-14-dev libomp-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -277,6 +277,8 @@ ModelConfig config_load(const std::string& path) {
   if (std::filesystem::is_directory(path, ec)) file = (std::filesystem::path(path) / "config.json").string();
   if (!std::filesystem::exists(file, ec))
     throw Error(file + ": no such file (expected an HF config.json)");
+  if (!std::filesystem::is_regular_file(file, ec))
+    throw Error(file + ": not a regular file (expected an HF config.json)");
   return config_parse(read_file(file), file);
 }
 

@@ -183,7 +183,8 @@ std::vector<SafetensorsEntry> safetensors_parse_buffer(const void* bytes, size_t
 std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
   std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
   f->path_ = path;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO given as a path must not block here; it is rejected below.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw Error(path + ": cannot open safetensors file: " + std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {

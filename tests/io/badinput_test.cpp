@@ -4,6 +4,8 @@
 // names the file (and the tensor or field) and what was expected.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <cstring>
 
 #include "io_test_util.h"
@@ -259,6 +261,60 @@ TEST_F(BadInput, ShardIndexNotJson) {
   test::write_bytes(dir_.path() / "model.safetensors.index.json", "{\"weight_map\": ");
   expect_failure({(dir_.path() / "model.safetensors.index.json").string(),
                   "not valid UTF-8 JSON"});
+}
+
+// The config/weights cross-check of the model loader, through `elastic logits`.
+class BadInputLogits : public BadInput {
+ protected:
+  std::vector<std::string> logits_args() const {
+    return {"logits", "-m", dir_.str(), "--input-ids", "1 2", "--out", dir_.str("out.safetensors")};
+  }
+  void SetUp() override {
+    BadInput::SetUp();
+    // The untouched copy runs, so each failure below is caused by its one change.
+    test::CliResult ok = test::run_elastic(logits_args());
+    ASSERT_TRUE(ok.exited && ok.exit_code == 0) << ok.err;
+    fs::remove(dir_.path() / "out.safetensors");
+  }
+  void expect_logits_failure(const std::vector<std::string>& needles) {
+    expect_cli_failure(logits_args(), needles);
+    EXPECT_FALSE(fs::exists(dir_.path() / "out.safetensors"));  // no partial output
+  }
+};
+
+TEST_F(BadInputLogits, MissingTensor) {
+  // Drop the tensor from the header; its bytes stay behind as an unused hole.
+  test::safetensors_edit_header(weights(), [](json& h) {
+    h.erase("model.layers.1.mlp.up_proj.weight");
+  });
+  expect_logits_failure({"tensor 'model.layers.1.mlp.up_proj.weight' is missing from " + dir_.str(),
+                         "expected shape [512, 192]"});
+}
+
+TEST_F(BadInputLogits, WrongTensorShapeForConfig) {
+  // Transposed o_proj: the same byte count, so the file is valid; only the config disagrees.
+  test::safetensors_edit_header(weights(), [](json& h) {
+    h["model.layers.2.self_attn.o_proj.weight"]["shape"] = {256, 192};
+  });
+  expect_logits_failure({"tensor 'model.layers.2.self_attn.o_proj.weight' in " + dir_.str(),
+                         "expected shape [192, 256] for the config, got [256, 192]"});
+}
+
+TEST_F(BadInputLogits, ConfigDisagreesWithWeights) {
+  // A valid config whose intermediate_size does not match the stored MLP weights.
+  edit_config([](json& j) { j["intermediate_size"] = 256; });
+  expect_logits_failure({"tensor 'model.layers.0.mlp.gate_proj.weight' in " + dir_.str(),
+                         "expected shape [256, 192] for the config, got [512, 192]"});
+}
+
+TEST_F(BadInput, WeightsAndConfigNotRegularFiles) {
+  // A FIFO must be rejected, not block the reader waiting for a writer.
+  fs::remove(weights());
+  ASSERT_EQ(::mkfifo(weights().c_str(), 0644), 0);
+  expect_failure({weights().string(), "not a regular file"});
+  fs::remove(config());
+  fs::create_directory(config());
+  expect_failure({config().string(), "not a regular file (expected an HF config.json)"});
 }
 
 TEST_F(BadInput, MissingModelFolder) {
