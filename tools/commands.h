@@ -10,5 +10,6 @@ int cmd_detokenize(int argc, char** argv);
 int cmd_logits(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
 int cmd_route(int argc, char** argv);
+int cmd_bench(int argc, char** argv);
 
 }  // namespace elastic::cli

@@ -23,6 +23,7 @@ const Command kCommands[] = {
     {"logits", elastic::cli::cmd_logits, "logits (and hidden states) of token ids, to safetensors"},
     {"generate", elastic::cli::cmd_generate, "generate token ids from prompt ids (greedy or sampled)"},
     {"route", elastic::cli::cmd_route, "Elastic Attention routing map, sparsity ratios, KV/FLOP savings"},
+    {"bench", elastic::cli::cmd_bench, "prefill/decode speed vs measured bandwidth and FMA peak"},
 };
 
 void usage(FILE* f) {

@@ -36,7 +36,8 @@ uint64_t splitmix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// Owns the generated tensors (bf16) for the life of the model.
+// Owns the generated tensors (bf16). Linear weights are dropped after the backend prepared
+// them (it keeps its own packed copy); the embedding table stays.
 struct SyntheticStore {
   std::map<std::string, std::pair<Shape, std::vector<uint16_t>>> tensors;
 
@@ -110,6 +111,10 @@ Model model_synthetic(const std::string& name, uint64_t seed, std::shared_ptr<Ba
   store->add("model.norm.weight", {D}, seed, true);
   TensorLookup lookup = [store](const std::string& n) { return store->view(n); };
   Model m = model_build(c, lookup, store, source, std::move(backend));
+  // The backend holds its own prepared copies of the linear weights (cpu_matmul.h); only the
+  // embedding table is read from the store afterwards.
+  for (auto it = store->tensors.begin(); it != store->tensors.end();)
+    it = it->first == "model.embed_tokens.weight" ? std::next(it) : store->tensors.erase(it);
   return m;
 }
 

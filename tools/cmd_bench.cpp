@@ -1,0 +1,197 @@
+// elastic bench: prefill and decode speed of a model (a folder, or a synthetic model with the
+// shape of a known checkpoint), with the machine's memory bandwidth and fp32 FMA peak measured
+// in the same run and the fraction of each that the forward pass achieves:
+//   decode fraction  = (weight bytes + KV bytes read per token) x tokens/s / bandwidth
+//   prefill fraction = (2 x matmul params x tokens + attention FLOPs) / seconds / FMA peak
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cli_args.h"
+#include "commands.h"
+#include "elastic/cpu_peaks.h"
+#include "elastic/model.h"
+#include "elastic/sampling.h"
+
+namespace elastic::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Causal attention FLOPs of queries at positions pos0..pos0+n-1 over all heads and layers:
+// QK^T and PV are 2 x d FLOPs each per (query, key) pair.
+double attention_flops(const ModelConfig& c, int64_t pos0, int64_t n) {
+  double pairs = 0;
+  for (int64_t i = 0; i < n; ++i) pairs += static_cast<double>(pos0 + i + 1);
+  return 4.0 * static_cast<double>(c.head_dim) * pairs * static_cast<double>(c.num_heads * c.num_layers);
+}
+
+}  // namespace
+
+int cmd_bench(int argc, char** argv) {
+  std::string model_dir, synthetic;
+  int64_t prompt_tokens = 512, decode_tokens = 32, threads = 0;
+  uint64_t seed = 1;
+  bool json = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::string names;
+      for (const auto& n : model_synthetic_names()) names += (names.empty() ? "" : ", ") + n;
+      std::printf(
+          "usage: elastic bench (--synthetic NAME | -m MODEL) [-p N] [-n N] [-t N] [--json]\n\n"
+          "Measures prefill and decode tokens/s of the CPU forward pass, and in the same run the\n"
+          "machine's memory bandwidth and fp32 FMA peak, and prints the fraction of each that\n"
+          "the forward pass reaches:\n"
+          "  decode:  (weight bytes + KV bytes read per token) x tok/s / bandwidth\n"
+          "  prefill: (2 x matmul params x tokens + attention FLOPs) / time / FMA peak\n\n"
+          "  --synthetic NAME   random bf16 weights in memory with the shape of NAME (%s);\n"
+          "                     no download needed, output is labelled SYNTHETIC\n"
+          "  -m, --model DIR    an HF model folder instead\n"
+          "  -p, --n-prompt N   prompt tokens for the prefill (default 512)\n"
+          "  -n, --n-gen N      tokens to decode after it (default 32)\n"
+          "  -t, --threads N    CPU threads (default: all cores)\n"
+          "  --seed S           seed of the synthetic weights and prompt ids (default 1)\n"
+          "  --json             print one JSON object instead of the table\n",
+          names.c_str());
+      return 0;
+    } else if (a == "--synthetic") {
+      synthetic = option_value(argc, argv, i);
+    } else if (a == "-m" || a == "--model") {
+      model_dir = option_value(argc, argv, i);
+    } else if (a == "-p" || a == "--n-prompt") {
+      prompt_tokens = parse_int(a, option_value(argc, argv, i), 1);
+    } else if (a == "-n" || a == "--n-gen") {
+      decode_tokens = parse_int(a, option_value(argc, argv, i), 1);
+    } else if (a == "-t" || a == "--threads") {
+      threads = parse_int(a, option_value(argc, argv, i), 0);
+    } else if (a == "--seed") {
+      seed = static_cast<uint64_t>(parse_int(a, option_value(argc, argv, i), 0));
+    } else if (a == "--json") {
+      json = true;
+    } else {
+      throw Error("unknown option '" + a + "' (see elastic bench --help)");
+    }
+  }
+  if (model_dir.empty() == synthetic.empty())
+    throw Error("give exactly one of --synthetic NAME or -m MODEL (see elastic bench --help)");
+  if (!synthetic.empty()) {
+    const auto names = model_synthetic_names();
+    if (std::find(names.begin(), names.end(), synthetic) == names.end())
+      model_synthetic(synthetic);  // throws, naming the known shapes
+  }
+  set_threads(threads);
+  const int nthreads = omp_get_max_threads();
+
+  auto t_load = Clock::now();
+  std::fprintf(stderr, "bench: %s model %s ...\n", synthetic.empty() ? "loading" : "generating",
+               synthetic.empty() ? model_dir.c_str() : synthetic.c_str());
+  Model model = synthetic.empty() ? model_load(model_dir) : model_synthetic(synthetic, seed);
+  const double load_s = seconds_since(t_load);
+  const ModelConfig& c = model.config;
+
+  std::fprintf(stderr, "bench: measuring memory bandwidth and FMA peak ...\n");
+  const double bandwidth_gbs = measure_memory_bandwidth_gbs(nthreads);
+  const double peak_gflops = measure_fma_peak_gflops(nthreads);
+
+  // Prompt: deterministic random ids.
+  std::mt19937_64 rng(seed);
+  std::vector<int64_t> prompt(static_cast<size_t>(prompt_tokens));
+  for (auto& t : prompt) t = static_cast<int64_t>(rng() % static_cast<uint64_t>(c.vocab_size));
+
+  // Warm-up: one token through every weight (page-in, caches, thread pool).
+  {
+    Request warm = request_start(model);
+    model_prefill(model, warm, prompt.data(), 1);
+  }
+
+  std::fprintf(stderr, "bench: prefill %lld tokens ...\n", (long long)prompt_tokens);
+  Request req = request_start(model);
+  auto t0 = Clock::now();
+  const std::vector<float>* logits = &model_prefill(model, req, prompt.data(), prompt_tokens);
+  const double prefill_s = seconds_since(t0);
+  int64_t tok = sample_greedy(logits->data(), c.vocab_size);
+
+  double decode_s = 0, kv_bytes_read = 0;
+  const double kv_bytes_per_position =
+      static_cast<double>(c.num_layers * c.num_kv_heads * 2 * c.head_dim * sizeof(float));
+  for (int64_t i = 0; i < decode_tokens; ++i) {
+    std::fprintf(stderr, "\rbench: decode %lld/%lld ...", (long long)i + 1, (long long)decode_tokens);
+    kv_bytes_read += kv_bytes_per_position * static_cast<double>(req.length);  // keys < position
+    auto t1 = Clock::now();
+    logits = &model_prefill(model, req, &tok, 1);
+    tok = sample_greedy(logits->data(), c.vocab_size);
+    decode_s += seconds_since(t1);
+  }
+  std::fprintf(stderr, "\n");
+
+  // Prefill work: every linear layer on every prompt token, lm_head on the last one only.
+  const double lm_head_params = static_cast<double>(c.vocab_size * c.hidden_size);
+  const double layer_params = static_cast<double>(model.matmul_params_per_token()) - lm_head_params;
+  const double prefill_flops = 2.0 * layer_params * static_cast<double>(prompt_tokens) +
+                               2.0 * lm_head_params + attention_flops(c, 0, prompt_tokens);
+  const double prefill_gflops = prefill_flops / prefill_s / 1e9;
+  const double prefill_tps = static_cast<double>(prompt_tokens) / prefill_s;
+  const double decode_tps = static_cast<double>(decode_tokens) / decode_s;
+  const double weight_bytes = static_cast<double>(model.weight_bytes_per_token());
+  const double decode_bytes_per_token = weight_bytes + kv_bytes_read / static_cast<double>(decode_tokens);
+  const double decode_gbs = decode_bytes_per_token * decode_tps / 1e9;
+  const double prefill_fraction = prefill_gflops / peak_gflops;
+  const double decode_fraction = decode_gbs / bandwidth_gbs;
+  const std::string label = synthetic.empty() ? model_dir : "SYNTHETIC " + synthetic;
+
+  if (json) {
+    nlohmann::json j;
+    j["model"] = label;
+    j["synthetic"] = !synthetic.empty();
+    j["threads"] = nthreads;
+    j["load_seconds"] = load_s;
+    j["params_matmul"] = model.matmul_params_per_token();
+    j["weight_bytes_per_token"] = weight_bytes;
+    j["memory_bandwidth_gbs"] = bandwidth_gbs;
+    j["fma_peak_gflops"] = peak_gflops;
+    j["prefill"] = {{"tokens", prompt_tokens},          {"seconds", prefill_s},
+                    {"tokens_per_s", prefill_tps},      {"gflop", prefill_flops / 1e9},
+                    {"gflops", prefill_gflops},         {"fraction_of_fma_peak", prefill_fraction}};
+    j["decode"] = {{"tokens", decode_tokens},           {"seconds", decode_s},
+                   {"tokens_per_s", decode_tps},        {"bytes_per_token", decode_bytes_per_token},
+                   {"gbs", decode_gbs},                 {"fraction_of_bandwidth", decode_fraction}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  if (!synthetic.empty())
+    std::printf("SYNTHETIC model '%s': random bf16 weights with this checkpoint's shape, not a "
+                "trained model (speed only)\n", synthetic.c_str());
+  std::printf("model      %s: %lld layers, hidden %lld, ffn %lld, %lld/%lld heads x %lld, vocab %lld\n",
+              label.c_str(), (long long)c.num_layers, (long long)c.hidden_size,
+              (long long)c.intermediate_size, (long long)c.num_heads, (long long)c.num_kv_heads,
+              (long long)c.head_dim, (long long)c.vocab_size);
+  std::printf("weights    %.1f M matmul params, %.3f GB read per decoded token (%s)\n",
+              model.matmul_params_per_token() / 1e6, weight_bytes / 1e9,
+              std::string(dtype_name(model.weights.lm_head.dtype)).c_str());
+  std::printf("machine    %d threads, memory bandwidth %.1f GB/s, fp32 FMA peak %.1f GFLOP/s (measured now)\n\n",
+              nthreads, bandwidth_gbs, peak_gflops);
+  std::printf("| phase   | tokens | seconds | tokens/s | work                  | achieved        | of peak           |\n");
+  std::printf("|---------|--------|---------|----------|-----------------------|-----------------|-------------------|\n");
+  std::printf("| prefill | %6lld | %7.2f | %8.1f | %8.1f GFLOP         | %7.1f GFLOP/s | %5.1f %% FMA peak  |\n",
+              (long long)prompt_tokens, prefill_s, prefill_tps, prefill_flops / 1e9, prefill_gflops,
+              100 * prefill_fraction);
+  std::printf("| decode  | %6lld | %7.2f | %8.2f | %8.3f GB/token      | %7.1f GB/s    | %5.1f %% bandwidth |\n",
+              (long long)decode_tokens, decode_s, decode_tps, decode_bytes_per_token / 1e9, decode_gbs,
+              100 * decode_fraction);
+  std::printf("\ntargets (issue 2, synthetic qwen3-0.6b on the 2-core CI machine): prefill >= 40 %% of "
+              "FMA peak, decode >= 60 %% of bandwidth\n");
+  return 0;
+}
+
+}  // namespace elastic::cli
