@@ -38,6 +38,7 @@ def load_lib(path):
     lib.ea_xa_estimate.argtypes = run_args
     lib.ea_xa_kept_fraction.argtypes = [P]
     lib.ea_xa_kept_fraction.restype = ctypes.c_double
+    lib.ea_set_variant.argtypes = [I32]
     return lib
 
 
@@ -71,7 +72,7 @@ def rel_l2(a, b):
 class Ours:
     def __init__(self, lib, q, k, v, out):
         self.lib = lib
-        self.h = lib.ea_create(1 << 30)
+        self.h = lib.ea_create(4 << 30)  # XA at 128K: ~1.3 GB of estimation buffers
         if not self.h:
             raise RuntimeError(lib.ea_last_error().decode())
         self.q, self.k, self.v, self.out = q, k, v, out
@@ -164,6 +165,13 @@ def main():
                 print(f"  FlexAttention failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
 
         ours = Ours(lib, q, k, v, out)
+        if n == 32768:  # tile-shape variants of the d = 128 kernel, FA only
+            for variant, name in ((1, "128x64"), (2, "64x64"), (0, "128x32 (default)")):
+                lib.ea_set_variant(variant)
+                ours.plan([0] * hkv)
+                t = time_ms(ours.run, reps)
+                add(f"ours FA tile {name}", t, "")
+            lib.ea_set_variant(0)
         ours.plan([0] * hkv)
         ours.run()
         torch.cuda.synchronize()

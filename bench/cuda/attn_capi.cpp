@@ -10,6 +10,10 @@
 #include "elastic/cuda/arena.h"
 #include "elastic/cuda/attention_cuda.h"
 
+namespace elastic::cuda::detail {
+void set_prefill_variant(int variant);  // src/cuda/prefill_internal.h
+}
+
 namespace {
 
 struct Handle {
@@ -63,6 +67,9 @@ void* ea_create(int64_t arena_bytes) {
 }
 
 void ea_destroy(void* handle) { delete static_cast<Handle*>(handle); }
+
+// d = 128 tile-shape variant for the next plans (0 = default; see prefill_internal.h).
+void ea_set_variant(int variant) { elastic::cuda::detail::set_prefill_variant(variant); }
 
 // modes: [hkv] 0 = FA, 1 = SSA, 2 = XA.
 int ea_plan(void* handle, int64_t n, int hq, int hkv, int d, const uint8_t* modes,

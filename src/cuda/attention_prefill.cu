@@ -24,44 +24,48 @@
 namespace elastic::cuda {
 namespace detail {
 
-template <int D, int Warps>
+template <int D, int Warps, int RowBlocks, int BlockN>
 struct PrefillTraits {
   static constexpr int kHeadDim = D;
   static constexpr int kWarps = Warps;
   static constexpr int kThreads = 32 * Warps;
-  static constexpr int kBlockM = 16 * Warps;
-  static constexpr int kBlockN = 64;
+  static constexpr int kRowBlocks = RowBlocks;  // m16 row blocks per warp
+  static constexpr int kBlockM = 16 * RowBlocks * Warps;
+  static constexpr int kBlockN = BlockN;
   static constexpr int kChunks = D / 8;  // 16-byte chunks per row
   static constexpr int kQElems = kBlockM * D;
   static constexpr int kKvElems = kBlockN * D;
   // Q tile + two stages of K and V.
   static constexpr size_t kTileSmemBytes = size_t(kQElems + 4 * kKvElems) * sizeof(__nv_bfloat16);
   static_assert(D == 64 || D == 128, "head_dim 64 or 128");
-  static_assert(kBlockN % 16 == 0 && D % 16 == 0, "mma tiles are 16 wide");
+  static_assert(kBlockN % 16 == 0 && kBlockN <= 64 && 64 % kBlockN == 0,
+                "key tiles are 16-multiples dividing the 64-key bitmap granularity");
   static_assert((kBlockM * kChunks) % kThreads == 0 && (kBlockN * kChunks) % kThreads == 0,
                 "tile loads split evenly over the CTA");
   static_assert(kTileSmemBytes <= 200 * 1024, "fits an sm_90 CTA");
 };
 
-// Tile shape choice: 4 warps x 16 rows, 64-key tiles (FlashAttention-2's sm_80 forward shape for
-// d <= 128). First measured version, see docs/gpu-notes.md.
-constexpr int prefill_warps(int head_dim) { return head_dim <= 128 ? 4 : 4; }
+// Tile shapes (measured on the H200, docs/gpu-notes.md): v1 = 4 warps x 16 rows, 64-key tiles
+// (Q in registers) spilled at d = 128 and reached 138 TFLOP/s; v2 gives each warp 32 rows so
+// every K/V fragment read from shared memory feeds two MMAs, and reads Q from shared memory.
+// At d = 128 the 32-row x 64-key shape needs 352 bytes of spills (ptxas, sm_90a), the
+// 32-row x 32-key one none: the latter is the default; the others stay for the measurement.
+using PrefillD64 = PrefillTraits<64, 4, 2, 64>;     // 254 registers, no spills
+using PrefillD128 = PrefillTraits<128, 4, 2, 32>;   // 255 registers, 4 bytes spilled
+using PrefillD128N64 = PrefillTraits<128, 4, 2, 64>;  // variant 1: 352 bytes spilled
+using PrefillD128M64 = PrefillTraits<128, 4, 1, 64>;  // variant 2: v2 loop with v1's 64-row tiles
 
-__device__ __forceinline__ bool key_allowed(const PrefillKernelParams& p, int mode, int hq, int qpos,
-                                            int kpos) {
-  if (kpos > qpos || kpos >= p.n) return false;
-  if (mode == int(AttnMode::fa)) return true;
-  if (mode == int(AttnMode::ssa)) {
-    const int kb = kpos / p.ssa_block, qb = qpos / p.ssa_block;
-    return kb < p.ssa_sink_blocks || kb >= qb - p.ssa_local_blocks + 1;
-  }
-  return p.xa_mask[(size_t(hq) * p.xa_nqb + qpos / p.xa_block) * p.xa_nqb + kpos / p.xa_block] != 0;
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
 }
 
-// Classifies key tile [k0, k0 + bn) for query rows [q0, q_last]: visit = some pair allowed,
-// full = every pair allowed (then no element mask is applied).
+// Classifies the 64-key tile [k0, k0 + 64) for query rows [q0, q_last]: visit = some pair
+// allowed, full = every pair allowed (then no element mask is applied).
 __device__ __forceinline__ void classify_tile(const PrefillKernelParams& p, int mode, int hq, int q0,
-                                              int q_last, int k0, int bn, bool& visit, bool& full) {
+                                              int q_last, int k0, bool& visit, bool& full) {
+  constexpr int bn = 64;
   const int k_end = k0 + bn - 1;
   const bool causal_full = k_end <= q0 && k_end < p.n;
   visit = k0 <= q_last;
@@ -93,11 +97,37 @@ __device__ __forceinline__ void classify_tile(const PrefillKernelParams& p, int 
   }
 }
 
+// Per-row constants of the element mask: key kpos is allowed for this row iff
+// kpos <= row && kpos < n && (FA || kpos < sink_end || kpos >= local_lo (SSA) || xa_row[kpos / B]).
+struct RowMask {
+  int row;
+  int local_lo;          // SSA: first key of the local window
+  const uint8_t* xa_row;  // XA: the row's block mask
+};
+
+__device__ __forceinline__ RowMask row_mask(const PrefillKernelParams& p, int mode, int hq, int row) {
+  RowMask m{row < p.n ? row : -1, 0, nullptr};  // rows past n see no key
+  if (mode == int(AttnMode::ssa))
+    m.local_lo = (row / p.ssa_block - p.ssa_local_blocks + 1) * p.ssa_block;
+  else if (mode == int(AttnMode::xa) && row < p.n)
+    m.xa_row = p.xa_mask + (size_t(hq) * p.xa_nqb + row / p.xa_block) * p.xa_nqb;
+  return m;
+}
+
+__device__ __forceinline__ bool key_allowed(const PrefillKernelParams& p, int mode, const RowMask& m,
+                                            int kpos) {
+  if (kpos > m.row || kpos >= p.n) return false;
+  if (mode == int(AttnMode::ssa)) return kpos < p.ssa_sink_blocks * p.ssa_block || kpos >= m.local_lo;
+  if (mode == int(AttnMode::xa)) return m.xa_row != nullptr && m.xa_row[kpos / p.xa_block] != 0;
+  return true;
+}
+
 template <typename Traits>
 __global__ void __launch_bounds__(Traits::kThreads)
     prefill_attention_kernel(const PrefillKernelParams p) {
   constexpr int D = Traits::kHeadDim, BM = Traits::kBlockM, BN = Traits::kBlockN;
-  constexpr int CH = Traits::kChunks, NT = Traits::kThreads;
+  constexpr int MI = Traits::kRowBlocks, CH = Traits::kChunks, NT = Traits::kThreads;
+  constexpr int kSub = 64 / BN;  // kernel tiles per 64-key bitmap tile
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem_raw);
   __nv_bfloat16* sK = sQ + Traits::kQElems;          // 2 stages
@@ -111,14 +141,14 @@ __global__ void __launch_bounds__(Traits::kThreads)
   const int mode = p.modes[hk];
   const int q0 = q_tile * BM;
   const int q_last = min(q0 + BM, p.n) - 1;
-  const int tiles = q_last / BN + 1;  // causal tiles 0..tiles-1
-  const int words = (tiles + 31) / 32;
+  const int tiles64 = q_last / 64 + 1;  // causal 64-key tiles
+  const int words = (tiles64 + 31) / 32;
 
-  // 1. Tile bitmaps for this (query tile, head).
-  for (int base = warp * 32; base < tiles; base += Traits::kWarps * 32) {
+  // 1. 64-key tile bitmaps for this (query tile, head).
+  for (int base = warp * 32; base < tiles64; base += Traits::kWarps * 32) {
     const int t = base + lane;
     bool vis = false, full = false;
-    if (t < tiles) classify_tile(p, mode, hq, q0, q_last, t * BN, BN, vis, full);
+    if (t < tiles64) classify_tile(p, mode, hq, q0, q_last, t * 64, vis, full);
     const uint32_t vb = __ballot_sync(0xffffffffu, vis), fb = __ballot_sync(0xffffffffu, full);
     if (lane == 0) {
       visit_bits[base / 32] = vb;
@@ -126,15 +156,19 @@ __global__ void __launch_bounds__(Traits::kThreads)
     }
   }
   __syncthreads();
+  // Kernel tile index (BN keys) of the next visited tile at or after `from`.
   auto next_tile = [&](int from) -> int {
-    int w = from >> 5;
-    if (w >= words) return -1;
-    uint32_t bits = visit_bits[w] & (0xffffffffu << (from & 31));
+    if (from > q_last / BN) return -1;
+    int t64 = from / kSub;
+    int w = t64 >> 5;
+    uint32_t bits = visit_bits[w] & (0xffffffffu << (t64 & 31));
+    if (bits != 0 && (__ffs(bits) - 1) == (t64 & 31)) return from;  // still inside a visited 64-tile
     while (bits == 0) {
       if (++w >= words) return -1;
       bits = visit_bits[w];
     }
-    return w * 32 + __ffs(bits) - 1;
+    const int first = (w * 32 + __ffs(bits) - 1) * kSub;
+    return first <= q_last / BN ? first : -1;
   };
 
   const __nv_bfloat16* q_base = p.q + int64_t(hq) * p.q_head;
@@ -157,14 +191,18 @@ __global__ void __launch_bounds__(Traits::kThreads)
   }
   cp_async_commit();
 
-  uint32_t qf[D / 16][4];
-  float o[D / 8][4];
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+  float o[MI][D / 8][4];
+  float row_max[MI][2], row_sum[MI][2];
 #pragma unroll
-  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  for (int mi = 0; mi < MI; ++mi) {
+    row_max[mi][0] = row_max[mi][1] = -INFINITY;
+    row_sum[mi][0] = row_sum[mi][1] = 0.f;
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) o[mi][i][0] = o[mi][i][1] = o[mi][i][2] = o[mi][i][3] = 0.f;
+  }
   const int g = lane / 4, t4 = lane % 4;
-  const int r0 = q0 + warp * 16 + g;  // this thread's rows: r0 and r0 + 8
-  bool q_ready = false;
+  const int warp_row0 = warp * 16 * MI;           // first tile row of this warp
+  const int r0 = q0 + warp_row0 + g;               // rows r0 + 16 mi + 8 h
   int buf = 0;
 
   while (cur >= 0) {
@@ -176,80 +214,99 @@ __global__ void __launch_bounds__(Traits::kThreads)
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
-    if (!q_ready) {
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) load_a_frag(qf[kk], sQ, CH, warp * 16, kk * 16, lane);
-      q_ready = true;
-    }
     const __nv_bfloat16* Ks = sK + buf * Traits::kKvElems;
     const __nv_bfloat16* Vs = sV + buf * Traits::kKvElems;
     const int k0 = cur * BN;
 
-    // S = Q K^T for this warp's 16 rows x BN keys.
-    float s[BN / 8][4];
+    // S = Q K^T for this warp's 16*MI rows x BN keys; each K fragment feeds MI MMAs.
+    float s[MI][BN / 8][4];
 #pragma unroll
-    for (int i = 0; i < BN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+    for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+      for (int i = 0; i < BN / 8; ++i) s[mi][i][0] = s[mi][i][1] = s[mi][i][2] = s[mi][i][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
+      uint32_t a[MI][4];
+#pragma unroll
+      for (int mi = 0; mi < MI; ++mi) load_a_frag(a[mi], sQ, CH, warp_row0 + 16 * mi, kk * 16, lane);
 #pragma unroll
       for (int nb = 0; nb < BN / 16; ++nb) {
         uint32_t b[4];
         load_b_frag_nk(b, Ks, CH, nb * 16, kk * 16, lane);
-        mma_bf16_16816(s[2 * nb], qf[kk], b[0], b[1]);
-        mma_bf16_16816(s[2 * nb + 1], qf[kk], b[2], b[3]);
-      }
-    }
-    const bool full = (full_bits[cur >> 5] >> (cur & 31)) & 1u;
 #pragma unroll
-    for (int nb = 0; nb < BN / 8; ++nb) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float x = s[nb][e] * p.scale_log2;
-        if (!full) {
-          const int row = r0 + (e >> 1) * 8, col = k0 + nb * 8 + 2 * t4 + (e & 1);
-          if (!key_allowed(p, mode, hq, row, col)) x = -INFINITY;
+        for (int mi = 0; mi < MI; ++mi) {
+          mma_bf16_16816(s[mi][2 * nb], a[mi], b[0], b[1]);
+          mma_bf16_16816(s[mi][2 * nb + 1], a[mi], b[2], b[3]);
         }
-        s[nb][e] = x;
       }
     }
-    // Online softmax (base 2): rows h = 0 (r0) and h = 1 (r0 + 8), reduced over the lane quad.
+    const int t64 = cur / kSub;
+    const bool full = (full_bits[t64 >> 5] >> (t64 & 31)) & 1u;
+    if (!full) {
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float mx = row_max[h];
+      for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
-      for (int nb = 0; nb < BN / 8; ++nb) mx = fmaxf(mx, fmaxf(s[nb][2 * h], s[nb][2 * h + 1]));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_use = mx == -INFINITY ? 0.f : mx;  // fully masked so far: keep zeros
-      const float corr = exp2f(row_max[h] - m_use);
-      row_max[h] = mx;
-      row_sum[h] *= corr;
+        for (int h = 0; h < 2; ++h) {
+          const RowMask m = row_mask(p, mode, hq, r0 + 16 * mi + 8 * h);
 #pragma unroll
-      for (int i = 0; i < D / 8; ++i) {
-        o[i][2 * h] *= corr;
-        o[i][2 * h + 1] *= corr;
-      }
+          for (int nb = 0; nb < BN / 8; ++nb)
 #pragma unroll
-      for (int nb = 0; nb < BN / 8; ++nb) {
-        const float p0 = exp2f(s[nb][2 * h] - m_use), p1 = exp2f(s[nb][2 * h + 1] - m_use);
-        s[nb][2 * h] = p0;
-        s[nb][2 * h + 1] = p1;
-        row_sum[h] += p0 + p1;
-      }
+            for (int e = 0; e < 2; ++e)
+              if (!key_allowed(p, mode, m, k0 + nb * 8 + 2 * t4 + e)) s[mi][nb][2 * h + e] = -INFINITY;
+        }
     }
-    // O += P V, P as bf16 A fragments straight from the S accumulators.
+    // Online softmax (base 2, scale folded into the exponent), rows reduced over the lane quad.
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int nb = 0; nb < BN / 8; ++nb) mx = fmaxf(mx, fmaxf(s[mi][nb][2 * h], s[mi][nb][2 * h + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        mx = fmaxf(row_max[mi][h], mx * p.scale_log2);  // running max, scaled units
+        const float m_use = mx == -INFINITY ? 0.f : mx;  // fully masked so far: keep zeros
+        const float corr = fast_exp2(row_max[mi][h] - m_use);
+        row_max[mi][h] = mx;
+        row_sum[mi][h] *= corr;
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) {
+          o[mi][i][2 * h] *= corr;
+          o[mi][i][2 * h + 1] *= corr;
+        }
+        float sum = 0.f;
+#pragma unroll
+        for (int nb = 0; nb < BN / 8; ++nb) {
+          const float p0 = fast_exp2(fmaf(s[mi][nb][2 * h], p.scale_log2, -m_use));
+          const float p1 = fast_exp2(fmaf(s[mi][nb][2 * h + 1], p.scale_log2, -m_use));
+          s[mi][nb][2 * h] = p0;
+          s[mi][nb][2 * h + 1] = p1;
+          sum += p0 + p1;
+        }
+        row_sum[mi][h] += sum;
+      }
+    // O += P V, P as bf16 A fragments straight from the S accumulators; each V fragment feeds
+    // MI MMAs.
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
-      const uint32_t a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]),
-                             pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                             pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                             pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      uint32_t a[MI][4];
+#pragma unroll
+      for (int mi = 0; mi < MI; ++mi) {
+        a[mi][0] = pack_bf16(s[mi][2 * kk][0], s[mi][2 * kk][1]);
+        a[mi][1] = pack_bf16(s[mi][2 * kk][2], s[mi][2 * kk][3]);
+        a[mi][2] = pack_bf16(s[mi][2 * kk + 1][0], s[mi][2 * kk + 1][1]);
+        a[mi][3] = pack_bf16(s[mi][2 * kk + 1][2], s[mi][2 * kk + 1][3]);
+      }
 #pragma unroll
       for (int db = 0; db < D / 16; ++db) {
         uint32_t b[4];
         load_b_frag_kn(b, Vs, CH, kk * 16, db * 16, lane);
-        mma_bf16_16816(o[2 * db], a, b[0], b[1]);
-        mma_bf16_16816(o[2 * db + 1], a, b[2], b[3]);
+#pragma unroll
+        for (int mi = 0; mi < MI; ++mi) {
+          mma_bf16_16816(o[mi][2 * db], a[mi], b[0], b[1]);
+          mma_bf16_16816(o[mi][2 * db + 1], a[mi], b[2], b[3]);
+        }
       }
     }
     __syncthreads();  // stage `buf` is refilled by the next iteration's prefetch
@@ -260,31 +317,32 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
   // Epilogue: normalise and store rows < n.
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    float l = row_sum[h];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    const int row = r0 + h * 8;
-    if (row >= p.n) continue;
-    const int64_t base = int64_t(row) * p.o_tok + int64_t(hq) * p.o_head;
+  for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
-    for (int i = 0; i < D / 8; ++i) {
-      const int col = i * 8 + 2 * t4;
-      const float x0 = o[i][2 * h] * inv, x1 = o[i][2 * h + 1] * inv;
-      if (p.out_fp32) {
-        *reinterpret_cast<float2*>(static_cast<float*>(p.out) + base + col) = make_float2(x0, x1);
-      } else {
-        *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.out) + base + col) =
-            __floats2bfloat162_rn(x0, x1);
+    for (int h = 0; h < 2; ++h) {
+      float l = row_sum[mi][h];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      const int row = r0 + 16 * mi + 8 * h;
+      if (row >= p.n) continue;
+      const int64_t base = int64_t(row) * p.o_tok + int64_t(hq) * p.o_head;
+#pragma unroll
+      for (int i = 0; i < D / 8; ++i) {
+        const int col = i * 8 + 2 * t4;
+        const float x0 = o[mi][i][2 * h] * inv, x1 = o[mi][i][2 * h + 1] * inv;
+        if (p.out_fp32) {
+          *reinterpret_cast<float2*>(static_cast<float*>(p.out) + base + col) = make_float2(x0, x1);
+        } else {
+          *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.out) + base + col) =
+              __floats2bfloat162_rn(x0, x1);
+        }
       }
     }
-  }
 }
 
-template <int D>
+template <typename Traits>
 void launch_prefill(const PrefillKernelParams& kp, int work_count, cudaStream_t stream) {
-  using Traits = PrefillTraits<D, prefill_warps(D)>;
   const size_t smem = Traits::kTileSmemBytes + 2 * size_t(kp.bitmap_words) * sizeof(uint32_t);
   auto kernel = prefill_attention_kernel<Traits>;
   ELASTIC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -293,7 +351,15 @@ void launch_prefill(const PrefillKernelParams& kp, int work_count, cudaStream_t 
   ELASTIC_CUDA_CHECK(cudaGetLastError());
 }
 
-int prefill_block_m(int head_dim) { return 16 * prefill_warps(head_dim); }
+// Tile-shape variant for d = 128 (0 = default); set only by the tile-shape benchmark.
+int g_prefill_variant_d128 = 0;
+
+int prefill_block_m(int head_dim) {
+  if (head_dim == 64) return PrefillD64::kBlockM;
+  return g_prefill_variant_d128 == 2 ? PrefillD128M64::kBlockM : PrefillD128::kBlockM;
+}
+
+void set_prefill_variant(int variant) { g_prefill_variant_d128 = variant; }
 
 }  // namespace detail
 
@@ -328,10 +394,11 @@ PrefillAttnPlan prefill_attention_plan(const PrefillAttnShape& shape, const Attn
 
   PrefillAttnPlan plan;
   plan.shape = shape;
+  plan.block_m = detail::prefill_block_m(d);
   plan.modes.assign(size_t(Hkv), AttnMode::fa);
   if (modes) plan.modes.assign(modes, modes + Hkv);
   const int G = Hq / Hkv;
-  const int bm = detail::prefill_block_m(d);
+  const int bm = plan.block_m;
   const int64_t tiles = (shape.n + bm - 1) / bm;
 
   // Work list, costliest first (keys each item visits), so long FA tiles start early and SSA
@@ -367,8 +434,8 @@ PrefillAttnPlan prefill_attention_plan(const PrefillAttnShape& shape, const Attn
     if (xa.block <= 0 || xa.stride <= 0 || xa.block % xa.stride != 0)
       throw Error("prefill attention: XA block must be a positive multiple of the stride");
     const int64_t g = xa.block / xa.stride;
-    if (g != 4 && g != 8 && g != 16)
-      throw Error("prefill attention: CUDA XA estimation supports block/stride of 4, 8 or 16, got " +
+    if (g != 2 && g != 4 && g != 8 && g != 16 && g != 32 && g != 64)
+      throw Error("prefill attention: CUDA XA estimation supports block/stride of 2, 4, .., 64, got " +
                   std::to_string(g));
     if (!(xa.threshold > 0.0 && xa.threshold <= 1.0))
       throw Error("prefill attention: XA threshold must be in (0, 1]");
@@ -379,7 +446,10 @@ PrefillAttnPlan prefill_attention_plan(const PrefillAttnShape& shape, const Attn
     const int64_t rows = plan.xa_q_blocks * g;
     const size_t nb2 = size_t(plan.xa_q_blocks) * size_t(plan.xa_q_blocks);
     plan.xa_heads = arena.alloc_array<int>(xa_heads.size());
-    plan.xa_row_stats = arena.alloc_array<float2>(size_t(Hq) * size_t(rows));
+    plan.xa_rows = rows;
+    const size_t tiles64 = size_t((rows + 63) / 64), nxa = xa_heads.size();
+    plan.xa_partial = arena.alloc_array<float>(nxa * size_t(rows) * size_t(plan.xa_q_blocks));
+    plan.xa_tile_max = arena.alloc_array<float>(nxa * size_t(rows) * tiles64);
     plan.xa_block_scores = arena.alloc_array<float>(size_t(Hq) * nb2);
     plan.xa_mask = arena.alloc_array<uint8_t>(size_t(Hq) * nb2);
     ELASTIC_CUDA_CHECK(cudaMemcpyAsync(plan.xa_heads, xa_heads.data(), xa_heads.size() * sizeof(int),
@@ -432,7 +502,10 @@ detail::PrefillKernelParams detail::make_kernel_params(const PrefillAttnPlan& pl
   kp.xa_stride = int(s.opt.xa.stride);
   kp.xa_threshold = float(s.opt.xa.threshold);
   kp.xa_heads = plan.xa_heads;
-  kp.xa_row_stats = plan.xa_row_stats;
+  kp.xa_rows = int(plan.xa_rows);
+  kp.xa_tiles = int((plan.xa_rows + 63) / 64);
+  kp.xa_partial = plan.xa_partial;
+  kp.xa_tile_max = plan.xa_tile_max;
   kp.xa_block_scores = plan.xa_block_scores;
   const int64_t tiles = (s.n + 63) / 64;  // key tiles of kBlockN = 64
   kp.bitmap_words = int((tiles + 31) / 32);
@@ -442,11 +515,17 @@ detail::PrefillKernelParams detail::make_kernel_params(const PrefillAttnPlan& pl
 void prefill_attention_run(const PrefillAttnPlan& plan, const PrefillAttnParams& p,
                            cudaStream_t stream) {
   const detail::PrefillKernelParams kp = detail::make_kernel_params(plan, p);
+  ELASTIC_CHECK_MSG(plan.block_m == detail::prefill_block_m(plan.shape.head_dim),
+                    "prefill attention: plan made for another tile shape");
   if (plan.xa_head_count > 0) detail::launch_xa_estimate(kp, plan.xa_head_count, stream);
   if (plan.shape.head_dim == 64)
-    detail::launch_prefill<64>(kp, plan.work_count, stream);
+    detail::launch_prefill<detail::PrefillD64>(kp, plan.work_count, stream);
+  else if (detail::g_prefill_variant_d128 == 1)
+    detail::launch_prefill<detail::PrefillD128N64>(kp, plan.work_count, stream);
+  else if (detail::g_prefill_variant_d128 == 2)
+    detail::launch_prefill<detail::PrefillD128M64>(kp, plan.work_count, stream);
   else
-    detail::launch_prefill<128>(kp, plan.work_count, stream);
+    detail::launch_prefill<detail::PrefillD128>(kp, plan.work_count, stream);
 }
 
 void xa_estimate_run(const PrefillAttnPlan& plan, const PrefillAttnParams& p, cudaStream_t stream) {

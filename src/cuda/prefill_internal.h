@@ -34,7 +34,10 @@ struct PrefillKernelParams {
   int xa_block, xa_nqb, xa_stride;
   float xa_threshold;
   const int* xa_heads;       // [xa_head_count]
-  float2* xa_row_stats;      // [Hq, nqb * block / stride]
+  int xa_rows;               // strided rows = nqb * block / stride
+  int xa_tiles;              // 64-column tiles of the strided grid
+  float* xa_partial;         // [xa heads, xa_rows, nqb] per-row block sums, relative to tile max
+  float* xa_tile_max;        // [xa heads, xa_rows, xa_tiles] row max of each tile (base 2)
   float* xa_block_scores;    // [Hq, nqb, nqb]
 };
 
@@ -45,5 +48,8 @@ PrefillKernelParams make_kernel_params(const PrefillAttnPlan& plan, const Prefil
 void launch_xa_estimate(const PrefillKernelParams& kp, int xa_head_count, cudaStream_t stream);
 
 int prefill_block_m(int head_dim);
+// Tile-shape variant of the d = 128 kernel (0 = default 128x32, 1 = 128x64, 2 = 64x64 tiles);
+// for the tile-shape benchmark only, set before planning.
+void set_prefill_variant(int variant);
 
 }  // namespace elastic::cuda::detail

@@ -1,17 +1,18 @@
 // XAttention estimation and block selection on the GPU (SPEC §3, XA steps 1-2).
 //
-// Strided problem per XA query head: with s = stride and Np = n padded to a multiple of the
-// block B, row i (query positions i*s .. i*s+s-1) and column j (keys j*s .. j*s+s-1) score
-//   S[i][j] = sum_{t<s} q[i*s + s-1-t] . k[j*s + t] / (sqrt(d) * s)      (zero rows past n)
+// Strided problem per XA query head: with s = stride, B = block, g = B / s and Np = n padded to
+// a multiple of B, row i (query positions i*s .. i*s+s-1) and column j (keys j*s .. j*s+s-1) score
+//   S[i][j] = sum_{t<s} q[i*s + s-1-t] . k[j*s + t] * scale / s      (zero rows past n)
 // i.e. a GEMM of the [Np/s, s*d] antidiagonal-reshaped Q with the [Np/s, s*d] reshaped K, done
-// on tensor cores by streaming, for each 64-column tile, the s (64 x d) slabs of both operands.
+// on tensor cores by streaming, for each 64-column tile, the s (rows x d) slabs of both operands.
 // Columns j > i (causal) or j >= ceil(n/s) (padding) are masked; rows i >= ceil(n/s) are zeroed.
-// Pass 1 computes each row's softmax max and sum; pass 2 recomputes the same scores (same code,
-// same order, so bit-identical), normalises and sums probabilities into block scores A[a][b]
-// (g = B/s rows by g columns, reduced inside one warp: g in {4, 8, 16} divides 16 and 64).
-// Selection (one CTA per query block a): keep block 0 and a; sort the other causal blocks by
-// decreasing A (ties: lower index first), keep each while the mass kept before it is
-// < tau * sum_b A[a][b].
+// One GEMM pass (xa_partial_kernel): for each row and 64-column tile it stores the tile's row max
+// m_t and, for every key block b of the tile, sum_{j in b} 2^(S_ij - m_t) (base-2 units).
+// Selection (xa_select_kernel, one CTA per query block a): per row i of block a, the softmax max
+// M_i = max_t m_t and sum L_i = sum_b partial * 2^(m_t - M_i); block score
+// A[a][b] = sum_i partial[i][b] 2^(m_t(b) - M_i) / L_i; keep block 0 and a; sort the other causal
+// blocks by decreasing A (ties: lower index first), keep each while the mass kept before it is
+// < tau * sum_b A[a][b]. Every score is computed once; the per-row softmax is exact.
 #include <cfloat>
 
 #include "elastic/cuda/cuda_check.h"
@@ -21,53 +22,56 @@
 
 namespace elastic::cuda::detail {
 
-template <int D, int Warps>
+template <int D, int Warps, int RowBlocks>
 struct XaTraits {
   static constexpr int kHeadDim = D;
   static constexpr int kWarps = Warps;
   static constexpr int kThreads = 32 * Warps;
-  static constexpr int kBlockM = 16 * Warps;  // strided rows per CTA
-  static constexpr int kBlockN = 64;          // strided columns per tile
+  static constexpr int kRowBlocks = RowBlocks;            // m16 blocks per warp
+  static constexpr int kBlockM = 16 * RowBlocks * Warps;  // strided rows per CTA
+  static constexpr int kBlockN = 64;                      // strided columns per tile
   static constexpr int kChunks = D / 8;
   static constexpr int kStageElems = (kBlockM + kBlockN) * D;  // Q slab + K slab
   static constexpr size_t kSmemBytes = size_t(2 * kStageElems) * sizeof(__nv_bfloat16);
   static_assert(D == 64 || D == 128, "head_dim 64 or 128");
-  static_assert(kBlockM % 16 == 0 && kBlockN % 16 == 0, "block sums need 16 | tile sizes");
+  static_assert(kBlockN == 64, "tile maxima are stored per 64 columns");
   static_assert((kBlockM * kChunks) % kThreads == 0 && (kBlockN * kChunks) % kThreads == 0,
                 "slab loads split evenly over the CTA");
 };
+using XaTraitsD64 = XaTraits<64, 4, 2>;
+using XaTraitsD128 = XaTraits<128, 4, 2>;
 
-// Sums v over the g x g block owned by lane groups; returns the block sum in the owner lanes.
-template <int G>
-__device__ __forceinline__ float block_reduce_lanes(float v) {
-  constexpr int cols = G < 8 ? G : 8;  // columns reduced inside one n8 block
-#pragma unroll
-  for (int off = 1; off < cols / 2; off <<= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-#pragma unroll
-  for (int off = 4; off < 4 * cols; off <<= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-  return v;
+__device__ __forceinline__ float xa_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
 }
 
-template <typename Traits, int G, bool kSecondPass>
-__global__ void __launch_bounds__(Traits::kThreads) xa_scores_kernel(const PrefillKernelParams p) {
+template <typename Traits, int G>
+__global__ void __launch_bounds__(Traits::kThreads) xa_partial_kernel(const PrefillKernelParams p) {
   constexpr int D = Traits::kHeadDim, BM = Traits::kBlockM, BN = Traits::kBlockN;
-  constexpr int CH = Traits::kChunks, NT = Traits::kThreads;
+  constexpr int MI = Traits::kRowBlocks, CH = Traits::kChunks, NT = Traits::kThreads;
+  static_assert(G >= 2 && G <= 64 && (G & (G - 1)) == 0, "block / stride is a power of two <= 64");
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __nv_bfloat16* stage0 = reinterpret_cast<__nv_bfloat16*>(smem_raw);
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g4 = lane / 4, t4 = lane % 4;
-  const int hq = p.xa_heads[blockIdx.y];
+  const int slot = blockIdx.y;
+  const int hq = p.xa_heads[slot];
   const int hk = hq / p.group;
   const int s = p.xa_stride;
-  const int rows = p.xa_nqb * G;                // Np / s
-  const int valid = (p.n + s - 1) / s;          // rows / columns holding a real position
+  const int rows = p.xa_rows;                    // Np / s
+  const int valid = (p.n + s - 1) / s;           // rows / columns holding a real position
   const int strip = gridDim.x - 1 - blockIdx.x;  // longest strips first
   const int i0 = strip * BM;
   const int i_last = min(i0 + BM, rows) - 1;
   const int tiles = i_last / BN + 1;
   const int steps = tiles * s;
   const float scale_log2 = p.scale_log2 / float(s);  // score scale / s, base 2
+  const int nqb = p.xa_nqb;
+  float* partial = p.xa_partial + int64_t(slot) * rows * nqb;
+  float* tile_max = p.xa_tile_max + int64_t(slot) * rows * p.xa_tiles;
 
   const __nv_bfloat16* q_base = p.q + int64_t(hq) * p.q_head;
   const __nv_bfloat16* k_base = p.k + int64_t(hk) * p.k_head;
@@ -90,22 +94,9 @@ __global__ void __launch_bounds__(Traits::kThreads) xa_scores_kernel(const Prefi
     }
   };
 
-  const int r0 = i0 + warp * 16 + g4;  // this thread's rows r0, r0 + 8
-  float run_max[2] = {-INFINITY, -INFINITY}, run_sum[2] = {0.f, 0.f};
-  float stat_max[2] = {0.f, 0.f}, stat_inv[2] = {0.f, 0.f};
-  if constexpr (kSecondPass) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int row = r0 + 8 * h;
-      if (row < valid) {
-        const float2 st = p.xa_row_stats[int64_t(hq) * rows + row];
-        stat_max[h] = st.x;
-        stat_inv[h] = st.y > 0.f ? 1.f / st.y : 0.f;
-      }
-    }
-  }
-
-  float acc[BN / 8][4];
+  const int warp_row0 = warp * 16 * MI;
+  const int r0 = i0 + warp_row0 + g4;  // rows r0 + 16 mi + 8 h
+  float acc[MI][BN / 8][4];
   load_stage(0, 0);
   cp_async_commit();
   int buf = 0;
@@ -117,133 +108,155 @@ __global__ void __launch_bounds__(Traits::kThreads) xa_scores_kernel(const Prefi
     const int jt = st / s, t = st % s;
     if (t == 0) {
 #pragma unroll
-      for (int i = 0; i < BN / 8; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+      for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+        for (int i = 0; i < BN / 8; ++i) acc[mi][i][0] = acc[mi][i][1] = acc[mi][i][2] = acc[mi][i][3] = 0.f;
     }
     const __nv_bfloat16* sq = stage0 + buf * Traits::kStageElems;
     const __nv_bfloat16* sk = sq + BM * D;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-      uint32_t a[4];
-      load_a_frag(a, sq, CH, warp * 16, kk * 16, lane);
+      uint32_t a[MI][4];
+#pragma unroll
+      for (int mi = 0; mi < MI; ++mi) load_a_frag(a[mi], sq, CH, warp_row0 + 16 * mi, kk * 16, lane);
 #pragma unroll
       for (int nb = 0; nb < BN / 16; ++nb) {
         uint32_t b[4];
         load_b_frag_nk(b, sk, CH, nb * 16, kk * 16, lane);
-        mma_bf16_16816(acc[2 * nb], a, b[0], b[1]);
-        mma_bf16_16816(acc[2 * nb + 1], a, b[2], b[3]);
+#pragma unroll
+        for (int mi = 0; mi < MI; ++mi) {
+          mma_bf16_16816(acc[mi][2 * nb], a[mi], b[0], b[1]);
+          mma_bf16_16816(acc[mi][2 * nb + 1], a[mi], b[2], b[3]);
+        }
       }
     }
     __syncthreads();  // stage `buf` is refilled next step
     buf ^= 1;
     if (t != s - 1) continue;
 
-    // Tile jt complete: scores in base 2, masked.
+    // Tile jt complete: per row, the tile max and the block sums of 2^(S - max).
     const int j0 = jt * BN;
 #pragma unroll
-    for (int nb = 0; nb < BN / 8; ++nb)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int row = r0 + (e >> 1) * 8, col = j0 + nb * 8 + 2 * t4 + (e & 1);
-        acc[nb][e] = (col > row || col >= valid) ? -INFINITY : acc[nb][e] * scale_log2;
-      }
-    if constexpr (!kSecondPass) {
+    for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        float mx = run_max[h];
-#pragma unroll
-        for (int nb = 0; nb < BN / 8; ++nb) mx = fmaxf(mx, fmaxf(acc[nb][2 * h], acc[nb][2 * h + 1]));
-        if (mx == -INFINITY) continue;
-        float sum = run_sum[h] * exp2f(run_max[h] - mx);
+        const int row = r0 + 16 * mi + 8 * h;
+        float mx = -INFINITY;
 #pragma unroll
         for (int nb = 0; nb < BN / 8; ++nb)
-          sum += exp2f(acc[nb][2 * h] - mx) + exp2f(acc[nb][2 * h + 1] - mx);
-        run_max[h] = mx;
-        run_sum[h] = sum;
-      }
-    } else {
-      // Probabilities, then g x g block sums inside the warp.
-      float blk[BN / 8][2];
 #pragma unroll
-      for (int nb = 0; nb < BN / 8; ++nb)
+          for (int e = 0; e < 2; ++e) {
+            const int col = j0 + nb * 8 + 2 * t4 + e;
+            const float x = (col > row || col >= valid) ? -INFINITY : acc[mi][nb][2 * h + e] * scale_log2;
+            acc[mi][nb][2 * h + e] = x;
+            mx = fmaxf(mx, x);
+          }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_use = mx == -INFINITY ? 0.f : mx;
+        float bsum[BN / 8];
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const bool row_ok = r0 + 8 * h < valid;
-          const float p0 = row_ok ? exp2f(acc[nb][2 * h] - stat_max[h]) * stat_inv[h] : 0.f;
-          const float p1 = row_ok ? exp2f(acc[nb][2 * h + 1] - stat_max[h]) * stat_inv[h] : 0.f;
-          blk[nb][h] = block_reduce_lanes<G>(p0 + p1);
+        for (int nb = 0; nb < BN / 8; ++nb) {
+          float v = xa_exp2(acc[mi][nb][2 * h] - m_use) + xa_exp2(acc[mi][nb][2 * h + 1] - m_use);
+          if constexpr (G >= 4) v += __shfl_xor_sync(0xffffffffu, v, 1);
+          if constexpr (G >= 8) v += __shfl_xor_sync(0xffffffffu, v, 2);
+          bsum[nb] = v;
         }
-      const int nqb = p.xa_nqb;
-      float* scores = p.xa_block_scores + int64_t(hq) * nqb * nqb;
-      if constexpr (G <= 8) {
-        const bool owner = (t4 & (G / 2 - 1)) == 0 && (g4 & (G - 1)) == 0;
-        if (owner) {
+        if (row >= rows) continue;
+        float* prow = partial + int64_t(row) * nqb;
+        if constexpr (G <= 8) {
+          if ((t4 & (G / 2 - 1)) == 0) {
 #pragma unroll
-          for (int nb = 0; nb < BN / 8; ++nb)
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              const int a = (r0 + 8 * h) / G, b = (j0 + nb * 8 + 2 * t4) / G;
-              if (a < nqb && b < nqb) scores[int64_t(a) * nqb + b] = blk[nb][h];
+            for (int nb = 0; nb < BN / 8; ++nb) {
+              const int b = (j0 + nb * 8 + 2 * t4) / G;
+              if (b < nqb) prow[b] = bsum[nb];
             }
-        }
-      } else {
-        if (lane == 0) {
+          }
+        } else {
+          if (t4 == 0) {
 #pragma unroll
-          for (int nb = 0; nb < BN / 8; nb += 2) {
-            const int a = (i0 + warp * 16) / 16, b = (j0 + nb * 8) / 16;
-            const float v = blk[nb][0] + blk[nb][1] + blk[nb + 1][0] + blk[nb + 1][1];
-            if (a < nqb && b < nqb) scores[int64_t(a) * nqb + b] = v;
+            for (int nb = 0; nb < BN / 8; nb += G / 8) {
+              float v = 0.f;
+#pragma unroll
+              for (int u = 0; u < G / 8; ++u) v += bsum[nb + u];
+              const int b = (j0 + nb * 8) / G;
+              if (b < nqb) prow[b] = v;
+            }
           }
         }
+        if (t4 == 0) tile_max[int64_t(row) * p.xa_tiles + jt] = mx;
       }
-    }
   }
   cp_async_wait<0>();
-  if constexpr (!kSecondPass) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float m = run_max[h], l = run_sum[h];
-#pragma unroll
-      for (int off = 1; off < 4; off <<= 1) {
-        const float m2 = __shfl_xor_sync(0xffffffffu, m, off);
-        const float l2 = __shfl_xor_sync(0xffffffffu, l, off);
-        const float mm = fmaxf(m, m2);
-        if (mm == -INFINITY) continue;
-        l = l * exp2f(m - mm) + l2 * exp2f(m2 - mm);
-        m = mm;
-      }
-      const int row = r0 + 8 * h;
-      if (t4 == 0 && row < rows) p.xa_row_stats[int64_t(hq) * rows + row] = make_float2(m, l);
-    }
-  }
 }
 
 // One CTA per (query block a, XA head). Shared memory: P (value, index) pairs, P = pow2 >= a+1.
 constexpr int kSelectThreads = 256;
+constexpr int kSelectWarps = kSelectThreads / 32;
 
 __global__ void __launch_bounds__(kSelectThreads) xa_select_kernel(const PrefillKernelParams p) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ float part[kSelectThreads];
   __shared__ float scan[2][kSelectThreads];
+  __shared__ float row_max[64], row_inv[64];
+  __shared__ float forced_parts[2];
   const int nqb = p.xa_nqb;
   const int a = nqb - 1 - blockIdx.x;  // longest rows first
-  const int hq = p.xa_heads[blockIdx.y];
-  const int tid = threadIdx.x;
-  const float* row = p.xa_block_scores + (int64_t(hq) * nqb + a) * nqb;
+  const int slot = blockIdx.y;
+  const int hq = p.xa_heads[slot];
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int G = p.xa_block / p.xa_stride;
+  const int rows = p.xa_rows;
+  const int valid = (p.n + p.xa_stride - 1) / p.xa_stride;
+  const float* partial = p.xa_partial + int64_t(slot) * rows * nqb;
+  const float* tile_max = p.xa_tile_max + int64_t(slot) * rows * p.xa_tiles;
+  float* scores = p.xa_block_scores + (int64_t(hq) * nqb + a) * nqb;
   uint8_t* mask = p.xa_mask + (int64_t(hq) * nqb + a) * nqb;
   int P = 1;
   while (P < a + 1) P <<= 1;
   float* val = reinterpret_cast<float*>(smem_raw);
   int* idx = reinterpret_cast<int*>(val + P);
 
-  float local = 0.f;
-  for (int i = tid; i < P; i += kSelectThreads) {
-    const bool other = i <= a && i != 0 && i != a;
-    const float x = i <= a ? row[i] : 0.f;
-    local += x;
-    val[i] = other ? x : -1.f;
-    idx[i] = other ? i : INT32_MAX;
+  // 1. Softmax max and sum of each strided row of block a (one warp per row).
+  for (int r = warp; r < G; r += kSelectWarps) {
+    const int i = a * G + r;
+    float m = -INFINITY, l = 0.f;
+    if (i < valid) {
+      const float* tm = tile_max + int64_t(i) * p.xa_tiles;
+      for (int t = lane; t <= i / 64; t += 32) m = fmaxf(m, tm[t]);
+      for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+      const float* pr = partial + int64_t(i) * nqb;
+      for (int b = lane; b <= a; b += 32) l += pr[b] * xa_exp2(tm[b * G / 64] - m);
+      for (int off = 16; off > 0; off >>= 1) l += __shfl_xor_sync(0xffffffffu, l, off);
+    }
+    if (lane == 0) {
+      row_max[r] = i < valid ? m : 0.f;
+      row_inv[r] = (i < valid && l > 0.f) ? 1.f / l : 0.f;  // padded rows contribute nothing
+    }
   }
   for (int b = tid; b < nqb; b += kSelectThreads) mask[b] = (b == 0 || b == a) ? 1 : 0;
+  __syncthreads();
+
+  // 2. Block scores A[a][b] and the sort keys.
+  float local = 0.f;
+  for (int b = tid; b < P; b += kSelectThreads) {
+    float x = 0.f;
+    if (b <= a) {
+      for (int r = 0; r < G; ++r) {
+        const int i = a * G + r;
+        if (row_inv[r] == 0.f) continue;
+        x += partial[int64_t(i) * nqb + b] *
+             xa_exp2(tile_max[int64_t(i) * p.xa_tiles + b * G / 64] - row_max[r]) * row_inv[r];
+      }
+      scores[b] = x;
+      if (b == 0) forced_parts[0] = x;
+      if (b == a) forced_parts[1] = a > 0 ? x : 0.f;
+    }
+    local += x;
+    const bool other = b <= a && b != 0 && b != a;
+    val[b] = other ? x : -1.f;
+    idx[b] = other ? b : INT32_MAX;
+  }
   part[tid] = local;
   __syncthreads();
   for (int w = kSelectThreads / 2; w > 0; w >>= 1) {
@@ -251,10 +264,10 @@ __global__ void __launch_bounds__(kSelectThreads) xa_select_kernel(const Prefill
     __syncthreads();
   }
   const float total = part[0];
-  const float forced = row[0] + (a > 0 ? row[a] : 0.f);
+  const float forced = forced_parts[0] + forced_parts[1];
   const float target = float(p.xa_threshold) * total;
 
-  // Bitonic sort, "before" = larger value, then smaller index.
+  // 3. Bitonic sort, "before" = larger value, then smaller index.
   for (int k = 2; k <= P; k <<= 1)
     for (int j = k >> 1; j > 0; j >>= 1) {
       for (int i = tid; i < P; i += kSelectThreads) {
@@ -274,7 +287,7 @@ __global__ void __launch_bounds__(kSelectThreads) xa_select_kernel(const Prefill
       __syncthreads();
     }
 
-  // Exclusive prefix sums of the sorted values: per-thread contiguous chunks, then a block scan.
+  // 4. Exclusive prefix sums of the sorted values: per-thread contiguous chunks, then a block scan.
   const int chunk = (P + kSelectThreads - 1) / kSelectThreads;
   const int c0 = tid * chunk, c1 = min(c0 + chunk, P);
   float csum = 0.f;
@@ -296,40 +309,35 @@ __global__ void __launch_bounds__(kSelectThreads) xa_select_kernel(const Prefill
   }
 }
 
-template <int D, int G>
-void launch_xa_scores(const PrefillKernelParams& kp, int heads, cudaStream_t stream) {
-  using Traits = XaTraits<D, 4>;
-  const int rows = kp.xa_nqb * G;
-  const dim3 grid((rows + Traits::kBlockM - 1) / Traits::kBlockM, heads);
-  auto pass1 = xa_scores_kernel<Traits, G, false>;
-  auto pass2 = xa_scores_kernel<Traits, G, true>;
-  ELASTIC_CUDA_CHECK(cudaFuncSetAttribute(pass1, cudaFuncAttributeMaxDynamicSharedMemorySize,
+template <typename Traits, int G>
+void launch_xa_partial(const PrefillKernelParams& kp, int heads, cudaStream_t stream) {
+  const dim3 grid((kp.xa_rows + Traits::kBlockM - 1) / Traits::kBlockM, heads);
+  auto kernel = xa_partial_kernel<Traits, G>;
+  ELASTIC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           int(Traits::kSmemBytes)));
-  ELASTIC_CUDA_CHECK(cudaFuncSetAttribute(pass2, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          int(Traits::kSmemBytes)));
-  pass1<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(kp);
-  ELASTIC_CUDA_CHECK(cudaGetLastError());
-  pass2<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(kp);
+  kernel<<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(kp);
   ELASTIC_CUDA_CHECK(cudaGetLastError());
 }
 
-template <int D>
-void launch_xa_scores_d(const PrefillKernelParams& kp, int heads, cudaStream_t stream) {
-  const int g = kp.xa_block / kp.xa_stride;
-  if (g == 4)
-    launch_xa_scores<D, 4>(kp, heads, stream);
-  else if (g == 8)
-    launch_xa_scores<D, 8>(kp, heads, stream);
-  else
-    launch_xa_scores<D, 16>(kp, heads, stream);
+template <typename Traits>
+void launch_xa_partial_g(const PrefillKernelParams& kp, int heads, cudaStream_t stream) {
+  switch (kp.xa_block / kp.xa_stride) {
+    case 2: return launch_xa_partial<Traits, 2>(kp, heads, stream);
+    case 4: return launch_xa_partial<Traits, 4>(kp, heads, stream);
+    case 8: return launch_xa_partial<Traits, 8>(kp, heads, stream);
+    case 16: return launch_xa_partial<Traits, 16>(kp, heads, stream);
+    case 32: return launch_xa_partial<Traits, 32>(kp, heads, stream);
+    case 64: return launch_xa_partial<Traits, 64>(kp, heads, stream);
+  }
+  ELASTIC_CHECK_MSG(false, "XA block / stride must be a power of two in [2, 64]");
 }
 
 void launch_xa_estimate(const PrefillKernelParams& kp, int xa_head_count, cudaStream_t stream) {
   ELASTIC_CHECK(xa_head_count > 0 && kp.xa_nqb > 0 && kp.xa_nqb <= kXaMaxBlocks);
   if (kp.head_dim == 64)
-    launch_xa_scores_d<64>(kp, xa_head_count, stream);
+    launch_xa_partial_g<XaTraitsD64>(kp, xa_head_count, stream);
   else
-    launch_xa_scores_d<128>(kp, xa_head_count, stream);
+    launch_xa_partial_g<XaTraitsD128>(kp, xa_head_count, stream);
   int P = 1;
   while (P < kp.xa_nqb) P <<= 1;
   const size_t smem = size_t(P) * (sizeof(float) + sizeof(int));

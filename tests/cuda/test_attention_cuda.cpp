@@ -396,8 +396,8 @@ TEST(CudaAttentionPlan, RejectsUnsupportedShapes) {
   EXPECT_THROW(cuda::prefill_attention_plan(bad_d, nullptr, arena, nullptr), Error);
   cuda::PrefillAttnShape bad_g{100, 6, 4, 64, o};
   EXPECT_THROW(cuda::prefill_attention_plan(bad_g, nullptr, arena, nullptr), Error);
-  o.xa.block = 128;
-  o.xa.stride = 4;  // block / stride = 32: not supported by the block-sum reduction
+  o.xa.block = 96;
+  o.xa.stride = 16;  // block / stride = 6: the block sums need a power of two
   const std::vector<AttnMode> xa(2, XA);
   cuda::PrefillAttnShape bad_xa{100, 4, 2, 64, o};
   EXPECT_THROW(cuda::prefill_attention_plan(bad_xa, xa.data(), arena, nullptr), Error);

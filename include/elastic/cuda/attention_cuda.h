@@ -57,7 +57,10 @@ struct PrefillAttnPlan {
   int xa_head_count = 0;           // query heads whose KV head is XA
   int* xa_heads = nullptr;         // [xa_head_count] query head ids
   int64_t xa_q_blocks = 0;         // ceil(n / xa.block)
-  float2* xa_row_stats = nullptr;  // [Hq, xa_rows] (row max, row sum) of the strided softmax
+  int block_m = 0;                  // query rows per work item
+  int64_t xa_rows = 0;              // strided rows nqb * block / stride
+  float* xa_partial = nullptr;      // [xa heads, xa_rows, nqb] row-wise block sums (estimation)
+  float* xa_tile_max = nullptr;     // [xa heads, xa_rows, ceil(xa_rows / 64)]
   float* xa_block_scores = nullptr;  // [Hq, nqb, nqb] block sums A[a][b]
   uint8_t* xa_mask = nullptr;        // [Hq, nqb, nqb] selected key blocks (only XA heads written)
 };
