@@ -3,8 +3,8 @@
 // A full head (FA or XA) keeps every position: row = position. An SSA head keeps only its sink
 // tokens and its local window as a ring (KvHeadView::row in attention.h gives the mapping), so
 // it never holds more than sink + window rows. Allocation is exact after the first prefill
-// (N rows for a full head, min(N, sink + window) for a ring head) and grows in steps of
-// kKvGrowRows during decode. Storage is host memory (the CPU backend's).
+// (N rows for a full head, min(N, sink + window) for a ring head) and grows during decode in
+// steps of max(kKvGrowRows, capacity / 4) rows. Storage is host memory (the CPU backend's).
 #pragma once
 
 #include <cstddef>
@@ -15,7 +15,7 @@
 
 namespace elastic {
 
-// Rows added at a time when a head runs out of room after its first allocation.
+// Smallest growth step, in rows, when a head runs out of room after its first allocation.
 constexpr int64_t kKvGrowRows = 256;
 
 class KvCache {

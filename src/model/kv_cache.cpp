@@ -34,8 +34,10 @@ void KvCache::reserve(Head& h, int64_t positions) {
   int64_t need = positions;
   if (h.ring) need = std::min(need, h.sink_tokens + h.window_tokens);
   if (need <= h.capacity) return;
-  // Exact on the first allocation (after prefill); then grow in steps for decode.
-  int64_t cap = h.capacity == 0 ? need : std::max(need, h.capacity + kKvGrowRows);
+  // Exact on the first allocation (after prefill); then grow in steps for decode, by a quarter
+  // of the capacity once that exceeds kKvGrowRows, so long contexts copy O(1) rows per token.
+  const int64_t step = std::max(kKvGrowRows, h.capacity / 4);
+  int64_t cap = h.capacity == 0 ? need : std::max(need, h.capacity + step);
   if (h.ring) cap = std::min(cap, h.sink_tokens + h.window_tokens);
   h.k.resize(static_cast<size_t>(cap * head_dim_));
   h.v.resize(static_cast<size_t>(cap * head_dim_));

@@ -235,6 +235,17 @@ TEST(KvCache, RingKeepsSinkAndWindowRows) {
   EXPECT_EQ(cache.bytes_dense_equivalent(), static_cast<size_t>(20 * 2) * 2 * d * sizeof(float));
 }
 
+TEST(KvCache, FullHeadsGrowByAQuarterOnceLarge) {
+  const int64_t d = 2, n = 2000;
+  KvCache cache(1, 1, d);
+  cache.configure_layer(0, {AttnMode::fa}, SsaOptions{});
+  std::vector<float> k(static_cast<size_t>(n * d), 1.f);
+  cache.append(0, k.data(), k.data(), 0, n);
+  EXPECT_EQ(cache.rows_allocated(0, 0), n);  // exact after prefill
+  cache.append(0, k.data(), k.data(), n, 1);
+  EXPECT_EQ(cache.rows_allocated(0, 0), n + n / 4);
+}
+
 // Loader: a lookup over the fixture with one tensor hidden or replaced.
 TensorLookup patched_lookup(std::shared_ptr<WeightStore> store, const std::string& name,
                             std::optional<Shape> fake_shape) {
