@@ -10,6 +10,7 @@
 #include "elastic/config.h"
 #include "elastic/model.h"
 #include "elastic/report.h"
+#include "elastic/tokenizer.h"
 #include "elastic_options.h"
 
 namespace elastic::cli {
@@ -17,13 +18,15 @@ namespace elastic::cli {
 int cmd_route(int argc, char** argv) {
   std::string model_dir;
   std::vector<int64_t> ids;
+  std::string prompt, tokenizer_path;
+  bool have_prompt = false;
   bool json = false;
   ElasticOptions eo;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "-h" || a == "--help") {
       std::printf(
-          "usage: elastic route -m MODEL --input-ids \"1 2 3\" [--json] [options]\n\n"
+          "usage: elastic route -m MODEL (--input-ids \"1 2 3\" | -p TEXT) [--json] [options]\n\n"
           "Runs one prefill of the token ids with Elastic Attention and prints the routing map\n"
           "(1 = retrieval mode, 0 = sparse mode, per layer and KV head), rho per query head\n"
           "(fraction of causal query-key pairs skipped), Omega_MSR (fraction of heads routed\n"
@@ -31,6 +34,8 @@ int cmd_route(int argc, char** argv) {
           "attention FLOPs against the dense model.\n\n"
           "  -m, --model DIR        HF model folder (an Elastic Paw* checkpoint, or a backbone)\n"
           "  --input-ids IDS        token ids, separated by spaces or commas\n"
+          "  -p, --prompt TEXT      text, encoded with the model's tokenizer (no special tokens added)\n"
+          "  --tokenizer PATH       tokenizer for -p (default: the model folder)\n"
           "  --json                 print one JSON object: decisions [L][Hkv], modes,\n"
           "                         router_logits [L][Hkv][2] (SA, retrieval; null without a\n"
           "                         router), rho [L][Hq], omega_msr, omega_esr_last,\n"
@@ -42,6 +47,11 @@ int cmd_route(int argc, char** argv) {
       model_dir = option_value(argc, argv, i);
     } else if (a == "--input-ids") {
       ids = parse_ids(a, option_value(argc, argv, i));
+    } else if (a == "-p" || a == "--prompt") {
+      prompt = option_value(argc, argv, i);
+      have_prompt = true;
+    } else if (a == "--tokenizer") {
+      tokenizer_path = option_value(argc, argv, i);
     } else if (a == "--json") {
       json = true;
     } else if (a == "-t" || a == "--threads") {
@@ -51,7 +61,13 @@ int cmd_route(int argc, char** argv) {
     }
   }
   if (model_dir.empty()) throw Error("missing -m MODEL (see elastic route --help)");
-  if (ids.empty()) throw Error("missing --input-ids (see elastic route --help)");
+  if (have_prompt && !ids.empty()) throw Error("options --input-ids and -p exclude each other");
+  if (have_prompt) {
+    const Tokenizer tok = Tokenizer::load(tokenizer_path.empty() ? model_dir : tokenizer_path);
+    for (int32_t id : tok.encode(prompt)) ids.push_back(id);
+    if (ids.empty()) throw Error("option -p: the prompt encodes to no tokens");
+  }
+  if (ids.empty()) throw Error("missing --input-ids or -p (see elastic route --help)");
 
   Model model = model_load(model_dir);
   ElasticSetup setup = elastic_setup(eo, model.config, model_dir);
