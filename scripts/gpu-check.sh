@@ -55,9 +55,17 @@ export PKG_CONFIG_PATH="$PREFIX/usr/lib/x86_64-linux-gnu/pkgconfig:$PREFIX/usr/s
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.used,memory.total --format=csv \
   2>&1 | tee "$OUT/gpu.txt"
 
-# 2. Build (sm_90a only: the device is an H200).
+# 2. Build (sm_90a only: the device is an H200) from the last commit when the carried tree has
+# its git history (other work in progress in the tree cannot break the check), else the tree.
+SRC="$ROOT"
+if git -c safe.directory='*' -C "$ROOT" rev-parse HEAD > /dev/null 2>&1; then
+  SRC=/tmp/elastic-src
+  rm -rf "$SRC" && mkdir -p "$SRC"
+  git -c safe.directory='*' -C "$ROOT" archive HEAD | tar -x -C "$SRC"
+  echo "building commit $(git -c safe.directory='*' -C "$ROOT" log --oneline -1)"
+fi
 B="$ROOT/build-gpu"
-cmake -S "$ROOT" -B "$B" -G Ninja -DELASTIC_CUDA=ON -DELASTIC_TESTS=ON \
+cmake -S "$SRC" -B "$B" -G Ninja -DELASTIC_CUDA=ON -DELASTIC_TESTS=ON \
   -DELASTIC_CUDA_GENCODE="-gencode=arch=compute_90a,code=sm_90a" \
   -DCMAKE_PREFIX_PATH="$PREFIX/usr" -DELASTIC_SHARED_DIR="$ROOT/.gpu-shared" > "$OUT/build.log" 2>&1
 rc=$?
@@ -99,7 +107,7 @@ done
 # 5. Benchmark.
 if [[ $BENCH -eq 1 ]]; then
   [[ $QUICK -eq 1 ]] && SIZES=8192
-  PYTHONUNBUFFERED=1 timeout 400 python3 "$ROOT/bench/cuda/attention_bench.py" --lib "$B/bin/libelastic_attn_bench.so" \
+  PYTHONUNBUFFERED=1 timeout 400 python3 "$SRC/bench/cuda/attention_bench.py" --lib "$B/bin/libelastic_attn_bench.so" \
     --sizes "$SIZES" --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1
   note "bench rc $?"
   sed -n '/^| N |/,$p' "$OUT/bench.log"

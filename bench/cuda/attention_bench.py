@@ -152,7 +152,8 @@ def main():
         if not args.no_flex:
             try:
                 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-                bm = create_block_mask(lambda b, h, qi, ki: qi >= ki, None, None, n, n, device="cuda")
+                bm = create_block_mask(lambda b, h, qi, ki: qi >= ki, None, None, n, n, device="cuda",
+                                       _compile=True)  # no dense N x N mask at 128K
                 flex = torch.compile(flex_attention, dynamic=False)
                 fx = lambda: flex(q, k, v, block_mask=bm, enable_gqa=True)  # noqa: E731
                 t0 = time.time()
@@ -165,13 +166,22 @@ def main():
                 print(f"  FlexAttention failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
 
         ours = Ours(lib, q, k, v, out)
-        if n == 32768:  # tile-shape variants of the d = 128 kernel, FA only
-            for variant, name in ((1, "128x64"), (2, "64x64"), (0, "128x32 (default)")):
-                lib.ea_set_variant(variant)
+        # Kernel variants, FA only: mma.sync tile shapes (32K only) and the wgmma kernels.
+        variants = [(3, "wgmma 2 blocks live"), (5, "wgmma 1 block live")]
+        if n == 32768:
+            variants = [(1, "mma 128x64"), (2, "mma 64x64"), (4, "mma 128x32")] + variants
+        for variant, name in variants:
+            lib.ea_set_variant(variant)
+            try:
                 ours.plan([0] * hkv)
+                ours.run()
+                torch.cuda.synchronize()
+                e = rel_l2(out, ref)
                 t = time_ms(ours.run, reps)
-                add(f"ours FA tile {name}", t, "")
-            lib.ea_set_variant(0)
+                add(f"ours FA {name}", t, f"rel_l2 {e:.1e}; x{t_cudnn / t:.2f} of cuDNN speed")
+            except Exception as ex:  # noqa: BLE001
+                print(f"  variant {name} failed: {ex}", flush=True)
+        lib.ea_set_variant(0)
         ours.plan([0] * hkv)
         ours.run()
         torch.cuda.synchronize()

@@ -19,6 +19,7 @@
 #include "elastic/cuda/cuda_check.h"
 #include "elastic/error.h"
 #include "mma.cuh"
+#include "prefill_common.cuh"
 #include "prefill_internal.h"
 
 namespace elastic::cuda {
@@ -54,73 +55,6 @@ using PrefillD64 = PrefillTraits<64, 4, 2, 64>;     // 254 registers, no spills
 using PrefillD128 = PrefillTraits<128, 4, 2, 32>;   // 255 registers, 4 bytes spilled
 using PrefillD128N64 = PrefillTraits<128, 4, 2, 64>;  // variant 1: 352 bytes spilled
 using PrefillD128M64 = PrefillTraits<128, 4, 1, 64>;  // variant 2: v2 loop with v1's 64-row tiles
-
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-// Classifies the 64-key tile [k0, k0 + 64) for query rows [q0, q_last]: visit = some pair
-// allowed, full = every pair allowed (then no element mask is applied).
-__device__ __forceinline__ void classify_tile(const PrefillKernelParams& p, int mode, int hq, int q0,
-                                              int q_last, int k0, bool& visit, bool& full) {
-  constexpr int bn = 64;
-  const int k_end = k0 + bn - 1;
-  const bool causal_full = k_end <= q0 && k_end < p.n;
-  visit = k0 <= q_last;
-  full = causal_full;
-  if (!visit) return;
-  if (mode == int(AttnMode::ssa)) {
-    const int B = p.ssa_block;
-    const int sink_end = p.ssa_sink_blocks * B;  // keys [0, sink_end) always kept
-    const int lo_first = (q0 / B - p.ssa_local_blocks + 1) * B;
-    const int lo_last = (q_last / B - p.ssa_local_blocks + 1) * B;
-    visit = k0 < sink_end || k_end >= lo_first;
-    full = causal_full && (k_end < sink_end || k0 >= lo_last);
-  } else if (mode == int(AttnMode::xa)) {
-    const int Bx = p.xa_block;
-    const int a0 = q0 / Bx, a1 = q_last / Bx;
-    const int b0 = k0 / Bx, b1 = min(k_end, p.n - 1) / Bx;
-    bool any = false, all = true;
-    for (int a = a0; a <= a1; ++a) {
-      const uint8_t* row = p.xa_mask + (size_t(hq) * p.xa_nqb + a) * p.xa_nqb;
-      for (int b = b0; b <= min(b1, a); ++b) {
-        const bool on = row[b] != 0;
-        any |= on;
-        all &= on;
-      }
-      if (b1 > a) all = false;  // blocks above the diagonal are never kept
-    }
-    visit = any;
-    full = causal_full && all;
-  }
-}
-
-// Per-row constants of the element mask: key kpos is allowed for this row iff
-// kpos <= row && kpos < n && (FA || kpos < sink_end || kpos >= local_lo (SSA) || xa_row[kpos / B]).
-struct RowMask {
-  int row;
-  int local_lo;          // SSA: first key of the local window
-  const uint8_t* xa_row;  // XA: the row's block mask
-};
-
-__device__ __forceinline__ RowMask row_mask(const PrefillKernelParams& p, int mode, int hq, int row) {
-  RowMask m{row < p.n ? row : -1, 0, nullptr};  // rows past n see no key
-  if (mode == int(AttnMode::ssa))
-    m.local_lo = (row / p.ssa_block - p.ssa_local_blocks + 1) * p.ssa_block;
-  else if (mode == int(AttnMode::xa) && row < p.n)
-    m.xa_row = p.xa_mask + (size_t(hq) * p.xa_nqb + row / p.xa_block) * p.xa_nqb;
-  return m;
-}
-
-__device__ __forceinline__ bool key_allowed(const PrefillKernelParams& p, int mode, const RowMask& m,
-                                            int kpos) {
-  if (kpos > m.row || kpos >= p.n) return false;
-  if (mode == int(AttnMode::ssa)) return kpos < p.ssa_sink_blocks * p.ssa_block || kpos >= m.local_lo;
-  if (mode == int(AttnMode::xa)) return m.xa_row != nullptr && m.xa_row[kpos / p.xa_block] != 0;
-  return true;
-}
 
 template <typename Traits>
 __global__ void __launch_bounds__(Traits::kThreads)
@@ -355,6 +289,7 @@ void launch_prefill(const PrefillKernelParams& kp, int work_count, cudaStream_t 
 int g_prefill_variant_d128 = 0;
 
 int prefill_block_m(int head_dim) {
+  if (g_prefill_variant_d128 == 3 || g_prefill_variant_d128 == 5) return 128;  // wgmma: 2 x m64
   if (head_dim == 64) return PrefillD64::kBlockM;
   return g_prefill_variant_d128 == 2 ? PrefillD128M64::kBlockM : PrefillD128::kBlockM;
 }
@@ -518,7 +453,10 @@ void prefill_attention_run(const PrefillAttnPlan& plan, const PrefillAttnParams&
   ELASTIC_CHECK_MSG(plan.block_m == detail::prefill_block_m(plan.shape.head_dim),
                     "prefill attention: plan made for another tile shape");
   if (plan.xa_head_count > 0) detail::launch_xa_estimate(kp, plan.xa_head_count, stream);
-  if (plan.shape.head_dim == 64)
+  if (detail::g_prefill_variant_d128 == 3 || detail::g_prefill_variant_d128 == 5) {
+    ELASTIC_CHECK_MSG(detail::device_has_wgmma(), "wgmma kernel needs an sm_90 device");
+    detail::launch_prefill_wgmma(kp, plan.work_count, stream, detail::g_prefill_variant_d128 == 3);
+  } else if (plan.shape.head_dim == 64)
     detail::launch_prefill<detail::PrefillD64>(kp, plan.work_count, stream);
   else if (detail::g_prefill_variant_d128 == 1)
     detail::launch_prefill<detail::PrefillD128N64>(kp, plan.work_count, stream);

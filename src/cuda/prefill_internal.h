@@ -48,8 +48,14 @@ PrefillKernelParams make_kernel_params(const PrefillAttnPlan& plan, const Prefil
 void launch_xa_estimate(const PrefillKernelParams& kp, int xa_head_count, cudaStream_t stream);
 
 int prefill_block_m(int head_dim);
-// Tile-shape variant of the d = 128 kernel (0 = default 128x32, 1 = 128x64, 2 = 64x64 tiles);
-// for the tile-shape benchmark only, set before planning.
+// Kernel variant (0 = default; 1 = mma.sync 128x64 tiles at d = 128, 2 = mma.sync 64x64 at
+// d = 128, 3 = wgmma QK^T (sm_90a) with both m64 blocks live, 5 = the same one block at a time,
+// 4 = mma.sync 128x32 at d = 128); for tests and the
+// tile-shape benchmark, set before planning.
 void set_prefill_variant(int variant);
+// The wgmma kernel (attention_prefill_sm90.cu) and whether this device can run it.
+void launch_prefill_wgmma(const PrefillKernelParams& kp, int work_count, cudaStream_t stream,
+                          bool joint);
+bool device_has_wgmma();
 
 }  // namespace elastic::cuda::detail

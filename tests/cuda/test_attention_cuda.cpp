@@ -23,6 +23,7 @@
 #include "elastic/dtype.h"
 #include "elastic/error.h"
 #include "elastic/safetensors.h"
+#include "cuda/prefill_internal.h"
 
 namespace elastic {
 namespace {
@@ -221,11 +222,34 @@ TEST(CudaPrefillAttention, HybridOneLaunch) {
   run_prefill_case({1234, 32, 8, 64, {SSA, FA, FA, SSA, XA, SSA, FA, SSA}, small_blocks(64, 64, 192, 64, 16)}, 32);
 }
 
+// Every kernel variant (tile shapes, the sm_90a wgmma kernel) on the same cases: each must agree
+// with the CPU, whichever one the library picks by default.
+TEST(CudaPrefillAttention, KernelVariants) {
+  REQUIRE_GPU();
+  std::vector<int> variants = {1, 2, 4};
+  if (cuda::detail::device_has_wgmma()) variants.insert(variants.end(), {3, 5});
+  for (int variant : variants) {
+    SCOPED_TRACE("variant " + std::to_string(variant));
+    std::printf("  kernel variant %d\n", variant);
+    cuda::detail::set_prefill_variant(variant);
+    run_prefill_case({37, 8, 8, 64, {FA, FA, FA, FA, FA, FA, FA, FA}, small_blocks(64, 64, 256, 64, 16)}, 61);
+    run_prefill_case({517, 8, 2, 128, {FA, FA}, small_blocks(64, 64, 256, 64, 16)}, 62);
+    run_prefill_case({901, 16, 4, 128, {FA, SSA, XA, SSA}, small_blocks(64, 64, 256, 64, 16)}, 63);
+    run_prefill_case({777, 8, 2, 64, {SSA, XA}, small_blocks(32, 32, 96, 32, 8)}, 64);
+  }
+  cuda::detail::set_prefill_variant(0);
+}
+
 // Small shapes for compute-sanitizer (memcheck / racecheck): every mode, both head dims.
 TEST(CudaSanitizerSmall, AllModes) {
   REQUIRE_GPU();
   run_prefill_case({150, 4, 2, 64, {SSA, XA}, small_blocks(32, 32, 64, 32, 8)}, 41);
   run_prefill_case({130, 4, 2, 128, {FA, XA}, small_blocks(64, 64, 64, 64, 16)}, 42);
+  if (cuda::detail::device_has_wgmma()) {
+    cuda::detail::set_prefill_variant(3);
+    run_prefill_case({200, 4, 2, 128, {SSA, XA}, small_blocks(64, 64, 64, 64, 16)}, 43);
+    cuda::detail::set_prefill_variant(0);
+  }
 }
 
 // Decode: query at `pos`, the cache holding positions 0..pos (SSA heads as ring buffers).

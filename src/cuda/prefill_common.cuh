@@ -1,0 +1,79 @@
+// Mask policy shared by the prefill attention kernels (mma.sync and wgmma): which 64-key tiles a
+// (query tile, head) work item visits, and the per-element rule of each mode (SPEC §3).
+#pragma once
+
+#include <cstdint>
+
+#include "elastic/attention.h"
+#include "prefill_internal.h"
+
+namespace elastic::cuda::detail {
+
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Classifies the 64-key tile [k0, k0 + 64) for query rows [q0, q_last]: visit = some pair
+// allowed, full = every pair allowed (then no element mask is applied).
+__device__ __forceinline__ void classify_tile(const PrefillKernelParams& p, int mode, int hq, int q0,
+                                              int q_last, int k0, bool& visit, bool& full) {
+  constexpr int bn = 64;
+  const int k_end = k0 + bn - 1;
+  const bool causal_full = k_end <= q0 && k_end < p.n;
+  visit = k0 <= q_last;
+  full = causal_full;
+  if (!visit) return;
+  if (mode == int(AttnMode::ssa)) {
+    const int B = p.ssa_block;
+    const int sink_end = p.ssa_sink_blocks * B;  // keys [0, sink_end) always kept
+    const int lo_first = (q0 / B - p.ssa_local_blocks + 1) * B;
+    const int lo_last = (q_last / B - p.ssa_local_blocks + 1) * B;
+    visit = k0 < sink_end || k_end >= lo_first;
+    full = causal_full && (k_end < sink_end || k0 >= lo_last);
+  } else if (mode == int(AttnMode::xa)) {
+    const int Bx = p.xa_block;
+    const int a0 = q0 / Bx, a1 = q_last / Bx;
+    const int b0 = k0 / Bx, b1 = min(k_end, p.n - 1) / Bx;
+    bool any = false, all = true;
+    for (int a = a0; a <= a1; ++a) {
+      const uint8_t* row = p.xa_mask + (size_t(hq) * p.xa_nqb + a) * p.xa_nqb;
+      for (int b = b0; b <= min(b1, a); ++b) {
+        const bool on = row[b] != 0;
+        any |= on;
+        all &= on;
+      }
+      if (b1 > a) all = false;  // blocks above the diagonal are never kept
+    }
+    visit = any;
+    full = causal_full && all;
+  }
+}
+
+// Per-row constants of the element mask: key kpos is allowed for this row iff
+// kpos <= row && kpos < n && (FA || kpos < sink_end || kpos >= local_lo (SSA) || xa_row[kpos / B]).
+struct RowMask {
+  int row;
+  int local_lo;          // SSA: first key of the local window
+  const uint8_t* xa_row;  // XA: the row's block mask
+};
+
+__device__ __forceinline__ RowMask row_mask(const PrefillKernelParams& p, int mode, int hq, int row) {
+  RowMask m{row < p.n ? row : -1, 0, nullptr};  // rows past n see no key
+  if (mode == int(AttnMode::ssa))
+    m.local_lo = (row / p.ssa_block - p.ssa_local_blocks + 1) * p.ssa_block;
+  else if (mode == int(AttnMode::xa) && row < p.n)
+    m.xa_row = p.xa_mask + (size_t(hq) * p.xa_nqb + row / p.xa_block) * p.xa_nqb;
+  return m;
+}
+
+__device__ __forceinline__ bool key_allowed(const PrefillKernelParams& p, int mode, const RowMask& m,
+                                            int kpos) {
+  if (kpos > m.row || kpos >= p.n) return false;
+  if (mode == int(AttnMode::ssa)) return kpos < p.ssa_sink_blocks * p.ssa_block || kpos >= m.local_lo;
+  if (mode == int(AttnMode::xa)) return m.xa_row != nullptr && m.xa_row[kpos / p.xa_block] != 0;
+  return true;
+}
+
+}  // namespace elastic::cuda::detail
