@@ -63,6 +63,7 @@ class Tokenizer {
   std::string decode_bytes(std::span<const int32_t> ids, bool skip_special = false) const;
 
  private:
+  Tokenizer() = default;  // only through load / from_json_text, so impl_ is never null
   std::shared_ptr<const tokenizer_detail::TokenizerImpl> impl_;
 };
 

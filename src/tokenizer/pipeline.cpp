@@ -25,8 +25,6 @@ void replace_all(std::string& s, std::string_view from, std::string_view to) {
   s.swap(out);
 }
 
-bool is_space_byte(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
-
 // GPT-2's pre-tokenizer pattern (ByteLevel with use_regex).
 const Regex& gpt2_regex() {
   static const Regex r(
@@ -415,10 +413,14 @@ void AddedTokenMatcher::find_all(std::string_view text, bool include_special,
     }
     size_t b = i, e = best_end;
     if (tok.lstrip) {
-      while (b > last_end && is_space_byte(text[b - 1])) --b;
+      while (b > last_end && is_whitespace(char_before(b))) {
+        --b;
+        while (b > last_end && (static_cast<uint8_t>(text[b]) & 0xC0) == 0x80) --b;
+      }
     }
     if (tok.rstrip) {
-      while (e < text.size() && is_space_byte(text[e])) ++e;
+      size_t len = 0;
+      while (e < text.size() && is_whitespace(utf8_decode(text, e, &len))) e += len;
     }
     out.push_back(Match{b, e, tok.id});
     last_end = e;

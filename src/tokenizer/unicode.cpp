@@ -188,6 +188,12 @@ int byte_level_byte(uint32_t cp) {
   return cp < table.size() ? table[cp] : -1;
 }
 
+bool is_whitespace(uint32_t cp) {
+  return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F ||
+         cp == 0x205F || cp == 0x3000;
+}
+
 bool is_alphanumeric(uint32_t cp) {
   utf8proc_category_t c = utf8proc_category(static_cast<utf8proc_int32_t>(cp));
   return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_LO) ||

@@ -32,6 +32,8 @@ const std::array<std::string, 256>& byte_level_chars();
 // The byte whose alphabet code point is cp, or -1.
 int byte_level_byte(uint32_t cp);
 
+// Unicode White_Space (as Rust's char::is_whitespace), for added tokens' lstrip/rstrip.
+bool is_whitespace(uint32_t cp);
 // Unicode letter or number (categories L*, N*), for added tokens' single_word rule.
 bool is_alphanumeric(uint32_t cp);
 

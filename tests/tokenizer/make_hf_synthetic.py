@@ -39,7 +39,7 @@ cases = {
 }
 texts = ["hello the and", " hello  the", "word words sword word", "a [L]b", "a  [L]  b", "a [R]  b", "x[N]y [N] z",
          "hello é and ☃!", "the 123 and 4", "a--b-c", "-a- b--", "abc-def--", "", "  ", "<s>the</s>", "a b\u3000c",
-         "hi\tthere", "a...b"]
+         "hi\tthere", "a...b", "x\u3000[L]\u00a0[R]\u2003y"]
 def dec(t,ids,skip):
     try: return t.decode(ids, skip_special_tokens=skip)
     except BaseException: return None
