@@ -167,9 +167,10 @@ def main():
 
         ours = Ours(lib, q, k, v, out)
         # Kernel variants, FA only: mma.sync tile shapes (32K only) and the wgmma kernels.
-        variants = [(3, "wgmma 2 blocks live"), (5, "wgmma 1 block live")]
+        variants = []
         if n == 32768:
-            variants = [(1, "mma 128x64"), (2, "mma 64x64"), (4, "mma 128x32")] + variants
+            variants = [(1, "mma 128x64"), (2, "mma 64x64"), (4, "mma 128x32"),
+                        (3, "wgmma 2 blocks live"), (5, "wgmma 1 block live")]
         for variant, name in variants:
             lib.ea_set_variant(variant)
             try:

@@ -288,10 +288,20 @@ void launch_prefill(const PrefillKernelParams& kp, int work_count, cudaStream_t 
 // Tile-shape variant for d = 128 (0 = default); set only by the tile-shape benchmark.
 int g_prefill_variant_d128 = 0;
 
+// The kernel that runs: the variant set for a measurement, else the wgmma kernel with one m64
+// block live when this device runs sm_90a code (309 TFLOP/s at d = 128, 32K-128K, against 248
+// for the best mma.sync shape; docs/gpu-notes.md run 3), else mma.sync.
+int prefill_effective_variant() {
+  if (g_prefill_variant_d128 != 0) return g_prefill_variant_d128;
+  static const int chosen = wgmma_kernel_available() ? 5 : 4;
+  return chosen;
+}
+
 int prefill_block_m(int head_dim) {
-  if (g_prefill_variant_d128 == 3 || g_prefill_variant_d128 == 5) return 128;  // wgmma: 2 x m64
+  const int v = prefill_effective_variant();
+  if (v == 3 || v == 5) return 128;  // wgmma: 2 x m64
   if (head_dim == 64) return PrefillD64::kBlockM;
-  return g_prefill_variant_d128 == 2 ? PrefillD128M64::kBlockM : PrefillD128::kBlockM;
+  return v == 2 ? PrefillD128M64::kBlockM : PrefillD128::kBlockM;
 }
 
 void set_prefill_variant(int variant) { g_prefill_variant_d128 = variant; }
@@ -453,14 +463,15 @@ void prefill_attention_run(const PrefillAttnPlan& plan, const PrefillAttnParams&
   ELASTIC_CHECK_MSG(plan.block_m == detail::prefill_block_m(plan.shape.head_dim),
                     "prefill attention: plan made for another tile shape");
   if (plan.xa_head_count > 0) detail::launch_xa_estimate(kp, plan.xa_head_count, stream);
-  if (detail::g_prefill_variant_d128 == 3 || detail::g_prefill_variant_d128 == 5) {
-    ELASTIC_CHECK_MSG(detail::device_has_wgmma(), "wgmma kernel needs an sm_90 device");
-    detail::launch_prefill_wgmma(kp, plan.work_count, stream, detail::g_prefill_variant_d128 == 3);
+  const int variant = detail::prefill_effective_variant();
+  if (variant == 3 || variant == 5) {
+    ELASTIC_CHECK_MSG(detail::wgmma_kernel_available(), "wgmma kernel needs sm_90a code and device");
+    detail::launch_prefill_wgmma(kp, plan.work_count, stream, variant == 3);
   } else if (plan.shape.head_dim == 64)
     detail::launch_prefill<detail::PrefillD64>(kp, plan.work_count, stream);
-  else if (detail::g_prefill_variant_d128 == 1)
+  else if (variant == 1)
     detail::launch_prefill<detail::PrefillD128N64>(kp, plan.work_count, stream);
-  else if (detail::g_prefill_variant_d128 == 2)
+  else if (variant == 2)
     detail::launch_prefill<detail::PrefillD128M64>(kp, plan.work_count, stream);
   else
     detail::launch_prefill<detail::PrefillD128>(kp, plan.work_count, stream);

@@ -345,3 +345,15 @@ bool device_has_wgmma() {
 }
 
 }  // namespace elastic::cuda::detail
+
+namespace elastic::cuda::detail {
+
+bool wgmma_kernel_available() {
+  if (!device_has_wgmma()) return false;
+  cudaFuncAttributes attr{};
+  ELASTIC_CUDA_CHECK(
+      cudaFuncGetAttributes(&attr, prefill_attention_wgmma_kernel<WgmmaPrefillTraits<128, 1>>));
+  return attr.binaryVersion >= 90;  // 80 when only the sm_80 machine code is in the build
+}
+
+}  // namespace elastic::cuda::detail

@@ -48,7 +48,7 @@ PrefillKernelParams make_kernel_params(const PrefillAttnPlan& plan, const Prefil
 void launch_xa_estimate(const PrefillKernelParams& kp, int xa_head_count, cudaStream_t stream);
 
 int prefill_block_m(int head_dim);
-// Kernel variant (0 = default; 1 = mma.sync 128x64 tiles at d = 128, 2 = mma.sync 64x64 at
+// Kernel variant (0 = default: 5 where wgmma_kernel_available(), else 4; 1 = mma.sync 128x64 tiles at d = 128, 2 = mma.sync 64x64 at
 // d = 128, 3 = wgmma QK^T (sm_90a) with both m64 blocks live, 5 = the same one block at a time,
 // 4 = mma.sync 128x32 at d = 128); for tests and the
 // tile-shape benchmark, set before planning.
@@ -57,5 +57,7 @@ void set_prefill_variant(int variant);
 void launch_prefill_wgmma(const PrefillKernelParams& kp, int work_count, cudaStream_t stream,
                           bool joint);
 bool device_has_wgmma();
+// The current device is sm_90 and this build holds sm_90a code for the wgmma kernel.
+bool wgmma_kernel_available();
 
 }  // namespace elastic::cuda::detail

@@ -227,7 +227,7 @@ TEST(CudaPrefillAttention, HybridOneLaunch) {
 TEST(CudaPrefillAttention, KernelVariants) {
   REQUIRE_GPU();
   std::vector<int> variants = {1, 2, 4};
-  if (cuda::detail::device_has_wgmma()) variants.insert(variants.end(), {3, 5});
+  if (cuda::detail::wgmma_kernel_available()) variants.insert(variants.end(), {3, 5});
   for (int variant : variants) {
     SCOPED_TRACE("variant " + std::to_string(variant));
     std::printf("  kernel variant %d\n", variant);
@@ -245,11 +245,14 @@ TEST(CudaSanitizerSmall, AllModes) {
   REQUIRE_GPU();
   run_prefill_case({150, 4, 2, 64, {SSA, XA}, small_blocks(32, 32, 64, 32, 8)}, 41);
   run_prefill_case({130, 4, 2, 128, {FA, XA}, small_blocks(64, 64, 64, 64, 16)}, 42);
-  if (cuda::detail::device_has_wgmma()) {
-    cuda::detail::set_prefill_variant(3);
+  // Both kernel families whatever the default: mma.sync (4), wgmma with both row blocks live (3).
+  std::vector<int> variants = {4};
+  if (cuda::detail::wgmma_kernel_available()) variants.push_back(3);
+  for (int variant : variants) {
+    cuda::detail::set_prefill_variant(variant);
     run_prefill_case({200, 4, 2, 128, {SSA, XA}, small_blocks(64, 64, 64, 64, 16)}, 43);
-    cuda::detail::set_prefill_variant(0);
   }
+  cuda::detail::set_prefill_variant(0);
 }
 
 // Decode: query at `pos`, the cache holding positions 0..pos (SSA heads as ring buffers).
