@@ -52,8 +52,11 @@ class Backend {
   // x: [n, heads, head_dim] in place; cos, sin: [n, head_dim / 2].
   virtual void rope_forward(float* x, const float* cos, const float* sin, int64_t n, int64_t heads,
                             int64_t head_dim) = 0;
-  // out, gate, up: [count].
-  virtual void swiglu_forward(float* out, const float* gate, const float* up, int64_t count) = 0;
+  // out: [rows, ffn]; gate_up: [rows, 2 ffn].
+  virtual void swiglu_forward(float* out, const float* gate_up, int64_t rows, int64_t ffn) = 0;
+  // q: [n, q_dim], k, v: [n, kv_dim]; qkv: [n, q_dim + 2 kv_dim].
+  virtual void qkv_split_forward(float* q, float* k, float* v, const float* qkv, int64_t n,
+                                 int64_t q_dim, int64_t kv_dim) = 0;
   // x += delta; [count].
   virtual void residual_forward(float* x, const float* delta, int64_t count) = 0;
   // All heads of one layer, each KV head in its mode (attention.h).

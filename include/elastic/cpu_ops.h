@@ -42,8 +42,14 @@ void rope_table_fill(float* cos, float* sin, const RopeFrequencies& f, int64_t p
 void rope_forward(float* x, const float* cos, const float* sin, int64_t n, int64_t heads,
                   int64_t head_dim);
 
-// SwiGLU: out = silu(gate) * up. out, gate, up: [count] fp32 (out == gate allowed).
-void swiglu_forward(float* out, const float* gate, const float* up, int64_t count);
+// SwiGLU on the fused gate/up projection: out[r, i] = silu(gate_up[r, i]) * gate_up[r, F + i].
+// out: [rows, F] fp32; gate_up: [rows, 2F] fp32 (gate first, then up).
+void swiglu_forward(float* out, const float* gate_up, int64_t rows, int64_t ffn);
+
+// Splits the fused q/k/v projection into contiguous q, k, v.
+// q: [n, q_dim], k, v: [n, kv_dim]; qkv: [n, q_dim + 2 kv_dim] (q, then k, then v per row).
+void qkv_split_forward(float* q, float* k, float* v, const float* qkv, int64_t n, int64_t q_dim,
+                       int64_t kv_dim);
 
 // Residual add in place: x += delta. x, delta: [count] fp32.
 void residual_forward(float* x, const float* delta, int64_t count);

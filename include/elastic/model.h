@@ -25,21 +25,18 @@
 
 namespace elastic {
 
+// Projections that read the same input are stacked into one matrix (one pass over the input
+// and one parallel region per pass): q/k/v and gate/up.
 struct LayerWeights {
   const float* input_norm = nullptr;           // [D]
-  Linear q_proj;                               // [Hq*d, D]
-  Linear k_proj;                               // [Hkv*d, D]
-  Linear v_proj;                               // [Hkv*d, D]
-  const float* q_bias = nullptr;               // [Hq*d] (qwen2) or null
-  const float* k_bias = nullptr;               // [Hkv*d] or null
-  const float* v_bias = nullptr;               // [Hkv*d] or null
+  Linear qkv_proj;                             // [(Hq + 2 Hkv) d, D]: q_proj, k_proj, v_proj rows
+  const float* qkv_bias = nullptr;             // [(Hq + 2 Hkv) d] (attention_bias) or null
   const float* q_norm = nullptr;               // [d] (qwen3) or null
   const float* k_norm = nullptr;               // [d] (qwen3) or null
   Linear o_proj;                               // [D, Hq*d]
   const float* o_bias = nullptr;               // [D] (attention_out_bias) or null
   const float* post_attention_norm = nullptr;  // [D]
-  Linear gate_proj;                            // [F, D]
-  Linear up_proj;                              // [F, D]
+  Linear gate_up_proj;                         // [2F, D]: gate_proj rows, then up_proj rows
   Linear down_proj;                            // [D, F]
 };
 
@@ -86,7 +83,7 @@ std::vector<std::string> model_synthetic_names();
 // Scratch activations of a forward pass, in backend memory, sized for `tokens` rows.
 struct Workspace {
   int64_t tokens = 0;  // capacity in rows
-  std::shared_ptr<void> x, xn, q, k, v, att, proj, gate, up, cos, sin, logits, ids;
+  std::shared_ptr<void> x, xn, qkv, q, k, v, att, proj, gate_up, act, cos, sin, logits;
   std::vector<float> logits_host;  // downloaded logits
 };
 

@@ -55,8 +55,12 @@ class CpuBackend final : public Backend {
                     int64_t head_dim) override {
     elastic::rope_forward(x, cos, sin, n, heads, head_dim);
   }
-  void swiglu_forward(float* out, const float* gate, const float* up, int64_t count) override {
-    elastic::swiglu_forward(out, gate, up, count);
+  void swiglu_forward(float* out, const float* gate_up, int64_t rows, int64_t ffn) override {
+    elastic::swiglu_forward(out, gate_up, rows, ffn);
+  }
+  void qkv_split_forward(float* q, float* k, float* v, const float* qkv, int64_t n, int64_t q_dim,
+                         int64_t kv_dim) override {
+    elastic::qkv_split_forward(q, k, v, qkv, n, q_dim, kv_dim);
   }
   void residual_forward(float* x, const float* delta, int64_t count) override {
     elastic::residual_forward(x, delta, count);

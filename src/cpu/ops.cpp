@@ -4,6 +4,7 @@
 // on the thread count.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "elastic/cpu_ops.h"
@@ -144,11 +145,26 @@ void rope_forward(float* x, const float* cos, const float* sin, int64_t n, int64
   }
 }
 
-void swiglu_forward(float* out, const float* gate, const float* up, int64_t count) {
-#pragma omp parallel for simd schedule(static) if (count >= kParallelMinElements)
-  for (int64_t i = 0; i < count; ++i) {
-    const float g = gate[i];
-    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+void swiglu_forward(float* out, const float* gate_up, int64_t rows, int64_t ffn) {
+#pragma omp parallel for schedule(static) if (rows * ffn >= kParallelMinElements)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* g = gate_up + r * 2 * ffn;
+    const float* u = g + ffn;
+    float* o = out + r * ffn;
+#pragma omp simd
+    for (int64_t i = 0; i < ffn; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+  }
+}
+
+void qkv_split_forward(float* q, float* k, float* v, const float* qkv, int64_t n, int64_t q_dim,
+                       int64_t kv_dim) {
+  const int64_t row = q_dim + 2 * kv_dim;
+#pragma omp parallel for schedule(static) if (n * row >= kParallelMinElements)
+  for (int64_t i = 0; i < n; ++i) {
+    const float* src = qkv + i * row;
+    std::memcpy(q + i * q_dim, src, sizeof(float) * q_dim);
+    std::memcpy(k + i * kv_dim, src + q_dim, sizeof(float) * kv_dim);
+    std::memcpy(v + i * kv_dim, src + q_dim + kv_dim, sizeof(float) * kv_dim);
   }
 }
 

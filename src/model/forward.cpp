@@ -1,10 +1,10 @@
 // The forward pass of one chunk of a request, layer-outer over the whole chunk:
 //
 //   x = embed(ids)
-//   per layer: xn = rmsnorm(x); q,k,v = xn W^T (+b); q,k = rmsnorm per head (qwen3);
+//   per layer: xn = rmsnorm(x); q,k,v = xn Wqkv^T (+b); q,k = rmsnorm per head (qwen3);
 //              [first prefill: modes = route(k before RoPE)]; q,k = rope(q,k);
 //              att = attention(q, k, v, cache, modes); cache += k,v; x += att Wo^T;
-//              xn = rmsnorm(x); x += (silu(xn Wg^T) * (xn Wu^T)) Wd^T   (MLP in token tiles)
+//              xn = rmsnorm(x); g,u = xn Wgu^T; x += (silu(g) * u) Wd^T   (MLP in token tiles)
 //   logits = rmsnorm(x) Wlm^T
 //
 // Invariants: all activations fp32; positions of the chunk are request.length.. ; the KV cache
@@ -34,13 +34,14 @@ void workspace_reserve(Backend& be, const ModelConfig& c, Workspace& ws, int64_t
     const int64_t tile = std::min(n, kMlpTileTokens);
     ws.x = buf(n * D);
     ws.xn = buf(n * D);
+    ws.qkv = buf(n * (Hq + 2 * Hkv) * d);
     ws.q = buf(n * Hq * d);
     ws.k = buf(n * Hkv * d);
     ws.v = buf(n * Hkv * d);
     ws.att = buf(n * Hq * d);
     ws.proj = buf(n * D);
-    ws.gate = buf(tile * F);
-    ws.up = buf(tile * F);
+    ws.gate_up = buf(tile * 2 * F);
+    ws.act = buf(tile * F);
     ws.cos = buf(n * d / 2);
     ws.sin = buf(n * d / 2);
   }
@@ -59,17 +60,16 @@ void hidden_push(Backend& be, std::vector<std::vector<float>>* hidden, const flo
 }
 
 // x += MLP(rmsnorm(x)) for rows [0, n), in tiles of kMlpTileTokens rows.
-// x: [n, D]; xn, proj: [n, D] scratch; gate, up: [tile, F] scratch.
-void mlp_block_forward(Backend& be, float* x, float* xn, float* proj, float* gate, float* up,
+// x: [n, D]; xn, proj: [n, D] scratch; gate_up: [tile, 2F], act: [tile, F] scratch.
+void mlp_block_forward(Backend& be, float* x, float* xn, float* proj, float* gate_up, float* act,
                        const LayerWeights& w, const ModelConfig& c, int64_t n) {
   const int64_t D = c.hidden_size, F = c.intermediate_size;
   be.rmsnorm_forward(xn, x, w.post_attention_norm, n, D, static_cast<float>(c.rms_norm_eps));
   for (int64_t t0 = 0; t0 < n; t0 += kMlpTileTokens) {
     const int64_t m = std::min(kMlpTileTokens, n - t0);
-    be.linear_forward(gate, xn + t0 * D, w.gate_proj, nullptr, m);  // gate: [m, F]
-    be.linear_forward(up, xn + t0 * D, w.up_proj, nullptr, m);      // up: [m, F]
-    be.swiglu_forward(gate, gate, up, m * F);
-    be.linear_forward(proj + t0 * D, gate, w.down_proj, nullptr, m);  // proj: [m, D]
+    be.linear_forward(gate_up, xn + t0 * D, w.gate_up_proj, nullptr, m);  // gate_up: [m, 2F]
+    be.swiglu_forward(act, gate_up, m, F);                                // act: [m, F]
+    be.linear_forward(proj + t0 * D, act, w.down_proj, nullptr, m);       // proj: [m, D]
   }
   be.residual_forward(x, proj, n * D);
 }
@@ -99,7 +99,8 @@ const std::vector<float>& model_prefill(const Model& model, Request& req, const 
   const int64_t logits_rows = opt.logits == LogitsOutput::all ? n : opt.logits == LogitsOutput::last ? 1 : 0;
   Workspace& ws = req.ws;
   workspace_reserve(be, c, ws, n, logits_rows);
-  float *x = f32(ws.x), *xn = f32(ws.xn), *q = f32(ws.q), *k = f32(ws.k), *v = f32(ws.v);
+  float *x = f32(ws.x), *xn = f32(ws.xn), *qkv = f32(ws.qkv), *q = f32(ws.q), *k = f32(ws.k);
+  float* v = f32(ws.v);
   float *att = f32(ws.att), *proj = f32(ws.proj), *cos = f32(ws.cos), *sin = f32(ws.sin);
 
   DenseRouting dense;
@@ -123,9 +124,8 @@ const std::vector<float>& model_prefill(const Model& model, Request& req, const 
   for (int64_t l = 0; l < L; ++l) {
     const LayerWeights& w = W.layers[static_cast<size_t>(l)];
     be.rmsnorm_forward(xn, x, w.input_norm, n, D, eps);    // xn: [n, D]
-    be.linear_forward(q, xn, w.q_proj, w.q_bias, n);       // q: [n, Hq*d]
-    be.linear_forward(k, xn, w.k_proj, w.k_bias, n);       // k: [n, Hkv*d]
-    be.linear_forward(v, xn, w.v_proj, w.v_bias, n);       // v: [n, Hkv*d]
+    be.linear_forward(qkv, xn, w.qkv_proj, w.qkv_bias, n);  // qkv: [n, (Hq + 2 Hkv) d]
+    be.qkv_split_forward(q, k, v, qkv, n, Hq * d, Hkv * d);  // q: [n, Hq, d]; k, v: [n, Hkv, d]
     if (w.q_norm) be.rmsnorm_forward(q, q, w.q_norm, n * Hq, d, eps);
     if (w.k_norm) be.rmsnorm_forward(k, k, w.k_norm, n * Hkv, d, eps);
     LayerRoute& route = req.routes[static_cast<size_t>(l)];
@@ -159,7 +159,7 @@ const std::vector<float>& model_prefill(const Model& model, Request& req, const 
 
     be.linear_forward(proj, att, w.o_proj, w.o_bias, n);  // proj: [n, D]
     be.residual_forward(x, proj, n * D);
-    mlp_block_forward(be, x, xn, proj, f32(ws.gate), f32(ws.up), w, c, n);
+    mlp_block_forward(be, x, xn, proj, f32(ws.gate_up), f32(ws.act), w, c, n);
     hidden_push(be, opt.hidden, x, n * D);
   }
   req.length = pos0 + n;

@@ -1,6 +1,7 @@
 // Model loading: every tensor the forward pass reads is looked up by its HF name, checked
 // against the shape the config implies, and turned into a per-layer view (linear layers
 // prepared by the backend, norms and biases converted to fp32 backend buffers).
+#include <cstring>
 #include <string>
 
 #include "elastic/error.h"
@@ -33,14 +34,49 @@ class Loader {
   Linear linear(const std::string& name, int64_t rows, int64_t cols) const {
     return m_.backend->linear_prepare(tensor(name, {rows, cols}));
   }
-  // A 1-D tensor converted to fp32 in backend memory.
-  const float* vector(const std::string& name, int64_t size) const {
-    std::vector<float> host = tensor(name, {size}).to_f32();
+  // Weights of the same input width stacked along rows into one Linear: parts (name, rows),
+  // each checked on its own. Stored as the parts' dtype when they agree, else as fp32.
+  Linear linear_stack(const std::vector<std::pair<std::string, int64_t>>& parts, int64_t cols) const {
+    std::vector<TensorView> views;
+    int64_t rows = 0;
+    for (const auto& [name, r] : parts) {
+      views.push_back(tensor(name, {r, cols}));
+      rows += r;
+    }
+    bool same = true;
+    for (const TensorView& v : views) same = same && v.dtype == views[0].dtype;
+    TensorView stacked;
+    stacked.dtype = same ? views[0].dtype : DType::f32;
+    stacked.shape = {rows, cols};
+    for (const TensorView& v : views) stacked.name += (stacked.name.empty() ? "" : "+") + v.name;
+    std::vector<unsigned char> bytes(static_cast<size_t>(rows * cols) * dtype_size(stacked.dtype));
+    size_t at = 0;
+    for (const TensorView& v : views) {
+      const size_t n = static_cast<size_t>(v.numel()) * dtype_size(stacked.dtype);
+      if (same) {
+        std::memcpy(bytes.data() + at, v.data, n);
+      } else {
+        const std::vector<float> f = v.to_f32();
+        std::memcpy(bytes.data() + at, f.data(), n);
+      }
+      at += n;
+    }
+    stacked.data = bytes.data();
+    return m_.backend->linear_prepare(stacked);  // keeps its own copy (backend.h)
+  }
+  // 1-D tensors converted to fp32 and concatenated in backend memory: parts (name, size).
+  const float* vector_stack(const std::vector<std::pair<std::string, int64_t>>& parts) const {
+    std::vector<float> host;
+    for (const auto& [name, size] : parts) {
+      const std::vector<float> f = tensor(name, {size}).to_f32();
+      host.insert(host.end(), f.begin(), f.end());
+    }
     std::shared_ptr<void> buf = m_.backend->alloc(host.size() * sizeof(float));
     m_.backend->upload(buf.get(), host.data(), host.size() * sizeof(float));
     m_.buffers.push_back(buf);
     return static_cast<const float*>(buf.get());
   }
+  const float* vector(const std::string& name, int64_t size) const { return vector_stack({{name, size}}); }
 
  private:
   const TensorLookup& lookup_;
@@ -64,8 +100,7 @@ uint64_t Model::weight_bytes_per_token() const {
     bytes += static_cast<uint64_t>(l.rows * l.cols) * dtype_size(l.dtype);
   };
   for (const LayerWeights& w : weights.layers)
-    for (const Linear* l : {&w.q_proj, &w.k_proj, &w.v_proj, &w.o_proj, &w.gate_proj, &w.up_proj,
-                            &w.down_proj})
+    for (const Linear* l : {&w.qkv_proj, &w.o_proj, &w.gate_up_proj, &w.down_proj})
       add(*l);
   add(weights.lm_head);
   return bytes;
@@ -95,14 +130,14 @@ Model model_build(const ModelConfig& config, const TensorLookup& lookup,
     const std::string p = "model.layers." + std::to_string(i) + ".";
     LayerWeights& w = m.weights.layers[static_cast<size_t>(i)];
     w.input_norm = ld.vector(p + "input_layernorm.weight", D);
-    w.q_proj = ld.linear(p + "self_attn.q_proj.weight", Hq * d, D);
-    w.k_proj = ld.linear(p + "self_attn.k_proj.weight", Hkv * d, D);
-    w.v_proj = ld.linear(p + "self_attn.v_proj.weight", Hkv * d, D);
-    if (c.attention_bias) {
-      w.q_bias = ld.vector(p + "self_attn.q_proj.bias", Hq * d);
-      w.k_bias = ld.vector(p + "self_attn.k_proj.bias", Hkv * d);
-      w.v_bias = ld.vector(p + "self_attn.v_proj.bias", Hkv * d);
-    }
+    w.qkv_proj = ld.linear_stack({{p + "self_attn.q_proj.weight", Hq * d},
+                                  {p + "self_attn.k_proj.weight", Hkv * d},
+                                  {p + "self_attn.v_proj.weight", Hkv * d}},
+                                 D);
+    if (c.attention_bias)
+      w.qkv_bias = ld.vector_stack({{p + "self_attn.q_proj.bias", Hq * d},
+                                    {p + "self_attn.k_proj.bias", Hkv * d},
+                                    {p + "self_attn.v_proj.bias", Hkv * d}});
     if (c.qk_norm) {
       w.q_norm = ld.vector(p + "self_attn.q_norm.weight", d);
       w.k_norm = ld.vector(p + "self_attn.k_norm.weight", d);
@@ -110,8 +145,7 @@ Model model_build(const ModelConfig& config, const TensorLookup& lookup,
     w.o_proj = ld.linear(p + "self_attn.o_proj.weight", D, Hq * d);
     if (c.attention_out_bias) w.o_bias = ld.vector(p + "self_attn.o_proj.bias", D);
     w.post_attention_norm = ld.vector(p + "post_attention_layernorm.weight", D);
-    w.gate_proj = ld.linear(p + "mlp.gate_proj.weight", F, D);
-    w.up_proj = ld.linear(p + "mlp.up_proj.weight", F, D);
+    w.gate_up_proj = ld.linear_stack({{p + "mlp.gate_proj.weight", F}, {p + "mlp.up_proj.weight", F}}, D);
     w.down_proj = ld.linear(p + "mlp.down_proj.weight", D, F);
   }
   m.weights.final_norm = ld.vector("model.norm.weight", D);

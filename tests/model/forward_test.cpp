@@ -178,11 +178,13 @@ TEST(Forward, RoutingSeesKeysAfterKNormBeforeRope) {
 
   const LayerWeights& w = m.weights.layers[0];
   const float eps = static_cast<float>(c.rms_norm_eps);
-  std::vector<float> x(n * D), xn(n * D), k(n * kd);
+  const int64_t qd = c.num_heads * c.head_dim;
+  std::vector<float> x(n * D), xn(n * D), qkv(n * (qd + 2 * kd)), q(n * qd), k(n * kd), v(n * kd);
   embedding_forward(x.data(), ids.data(), n, m.weights.embed_tokens.data, m.weights.embed_tokens.dtype,
                     c.vocab_size, D);
   rmsnorm_forward(xn.data(), x.data(), w.input_norm, n, D, eps);
-  m.backend->linear_forward(k.data(), xn.data(), w.k_proj, w.k_bias, n);
+  m.backend->linear_forward(qkv.data(), xn.data(), w.qkv_proj, w.qkv_bias, n);
+  qkv_split_forward(q.data(), k.data(), v.data(), qkv.data(), n, qd, kd);
   rmsnorm_forward(k.data(), k.data(), w.k_norm, n * c.num_kv_heads, c.head_dim, eps);
   // Same ops in the same order: equal up to thread scheduling (none for these sizes).
   EXPECT_LT(relative_error(routing.first_layer_keys, k), 1e-6);
