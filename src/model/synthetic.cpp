@@ -27,6 +27,13 @@ const SyntheticShape kShapes[] = {
       "head_dim": 128, "rms_norm_eps": 1e-6, "max_position_embeddings": 40960,
       "rope_theta": 1000000, "tie_word_embeddings": true, "eos_token_id": 151645,
       "bos_token_id": 151643, "torch_dtype": "bfloat16", "hidden_act": "silu"})"},
+    // A few-MB Qwen3-shaped model for tests of the benchmark itself.
+    {"qwen3-tiny", R"({
+      "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+      "vocab_size": 1024, "hidden_size": 192, "intermediate_size": 512,
+      "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
+      "head_dim": 64, "rms_norm_eps": 1e-6, "max_position_embeddings": 8192,
+      "rope_theta": 1000000, "tie_word_embeddings": true, "torch_dtype": "bfloat16"})"},
 };
 
 uint64_t splitmix64(uint64_t x) {

@@ -92,6 +92,27 @@ TEST(Cli, BadInputFailsWithOneLine) {
   EXPECT_FALSE(std::filesystem::exists("/tmp/never.safetensors"));
 }
 
+TEST(Cli, BenchJsonReportsBothPhasesAndFractions) {
+  const RunResult r = run("bench --synthetic qwen3-tiny -p 16 -n 4 --json 2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const nlohmann::json j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  EXPECT_TRUE(j["synthetic"].get<bool>());
+  EXPECT_EQ(j["prefill"]["tokens"], 16);
+  EXPECT_EQ(j["decode"]["tokens"], 4);
+  EXPECT_GT(j["memory_bandwidth_gbs"].get<double>(), 0);
+  EXPECT_GT(j["fma_peak_gflops"].get<double>(), 0);
+  for (const char* phase : {"prefill", "decode"}) {
+    EXPECT_GT(j[phase]["tokens_per_s"].get<double>(), 0) << phase;
+    EXPECT_GT(j[phase]["seconds"].get<double>(), 0) << phase;
+  }
+  // Work accounting of the tiny shape: 3 layers x (q/k/v/o + MLP) + tied lm_head.
+  const int64_t D = 192, qd = 4 * 64, kvd = 2 * 64, F = 512, V = 1024;
+  EXPECT_EQ(j["params_matmul"], 3 * (D * (qd + 2 * kvd) + qd * D + 3 * D * F) + V * D);
+  const double fp = j["prefill"]["fraction_of_fma_peak"], fd = j["decode"]["fraction_of_bandwidth"];
+  EXPECT_GT(fp, 0);
+  EXPECT_GT(fd, 0);
+}
+
 TEST(Cli, HelpExplainsTheOptions) {
   for (const char* cmd : {"logits", "generate", "bench"}) {
     const RunResult r = run(std::string(cmd) + " --help");
