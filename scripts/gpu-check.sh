@@ -20,7 +20,7 @@ if [[ "${1:-}" == "--fetch" ]]; then
   set -e
   mkdir -p "$ROOT/.debs" && (cd "$ROOT/.debs" && apt-get download "${DEBS[@]}")
   mkdir -p "$ROOT/.gpu-shared/fixtures/hf"
-  for c in attention-gqa attention-mha-long; do
+  for c in attention-gqa attention-mha-long qwen3-tiny; do
     cp -r "$ROOT/../shared/fixtures/hf/$c" "$ROOT/.gpu-shared/fixtures/hf/"
   done
   grep -qx '/.gpu-shared/' "$ROOT/.git/info/exclude" 2>/dev/null || echo '/.gpu-shared/' >> "$ROOT/.git/info/exclude"
@@ -70,7 +70,7 @@ cmake -S "$SRC" -B "$B" -G Ninja -DELASTIC_CUDA=ON -DELASTIC_TESTS=ON \
   -DCMAKE_PREFIX_PATH="$PREFIX/usr" -DELASTIC_SHARED_DIR="$ROOT/.gpu-shared" > "$OUT/build.log" 2>&1
 rc=$?
 if [[ $rc -eq 0 ]]; then
-  ninja -C "$B" -j16 test_attention_cuda elastic_attn_bench >> "$OUT/build.log" 2>&1
+  ninja -C "$B" -j16 test_attention_cuda test_backend_cuda elastic_attn_bench >> "$OUT/build.log" 2>&1
   rc=$?
 fi
 if [[ $rc -ne 0 ]]; then
@@ -94,6 +94,14 @@ if grep -q "^\[  PASSED  \]" "$OUT/tests.log" && ! grep -q "FAILED" "$OUT/tests.
   note "tests: $(grep '^\[  PASSED  \]' "$OUT/tests.log")"
 else
   note "tests: FAILED ($(grep -c '^\[  FAILED  \]' "$OUT/tests.log") lines), see tests.log"
+fi
+
+TB="$B/tests/cuda/test_backend_cuda"
+"$TB" 2>&1 | tee "$OUT/tests-backend.log" | grep -E "^\s+(rmsnorm|rope|swiglu|linear|attention|qwen3)|OK|FAILED|PASSED|Failure|error" | head -40
+if grep -q "^\[  PASSED  \]" "$OUT/tests-backend.log" && ! grep -q "FAILED" "$OUT/tests-backend.log"; then
+  note "backend tests: $(grep '^\[  PASSED  \]' "$OUT/tests-backend.log")"
+else
+  note "backend tests: FAILED, see tests-backend.log"
 fi
 
 # 4. Sanitizers on the small shapes.

@@ -1,0 +1,385 @@
+// The CUDA backend (backend_cuda.h): device memory, bf16 weights uploaded once, cuBLASLt GEMMs
+// (y[n, N] = x[n, K] W[N, K]^T with bf16 operands and fp32 accumulation/output; the fp32
+// activations are rounded to bf16 on the device first), the kernels of ops_cuda.cu, and the
+// fused attention of attention_cuda.h. Attention statistics (rho, XA masks) are filled exactly
+// as attention_cpu fills them, from the key sets the kernels use.
+#include "elastic/cuda/backend_cuda.h"
+
+#include <cublasLt.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "elastic/cuda/arena.h"
+#include "elastic/cuda/attention_cuda.h"
+#include "elastic/cuda/cuda_check.h"
+#include "elastic/dtype.h"
+#include "elastic/error.h"
+#include "ops_cuda.h"
+
+#define ELASTIC_CUBLAS_CHECK(expr)                                                           \
+  do {                                                                                       \
+    const cublasStatus_t elastic_cublas_status_ = (expr);                                    \
+    if (elastic_cublas_status_ != CUBLAS_STATUS_SUCCESS)                                     \
+      throw ::elastic::InternalError(std::string("cuBLASLt call failed: ") + #expr + " (status " + \
+                                     std::to_string(int(elastic_cublas_status_)) + ")");     \
+  } while (0)
+
+namespace elastic {
+namespace {
+
+struct CudaWeight {
+  std::shared_ptr<void> data;  // [rows, cols] bf16 on the device
+  int64_t rows = 0, cols = 0;
+};
+
+constexpr size_t kLtWorkspaceBytes = size_t(32) << 20;
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(const CudaBackendOptions& opt) : opt_(opt) {
+    if (cuda::cuda_device_count() == 0) throw Error("CUDA backend: no CUDA device present");
+    ELASTIC_CUBLAS_CHECK(cublasLtCreate(&lt_));
+    lt_workspace_ = raw_alloc(kLtWorkspaceBytes);
+  }
+  ~CudaBackend() override { cublasLtDestroy(lt_); }
+
+  std::string_view name() const override { return "cuda"; }
+
+  std::shared_ptr<void> alloc(size_t bytes) override { return raw_alloc(bytes == 0 ? 256 : bytes); }
+  void upload(void* dst, const void* host_src, size_t bytes) override {
+    ELASTIC_CUDA_CHECK(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice));
+  }
+  void download(void* host_dst, const void* src, size_t bytes) override {
+    ELASTIC_CUDA_CHECK(cudaMemcpy(host_dst, src, bytes, cudaMemcpyDeviceToHost));
+  }
+
+  Linear linear_prepare(const TensorView& w) override {
+    if (w.shape.size() != 2) throw Error("CUDA backend: linear weight must be 2-D, got " + shape_str(w.shape));
+    if (w.dtype != DType::f32 && w.dtype != DType::bf16 && w.dtype != DType::f16)
+      throw Error("CUDA backend: linear weight dtype " + std::string(dtype_name(w.dtype)) +
+                  " is not supported (f32, f16, bf16)");
+    const int64_t rows = w.shape[0], cols = w.shape[1];
+    const size_t count = size_t(rows) * size_t(cols);
+    std::vector<uint16_t> host(count);
+    if (w.dtype == DType::bf16) {
+      std::memcpy(host.data(), w.data, count * 2);
+    } else {
+      std::vector<float> f(count);
+      convert_to_f32(f.data(), w.data, w.dtype, count);
+      for (size_t i = 0; i < count; ++i) host[i] = f32_to_bf16(f[i]);
+    }
+    auto cw = std::make_shared<CudaWeight>();
+    cw->rows = rows;
+    cw->cols = cols;
+    cw->data = raw_alloc(count * 2);
+    upload(cw->data.get(), host.data(), count * 2);
+    Linear l;
+    l.rows = rows;
+    l.cols = cols;
+    l.dtype = DType::bf16;
+    l.impl = cw;
+    return l;
+  }
+
+  void embedding_forward(float* out, const int64_t* ids, int64_t n, const void* table, DType dtype,
+                         int64_t vocab, int64_t dim) override {
+    cuda::TableType type;
+    if (dtype == DType::f32)
+      type = cuda::TableType::f32;
+    else if (dtype == DType::bf16)
+      type = cuda::TableType::bf16;
+    else if (dtype == DType::f16)
+      type = cuda::TableType::f16;
+    else
+      throw Error("CUDA backend: embedding dtype " + std::string(dtype_name(dtype)) + " is not supported");
+    for (int64_t i = 0; i < n; ++i)
+      if (ids[i] < 0 || ids[i] >= vocab)
+        throw Error("token id " + std::to_string(ids[i]) + " out of range [0, " + std::to_string(vocab) + ")");
+    auto it = tables_.find(table);
+    if (it == tables_.end()) {  // the checkpoint's table (host memory), uploaded once
+      const size_t bytes = size_t(vocab) * size_t(dim) * dtype_size(dtype);
+      std::shared_ptr<void> dev = raw_alloc(bytes);
+      upload(dev.get(), table, bytes);
+      it = tables_.emplace(table, std::move(dev)).first;
+    }
+    int64_t* ids_dev = static_cast<int64_t*>(scratch(3, size_t(n) * sizeof(int64_t)));
+    upload(ids_dev, ids, size_t(n) * sizeof(int64_t));
+    cuda::embedding_launch(out, ids_dev, n, it->second.get(), type, dim, stream_);
+    done();
+  }
+  void rmsnorm_forward(float* out, const float* inp, const float* weight, int64_t rows,
+                       int64_t dim, float eps) override {
+    cuda::rmsnorm_launch(out, inp, weight, rows, dim, eps, stream_);
+    done();
+  }
+  void linear_forward(float* out, const float* inp, const Linear& w, const float* bias,
+                      int64_t n) override {
+    ELASTIC_CHECK(w.impl != nullptr);
+    const CudaWeight& cw = *static_cast<const CudaWeight*>(w.impl.get());
+    if (n == 0) return;
+    auto* x = static_cast<__nv_bfloat16*>(scratch(0, size_t(n) * size_t(cw.cols) * 2));
+    cuda::f32_to_bf16_launch(x, inp, n * cw.cols, stream_);
+    gemm(out, x, static_cast<const __nv_bfloat16*>(cw.data.get()), n, cw.rows, cw.cols);
+    if (bias) cuda::bias_add_launch(out, bias, n, cw.rows, stream_);
+    done();
+  }
+  void rope_forward(float* x, const float* cos, const float* sin, int64_t n, int64_t heads,
+                    int64_t head_dim) override {
+    cuda::rope_launch(x, cos, sin, n, heads, head_dim, stream_);
+    done();
+  }
+  void swiglu_forward(float* out, const float* gate_up, int64_t rows, int64_t ffn) override {
+    cuda::swiglu_launch(out, gate_up, rows, ffn, stream_);
+    done();
+  }
+  void qkv_split_forward(float* q, float* k, float* v, const float* qkv, int64_t n, int64_t q_dim,
+                         int64_t kv_dim) override {
+    cuda::qkv_split_launch(q, k, v, qkv, n, q_dim, kv_dim, stream_);
+    done();
+  }
+  void residual_forward(float* x, const float* delta, int64_t count) override {
+    cuda::residual_launch(x, delta, count, stream_);
+    done();
+  }
+
+  void attention_forward(const AttnArgs& a) override {
+    const int64_t Hkv = a.num_kv_heads, d = a.head_dim, n = a.n;
+    if (d != 64 && d != 128)
+      throw Error("CUDA backend: attention head_dim " + std::to_string(d) + " is unsupported (64 or 128)");
+    std::vector<AttnMode> modes(size_t(Hkv), AttnMode::fa);
+    for (int64_t h = 0; h < Hkv; ++h) {
+      if (a.modes) modes[size_t(h)] = a.modes[h];
+      if (modes[size_t(h)] == AttnMode::xa && n == 1) modes[size_t(h)] = AttnMode::fa;  // SPEC §4
+    }
+    if (a.pos0 == 0)
+      prefill(a, modes);
+    else if (n == 1)
+      decode(a, modes);
+    else
+      throw Error("CUDA backend: chunked prefill (pos0 > 0 with n > 1) is unsupported");
+    done();
+  }
+
+ private:
+  std::shared_ptr<void> raw_alloc(size_t bytes) {
+    void* p = nullptr;
+    if (opt_.host_visible)
+      ELASTIC_CUDA_CHECK(cudaMallocManaged(&p, bytes));
+    else
+      ELASTIC_CUDA_CHECK(cudaMalloc(&p, bytes));
+    return std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+  }
+
+  // Grow-only scratch buffers by slot: 0-2 bf16 operands, 3 token ids.
+  void* scratch(int slot, size_t bytes) {
+    Scratch& s = scratch_[size_t(slot)];
+    if (s.bytes < bytes) {
+      s.buf = raw_alloc(bytes);
+      s.bytes = bytes;
+    }
+    return s.buf.get();
+  }
+
+  cuda::DeviceArena& arena(size_t bytes) {
+    if (!arena_ || arena_->capacity() < bytes) {
+      arena_.reset();
+      arena_ = std::make_unique<cuda::DeviceArena>(bytes);
+    }
+    arena_->reset();
+    return *arena_;
+  }
+
+  void done() {
+    if (opt_.host_visible) ELASTIC_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  // y[n, N] fp32 = x[n, K] bf16 . W[N, K]^T bf16. Column-major view: Y^T[N, n] = W^T^T X^T.
+  void gemm(float* y, const __nv_bfloat16* x, const __nv_bfloat16* w, int64_t n, int64_t N, int64_t K) {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+    cublasLtMatmulPreference_t pref = nullptr;
+    ELASTIC_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    ELASTIC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    ELASTIC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    ELASTIC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, uint64_t(K), uint64_t(N), K));
+    ELASTIC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, uint64_t(K), uint64_t(n), K));
+    ELASTIC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, uint64_t(N), uint64_t(n), N));
+    ELASTIC_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    const size_t ws = kLtWorkspaceBytes;
+    ELASTIC_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    cublasLtMatmulHeuristicResult_t heur{};
+    int found = 0;
+    ELASTIC_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_, op, la, lb, lc, lc, pref, 1, &heur, &found));
+    if (found == 0) throw Error("CUDA backend: cuBLASLt has no algorithm for this GEMM");
+    const float alpha = 1.f, beta = 0.f;
+    ELASTIC_CUBLAS_CHECK(cublasLtMatmul(lt_, op, &alpha, w, la, x, lb, &beta, y, lc, y, lc, &heur.algo,
+                                        lt_workspace_.get(), ws, stream_));
+    cublasLtMatmulPreferenceDestroy(pref);
+    cublasLtMatrixLayoutDestroy(lc);
+    cublasLtMatrixLayoutDestroy(lb);
+    cublasLtMatrixLayoutDestroy(la);
+    cublasLtMatmulDescDestroy(op);
+  }
+
+  void prefill(const AttnArgs& a, const std::vector<AttnMode>& modes) {
+    const int64_t Hq = a.num_heads, Hkv = a.num_kv_heads, d = a.head_dim, n = a.n;
+    auto* q = static_cast<__nv_bfloat16*>(scratch(0, size_t(n * Hq * d) * 2));
+    auto* k = static_cast<__nv_bfloat16*>(scratch(1, size_t(n * Hkv * d) * 2));
+    auto* v = static_cast<__nv_bfloat16*>(scratch(2, size_t(n * Hkv * d) * 2));
+    cuda::f32_to_bf16_launch(q, a.q, n * Hq * d, stream_);
+    cuda::f32_to_bf16_launch(k, a.k, n * Hkv * d, stream_);
+    cuda::f32_to_bf16_launch(v, a.v, n * Hkv * d, stream_);
+    cuda::PrefillAttnShape shape{n, int(Hq), int(Hkv), int(d), a.opt};
+    // Arena: work list + XA buffers (mask, scores, partial sums, tile maxima), with slack.
+    const int64_t nqb = (n + a.opt.xa.block - 1) / a.opt.xa.block;
+    const int64_t rows = nqb * (a.opt.xa.block / std::max<int64_t>(1, a.opt.xa.stride));
+    const bool any_xa = std::find(modes.begin(), modes.end(), AttnMode::xa) != modes.end();
+    const size_t xa_bytes = !any_xa ? 0
+                                    : size_t(Hq) * size_t(nqb * nqb) * 5 +
+                                          size_t(Hq) * size_t(rows) * size_t(nqb + (rows + 63) / 64 + 1) * 4;
+    const size_t bytes = size_t((n / 64 + 2) * Hq) * 8 + xa_bytes + (size_t(4) << 20);
+    const cuda::PrefillAttnPlan plan = cuda::prefill_attention_plan(shape, modes.data(), arena(bytes), stream_);
+    cuda::PrefillAttnParams p;
+    p.q = q;
+    p.k = k;
+    p.v = v;
+    p.out = a.out;
+    p.out_fp32 = true;
+    p.scale = a.scale;
+    cuda::prefill_attention_run(plan, p, stream_);
+    if (!a.stats) return;
+    std::vector<std::vector<uint8_t>> masks(static_cast<size_t>(Hq));
+    int64_t xa_scores = 0;
+    if (plan.xa_head_count > 0) {
+      std::vector<uint8_t> all(size_t(Hq) * size_t(nqb * nqb));
+      ELASTIC_CUDA_CHECK(cudaMemcpy(all.data(), plan.xa_mask, all.size(), cudaMemcpyDeviceToHost));
+      const int64_t G = Hq / Hkv, cols = (n + a.opt.xa.stride - 1) / a.opt.xa.stride;
+      for (int64_t h = 0; h < Hq; ++h)
+        if (modes[size_t(h / G)] == AttnMode::xa) {
+          masks[size_t(h)].assign(all.begin() + h * nqb * nqb, all.begin() + (h + 1) * nqb * nqb);
+          xa_scores += cols * (cols + 1) / 2;
+        }
+    }
+    fill_stats(a, modes, masks, plan.xa_head_count > 0 ? nqb : 0, xa_scores);
+  }
+
+  void decode(const AttnArgs& a, const std::vector<AttnMode>& modes) {
+    const int64_t Hq = a.num_heads, Hkv = a.num_kv_heads, d = a.head_dim, pos = a.pos0;
+    ELASTIC_CHECK(a.past != nullptr);
+    // The new token's k/v (backend memory) and the past rows (the host KV cache) into one
+    // bf16 device cache per KV head, in the view's row mapping.
+    std::vector<float> k_new(size_t(Hkv * d)), v_new(size_t(Hkv * d));
+    download(k_new.data(), a.k, k_new.size() * sizeof(float));
+    download(v_new.data(), a.v, v_new.size() * sizeof(float));
+    std::vector<int64_t> rows(static_cast<size_t>(Hkv));
+    size_t bytes = size_t(8) << 20;
+    for (int64_t h = 0; h < Hkv; ++h) {
+      const KvHeadView& pv = a.past[h];
+      rows[size_t(h)] = pv.ring ? pv.sink_tokens + pv.window_tokens : pos + 1;
+      bytes += size_t(rows[size_t(h)] * d) * 4 + 1024;
+    }
+    cuda::DeviceArena& ar = arena(bytes + size_t(Hq) * size_t(d + 2) * 4 * 256);
+    std::vector<cuda::DeviceKvHead> heads(static_cast<size_t>(Hkv));
+    std::vector<uint16_t> hk(0), hv(0);
+    for (int64_t h = 0; h < Hkv; ++h) {
+      const KvHeadView& pv = a.past[h];
+      const int64_t r = rows[size_t(h)];
+      const int64_t filled = std::min(pos, r);  // rows written by positions < pos
+      hk.assign(size_t(r * d), 0);
+      hv.assign(size_t(r * d), 0);
+      for (int64_t i = 0; i < filled * d; ++i) {
+        hk[size_t(i)] = f32_to_bf16(pv.k[i]);
+        hv[size_t(i)] = f32_to_bf16(pv.v[i]);
+      }
+      const int64_t row = pv.row(pos);
+      for (int64_t t = 0; t < d; ++t) {
+        hk[size_t(row * d + t)] = f32_to_bf16(k_new[size_t(h * d + t)]);
+        hv[size_t(row * d + t)] = f32_to_bf16(v_new[size_t(h * d + t)]);
+      }
+      auto* kd = ar.alloc_array<__nv_bfloat16>(hk.size());
+      auto* vd = ar.alloc_array<__nv_bfloat16>(hv.size());
+      upload(kd, hk.data(), hk.size() * 2);
+      upload(vd, hv.data(), hv.size() * 2);
+      heads[size_t(h)] = cuda::DeviceKvHead{kd, vd, pv.sink_tokens, pv.window_tokens, pv.ring ? 1 : 0};
+    }
+    auto* q = ar.alloc_array<__nv_bfloat16>(size_t(Hq * d));
+    cuda::f32_to_bf16_launch(q, a.q, Hq * d, stream_);
+    cuda::DecodeAttnShape shape{int(Hq), int(Hkv), int(d), pos + 1, a.opt.ssa};
+    const cuda::DecodeAttnPlan plan = cuda::decode_attention_plan(shape, heads.data(), modes.data(), ar, stream_);
+    cuda::DecodeAttnParams p;
+    p.q = q;
+    p.out = a.out;
+    p.out_fp32 = true;
+    p.pos = pos;
+    p.scale = a.scale;
+    cuda::decode_attention_run(plan, p, stream_);
+    ELASTIC_CUDA_CHECK(cudaStreamSynchronize(stream_));  // host buffers above are freed on return
+    if (a.stats) fill_stats(a, modes, {}, 0, 0);
+  }
+
+  // rho and attended pairs from the key set of each mode, as attention_cpu counts them.
+  static void fill_stats(const AttnArgs& a, const std::vector<AttnMode>& modes,
+                         const std::vector<std::vector<uint8_t>>& masks, int64_t nqb, int64_t xa_scores) {
+    const int64_t Hq = a.num_heads, G = Hq / a.num_kv_heads, B = a.opt.xa.block;
+    AttnStats& st = *a.stats;
+    st.causal_pairs = 0;
+    for (int64_t i = 0; i < a.n; ++i) st.causal_pairs += a.pos0 + i + 1;
+    st.attended_pairs.assign(size_t(Hq), 0);
+    for (int64_t h = 0; h < Hq; ++h) {
+      const AttnMode m = modes[size_t(h / G)];
+      int64_t att = 0;
+      for (int64_t i = 0; i < a.n; ++i) {
+        const int64_t p = a.pos0 + i;
+        if (m == AttnMode::fa) {
+          att += p + 1;
+        } else if (m == AttnMode::ssa) {
+          KeyRange r[2];
+          const int c = ssa_key_ranges(a.opt.ssa, p, r);
+          for (int j = 0; j < c; ++j) att += std::max<int64_t>(0, std::min(r[j].end, p + 1) - r[j].begin);
+        } else {
+          const std::vector<uint8_t>& mk = masks[size_t(h)];
+          for (int64_t kb = 0; kb <= p / B; ++kb)
+            if (mk[size_t((p / B) * nqb + kb)]) att += std::min((kb + 1) * B, p + 1) - kb * B;
+        }
+      }
+      st.attended_pairs[size_t(h)] = att;
+    }
+    st.rho.assign(size_t(Hq), 0.0);
+    for (int64_t h = 0; h < Hq; ++h)
+      if (st.causal_pairs > 0)
+        st.rho[size_t(h)] = double(st.causal_pairs - st.attended_pairs[size_t(h)]) / double(st.causal_pairs);
+    st.xa_mask = masks;
+    if (st.xa_mask.size() != size_t(Hq)) st.xa_mask.assign(size_t(Hq), {});
+    st.xa_q_blocks = nqb;
+    st.xa_k_blocks = nqb;
+    st.xa_estimate_scores = xa_scores;
+  }
+
+  struct Scratch {
+    std::shared_ptr<void> buf;
+    size_t bytes = 0;
+  };
+
+  CudaBackendOptions opt_;
+  cudaStream_t stream_ = nullptr;  // the legacy default stream: ops run in program order
+  cublasLtHandle_t lt_ = nullptr;
+  std::shared_ptr<void> lt_workspace_;
+  Scratch scratch_[4];
+  std::map<const void*, std::shared_ptr<void>> tables_;
+  std::unique_ptr<cuda::DeviceArena> arena_;
+};
+
+}  // namespace
+
+std::shared_ptr<Backend> backend_cuda(const CudaBackendOptions& opt) {
+  return std::make_shared<CudaBackend>(opt);
+}
+
+}  // namespace elastic
