@@ -19,15 +19,16 @@ for target in fuzz_safetensors fuzz_config; do
   work="$build/corpus/$target"
   findings="$build/findings/$target"
   mkdir -p "$work" "$findings"
-  echo "== $target for ${seconds}s"
-  "$build/bin/$target" "$work" "$root/fuzz/corpus/$target" \
-    -dict="$root/fuzz/${dict[$target]}" -max_total_time="$seconds" -max_len=65536 \
-    -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$findings/" \
-    2>&1 | tail -n 25
-  status="${PIPESTATUS[0]}"
-  if [ "$status" -ne 0 ]; then
-    echo "fuzz: $target FAILED (exit $status); reproducer in $findings" >&2
+  log="$build/fuzz-$target.log"
+  echo "== $target for ${seconds}s (log: $log)"
+  if ! "$build/bin/$target" "$work" "$root/fuzz/corpus/$target" \
+      -dict="$root/fuzz/${dict[$target]}" -max_total_time="$seconds" -max_len=65536 \
+      -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$findings/" \
+      >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "fuzz: $target FAILED; reproducer in $findings" >&2
     exit 1
   fi
+  grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added)' "$log" || true
 done
 echo "fuzz: no findings"
