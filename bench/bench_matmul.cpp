@@ -9,7 +9,8 @@
 //     position only, a GEMV.)
 //   Crossover: time per call for n = 1 .. 64 on gate_proj, to place the GEMV/GEMM switch.
 //
-// Usage: bench_matmul [--reps R] [--threads T]   (defaults: 7 repetitions, all threads)
+// Usage: bench_matmul [--reps R] [--threads T] [--only gemv|gemm|crossover]
+//   (defaults: 7 repetitions, all threads, all three tables)
 #include <omp.h>
 
 #include <algorithm>
@@ -94,31 +95,7 @@ std::vector<float> random_floats(size_t n, std::mt19937& rng) {
   return v;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  int reps = 7, threads = 0;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if ((a == "--reps" || a == "--threads") && i + 1 < argc) {
-      (a == "--reps" ? reps : threads) = std::atoi(argv[++i]);
-    } else {
-      std::fprintf(stderr, "usage: bench_matmul [--reps R] [--threads T]\n");
-      return 2;
-    }
-  }
-  if (threads > 0) omp_set_num_threads(threads);
-  reps = std::max(reps, 1);
-  const int nthreads = omp_get_max_threads();
-
-  const double bw = measure_memory_bandwidth_gbs(nthreads);
-  const double peak = measure_fma_peak_gflops(nthreads);
-  std::printf("threads %d; measured DRAM read bandwidth %.1f GB/s, fp32 FMA peak %.1f GFLOP/s\n",
-              nthreads, bw, peak);
-  std::printf("weights bf16, fp32 activations and accumulation; %d repetitions, best (median)\n\n",
-              reps);
-  std::mt19937 rng(42);
-
+void bench_gemv(int reps, double bw, std::mt19937& rng) {
   std::printf("GEMV n=1 (decode)    N      K   MiB  naive GB/s        GB/s   of BW  x naive\n");
   for (const LinearShape& s : kShapes) {
     const double bytes = static_cast<double>(s.N * s.K * 2);
@@ -137,9 +114,11 @@ int main(int argc, char** argv) {
                 bytes / naive.best * 1e-9, bytes / fast.best * 1e-9, bytes / fast.median * 1e-9,
                 100.0 * bytes / fast.best * 1e-9 / bw, naive.best / fast.best);
   }
+}
 
+void bench_gemm(int reps, double peak, std::mt19937& rng) {
   const int64_t n = 512;
-  std::printf("\nGEMM n=512 (prefill)  N      K  naive GFLOP/s    GFLOP/s   of peak  x naive\n");
+  std::printf("GEMM n=512 (prefill)  N      K  naive GFLOP/s    GFLOP/s   of peak  x naive\n");
   for (const LinearShape& s : kShapes) {
     if (std::strcmp(s.name, "lm_head") == 0) continue;
     WeightSet ws = make_weights(s, 1, rng);
@@ -157,21 +136,62 @@ int main(int argc, char** argv) {
                 flop / fast.best * 1e-9, flop / fast.median * 1e-9,
                 100.0 * flop / fast.best * 1e-9 / peak, naive.best / fast.best);
   }
+}
 
-  std::printf("\nCrossover on gate_proj 3072x1024 (weights in L3 after the first call)\n");
+void bench_crossover(int reps, std::mt19937& rng) {
+  std::printf("Crossover on gate_proj 3072x1024 (weights in L3 after the first call)\n");
   std::printf("   n   us/call   GB/s   GFLOP/s\n");
-  {
-    const LinearShape s = kShapes[4];
-    WeightSet ws = make_weights(s, 1, rng);
-    const std::vector<float> x = random_floats(static_cast<size_t>(64 * s.K), rng);
-    std::vector<float> y(static_cast<size_t>(64 * s.N));
-    for (int64_t m : {1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32, 64}) {
-      const Timing t = time_calls(std::max(reps, 20), [&](int) {
-        matmul_cpu(y.data(), x.data(), ws.packed[0], nullptr, m);
-      });
-      std::printf("%4lld  %8.1f  %5.1f  %8.1f\n", static_cast<long long>(m), t.best * 1e6,
-                  s.N * s.K * 2 / t.best * 1e-9, 2.0 * m * s.N * s.K / t.best * 1e-9);
+  const LinearShape s = kShapes[4];
+  WeightSet ws = make_weights(s, 1, rng);
+  const std::vector<float> x = random_floats(static_cast<size_t>(64 * s.K), rng);
+  std::vector<float> y(static_cast<size_t>(64 * s.N));
+  for (int64_t m : {1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32, 64}) {
+    const Timing t = time_calls(std::max(reps, 20), [&](int) {
+      matmul_cpu(y.data(), x.data(), ws.packed[0], nullptr, m);
+    });
+    std::printf("%4lld  %8.1f  %5.1f  %8.1f\n", static_cast<long long>(m), t.best * 1e6,
+                s.N * s.K * 2 / t.best * 1e-9, 2.0 * m * s.N * s.K / t.best * 1e-9);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int reps = 7, threads = 0;
+  std::string only;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if ((a == "--reps" || a == "--threads") && i + 1 < argc) {
+      (a == "--reps" ? reps : threads) = std::atoi(argv[++i]);
+    } else if (a == "--only" && i + 1 < argc) {
+      only = argv[++i];
+    } else {
+      std::fprintf(stderr, "usage: bench_matmul [--reps R] [--threads T] [--only gemv|gemm|crossover]\n");
+      return 2;
     }
+  }
+  if (threads > 0) omp_set_num_threads(threads);
+  reps = std::max(reps, 1);
+  const int nthreads = omp_get_max_threads();
+
+  const double bw = measure_memory_bandwidth_gbs(nthreads);
+  const double peak = measure_fma_peak_gflops(nthreads);
+  std::printf("threads %d; measured DRAM read bandwidth %.1f GB/s, fp32 FMA peak %.1f GFLOP/s\n",
+              nthreads, bw, peak);
+  std::printf("weights bf16, fp32 activations and accumulation; %d repetitions, best (median)\n",
+              reps);
+  std::mt19937 rng(42);
+  if (only.empty() || only == "gemv") {
+    std::printf("\n");
+    bench_gemv(reps, bw, rng);
+  }
+  if (only.empty() || only == "gemm") {
+    std::printf("\n");
+    bench_gemm(reps, peak, rng);
+  }
+  if (only.empty() || only == "crossover") {
+    std::printf("\n");
+    bench_crossover(reps, rng);
   }
   return 0;
 }

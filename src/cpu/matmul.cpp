@@ -5,9 +5,11 @@
 // Packed layout (see cpu_matmul.h, matmul_simd.h): panel p holds output features
 // [32p, 32p + 32) as K rows of 32 weights; rows past N are zero. Packing is exact (same dtype).
 #include <omp.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "cpu/matmul_simd.h"
@@ -21,13 +23,23 @@ namespace {
 // with bench_matmul (docs/perf-kernels.md, "GEMV/GEMM crossover").
 constexpr int64_t kGemvMaxRows = 4;
 
+// Panels per decode work unit: 256 output features, 512 KiB of bf16 weights at K = 1024
+// (~15 us of DRAM streaming per core), long enough for the hardware prefetchers to ramp up.
+constexpr int64_t kGemvChunkPanels = 8;
+
 // Below this many multiply-adds a call runs on the calling thread (fork/join costs ~µs).
 constexpr int64_t kParallelMinMacs = 1 << 15;
 
+// Packed weights are streamed once per decode step; 2 MiB pages keep the hardware prefetchers
+// running across what would otherwise be 4 KiB page boundaries and avoid a TLB miss per 4 KiB
+// (the bandwidth peak in cpu_peaks.h is measured on the same kind of memory).
 std::shared_ptr<void> aligned_buffer(size_t bytes) {
-  const size_t align = 64;
-  void* p = std::aligned_alloc(align, (bytes + align - 1) / align * align);
+  constexpr size_t kHugePage = size_t{2} << 20;
+  const size_t align = bytes >= kHugePage ? kHugePage : 64;
+  const size_t size = (bytes + align - 1) / align * align;
+  void* p = std::aligned_alloc(align, size);
   if (!p) throw Error("out of memory: cannot allocate " + std::to_string(bytes) + " bytes");
+  if (align == kHugePage) madvise(p, size, MADV_HUGEPAGE);  // advisory; before first touch
   return std::shared_ptr<void>(p, std::free);
 }
 
@@ -103,14 +115,14 @@ void matmul_cpu(float* y, const float* x, const CpuWeight& w, const float* bias,
     cpu::matmul_gemm(y, x, n, w, bias);
     return;
   }
-  // Decode: each thread streams one contiguous range of panels (one sequential read stream).
+  // Decode: chunks of kGemvChunkPanels consecutive panels (one sequential stream each) handed
+  // out dynamically, so a descheduled thread's share is taken over by the others.
   const int64_t panels = (N + kMatmulPanel - 1) / kMatmulPanel;
-#pragma omp parallel if (n * N * K > kParallelMinMacs)
-  {
-    const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
-    const int64_t p0 = panels * t / threads, p1 = panels * (t + 1) / threads;
-    if (p1 > p0) cpu::matmul_gemv_panels(y, x, n, w, bias, p0, p1);
-  }
+  const int64_t chunks = (panels + kGemvChunkPanels - 1) / kGemvChunkPanels;
+#pragma omp parallel for schedule(dynamic, 1) if (n * N * K > kParallelMinMacs)
+  for (int64_t c = 0; c < chunks; ++c)
+    cpu::matmul_gemv_panels(y, x, n, w, bias, c * kGemvChunkPanels,
+                            std::min(panels, (c + 1) * kGemvChunkPanels));
 }
 
 void matmul_cpu_naive(float* y, const float* x, const CpuWeight& w, const float* bias, int64_t n) {

@@ -4,10 +4,11 @@
 // zero-padded rows), shared by all threads. The micro-kernel keeps a kRows x 32 tile of y in
 // registers (kRows * kPanelVecs accumulators) and per k loads one weight panel row (widened to
 // fp32 in registers), broadcasts kRows x values and issues kRows * kPanelVecs FMAs.
-// Cache blocking: N in blocks of kBlockPanels panels (the unit of work handed to threads,
-// dynamically, so a busy core does less), K in slices of kSliceK; inside a (block, slice) the
-// x panel (kSliceK * kRows fp32) is reused from L1 across the block's weight panels, which
-// stay in L2. Partial sums over K slices accumulate in y (fp32); bias is added by the first.
+// Cache blocking: N in blocks of kBlockPanels panels, rows in groups of kGroupRowPanels row
+// panels ((block, group) pairs are the units of work, handed out dynamically so that a busy
+// core does less), K in slices of kSliceK; inside a (block, slice) each x micro-panel
+// (kSliceK * kRows fp32) is reused from L1 across the block's weight panels, which stay in L2.
+// Partial sums over K slices accumulate in y (fp32); bias is added by the first slice.
 #include <omp.h>
 
 #include <algorithm>
@@ -35,23 +36,42 @@ constexpr int64_t kSliceK = 256;
 // Weight panels per block (256 output features): block slice = 256 * 256 * 2 B = 128 KiB of
 // bf16 weights, resident in L2 (1 MiB on Zen 4) across the x panels.
 constexpr int64_t kBlockPanels = 8;
+// Row panels per work unit (96 rows on AVX-512): a unit of one block is ~50 MFLOP at K = 1024,
+// ~0.5 ms on one Zen 4 core, so when a thread is descheduled (the machine is shared) the others
+// take over the remaining units instead of waiting for it at the end.
+constexpr int64_t kGroupRowPanels = 8;
 
-template <DType D>
+// One micro-tile: Rows (<= kRows) rows of x against one weight panel.
+template <DType D, int Rows>
 void gemm_tile(int64_t kc, const float* a, const typename PanelRow<D>::Elem* b, float* c,
                int64_t ldc, int rows, int cols, bool accumulate, const float* bias) {
-  // a: [kc][kRows] fp32; b: [kc][32] packed panel rows; c: [rows, ldc] fp32 (32 columns used).
-  Vec acc[kRows][kPanelVecs];
+  // a: [kc][kRows] fp32 (first Rows used); b: [kc][32] packed panel rows; c: [rows, ldc] fp32.
+  Vec acc[Rows][kPanelVecs];
   for (auto& r : acc)
     for (auto& v : r) v = vzero();
   for (int64_t k = 0; k < kc; ++k) {
     Vec bv[kPanelVecs];
     PanelRow<D>::load(b + k * kPanel, bv);
-    for (int i = 0; i < kRows; ++i) {
+    for (int i = 0; i < Rows; ++i) {
       const Vec av = vbroadcast(a + k * kRows + i);
       for (int j = 0; j < kPanelVecs; ++j) acc[i][j] = vfma(bv[j], av, acc[i][j]);
     }
   }
   for (int i = 0; i < rows; ++i) panel_store(c + i * ldc, acc[i], cols, accumulate, bias);
+}
+
+// The last row panel of x may hold fewer than kRows rows: it runs a tile of the next multiple
+// of kRows / 3 rows instead (n = 5 on AVX-512: 8 rows of work instead of 12).
+template <DType D>
+using TileFn = void (*)(int64_t, const float*, const typename PanelRow<D>::Elem*, float*, int64_t,
+                        int, int, bool, const float*);
+
+template <DType D>
+TileFn<D> gemm_tile_for(int rows) {
+  constexpr int kStep = kRows % 3 == 0 ? kRows / 3 : kRows;
+  if (rows <= kStep) return &gemm_tile<D, kStep>;
+  if (rows <= 2 * kStep) return &gemm_tile<D, 2 * kStep <= kRows ? 2 * kStep : kRows>;
+  return &gemm_tile<D, kRows>;
 }
 
 // Packed x, reused across calls on this thread (no page faults per call).
@@ -64,13 +84,14 @@ void gemm(float* y, const float* x, int64_t n, const CpuWeight& w, const float* 
   const int64_t row_panels = (n + kRows - 1) / kRows;
   const int64_t panels = (N + kPanel - 1) / kPanel;
   const int64_t blocks = (panels + kBlockPanels - 1) / kBlockPanels;
+  const int64_t row_groups = (row_panels + kGroupRowPanels - 1) / kGroupRowPanels;
   x_pack.resize(static_cast<size_t>(row_panels * K * kRows));
   float* xp = x_pack.data();
   const Elem* packed = static_cast<const Elem*>(w.packed);
 #pragma omp parallel
   {
     // xp[r][k][i] = x[r * kRows + i, k]
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
     for (int64_t r = 0; r < row_panels; ++r) {
       for (int i = 0; i < kRows; ++i) {
         const int64_t row = r * kRows + i;
@@ -82,18 +103,23 @@ void gemm(float* y, const float* x, int64_t n, const CpuWeight& w, const float* 
         }
       }
     }
+    // Work unit: (weight block, row group), each owning its y tiles over all of K.
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t blk = 0; blk < blocks; ++blk) {
+    for (int64_t unit = 0; unit < blocks * row_groups; ++unit) {
+      const int64_t blk = unit / row_groups, group = unit % row_groups;
       const int64_t pb0 = blk * kBlockPanels, pb1 = std::min(panels, pb0 + kBlockPanels);
+      const int64_t r0 = group * kGroupRowPanels;
+      const int64_t r1 = std::min(row_panels, r0 + kGroupRowPanels);
       for (int64_t k0 = 0; k0 < K; k0 += kSliceK) {
         const int64_t kc = std::min(kSliceK, K - k0);
-        for (int64_t r = 0; r < row_panels; ++r) {
+        for (int64_t r = r0; r < r1; ++r) {
           const int rows = static_cast<int>(std::min<int64_t>(kRows, n - r * kRows));
+          const TileFn<D> tile = gemm_tile_for<D>(rows);
           const float* a = xp + (r * K + k0) * kRows;
           for (int64_t p = pb0; p < pb1; ++p) {
             const int cols = static_cast<int>(std::min<int64_t>(kPanel, N - p * kPanel));
-            gemm_tile<D>(kc, a, packed + (p * K + k0) * kPanel, y + r * kRows * N + p * kPanel, N,
-                         rows, cols, k0 > 0, bias ? bias + p * kPanel : nullptr);
+            tile(kc, a, packed + (p * K + k0) * kPanel, y + r * kRows * N + p * kPanel, N, rows,
+                 cols, k0 > 0, bias ? bias + p * kPanel : nullptr);
           }
         }
       }

@@ -2,6 +2,8 @@
 //
 // Memory-bound: every packed weight is read exactly once, as one sequential stream per thread
 // (the caller hands each thread a contiguous panel range), one 64-byte line per bf16 panel row.
+// No software prefetch: on 2 MiB pages the hardware prefetchers alone reach the measured DRAM
+// bandwidth, and prefetching 8-128 rows ahead measured 3-20 % slower (docs/perf-kernels.md).
 // Per panel row: widen to fp32 (2 integer ops for bf16), broadcast x[i, k], 2 FMAs per x row.
 // The k loop is unrolled kUnroll times into separate accumulators so that FMA latency never
 // limits the stream; the partial sums are added at the end (fp32 throughout).
@@ -21,10 +23,6 @@ constexpr int gemv_unroll() {
   return Rows == 1 ? 4 : 2;
 }
 
-// Distance of the software prefetch ahead of the row being read, in panel rows. Measured on
-// Zen 4 (bench_matmul, docs/perf-kernels.md).
-constexpr int64_t kPrefetchRows = 16;
-
 template <DType D, int Rows>
 void gemv_panels(float* y, const float* x, const CpuWeight& w, const float* bias, int64_t p0,
                  int64_t p1) {
@@ -42,7 +40,6 @@ void gemv_panels(float* y, const float* x, const CpuWeight& w, const float* bias
     for (; k + kUnroll <= K; k += kUnroll) {
       for (int u = 0; u < kUnroll; ++u) {
         const Elem* row = panel + (k + u) * kPanel;
-        prefetch(row + kPrefetchRows * kPanel);
         Vec wv[kPanelVecs];
         PanelRow<D>::load(row, wv);
         for (int i = 0; i < Rows; ++i) {

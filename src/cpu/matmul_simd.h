@@ -53,7 +53,6 @@ inline void bf16_pairs_widen(const uint16_t* p, Vec& lo, Vec& hi) {
 inline Vec f16_widen(const uint16_t* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
-inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
 
 #elif defined(__AVX2__) && defined(__FMA__)
 
@@ -78,7 +77,6 @@ inline void bf16_pairs_widen(const uint16_t* p, Vec& lo, Vec& hi) {
 inline Vec f16_widen(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
-inline void prefetch(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
 
 #else
 
@@ -97,7 +95,6 @@ inline void bf16_pairs_widen(const uint16_t* p, Vec& lo, Vec& hi) {
   hi = bf16_to_f32(p[1]);
 }
 inline Vec f16_widen(const uint16_t* p) { return f16_to_f32(*p); }
-inline void prefetch(const void*) {}
 
 #endif
 
