@@ -47,10 +47,11 @@ int main(int argc, char** argv) {
       n_ids = count;
       hash = h;
     }
-    std::printf("elastic  bytes %zu  lines %zu  tokens %llu  hash %016llx  load %.2f s  "
-                "first %.2f MB/s  best %.2f MB/s\n",
-                text.size(), lines.size(), static_cast<unsigned long long>(n_ids),
-                static_cast<unsigned long long>(hash), load_s, first, best);
+    std::printf(
+        "elastic  bytes %zu  lines %zu  tokens %llu  hash %016llx  load %.2f s  "
+        "first %.2f MB/s  best %.2f MB/s\n",
+        text.size(), lines.size(), static_cast<unsigned long long>(n_ids),
+        static_cast<unsigned long long>(hash), load_s, first, best);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_tokenizer: %s\n", e.what());
     return 1;

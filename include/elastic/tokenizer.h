@@ -36,9 +36,9 @@ struct TokenizerImpl;
 }
 
 struct EncodeOptions {
-  bool add_special = false;    // apply the post-processor (e.g. prepend BOS)
-  bool parse_special = true;   // special-token strings in the text become their ids; when false
-                               // they are tokenized as plain text (prompt-injection safety)
+  bool add_special = false;   // apply the post-processor (e.g. prepend BOS)
+  bool parse_special = true;  // special-token strings in the text become their ids; when false
+                              // they are tokenized as plain text (prompt-injection safety)
 };
 
 class Tokenizer {
@@ -58,7 +58,7 @@ class Tokenizer {
   bool is_special(int32_t id) const;          // an added token marked special
   std::optional<int32_t> bos_id() const;      // from tokenizer_config.json / the format
   std::optional<int32_t> eos_id() const;
-  const std::string& source() const;          // the file it was loaded from
+  const std::string& source() const;  // the file it was loaded from
   // Decodes the bytes of ids with no UTF-8 repair (for streaming: a tail may be incomplete).
   std::string decode_bytes(std::span<const int32_t> ids, bool skip_special = false) const;
 

@@ -90,9 +90,9 @@ struct WordCache {
   std::vector<int32_t> ids;  // arena the map's (offset, count) point into
 };
 constexpr size_t kCacheModels = 4;
-constexpr size_t kCacheMaxWords = 1 << 18;    // then the cache is cleared and refilled
-constexpr size_t kCacheMaxWordBytes = 256;    // longer words are not memoized
-constexpr size_t kHeapThreshold = 24;         // shorter words use the quadratic scan
+constexpr size_t kCacheMaxWords = 1 << 18;  // then the cache is cleared and refilled
+constexpr size_t kCacheMaxWordBytes = 256;  // longer words are not memoized
+constexpr size_t kHeapThreshold = 24;       // shorter words use the quadratic scan
 
 WordCache& cache_for(uint64_t serial) {
   thread_local std::unique_ptr<WordCache> caches[kCacheModels];
@@ -160,8 +160,8 @@ void BpeModel::encode_word(std::string_view word, std::vector<int32_t>& out) con
   }
   uint32_t offset = static_cast<uint32_t>(cache.ids.size());
   cache.ids.insert(cache.ids.end(), out.begin() + start, out.end());
-  cache.map.emplace(std::string(word),
-                    std::pair<uint32_t, uint32_t>(offset, static_cast<uint32_t>(out.size() - start)));
+  cache.map.emplace(std::string(word), std::pair<uint32_t, uint32_t>(
+                                           offset, static_cast<uint32_t>(out.size() - start)));
 }
 
 void BpeModel::encode_uncached(std::string_view word, std::vector<int32_t>& out) const {

@@ -62,7 +62,7 @@ class BpeModel {
   int32_t byte_ids_[256];      // byte_level: id of the one-byte piece, or -1
   int32_t fallback_ids_[256];  // byte_fallback: id of "<0xXX>", or -1
   bool fallback_complete_ = false;
-  uint64_t serial_;            // identifies this model to the per-thread caches
+  uint64_t serial_;  // identifies this model to the per-thread caches
 };
 
 }  // namespace elastic::tokenizer_detail

@@ -66,8 +66,8 @@ std::optional<std::string> chatml_default_system(const std::string& tpl) {
 
 ChatFormat chat_format_detect(const std::string& model_path) {
   std::error_code ec;
-  fs::path dir = fs::is_directory(model_path, ec) ? fs::path(model_path)
-                                                  : fs::path(model_path).parent_path();
+  fs::path dir =
+      fs::is_directory(model_path, ec) ? fs::path(model_path) : fs::path(model_path).parent_path();
   fs::path config = dir / "tokenizer_config.json";
   ChatFormat f;
   std::string tpl, cls;
@@ -106,8 +106,9 @@ ChatFormat chat_format_detect(const std::string& model_path) {
     f.kind = ChatTemplate::chatml;
     return f;
   }
-  throw Error(model_path + ": cannot tell the chat format (no ChatML or Llama 3 markers in "
-                           "tokenizer_config.json or the vocabulary); pass --chat-template");
+  throw Error(model_path +
+              ": cannot tell the chat format (no ChatML or Llama 3 markers in "
+              "tokenizer_config.json or the vocabulary); pass --chat-template");
 }
 
 std::string chat_format(const ChatFormat& format, const std::vector<ChatMessage>& messages,
@@ -129,8 +130,8 @@ std::string chat_format(const ChatFormat& format, const std::vector<ChatMessage>
              "<|eot_id|>";
     }
     for (const ChatMessage& m : messages) {
-      out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + trim(m.content) +
-             "<|eot_id|>";
+      out +=
+          "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + trim(m.content) + "<|eot_id|>";
     }
     if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
   }

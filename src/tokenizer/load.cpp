@@ -47,7 +47,8 @@ struct Node {
   bool has(const char* key) const { return j.is_object() && j.contains(key) && !j[key].is_null(); }
   Node at(const char* key) const {
     if (!j.is_object()) fail("must be an object");
-    if (!j.contains(key)) Node{j, source, path + (path.empty() ? "" : ".") + key}.fail("is missing");
+    if (!j.contains(key))
+      Node{j, source, path + (path.empty() ? "" : ".") + key}.fail("is missing");
     return Node{j[key], source, path + (path.empty() ? "" : ".") + key};
   }
   Node at(size_t i) const { return Node{j[i], source, path + "[" + std::to_string(i) + "]"}; }
@@ -142,12 +143,18 @@ void read_pre_tokenizer(const Node& n, std::vector<PreTokenizer>& out) {
     p.kind = PreTokenizerKind::split;
     read_pattern(n.at("pattern"), p.literal, p.regex);
     std::string b = n.at("behavior").str();
-    if (b == "Removed") p.behavior = SplitBehavior::removed;
-    else if (b == "Isolated") p.behavior = SplitBehavior::isolated;
-    else if (b == "MergedWithPrevious") p.behavior = SplitBehavior::merged_with_previous;
-    else if (b == "MergedWithNext") p.behavior = SplitBehavior::merged_with_next;
-    else if (b == "Contiguous") p.behavior = SplitBehavior::contiguous;
-    else n.at("behavior").fail("unknown split behavior \"" + printable(b) + "\"");
+    if (b == "Removed")
+      p.behavior = SplitBehavior::removed;
+    else if (b == "Isolated")
+      p.behavior = SplitBehavior::isolated;
+    else if (b == "MergedWithPrevious")
+      p.behavior = SplitBehavior::merged_with_previous;
+    else if (b == "MergedWithNext")
+      p.behavior = SplitBehavior::merged_with_next;
+    else if (b == "Contiguous")
+      p.behavior = SplitBehavior::contiguous;
+    else
+      n.at("behavior").fail("unknown split behavior \"" + printable(b) + "\"");
     p.invert = n.opt_bool("invert", false);
   } else if (type == "ByteLevel") {
     p.kind = PreTokenizerKind::byte_level;
@@ -318,8 +325,7 @@ std::shared_ptr<TokenizerImpl> load_hf_json(std::string_view text, const std::st
     if (ia == vocab.end() || ib == vocab.end() || im == vocab.end()) {
       merges.at(i).fail("uses a token missing from the vocab");
     }
-    m.merges.insert(ia->second, ib->second,
-                    PairMap::Value{static_cast<int32_t>(i), im->second});
+    m.merges.insert(ia->second, ib->second, PairMap::Value{static_cast<int32_t>(i), im->second});
   }
 
   if (m.byte_level) {
@@ -442,11 +448,17 @@ std::shared_ptr<TokenizerImpl> load_tiktoken(const std::string& path) {
 
   // Llama 3 special tokens (names as in Meta's Llama 3.1 tokenizer and HF tokenizer_config).
   const int32_t base = static_cast<int32_t>(t->id_text.size());
-  std::vector<std::string> names = {"<|begin_of_text|>", "<|end_of_text|>",
-                                    "<|reserved_special_token_0|>", "<|reserved_special_token_1|>",
-                                    "<|finetune_right_pad_id|>", "<|reserved_special_token_2|>",
-                                    "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>",
-                                    "<|eot_id|>", "<|python_tag|>"};
+  std::vector<std::string> names = {"<|begin_of_text|>",
+                                    "<|end_of_text|>",
+                                    "<|reserved_special_token_0|>",
+                                    "<|reserved_special_token_1|>",
+                                    "<|finetune_right_pad_id|>",
+                                    "<|reserved_special_token_2|>",
+                                    "<|start_header_id|>",
+                                    "<|end_header_id|>",
+                                    "<|eom_id|>",
+                                    "<|eot_id|>",
+                                    "<|python_tag|>"};
   for (int k = 3; names.size() < 256; ++k) {
     names.push_back("<|reserved_special_token_" + std::to_string(k) + "|>");
   }
@@ -492,14 +504,14 @@ std::shared_ptr<TokenizerImpl> load_vocab_merges(const std::string& vocab_path,
       {"pre_tokenizer",
        {{"type", "Sequence"},
         {"pretokenizers",
-         json::array({{{"type", "Split"},
-                       {"pattern", {{"Regex", kQwen2Pattern}}},
-                       {"behavior", "Isolated"},
-                       {"invert", false}},
-                      {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}})}}},
+         json::array(
+             {{{"type", "Split"},
+               {"pattern", {{"Regex", kQwen2Pattern}}},
+               {"behavior", "Isolated"},
+               {"invert", false}},
+              {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}})}}},
       {"decoder", {{"type", "ByteLevel"}}},
-      {"model",
-       {{"type", "BPE"}, {"vocab", std::move(vocab)}, {"merges", std::move(merges)}}}};
+      {"model", {{"type", "BPE"}, {"vocab", std::move(vocab)}, {"merges", std::move(merges)}}}};
   std::string source = vocab_path + " + " + merges_path;
   return load_hf_json(doc.dump(), source);
 }

@@ -114,15 +114,16 @@ void rewrite_pieces(std::string& buf, std::vector<Piece>& pieces, F f) {
   std::string out;
   out.reserve(buf.size() + pieces.size() * 3);
   for (size_t i = 0; i < pieces.size(); ++i) {
-    std::string t = f(std::string_view(buf).substr(pieces[i].begin, pieces[i].end - pieces[i].begin), i);
+    std::string t =
+        f(std::string_view(buf).substr(pieces[i].begin, pieces[i].end - pieces[i].begin), i);
     uint32_t b = static_cast<uint32_t>(out.size());
     out += t;
     pieces[i] = {b, static_cast<uint32_t>(out.size())};
   }
   buf.swap(out);
-  pieces.erase(std::remove_if(pieces.begin(), pieces.end(),
-                              [](const Piece& p) { return p.end == p.begin; }),
-               pieces.end());
+  pieces.erase(
+      std::remove_if(pieces.begin(), pieces.end(), [](const Piece& p) { return p.end == p.begin; }),
+      pieces.end());
 }
 
 }  // namespace
@@ -182,8 +183,9 @@ void pre_tokenize(const std::vector<PreTokenizer>& steps, std::string& buf, bool
       case PreTokenizerKind::byte_level:
         if (p.add_prefix_space) {
           rewrite_pieces(buf, pieces, [](std::string_view t, size_t) {
-            std::string s(t);
-            if (!s.empty() && s[0] != ' ') s.insert(0, " ");
+            std::string s;
+            if (!t.empty() && t[0] != ' ') s += ' ';
+            s += t;
             return s;
           });
         }
@@ -407,7 +409,8 @@ void AddedTokenMatcher::find_all(std::string_view text, bool include_special,
       continue;
     }
     const AddedToken& tok = *tokens_[best];
-    if (tok.single_word && (is_alphanumeric(char_before(i)) || is_alphanumeric(char_at(best_end)))) {
+    if (tok.single_word &&
+        (is_alphanumeric(char_before(i)) || is_alphanumeric(char_at(best_end)))) {
       ++i;
       continue;
     }

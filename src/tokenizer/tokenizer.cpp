@@ -119,7 +119,8 @@ void apply_side_files(TokenizerImpl& t, const fs::path& dir, bool add_tokens) {
 std::shared_ptr<TokenizerImpl> load_any(const std::string& path) {
   if (is_dir(path)) {
     fs::path dir(path);
-    if (is_file(dir / "tokenizer.model") && looks_like_tiktoken((dir / "tokenizer.model").string())) {
+    if (is_file(dir / "tokenizer.model") &&
+        looks_like_tiktoken((dir / "tokenizer.model").string())) {
       auto t = load_tiktoken((dir / "tokenizer.model").string());
       apply_side_files(*t, dir, true);
       return t;
@@ -135,8 +136,9 @@ std::shared_ptr<TokenizerImpl> load_any(const std::string& path) {
       apply_side_files(*t, dir, true);
       return t;
     }
-    throw Error(path + ": no tokenizer found (expected tokenizer.json, a tiktoken tokenizer.model, "
-                       "or vocab.json + merges.txt)");
+    throw Error(path +
+                ": no tokenizer found (expected tokenizer.json, a tiktoken tokenizer.model, "
+                "or vocab.json + merges.txt)");
   }
   fs::path file(path);
   if (!is_file(file)) throw Error(path + ": no such tokenizer file or model folder");
@@ -158,8 +160,9 @@ std::shared_ptr<TokenizerImpl> load_any(const std::string& path) {
     return t;
   }
   if (!looks_like_tiktoken(path)) {
-    throw Error(path + ": not a tiktoken rank file (\"base64 rank\" lines); SentencePiece .model "
-                       "files are not supported, use the model's tokenizer.json");
+    throw Error(path +
+                ": not a tiktoken rank file (\"base64 rank\" lines); SentencePiece .model "
+                "files are not supported, use the model's tokenizer.json");
   }
   auto t = load_tiktoken(path);
   apply_side_files(*t, dir, true);
@@ -240,7 +243,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, const EncodeOption
     ids.push_back(m.id);
     pos = m.end;
   }
-  if (pos < text.size()) encode_segment(t, text.substr(pos), pos == 0, options.parse_special, s, ids);
+  if (pos < text.size())
+    encode_segment(t, text.substr(pos), pos == 0, options.parse_special, s, ids);
   if (options.add_special && !t.post_template.empty()) {
     std::vector<int32_t> out;
     out.reserve(ids.size() + 4);
@@ -262,8 +266,8 @@ std::string Tokenizer::decode_bytes(std::span<const int32_t> ids, bool skip_spec
   tokens.reserve(ids.size());
   for (int32_t id : ids) {
     if (id < 0 || id >= t.vocab_size) {
-      throw Error(t.source + ": token id " + std::to_string(id) + " is outside the vocabulary [0, " +
-                  std::to_string(t.vocab_size) + ")");
+      throw Error(t.source + ": token id " + std::to_string(id) +
+                  " is outside the vocabulary [0, " + std::to_string(t.vocab_size) + ")");
     }
     if (skip_special && t.id_special[id]) continue;
     if (t.id_text[id].empty()) continue;  // an unused id between the vocab and added tokens

@@ -20,9 +20,9 @@ namespace elastic::tokenizer_detail {
 enum class NormalizerKind { nfc, prepend, replace };
 struct Normalizer {
   NormalizerKind kind = NormalizerKind::nfc;
-  std::string text;                   // prepend: the prefix; replace: literal pattern
-  std::shared_ptr<const Regex> regex; // replace with a Regex pattern (text unused)
-  std::string content;                // replace: the replacement
+  std::string text;                    // prepend: the prefix; replace: literal pattern
+  std::shared_ptr<const Regex> regex;  // replace with a Regex pattern (text unused)
+  std::string content;                 // replace: the replacement
 };
 
 // ---- pre-tokenizers ----
@@ -49,8 +49,8 @@ struct PreTokenizer {
 enum class DecoderKind { byte_level, replace, byte_fallback, fuse, strip, metaspace, raw_bytes };
 struct Decoder {
   DecoderKind kind = DecoderKind::raw_bytes;
-  std::string pattern, content;  // replace; strip: content = the character
-  int start = 0, stop = 0;       // strip counts
+  std::string pattern, content;              // replace; strip: content = the character
+  int start = 0, stop = 0;                   // strip counts
   std::string replacement = "\xE2\x96\x81";  // metaspace
   PrependScheme prepend_scheme = PrependScheme::always;
 };
@@ -70,7 +70,8 @@ class AddedTokenMatcher {
     int32_t id;
   };
   // patterns[i] is what is searched for tokens[i] (its content, or normalized content).
-  void build(const std::vector<const AddedToken*>& tokens, const std::vector<std::string>& patterns);
+  void build(const std::vector<const AddedToken*>& tokens,
+             const std::vector<std::string>& patterns);
   bool empty() const { return nodes_.size() <= 1; }
   // All matches, in order, non-overlapping; specials skipped when !include_special.
   void find_all(std::string_view text, bool include_special, std::vector<Match>& out) const;
@@ -98,9 +99,9 @@ struct TokenizerImpl {
   std::vector<PreTokenizer> pre_tokenizers;
   bool byte_level_input = false;  // a ByteLevel pre-tokenizer: the model sees raw bytes
   BpeModel model;
-  std::vector<AddedToken> added;        // sorted by id
-  AddedTokenMatcher raw_matcher;        // normalized == false tokens, on the raw text
-  AddedTokenMatcher normalized_matcher; // normalized == true tokens, on normalized text
+  std::vector<AddedToken> added;            // sorted by id
+  AddedTokenMatcher raw_matcher;            // normalized == false tokens, on the raw text
+  AddedTokenMatcher normalized_matcher;     // normalized == true tokens, on normalized text
   std::vector<TemplateItem> post_template;  // empty: no post-processing
   std::vector<Decoder> decoders;
   bool decoder_join_space = false;  // no decoder at all: tokens joined by " " (HF)

@@ -152,10 +152,9 @@ void nfc_inplace(std::string& s) {
   }
   if (!may_change) return;
   utf8proc_uint8_t* out = nullptr;
-  utf8proc_ssize_t n =
-      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()),
-                   static_cast<utf8proc_ssize_t>(s.size()), &out,
-                   static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+  utf8proc_ssize_t n = utf8proc_map(
+      reinterpret_cast<const utf8proc_uint8_t*>(s.data()), static_cast<utf8proc_ssize_t>(s.size()),
+      &out, static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
   // The input was repaired to valid UTF-8 before, so utf8proc cannot reject it.
   ELASTIC_CHECK_MSG(n >= 0, utf8proc_errmsg(n));
   s.assign(reinterpret_cast<char*>(out), static_cast<size_t>(n));

@@ -37,6 +37,29 @@ cases = {
  "split_contig": mk({"type":"Split","pattern":{"String":"-"},"behavior":"Contiguous","invert":False}, None, None, added[:3]),
  "split_invert": mk({"type":"Split","pattern":{"Regex":"[a-z]+"},"behavior":"Isolated","invert":True}, None, None, added[:3]),
 }
+# GPT-2 style: byte-level alphabet vocab, ByteLevel pre-tokenizer with prefix space and regex.
+def bytes_to_unicode():
+    bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b); cs.append(256 + n); n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+alphabet = bytes_to_unicode()
+bl_vocab = {"<s>": 0, "</s>": 1}
+for b in range(256): bl_vocab[alphabet[b]] = len(bl_vocab)
+G = alphabet[32]
+bl_merges = [[G, "t"], ["h", "e"], [G + "t", "he"], [G, "a"], ["n", "d"], [G + "a", "nd"], ["l", "l"], ["e", "ll"]]
+for a, b in bl_merges:
+    bl_vocab.setdefault(a + b, len(bl_vocab))
+cases["byte_level_gpt2"] = {"version": "1.0", "truncation": None, "padding": None,
+    "added_tokens": [at(0, "<s>"), at(1, "</s>")], "normalizer": None,
+    "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+    "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+    "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+    "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+              "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+              "vocab": bl_vocab, "merges": bl_merges}}
 texts = ["hello the and", " hello  the", "word words sword word", "a [L]b", "a  [L]  b", "a [R]  b", "x[N]y [N] z",
          "hello é and ☃!", "the 123 and 4", "a--b-c", "-a- b--", "abc-def--", "", "  ", "<s>the</s>", "a b\u3000c",
          "hi\tthere", "a...b", "x\u3000[L]\u00a0[R]\u2003y"]

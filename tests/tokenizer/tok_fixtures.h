@@ -10,7 +10,9 @@
 
 namespace tok_test {
 
-inline std::string shared(const std::string& rel) { return std::string(ELASTIC_SHARED_DIR) + "/" + rel; }
+inline std::string shared(const std::string& rel) {
+  return std::string(ELASTIC_SHARED_DIR) + "/" + rel;
+}
 
 struct Line {
   std::string text, decoded;
@@ -28,7 +30,8 @@ inline std::vector<Line> read_fixture(const std::string& name) {
     l.text = j["text"].get<std::string>();
     l.decoded = j["decoded"].get<std::string>();
     l.ids = j["ids"].get<std::vector<int32_t>>();
-    if (j.contains("ids_with_special")) l.ids_with_special = j["ids_with_special"].get<std::vector<int32_t>>();
+    if (j.contains("ids_with_special"))
+      l.ids_with_special = j["ids_with_special"].get<std::vector<int32_t>>();
     out.push_back(std::move(l));
   }
   return out;

@@ -1,13 +1,13 @@
 // CLI: `elastic tokenize --json` reads JSON lines and writes one {"ids": [...]} line per input
 // line, in order; `elastic detokenize` inverts it; errors give a non-zero exit code.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <unistd.h>
 
 #include "tok_fixtures.h"
 
@@ -55,7 +55,9 @@ TEST(TokenizerCli, PlainFlagsAndDetokenize) {
   Result bos = run("tokenize -m " + model + " --add-special", "Once upon a time");
   ASSERT_EQ(bos.status, 0);
   EXPECT_EQ(bos.out, "1 " + plain.out);
-  Result back = run("detokenize -m " + model + " --ids \"" + plain.out.substr(0, plain.out.size() - 1) + "\"", "");
+  Result back =
+      run("detokenize -m " + model + " --ids \"" + plain.out.substr(0, plain.out.size() - 1) + "\"",
+          "");
   ASSERT_EQ(back.status, 0);
   EXPECT_EQ(back.out, "Once upon a time");
   std::string q = tok_test::shared("data/qwen-tokenizer");

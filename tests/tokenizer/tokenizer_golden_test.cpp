@@ -18,13 +18,15 @@ struct Mismatches {
   std::vector<size_t> ids, decoded;
 };
 
-Mismatches compare(const Tokenizer& tok, const std::vector<tok_test::Line>& lines, bool with_special) {
+Mismatches compare(const Tokenizer& tok, const std::vector<tok_test::Line>& lines,
+                   bool with_special) {
   Mismatches m;
   EncodeOptions opt;
   opt.add_special = with_special;
   for (size_t i = 0; i < lines.size(); ++i) {
     const auto& l = lines[i];
-    if (tok.encode(l.text, opt) != (with_special ? l.ids_with_special : l.ids)) m.ids.push_back(i + 1);
+    if (tok.encode(l.text, opt) != (with_special ? l.ids_with_special : l.ids))
+      m.ids.push_back(i + 1);
     std::string decoded;
     try {
       decoded = tok.decode(l.ids);

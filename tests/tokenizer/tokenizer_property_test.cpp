@@ -14,9 +14,9 @@ using tok_test::shared;
 
 namespace {
 
+using elastic::tokenizer_detail::nfc_inplace;
 using elastic::tokenizer_detail::utf8_append;
 using elastic::tokenizer_detail::utf8_repair;
-using elastic::tokenizer_detail::nfc_inplace;
 
 // A random valid UTF-8 string: a mix of ASCII words, whitespace runs, digits, punctuation,
 // specials-like text and random scalar values (surrogates excluded).
@@ -27,18 +27,34 @@ std::string random_text(std::mt19937& rng) {
   for (int p = 0; p < parts; ++p) {
     int n = len(rng);
     switch (kind(rng)) {
-      case 0: for (int i = 0; i < n; ++i) s += static_cast<char>('a' + rng() % 26); break;
-      case 1: for (int i = 0; i < n; ++i) s += " \t\n\r\v\f"[rng() % 6]; break;
-      case 2: for (int i = 0; i < n; ++i) s += static_cast<char>('0' + rng() % 10); break;
-      case 3: for (int i = 0; i < n; ++i) s += "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"[rng() % 32]; break;
-      case 4: s += rng() % 2 ? "<|im_start|>" : "<|eot_id|>"; break;
-      case 5: for (int i = 0; i < n; ++i) utf8_append(s, 0x80 + rng() % 0x780); break;  // 2-byte
-      case 6: for (int i = 0; i < n; ++i) {
+      case 0:
+        for (int i = 0; i < n; ++i) s += static_cast<char>('a' + rng() % 26);
+        break;
+      case 1:
+        for (int i = 0; i < n; ++i) s += " \t\n\r\v\f"[rng() % 6];
+        break;
+      case 2:
+        for (int i = 0; i < n; ++i) s += static_cast<char>('0' + rng() % 10);
+        break;
+      case 3:
+        for (int i = 0; i < n; ++i) s += "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"[rng() % 32];
+        break;
+      case 4:
+        s += rng() % 2 ? "<|im_start|>" : "<|eot_id|>";
+        break;
+      case 5:
+        for (int i = 0; i < n; ++i) utf8_append(s, 0x80 + rng() % 0x780);
+        break;  // 2-byte
+      case 6:
+        for (int i = 0; i < n; ++i) {
           uint32_t cp = rng() % 0xFFFF;
           if (cp >= 0xD800 && cp < 0xE000) cp = 0x4E00 + cp % 0x5000;
           utf8_append(s, cp);
-        } break;
-      default: for (int i = 0; i < n; ++i) utf8_append(s, 0x10000 + rng() % 0x100000); break;
+        }
+        break;
+      default:
+        for (int i = 0; i < n; ++i) utf8_append(s, 0x10000 + rng() % 0x100000);
+        break;
     }
   }
   return s;

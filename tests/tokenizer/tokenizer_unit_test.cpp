@@ -29,7 +29,9 @@ const Tokenizer& tinystories() {
   return t;
 }
 
-std::string synthetic_path() { return std::string(ELASTIC_SOURCE_DIR) + "/tests/tokenizer/data/hf_synthetic.json"; }
+std::string synthetic_path() {
+  return std::string(ELASTIC_SOURCE_DIR) + "/tests/tokenizer/data/hf_synthetic.json";
+}
 
 TEST(TokenizerComponents, MatchHfOnSyntheticTokenizers) {
   auto doc = nlohmann::json::parse(elastic::read_file(synthetic_path()));
@@ -45,7 +47,8 @@ TEST(TokenizerComponents, MatchHfOnSyntheticTokenizers) {
       EXPECT_EQ(tok.encode(text, with), c["ids_special"].get<std::vector<int32_t>>())
           << name << " (add_special): \"" << text << "\"";
       if (!c["decoded"].is_null()) {
-        EXPECT_EQ(tok.decode(ids), c["decoded"].get<std::string>()) << name << ": \"" << text << "\"";
+        EXPECT_EQ(tok.decode(ids), c["decoded"].get<std::string>())
+            << name << ": \"" << text << "\"";
       }
       if (!c["decoded_skip"].is_null()) {
         EXPECT_EQ(tok.decode(c["ids_special"].get<std::vector<int32_t>>(), true),
@@ -55,7 +58,7 @@ TEST(TokenizerComponents, MatchHfOnSyntheticTokenizers) {
       ++checked;
     }
   }
-  EXPECT_EQ(checked, 5 * 19);
+  EXPECT_EQ(checked, 6 * 19);
 }
 
 TEST(TokenizerUtf8, InvalidInputIsReplacedByU_FFFD) {
@@ -65,13 +68,17 @@ TEST(TokenizerUtf8, InvalidInputIsReplacedByU_FFFD) {
   struct Case {
     std::string bad, repaired;
   } cases[] = {
-      {"a\xFF" "b", "a" + fffd + "b"},
-      {"\xC3", fffd},                            // truncated 2-byte sequence
-      {"\xE2\x82" "x", fffd + "x"},              // truncated 3-byte: one U+FFFD for both bytes
-      {"\xED\xA0\x80", fffd + fffd + fffd},      // surrogate: ED then two lone continuations
-      {"\xC0\xAF", fffd + fffd},                 // overlong
+      {"a\xFF"
+       "b",
+       "a" + fffd + "b"},
+      {"\xC3", fffd},  // truncated 2-byte sequence
+      {"\xE2\x82"
+       "x",
+       fffd + "x"},                          // truncated 3-byte: one U+FFFD for both bytes
+      {"\xED\xA0\x80", fffd + fffd + fffd},  // surrogate: ED then two lone continuations
+      {"\xC0\xAF", fffd + fffd},             // overlong
       {"\xF4\x90\x80\x80", fffd + fffd + fffd + fffd},  // above U+10FFFF
-      {"ok\xF0\x9F\x98", "ok" + fffd},           // truncated emoji at the end
+      {"ok\xF0\x9F\x98", "ok" + fffd},                  // truncated emoji at the end
   };
   for (const auto& c : cases) {
     EXPECT_EQ(t.encode(c.bad), t.encode(c.repaired)) << c.repaired;
@@ -104,10 +111,12 @@ TEST(TokenizerSpecial, Llama3TableMatchesTokenizerConfig) {
   // beside it) must equal the names tokenizer_config.json gives.
   std::string dir = ::testing::TempDir() + "/llama3_model_only";
   std::filesystem::create_directories(dir);
-  std::filesystem::copy_file(shared("data/llama3-tokenizer/tokenizer.model"), dir + "/tokenizer.model",
+  std::filesystem::copy_file(shared("data/llama3-tokenizer/tokenizer.model"),
+                             dir + "/tokenizer.model",
                              std::filesystem::copy_options::overwrite_existing);
   Tokenizer bare = Tokenizer::load(dir + "/tokenizer.model");
-  auto config = nlohmann::json::parse(elastic::read_file(shared("data/llama3-tokenizer/tokenizer_config.json")));
+  auto config = nlohmann::json::parse(
+      elastic::read_file(shared("data/llama3-tokenizer/tokenizer_config.json")));
   int n = 0;
   for (auto& [id, tok] : config["added_tokens_decoder"].items()) {
     EXPECT_EQ(bare.id_to_token(std::stoi(id)), tok["content"].get<std::string>()) << id;
@@ -163,7 +172,8 @@ TEST(TokenizerStream, HoldsIncompleteCharacters) {
 TEST(TokenizerStop, HoldsPrefixesAndCutsAtTheStop) {
   elastic::StopMatcher m({"<|im_end|>", "\n\nUser:"});
   std::string shown;
-  for (const char* piece : {"Hello", " world", "<|im", "_e", "nd|>", "after"}) shown += m.push(piece);
+  for (const char* piece : {"Hello", " world", "<|im", "_e", "nd|>", "after"})
+    shown += m.push(piece);
   EXPECT_TRUE(m.stopped());
   EXPECT_EQ(m.matched(), "<|im_end|>");
   EXPECT_EQ(shown, "Hello world");
@@ -186,7 +196,8 @@ TEST(Chat, ChatMLWithDetectedDefaultSystem) {
   EXPECT_EQ(p,
             "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
-  std::string q = elastic::chat_format(f, {{"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello"}}, false);
+  std::string q = elastic::chat_format(
+      f, {{"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello"}}, false);
   EXPECT_EQ(q,
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
             "<|im_start|>assistant\nHello<|im_end|>\n");
@@ -202,10 +213,11 @@ TEST(Chat, Llama3Headers) {
   EXPECT_FALSE(f.default_system.has_value());
   f.default_system = "You are terse.";
   std::string p = elastic::chat_format(f, {{"user", "  hi \n"}}, true);
-  EXPECT_EQ(p,
-            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are terse.<|eot_id|>"
-            "<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"
-            "<|start_header_id|>assistant<|end_header_id|>\n\n");
+  EXPECT_EQ(
+      p,
+      "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are terse.<|eot_id|>"
+      "<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"
+      "<|start_header_id|>assistant<|end_header_id|>\n\n");
   // The fixture's Llama 3 chat line is exactly this format.
   elastic::ChatFormat plain{elastic::ChatTemplate::llama3, std::nullopt};
   std::string line = elastic::chat_format(plain, {{"user", "hi"}}, false);
@@ -216,7 +228,8 @@ TEST(Chat, Llama3Headers) {
 
 // ---- bad input ----
 
-std::string minimal_json(const std::string& normalizer, const std::string& pre, const std::string& dec) {
+std::string minimal_json(const std::string& normalizer, const std::string& pre,
+                         const std::string& dec) {
   return R"({"added_tokens":[],"normalizer":)" + normalizer + R"(,"pre_tokenizer":)" + pre +
          R"(,"post_processor":null,"decoder":)" + dec +
          R"(,"model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2},"merges":["a b"]}})";
@@ -236,22 +249,28 @@ TEST(TokenizerBadInput, UnsupportedComponentsAreNamed) {
   Tokenizer ok = Tokenizer::from_json_text(minimal_json("null", "null", "null"), "test.json");
   EXPECT_EQ(ok.encode("ab"), std::vector<int32_t>{2});
   expect_error_mentions(minimal_json(R"({"type":"NFKC"})", "null", "null"), "NFKC");
-  expect_error_mentions(minimal_json(R"({"type":"Sequence","normalizers":[{"type":"Lowercase"}]})", "null", "null"),
-                        "Lowercase");
+  expect_error_mentions(
+      minimal_json(R"({"type":"Sequence","normalizers":[{"type":"Lowercase"}]})", "null", "null"),
+      "Lowercase");
   expect_error_mentions(minimal_json("null", R"({"type":"Whitespace"})", "null"), "Whitespace");
   expect_error_mentions(minimal_json("null", "null", R"({"type":"WordPiece"})"), "WordPiece");
-  expect_error_mentions(minimal_json("null", R"({"type":"Split","pattern":{"Regex":"(["},"behavior":"Isolated"})", "null"),
-                        "regex");
+  expect_error_mentions(
+      minimal_json("null", R"({"type":"Split","pattern":{"Regex":"(["},"behavior":"Isolated"})",
+                   "null"),
+      "regex");
   expect_error_mentions(R"({"model":{"type":"Unigram","vocab":[]}})", "Unigram");
-  expect_error_mentions(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":["a c"]}})", "merges[0]");
-  expect_error_mentions(R"({"model":{"type":"BPE","vocab":{"a":-4},"merges":[]}})", "model.vocab.a");
+  expect_error_mentions(R"({"model":{"type":"BPE","vocab":{"a":0},"merges":["a c"]}})",
+                        "merges[0]");
+  expect_error_mentions(R"({"model":{"type":"BPE","vocab":{"a":-4},"merges":[]}})",
+                        "model.vocab.a");
   expect_error_mentions("{not json", "invalid JSON");
 }
 
 TEST(TokenizerBadInput, FilesAndIds) {
   EXPECT_THROW(Tokenizer::load("/nonexistent/folder"), elastic::Error);
-  EXPECT_THROW(Tokenizer::load(shared("data/stories260k")), elastic::Error);   // no tokenizer there
-  EXPECT_THROW(Tokenizer::load(shared("data/stories260k/tok512.bin")), elastic::Error);  // not tiktoken
+  EXPECT_THROW(Tokenizer::load(shared("data/stories260k")), elastic::Error);  // no tokenizer there
+  EXPECT_THROW(Tokenizer::load(shared("data/stories260k/tok512.bin")),
+               elastic::Error);  // not tiktoken
   std::vector<int32_t> bad = {5, 999999};
   EXPECT_THROW(qwen().decode(bad), elastic::Error);
   std::vector<int32_t> negative = {-1};
