@@ -2,7 +2,11 @@
 // tiktoken outputs) and llama.cpp's test vectors, for every way the tokenizers can be loaded.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "elastic/error.h"
+#include "elastic/fileio.h"
+#include "elastic/safetensors.h"
 #include "elastic/tokenizer.h"
 #include "tok_fixtures.h"
 
@@ -107,6 +111,39 @@ TEST(TokenizerGolden, TinyStories) {
   expect_all_match(tok, "tinystories.jsonl", true);
   EXPECT_EQ(tok.bos_id(), 1);
   EXPECT_EQ(tok.eos_id(), 2);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(TokenizerGolden, TinyStoriesRealModelPromptsAndContinuations) {
+  // ../shared/fixtures/real/tinystories-656k: prompts encoded by HF with BOS, and HF's greedy
+  // continuations with their decoded text. What `generate -p` needs from the tokenizer: the
+  // same prompt ids, and the same text from the generated ids (also when streamed).
+  Tokenizer tok = Tokenizer::load(shared("data/tinystories-656k"));
+  std::string dir = shared("fixtures/real/tinystories-656k");
+  auto c = nlohmann::json::parse(elastic::read_file(dir + "/case.json"));
+  auto expected = elastic::SafetensorsFile::open(dir + "/expected.safetensors");
+  int n = 0;
+  for (const auto& in : c["inputs"]) {
+    std::vector<int32_t> want;
+    for (int64_t v : expected->get(in["input_ids"].get<std::string>()).to_i64()) want.push_back(v);
+    EncodeOptions bos;
+    bos.add_special = true;
+    EXPECT_EQ(tok.encode(in["prompt"].get<std::string>(), bos), want) << in["prompt"];
+    std::vector<int32_t> gen;
+    for (int64_t v : expected->get(in["greedy_ids"].get<std::string>()).to_i64()) gen.push_back(v);
+    std::string text = in["greedy_text"].get<std::string>();
+    EXPECT_EQ(tok.decode(gen), text);
+    elastic::StreamDecoder stream(tok);
+    std::string streamed;
+    for (int32_t id : gen) streamed += stream.push(id);
+    streamed += stream.finish();
+    EXPECT_EQ(streamed, text);
+    ++n;
+  }
+  EXPECT_EQ(n, 3);
 }
 
 }  // namespace
