@@ -9,7 +9,7 @@
 # downloads them here) and are unpacked into a private prefix, never into /. The golden
 # fixtures travel in .gpu-shared/ (--fetch copies them from ../shared).
 # Usage here:   scripts/gpu-check.sh --fetch
-# On the device: run(command="scripts/gpu-check.sh [--quick] [--no-bench]", carry=[".debs", ".gpu-shared"])
+# On the device: run(command="scripts/gpu-check.sh [--quick] [--no-bench] [--e2e]", carry=[".debs", ".gpu-shared"])
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DEBS=(nlohmann-json3-dev libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3
@@ -28,11 +28,12 @@ if [[ "${1:-}" == "--fetch" ]]; then
   exit 0
 fi
 
-QUICK=0 BENCH=1 SIZES=8192,32768,131072
+QUICK=0 BENCH=1 E2E=0 SIZES=8192,32768,131072
 for a in "$@"; do
   case "$a" in
     --quick) QUICK=1 ;;
     --no-bench) BENCH=0 ;;
+    --e2e) E2E=1 ;;
     --sizes=*) SIZES=${a#--sizes=} ;;
   esac
 done
@@ -70,7 +71,7 @@ cmake -S "$SRC" -B "$B" -G Ninja -DELASTIC_CUDA=ON -DELASTIC_TESTS=ON \
   -DCMAKE_PREFIX_PATH="$PREFIX/usr" -DELASTIC_SHARED_DIR="$ROOT/.gpu-shared" > "$OUT/build.log" 2>&1
 rc=$?
 if [[ $rc -eq 0 ]]; then
-  ninja -C "$B" -j16 test_attention_cuda test_backend_cuda elastic_attn_bench >> "$OUT/build.log" 2>&1
+  ninja -C "$B" -j16 test_attention_cuda test_backend_cuda elastic_attn_bench bench_prefill_cuda >> "$OUT/build.log" 2>&1
   rc=$?
 fi
 if [[ $rc -ne 0 ]]; then
@@ -120,6 +121,12 @@ if [[ $BENCH -eq 1 ]]; then
   note "bench rc $?"
   sed -n '/^| N |/,$p' "$OUT/bench.log"
   grep -E "Error|error|Traceback" "$OUT/bench.log" | head -5
+fi
+# 6. End-to-end prefill of the synthetic Qwen3-8B shape (--e2e; minutes).
+if [[ $E2E -eq 1 ]]; then
+  timeout 330 "$B/bin/bench_prefill_cuda" > "$OUT/e2e.log" 2>&1
+  note "e2e prefill rc $?"
+  cat "$OUT/e2e.log"
 fi
 echo
 echo "== summary"

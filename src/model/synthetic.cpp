@@ -27,6 +27,14 @@ const SyntheticShape kShapes[] = {
       "head_dim": 128, "rms_norm_eps": 1e-6, "max_position_embeddings": 40960,
       "rope_theta": 1000000, "tie_word_embeddings": true, "eos_token_id": 151645,
       "bos_token_id": 151643, "torch_dtype": "bfloat16", "hidden_act": "silu"})"},
+    // Qwen3-8B's shape (36 layers, 4096 hidden, 32/8 heads, d = 128) for the GPU prefill
+    // benchmark; tied embeddings (no separate lm_head tensor) and 128K positions.
+    {"qwen3-8b", R"({
+      "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+      "vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 12288,
+      "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8,
+      "head_dim": 128, "rms_norm_eps": 1e-6, "max_position_embeddings": 131072,
+      "rope_theta": 1000000, "tie_word_embeddings": true, "torch_dtype": "bfloat16"})"},
     // A few-MB Qwen3-shaped model for tests of the benchmark itself.
     {"qwen3-tiny", R"({
       "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
