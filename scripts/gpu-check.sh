@@ -20,7 +20,7 @@ if [[ "${1:-}" == "--fetch" ]]; then
   set -e
   mkdir -p "$ROOT/.debs" && (cd "$ROOT/.debs" && apt-get download "${DEBS[@]}")
   mkdir -p "$ROOT/.gpu-shared/fixtures/hf"
-  for c in attention-gqa attention-mha-long qwen3-tiny; do
+  for c in attention-gqa attention-mha-long qwen3-tiny elastic-qwen3-fa-ssa elastic-qwen3-fa-xa elastic-qwen3-xa-ssa; do
     cp -r "$ROOT/../shared/fixtures/hf/$c" "$ROOT/.gpu-shared/fixtures/hf/"
   done
   grep -qx '/.gpu-shared/' "$ROOT/.git/info/exclude" 2>/dev/null || echo '/.gpu-shared/' >> "$ROOT/.git/info/exclude"
@@ -98,7 +98,7 @@ else
 fi
 
 TB="$B/tests/cuda/test_backend_cuda"
-"$TB" 2>&1 | tee "$OUT/tests-backend.log" | grep -E "^\s+(rmsnorm|rope|swiglu|linear|attention|qwen3)|OK|FAILED|PASSED|Failure|error" | head -40
+"$TB" 2>&1 | tee "$OUT/tests-backend.log" | grep -E "^\s+(rmsnorm|rope|swiglu|linear|attention|qwen3|elastic-qwen3)|OK|FAILED|PASSED|Failure|error" | head -40
 if grep -q "^\[  PASSED  \]" "$OUT/tests-backend.log" && ! grep -q "FAILED" "$OUT/tests-backend.log"; then
   note "backend tests: $(grep '^\[  PASSED  \]' "$OUT/tests-backend.log")"
 else
