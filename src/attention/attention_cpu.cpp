@@ -13,7 +13,12 @@
 // set its mode keeps, so rho counts exactly the pairs skipped.
 #include <algorithm>
 #if defined(__AVX512F__)
+// GCC 12 reports its own _mm512_undefined_* placeholders inside these headers as
+// "maybe uninitialized" (a known false positive); silence it for the header only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #endif
 #include <cmath>
 #include <limits>

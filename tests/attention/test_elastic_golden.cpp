@@ -180,7 +180,9 @@ TEST(ElasticDecode, DecodeEqualsPrefillWithFixedRouting) {
   // SSA heads stayed bounded through decode.
   for (int64_t l = 0; l < mc.num_layers; ++l)
     for (int64_t h = 0; h < mc.num_kv_heads; ++h)
-      if (!assign[l][h]) EXPECT_LE(inc.cache.rows_allocated(l, h), 128) << "layer " << l << " head " << h;
+      if (!assign[l][h]) {
+        EXPECT_LE(inc.cache.rows_allocated(l, h), 128) << "layer " << l << " head " << h;
+      }
 }
 
 }  // namespace
