@@ -71,6 +71,7 @@ class Tokenizer {
 // text that is now final. Only complete UTF-8 is emitted; decoders that look at neighbouring
 // tokens (a SentencePiece leading-space strip) are handled by decoding a sliding window.
 // Invariant: the concatenation of all push() results and finish() equals decode(all ids).
+// The tokenizer must outlive the StreamDecoder.
 class StreamDecoder {
  public:
   explicit StreamDecoder(const Tokenizer& tokenizer, bool skip_special = false);

@@ -2,6 +2,9 @@
 // tiktoken outputs) and llama.cpp's test vectors, for every way the tokenizers can be loaded.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "elastic/error.h"
@@ -74,6 +77,22 @@ TEST(TokenizerGolden, QwenVocabAndMerges) {
   expect_vectors(tok, "data/qwen-tokenizer/ggml-vocab-qwen2.gguf");
   EXPECT_EQ(tok.token_to_id("<|im_end|>"), 151645);
   EXPECT_EQ(tok.eos_id(), 151645);
+}
+
+TEST(TokenizerGolden, QwenFolderWithoutTokenizerJson) {
+  // A model folder with only vocab.json + merges.txt (+ tokenizer_config.json) is found and
+  // loaded as the Qwen2 pipeline.
+  std::string dir = ::testing::TempDir() + "/qwen_vocab_only." + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  for (const char* f : {"vocab.json", "merges.txt", "tokenizer_config.json"}) {
+    std::filesystem::copy_file(shared("data/qwen-tokenizer/") + f, dir + "/" + f,
+                               std::filesystem::copy_options::overwrite_existing);
+  }
+  Tokenizer tok = Tokenizer::load(dir);
+  EXPECT_EQ(tok.source(), dir + "/vocab.json + " + dir + "/merges.txt");
+  auto lines = read_fixture("qwen.jsonl");
+  for (size_t i = 0; i < lines.size(); i += 7) EXPECT_EQ(tok.encode(lines[i].text), lines[i].ids);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(TokenizerGolden, Llama3Tiktoken) {
