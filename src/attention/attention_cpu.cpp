@@ -3,11 +3,14 @@
 //   Plan: per KV head, split the queries into tiles of <= kTileQueries rows that never cross
 //   a block of the head's mode, and give each tile its key ranges (FA: 0..p; SSA: the block
 //   rule; XA: the blocks xa_select_blocks kept for that query head). FA and SSA tiles serve
-//   all G query heads of the KV head at once (one K/V gather for G heads); XA tiles serve one
-//   query head, because each query head has its own block mask.
-//   Run: OpenMP over tiles; per tile a flash-attention loop over key tiles of kTileKeys:
-//   gather K^T and V, scores = Q K^T (vectorised over keys), online softmax in base 2,
-//   acc += P V (vectorised over d), out = acc / l.
+//   all G query heads of the KV head at once (each key tile is loaded once for G heads); XA
+//   tiles serve one query head, because each query head has its own block mask.
+//   Run: the new keys are transposed once per call (K^T per KV head); OpenMP over tiles,
+//   biggest first; per tile a flash-attention loop over key tiles of kTileKeys: K^T and V
+//   read in place (new keys) or gathered (cached keys, ring rows), scores = Q K^T (4 query
+//   rows x 64 keys in registers), online softmax in base 2, acc += P V (the output row in
+//   registers), out = acc / l. AVX-512 kernels with portable fallbacks; ~42 GFLOP/s per
+//   thread on the 2-core AVX-512 EPYC of docs/perf-attention.md.
 // Invariants: keys < pos0 are read through `past` (ring rows for SSA heads), others from the
 // new k/v; a query at position p never reads a key > p; every softmax is exact over the key
 // set its mode keeps, so rho counts exactly the pairs skipped.
