@@ -128,7 +128,9 @@ ElasticSetup elastic_setup(const ElasticOptions& o, const ModelConfig& c, const 
     const bool has_router = router_weights_present(store);
     if (o.router == "on" && !has_router)
       throw Error("option --router on: " + model_dir + " has no router weights (model.layers.0.self_attn.mask_allocator.*); use --static");
-    if (o.router != "off" && has_router && c.elastic.enable_ada_sparsity) {
+    // Default: the router when the checkpoint has one and enables it (enable_ada_sparsity);
+    // --router on forces it.
+    if (has_router && (o.router == "on" || (o.router.empty() && c.elastic.enable_ada_sparsity))) {
       RouterOptions ro;
       ro.pool_tokens = o.pool_tokens.value_or(100);
       ro.sparsity_bias = o.sparsity_bias.value_or(0.0);
@@ -141,7 +143,7 @@ ElasticSetup elastic_setup(const ElasticOptions& o, const ModelConfig& c, const 
     } else {
       // Router off, or a backbone without router weights: every head in the retrieval mode.
       s.policy = std::make_unique<StaticRouting>(static_assignment_all(L, Hkv, true), retrieval, sparse);
-      s.description = std::string(has_router ? "router off" : "no router weights") + ": every head " +
+      s.description = std::string(!has_router ? "no router weights" : o.router == "off" ? "router off" : "router disabled by enable_ada_sparsity") + ": every head " +
                       attn_mode_name(retrieval);
     }
   }
