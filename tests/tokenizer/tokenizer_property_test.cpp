@@ -107,3 +107,17 @@ TEST(TokenizerProperty, LongRunsStayLinear) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(TokenizerProperty, ConcurrentEncodeMatchesSerial) {
+  // One Tokenizer shared by threads (each has its own word cache and regex scratch).
+  Tokenizer tok = Tokenizer::load(shared("data/qwen-tokenizer"));
+  auto lines = tok_test::read_fixture("qwen.jsonl");
+  std::vector<std::vector<int32_t>> got(lines.size() * 4);
+#pragma omp parallel for num_threads(4) schedule(dynamic, 7)
+  for (size_t k = 0; k < got.size(); ++k) got[k] = tok.encode(lines[k % lines.size()].text);
+  for (size_t k = 0; k < got.size(); ++k) EXPECT_EQ(got[k], lines[k % lines.size()].ids) << k;
+}
+
+}  // namespace
