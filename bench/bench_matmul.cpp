@@ -7,10 +7,11 @@
 //   GEMM (n = 512, prefill chunk): GFLOP/s counting 2 FLOP per multiply-add of x · W^T.
 //     Ideal = measured fp32 FMA peak. (lm_head is left out: prefill needs logits of the last
 //     position only, a GEMV.)
+//   Decode sweep: all matmuls of one decode step of the 0.6B model (1.19 GB), back to back.
 //   Crossover: time per call for n = 1 .. 64 on gate_proj, to place the GEMV/GEMM switch.
 //
-// Usage: bench_matmul [--reps R] [--threads T] [--only gemv|gemm|crossover]
-//   (defaults: 7 repetitions, all threads, all three tables)
+// Usage: bench_matmul [--reps R] [--threads T] [--only gemv|gemm|decode|crossover]
+//   (defaults: 7 repetitions, all threads, all four tables)
 #include <omp.h>
 
 #include <algorithm>
@@ -138,6 +139,38 @@ void bench_gemm(int reps, double peak, std::mt19937& rng) {
   }
 }
 
+// One decode step's matmuls over the whole model: every layer's 7 projections (distinct weights,
+// 28 layers) then lm_head, n = 1, 1.19 GB of bf16 weights streamed from DRAM per step. This is
+// the matmul share of `elastic bench`'s decode, with nothing else in between.
+void bench_decode_sweep(int reps, double bw, std::mt19937& rng) {
+  constexpr int kLayers = 28;
+  std::vector<CpuWeight> weights;
+  double bytes = 0;
+  for (int l = 0; l < kLayers; ++l)
+    for (int i = 0; i < 7; ++i) {
+      WeightSet ws = make_weights(kShapes[i], 1, rng);
+      weights.push_back(ws.packed[0]);  // the packed copy owns its memory
+      bytes += 2.0 * static_cast<double>(kShapes[i].N * kShapes[i].K);
+    }
+  {
+    WeightSet ws = make_weights(kShapes[7], 1, rng);
+    weights.push_back(ws.packed[0]);
+    bytes += 2.0 * static_cast<double>(kShapes[7].N * kShapes[7].K);
+  }
+  const std::vector<float> x = random_floats(3072, rng);
+  std::vector<float> y(static_cast<size_t>(kShapes[7].N));
+  const Timing t = time_calls(reps, [&](int) {
+    for (const CpuWeight& w : weights) matmul_cpu(y.data(), x.data(), w, nullptr, 1);
+  });
+  std::printf("Decode sweep: 28 x 7 projections + lm_head, n=1, %.3f GB of weights per step\n",
+              bytes * 1e-9);
+  std::printf("  %.2f ms/step best (%.2f median): %.1f GB/s, %.1f%% of measured bandwidth, "
+              "%.1f steps/s (ideal %.1f)\n",
+              t.best * 1e3, t.median * 1e3, bytes / t.best * 1e-9,
+              100.0 * bytes / t.best * 1e-9 / bw,
+              1.0 / t.best, bw * 1e9 / bytes);
+}
+
 void bench_crossover(int reps, std::mt19937& rng) {
   std::printf("Crossover on gate_proj 3072x1024 (weights in L3 after the first call)\n");
   std::printf("   n   us/call   GB/s   GFLOP/s\n");
@@ -166,7 +199,9 @@ int main(int argc, char** argv) {
     } else if (a == "--only" && i + 1 < argc) {
       only = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: bench_matmul [--reps R] [--threads T] [--only gemv|gemm|crossover]\n");
+      std::fprintf(stderr,
+                   "usage: bench_matmul [--reps R] [--threads T] "
+                   "[--only gemv|gemm|decode|crossover]\n");
       return 2;
     }
   }
@@ -188,6 +223,10 @@ int main(int argc, char** argv) {
   if (only.empty() || only == "gemm") {
     std::printf("\n");
     bench_gemm(reps, peak, rng);
+  }
+  if (only.empty() || only == "decode") {
+    std::printf("\n");
+    bench_decode_sweep(reps, bw, rng);
   }
   if (only.empty() || only == "crossover") {
     std::printf("\n");

@@ -1,6 +1,6 @@
 // CPU matrix products for linear layers: y[n, N] = x[n, K] · W[N, K]^T (+ bias[N]), HF Linear
 // layout, W stored as f32 / f16 / bf16, fp32 accumulation (activations are never rounded to a
-// narrower type). n <= 4 is the decode GEMV (memory-bound: W is streamed once at memory
+// narrower type). n <= 8 is the decode GEMV (memory-bound at n = 1: W is streamed once at memory
 // bandwidth); larger n is the prefill GEMM (compute-bound: register-blocked micro-kernel).
 //
 // cpu_weight_prepare repacks W once into column panels of kMatmulPanel output features,

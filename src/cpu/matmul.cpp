@@ -1,5 +1,5 @@
 // CPU linear layers: weight packing and dispatch between the decode GEMV (n <= kGemvMaxRows,
-// memory-bound, matmul_gemv.cpp) and the prefill GEMM (matmul_gemm.cpp); plus the first,
+// memory-bound for n = 1, matmul_gemv.cpp) and the prefill GEMM (matmul_gemm.cpp); plus the first,
 // straightforward implementation kept as the benchmark baseline.
 //
 // Packed layout (see cpu_matmul.h, matmul_simd.h): panel p holds output features
@@ -19,13 +19,19 @@
 namespace elastic {
 namespace {
 
-// Largest n served by the GEMV kernels. Above it the GEMM's register blocking wins: measured
-// with bench_matmul (docs/perf-kernels.md, "GEMV/GEMM crossover").
-constexpr int64_t kGemvMaxRows = 4;
+// Largest n served by the GEMV kernels, in passes of at most kGemvPassRows rows over each work
+// unit (the unit's weights stay in L2 between passes, so W is read from DRAM once). Above it
+// the GEMM's register blocking wins. Measured with bench_matmul's crossover table on
+// gate_proj (docs/perf-kernels.md): n = 5-8 in two GEMV passes took 157-234 us against the
+// GEMM's 241-247 us; n = 12: 351 vs 374 us, too close to justify three passes.
+constexpr int64_t kGemvMaxRows = 8;
+constexpr int64_t kGemvPassRows = 4;
 
-// Panels per decode work unit: 256 output features, 512 KiB of bf16 weights at K = 1024
-// (~15 us of DRAM streaming per core), long enough for the hardware prefetchers to ramp up.
-constexpr int64_t kGemvChunkPanels = 8;
+// Panels per decode work unit: 128 output features, 256 KiB of bf16 weights at K = 1024
+// (~8 us of DRAM streaming per core), long enough for the hardware prefetchers to ramp up and
+// short enough to balance the 2 MiB k/v projections over 2 threads; 4 vs 8 / 16 / static
+// split measured 5-10 % faster over a whole 0.6B decode step (docs/perf-kernels.md).
+constexpr int64_t kGemvChunkPanels = 4;
 
 // Below this many multiply-adds a call runs on the calling thread (fork/join costs ~µs).
 constexpr int64_t kParallelMinMacs = 1 << 15;
@@ -121,8 +127,9 @@ void matmul_cpu(float* y, const float* x, const CpuWeight& w, const float* bias,
   const int64_t chunks = (panels + kGemvChunkPanels - 1) / kGemvChunkPanels;
 #pragma omp parallel for schedule(dynamic, 1) if (n * N * K > kParallelMinMacs)
   for (int64_t c = 0; c < chunks; ++c)
-    cpu::matmul_gemv_panels(y, x, n, w, bias, c * kGemvChunkPanels,
-                            std::min(panels, (c + 1) * kGemvChunkPanels));
+    for (int64_t i0 = 0; i0 < n; i0 += kGemvPassRows)
+      cpu::matmul_gemv_panels(y + i0 * N, x + i0 * K, std::min(kGemvPassRows, n - i0), w, bias,
+                              c * kGemvChunkPanels, std::min(panels, (c + 1) * kGemvChunkPanels));
 }
 
 void matmul_cpu_naive(float* y, const float* x, const CpuWeight& w, const float* bias, int64_t n) {

@@ -69,8 +69,9 @@ using TileFn = void (*)(int64_t, const float*, const typename PanelRow<D>::Elem*
 template <DType D>
 TileFn<D> gemm_tile_for(int rows) {
   constexpr int kStep = kRows % 3 == 0 ? kRows / 3 : kRows;
+  constexpr int kTwoSteps = 2 * kStep <= kRows ? 2 * kStep : kRows;
   if (rows <= kStep) return &gemm_tile<D, kStep>;
-  if (rows <= 2 * kStep) return &gemm_tile<D, 2 * kStep <= kRows ? 2 * kStep : kRows>;
+  if (rows <= 2 * kStep) return &gemm_tile<D, kTwoSteps>;
   return &gemm_tile<D, kRows>;
 }
 

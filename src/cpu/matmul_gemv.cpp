@@ -60,7 +60,8 @@ void gemv_panels(float* y, const float* x, const CpuWeight& w, const float* bias
     for (int i = 0; i < Rows; ++i) {
       for (int u = 1; u < kUnroll; ++u)
         for (int j = 0; j < kPanelVecs; ++j) acc[0][i][j] = vadd(acc[0][i][j], acc[u][i][j]);
-      panel_store(y + i * N + p * kPanel, acc[0][i], cols, false, bias ? bias + p * kPanel : nullptr);
+      panel_store(y + i * N + p * kPanel, acc[0][i], cols, false,
+                  bias ? bias + p * kPanel : nullptr);
     }
   }
 }

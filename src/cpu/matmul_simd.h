@@ -67,8 +67,12 @@ inline void vstore(float* p, Vec v) { _mm256_storeu_ps(p, v); }
 inline __m256i lane_mask(int count) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
-inline Vec vload_first(const float* p, int count) { return _mm256_maskload_ps(p, lane_mask(count)); }
-inline void vstore_first(float* p, Vec v, int count) { _mm256_maskstore_ps(p, lane_mask(count), v); }
+inline Vec vload_first(const float* p, int count) {
+  return _mm256_maskload_ps(p, lane_mask(count));
+}
+inline void vstore_first(float* p, Vec v, int count) {
+  _mm256_maskstore_ps(p, lane_mask(count), v);
+}
 inline void bf16_pairs_widen(const uint16_t* p, Vec& lo, Vec& hi) {
   __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   lo = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));

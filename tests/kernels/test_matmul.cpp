@@ -113,7 +113,7 @@ TEST_P(MatmulDtype, MatchesDoubleReferenceOnEdgeShapes) {
   // K = 1, 13 (tails of the unrolled GEMV loop), 100, 1000, 1031 (4 and 5 K slices of 256,
   // partial last slice).
   const Shape2 shapes[] = {{1, 1}, {13, 100}, {100, 13}, {33, 1000}, {257, 1031}};
-  for (int64_t n : {1, 2, 3, 4, 5, 7, 12, 13, 64, 257})
+  for (int64_t n : {1, 2, 3, 4, 5, 7, 8, 9, 12, 13, 64, 257})
     for (Shape2 s : shapes)
       for (bool with_bias : {false, true}) run_case(GetParam(), n, s, with_bias, rng);
 }
@@ -137,7 +137,7 @@ TEST(Matmul, ResultIndependentOfThreadCount) {
   std::mt19937 rng(7);
   const TestWeight w = make_weight(DType::bf16, 300, 777, rng);
   const CpuWeight cw = cpu_weight_prepare(w.view());
-  for (int64_t n : {1, 4, 100}) {
+  for (int64_t n : {1, 4, 7, 100}) {
     const std::vector<float> x = random_vector(static_cast<size_t>(n * 777), rng);
     std::vector<float> y1(static_cast<size_t>(n * 300)), y2(y1.size());
     const int saved = omp_get_max_threads();
