@@ -78,19 +78,6 @@ struct Node {
   std::string type() const { return at("type").str(); }
 };
 
-bool to_bytes_from_byte_level(std::string_view piece, std::string& out) {
-  out.clear();
-  for (size_t i = 0; i < piece.size();) {
-    size_t len = utf8_sequence_length(piece, i);
-    if (len == 0) return false;
-    int b = byte_level_byte(utf8_decode(piece, i, &len));
-    if (b < 0) return false;
-    out += static_cast<char>(b);
-    i += len;
-  }
-  return true;
-}
-
 // A Replace / Split "pattern": {"String": s} or {"Regex": r}.
 void read_pattern(const Node& n, std::string& literal, std::shared_ptr<const Regex>& regex) {
   if (n.has("String")) {
@@ -304,36 +291,40 @@ std::shared_ptr<TokenizerImpl> load_hf_json(std::string_view text, const std::st
   Node merges = model.at("merges");
   size_t nm = merges.size();
   m.merges.reserve(nm);
-  std::string a, b;
+  std::string_view a, b;
+  std::string joined;
   for (size_t i = 0; i < nm; ++i) {
     const json& e = merges.j[i];
     if (e.is_string()) {
-      const std::string& s = e.get_ref<const std::string&>();
+      std::string_view s = e.get_ref<const std::string&>();
       size_t sp = s.find(' ');
       if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos) {
         merges.at(i).fail("must be \"left right\" (one space)");
       }
-      a.assign(s, 0, sp);
-      b.assign(s, sp + 1, std::string::npos);
+      a = s.substr(0, sp);
+      b = s.substr(sp + 1);
     } else if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string()) {
-      a = e[0].get<std::string>();
-      b = e[1].get<std::string>();
+      a = e[0].get_ref<const std::string&>();
+      b = e[1].get_ref<const std::string&>();
     } else {
       merges.at(i).fail("must be \"left right\" or [\"left\", \"right\"]");
     }
-    auto ia = vocab.find(a), ib = vocab.find(b), im = vocab.find(a + b);
+    joined.assign(a);
+    joined.append(b);
+    auto ia = vocab.find(a), ib = vocab.find(b), im = vocab.find(joined);
     if (ia == vocab.end() || ib == vocab.end() || im == vocab.end()) {
       merges.at(i).fail("uses a token missing from the vocab");
     }
     m.merges.insert(ia->second, ib->second, PairMap::Value{static_cast<int32_t>(i), im->second});
   }
 
+  t->vocab_byte_alphabet = m.byte_level;
   if (m.byte_level) {
     PieceMap bytes_vocab;
     bytes_vocab.reserve(vocab.size());
     std::string raw;
     for (auto& [piece, id] : vocab) {
-      if (to_bytes_from_byte_level(piece, raw)) bytes_vocab.emplace(raw, id);
+      if (byte_level_to_bytes(piece, raw)) bytes_vocab.emplace(raw, id);
     }
     m.piece_to_id = std::move(bytes_vocab);
   } else {

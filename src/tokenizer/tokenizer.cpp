@@ -27,8 +27,7 @@ void TokenizerImpl::finalize() {
   vocab_size = size;
   id_text.resize(size);
   id_special.assign(size, 0);
-  text_to_id.clear();
-  text_to_id.reserve(size);
+  added_to_id.clear();
   std::vector<const AddedToken*> raw, norm;
   std::vector<std::string> raw_patterns, norm_patterns;
   for (const AddedToken& a : added) {
@@ -38,7 +37,7 @@ void TokenizerImpl::finalize() {
     if (a.normalized) normalize(normalizers, pattern);
     id_text[a.id] = pattern;
     id_special[a.id] = a.special ? 1 : 0;
-    text_to_id.emplace(a.content, a.id);
+    added_to_id.emplace(a.content, a.id);
     if (a.normalized) {
       norm.push_back(&a);
       norm_patterns.push_back(pattern);
@@ -47,16 +46,20 @@ void TokenizerImpl::finalize() {
       raw_patterns.push_back(a.content);
     }
   }
-  for (int32_t id = 0; id < size; ++id) {
-    if (!id_text[id].empty()) text_to_id.emplace(id_text[id], id);
-  }
   raw_matcher.build(raw, raw_patterns);
   normalized_matcher.build(norm, norm_patterns);
 }
 
 std::optional<int32_t> TokenizerImpl::find_token(std::string_view token) const {
-  auto it = text_to_id.find(token);
-  if (it == text_to_id.end()) return std::nullopt;
+  auto added_it = added_to_id.find(token);
+  if (added_it != added_to_id.end()) return added_it->second;
+  std::string bytes;
+  if (vocab_byte_alphabet) {
+    if (!byte_level_to_bytes(token, bytes)) return std::nullopt;
+    token = bytes;
+  }
+  auto it = model.piece_to_id.find(token);
+  if (it == model.piece_to_id.end()) return std::nullopt;
   return it->second;
 }
 

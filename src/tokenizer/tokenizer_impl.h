@@ -110,7 +110,8 @@ struct TokenizerImpl {
   // Per id: the token string decoders see (model piece, or added-token content) and flags.
   std::vector<std::string> id_text;
   std::vector<uint8_t> id_special;
-  PieceMap text_to_id;  // id_text -> id (added tokens win)
+  PieceMap added_to_id;              // added-token content -> id
+  bool vocab_byte_alphabet = false;  // model pieces are written in the GPT-2 byte alphabet
 
   // Called by loaders once every field above is set: builds matchers, id tables, vocab size.
   void finalize();

@@ -187,6 +187,19 @@ int byte_level_byte(uint32_t cp) {
   return cp < table.size() ? table[cp] : -1;
 }
 
+bool byte_level_to_bytes(std::string_view piece, std::string& out) {
+  out.clear();
+  for (size_t i = 0; i < piece.size();) {
+    size_t len = utf8_sequence_length(piece, i);
+    if (len == 0) return false;
+    int b = byte_level_byte(utf8_decode(piece, i, &len));
+    if (b < 0) return false;
+    out += static_cast<char>(b);
+    i += len;
+  }
+  return true;
+}
+
 bool is_whitespace(uint32_t cp) {
   return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
          (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F ||

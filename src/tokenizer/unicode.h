@@ -31,6 +31,8 @@ void nfc_inplace(std::string& s);
 const std::array<std::string, 256>& byte_level_chars();
 // The byte whose alphabet code point is cp, or -1.
 int byte_level_byte(uint32_t cp);
+// A piece written in the alphabet back to raw bytes; false when a character is outside it.
+bool byte_level_to_bytes(std::string_view piece, std::string& out);
 
 // Unicode White_Space (as Rust's char::is_whitespace), for added tokens' lstrip/rstrip.
 bool is_whitespace(uint32_t cp);

@@ -1,7 +1,6 @@
 // Golden tokenization: every line of ../shared/fixtures/tokenizer/*.jsonl (HF tokenizers /
 // tiktoken outputs) and llama.cpp's test vectors, for every way the tokenizers can be loaded.
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <filesystem>
