@@ -4,8 +4,8 @@
 // File layout: u64 little-endian header length n, n bytes of UTF-8 JSON
 //   {"name": {"dtype": "BF16", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}}
 // then the data section; offsets are relative to the data section.
-// Invariants checked on open: header length <= kMaxHeaderBytes and inside the file; valid
-// UTF-8 JSON object; unique tensor names; known dtype; non-negative shape; end - begin ==
+// Invariants checked on open: header length <= kSafetensorsMaxHeaderBytes and inside the file;
+// valid UTF-8 JSON object; unique tensor names; known dtype; non-negative shape; end - begin ==
 // numel * dtype size; offsets inside the data section; no two tensors overlap; every tensor
 // starts at a file offset that is a multiple of its element size (so mapped data can be read
 // through typed pointers). Every violation throws elastic::Error naming the file and tensor.
@@ -33,7 +33,8 @@ struct SafetensorsEntry {
 };
 
 // Parses and validates a header (the JSON text) against a data section of data_bytes bytes.
-// `source` names the file in error messages. Throws elastic::Error.
+// `source` names the file in error messages. Throws elastic::Error. Checks everything above
+// except alignment, which needs the header's position in the file (see parse_buffer / open).
 std::vector<SafetensorsEntry> safetensors_parse_header(std::string_view json, uint64_t data_bytes,
                                                        const std::string& source,
                                                        std::map<std::string, std::string>* metadata);
