@@ -113,9 +113,12 @@ TEST_P(MatmulDtype, MatchesDoubleReferenceOnEdgeShapes) {
   // K = 1, 13 (tails of the unrolled GEMV loop), 100, 1000, 1031 (4 and 5 K slices of 256,
   // partial last slice).
   const Shape2 shapes[] = {{1, 1}, {13, 100}, {100, 13}, {33, 1000}, {257, 1031}};
+  // n = 257 (3 row groups of the GEMM) skips the largest shape: the double reference would
+  // dominate the suite's time, and n = 64 already covers that shape's blocks and K slices.
   for (int64_t n : {1, 2, 3, 4, 5, 7, 8, 9, 12, 13, 64, 257})
     for (Shape2 s : shapes)
-      for (bool with_bias : {false, true}) run_case(GetParam(), n, s, with_bias, rng);
+      for (bool with_bias : {false, true})
+        if (n * s.N * s.K < 20'000'000) run_case(GetParam(), n, s, with_bias, rng);
 }
 
 TEST_P(MatmulDtype, NaiveBaselineMatchesReference) {
