@@ -21,7 +21,8 @@ const Command kCommands[] = {
     {"tokenize", elastic::cli::cmd_tokenize, "text (stdin) to token ids; --json for JSON lines"},
     {"detokenize", elastic::cli::cmd_detokenize, "token ids to text"},
     {"logits", elastic::cli::cmd_logits, "logits (and hidden states) of token ids, to safetensors"},
-    {"generate", elastic::cli::cmd_generate, "generate token ids from prompt ids (greedy or sampled)"},
+    {"generate", elastic::cli::cmd_generate, "generate text (or ids) from a prompt, streaming; sparsity report"},
+    {"chat", elastic::cli::cmd_chat, "interactive chat with the model's chat template"},
     {"route", elastic::cli::cmd_route, "Elastic Attention routing map, sparsity ratios, KV/FLOP savings"},
     {"bench", elastic::cli::cmd_bench, "prefill/decode speed vs measured bandwidth and FMA peak"},
 };
