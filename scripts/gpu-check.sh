@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The one script sent to the GPU machine (device tool): builds the CUDA backend for sm_90a from
-# the carried tree, runs the CUDA tests, compute-sanitizer (memcheck, racecheck) on the small
-# attention/XA shapes, and the attention benchmark beside cuDNN SDPA and FlexAttention; prints a
-# short table last and writes every log under $OUT.
+# the carried tree, runs the CUDA tests (the engine-core golden fixtures on CUDA first),
+# compute-sanitizer (memcheck, racecheck) on the small attention/XA shapes, the end-to-end
+# prefill + decode bench (--e2e) and the attention benchmark beside cuDNN SDPA and
+# FlexAttention; prints a short table last and writes every log under $OUT.
 #
 # The GPU machine has nvcc, cmake, ninja and python3 + torch but no Debian -dev packages and no
 # network: the build dependencies travel as .deb files in .debs/ (scripts/gpu-check.sh --fetch
 # downloads them here) and are unpacked into a private prefix, never into /. The golden
 # fixtures travel in .gpu-shared/ (--fetch copies them from ../shared).
 # Usage here:   scripts/gpu-check.sh --fetch
-# On the device: run(command="scripts/gpu-check.sh [--quick] [--no-bench] [--e2e]", carry=[".debs", ".gpu-shared"])
+# On the device: run(command="scripts/gpu-check.sh [--quick] [--no-bench] [--no-sanitize] [--e2e]
+#   [--e2e-sizes=32768,131072]", carry=[".debs", ".gpu-shared"])
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DEBS=(nlohmann-json3-dev libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3
@@ -20,20 +22,38 @@ if [[ "${1:-}" == "--fetch" ]]; then
   set -e
   mkdir -p "$ROOT/.debs" && (cd "$ROOT/.debs" && apt-get download "${DEBS[@]}")
   mkdir -p "$ROOT/.gpu-shared/fixtures/hf"
-  for c in attention-gqa attention-mha-long qwen3-tiny elastic-qwen3-fa-ssa elastic-qwen3-fa-xa elastic-qwen3-xa-ssa; do
+  for c in attention-gqa attention-mha-long qwen3-tiny elastic-qwen3-fa-ssa elastic-qwen3-fa-xa elastic-qwen3-xa-ssa \
+           llama3-tiny qwen2-tiny qwen3-yarn-tiny; do
     cp -r "$ROOT/../shared/fixtures/hf/$c" "$ROOT/.gpu-shared/fixtures/hf/"
   done
+  # The legacy-config twins share weights and goldens with their models (identical files): links
+  # inside the carried folder keep the carry under its size limit.
+  for c in llama3-tiny qwen3-yarn-tiny; do
+    t="$ROOT/.gpu-shared/fixtures/hf/$c-legacy-config"
+    mkdir -p "$t" && cp "$ROOT/../shared/fixtures/hf/$c-legacy-config/"{case.json,config.json} "$t/"
+    cmp -s "$ROOT/../shared/fixtures/hf/$c"/model.safetensors "$ROOT/../shared/fixtures/hf/$c-legacy-config"/model.safetensors
+    cmp -s "$ROOT/../shared/fixtures/hf/$c"/expected.safetensors "$ROOT/../shared/fixtures/hf/$c-legacy-config"/expected.safetensors
+    ln -sf "../$c/model.safetensors" "$t/model.safetensors"
+    ln -sf "../$c/expected.safetensors" "$t/expected.safetensors"
+  done
+  mkdir -p "$ROOT/.gpu-shared/fixtures/real" "$ROOT/.gpu-shared/data/tinystories-656k"
+  cp -r "$ROOT/../shared/fixtures/real/tinystories-656k" "$ROOT/.gpu-shared/fixtures/real/"
+  cp "$ROOT/../shared/data/tinystories-656k/"{config.json,generation_config.json,model.safetensors} \
+    "$ROOT/.gpu-shared/data/tinystories-656k/"
+  chmod -R u+w "$ROOT/.gpu-shared"
   grep -qx '/.gpu-shared/' "$ROOT/.git/info/exclude" 2>/dev/null || echo '/.gpu-shared/' >> "$ROOT/.git/info/exclude"
   echo "fetched: $(ls "$ROOT/.debs" | wc -l) packages, fixtures in .gpu-shared"
   exit 0
 fi
 
-QUICK=0 BENCH=1 E2E=0 SIZES=8192,32768,131072
+QUICK=0 BENCH=1 E2E=0 SANITIZE=1 SIZES=8192,32768,131072 E2E_SIZES=32768,131072
 for a in "$@"; do
   case "$a" in
     --quick) QUICK=1 ;;
     --no-bench) BENCH=0 ;;
     --e2e) E2E=1 ;;
+    --no-sanitize) SANITIZE=0 ;;
+    --e2e-sizes=*) E2E_SIZES=${a#--e2e-sizes=} ;;
     --sizes=*) SIZES=${a#--sizes=} ;;
   esac
 done
@@ -71,7 +91,9 @@ cmake -S "$SRC" -B "$B" -G Ninja -DELASTIC_CUDA=ON -DELASTIC_TESTS=ON \
   -DCMAKE_PREFIX_PATH="$PREFIX/usr" -DELASTIC_SHARED_DIR="$ROOT/.gpu-shared" > "$OUT/build.log" 2>&1
 rc=$?
 if [[ $rc -eq 0 ]]; then
-  ninja -C "$B" -j16 test_attention_cuda test_backend_cuda elastic_attn_bench bench_prefill_cuda >> "$OUT/build.log" 2>&1
+  targets=(test_fixtures_cuda test_attention_cuda test_backend_cuda bench_prefill_cuda)
+  [[ $BENCH -eq 1 ]] && targets+=(elastic_attn_bench)
+  ninja -C "$B" -j16 "${targets[@]}" >> "$OUT/build.log" 2>&1
   rc=$?
 fi
 if [[ $rc -ne 0 ]]; then
@@ -88,7 +110,21 @@ for o in "$B"/src/cuda/CMakeFiles/elastic_cuda.dir/*.cu.o; do
 done > "$OUT/resources.txt" 2>&1
 grep -E "REG|HMMA" "$OUT/resources.txt" | sed -E 's/Function ([^ ]{0,60})[^ ]*/\1/' | cut -c1-160
 
-# 3. Tests.
+# 3. Tests: the golden fixtures on CUDA (device mode, device-resident KV cache) first.
+TF="$B/tests/cuda/test_fixtures_cuda"
+timeout 120 "$TF" 2>&1 | tee "$OUT/tests-fixtures.log" | grep -E "^\s+(qwen|llama|tinystories)|OK|FAILED|PASSED|Failure|error" | head -40
+if grep -q "^\[  PASSED  \]" "$OUT/tests-fixtures.log" && ! grep -q "FAILED" "$OUT/tests-fixtures.log"; then
+  note "fixture tests: $(grep '^\[  PASSED  \]' "$OUT/tests-fixtures.log")"
+else
+  note "fixture tests: FAILED, see tests-fixtures.log"
+fi
+# End-to-end prefill + decode of the synthetic Qwen3-8B shape (--e2e; a minute per size).
+if [[ $E2E -eq 1 ]]; then
+  timeout 330 "$B/bin/bench_prefill_cuda" ${E2E_SIZES//,/ } > "$OUT/e2e.log" 2>&1
+  note "e2e prefill + decode rc $?"
+  cat "$OUT/e2e.log"
+fi
+
 T="$B/tests/cuda/test_attention_cuda"
 "$T" 2>&1 | tee "$OUT/tests.log" | grep -E "^\s+(n=|decode|attention-)|OK|FAILED|PASSED|Failure|differs|error" | head -80
 if grep -q "^\[  PASSED  \]" "$OUT/tests.log" && ! grep -q "FAILED" "$OUT/tests.log"; then
@@ -106,7 +142,7 @@ else
 fi
 
 # 4. Sanitizers on the small shapes.
-for tool in memcheck racecheck; do
+[[ $SANITIZE -eq 1 ]] && for tool in memcheck racecheck; do
   timeout 300 compute-sanitizer --tool "$tool" --error-exitcode 9 "$T" --gtest_filter='CudaSanitizerSmall.*' \
     > "$OUT/sanitizer-$tool.log" 2>&1
   rc=$?
@@ -121,12 +157,6 @@ if [[ $BENCH -eq 1 ]]; then
   note "bench rc $?"
   sed -n '/^| N |/,$p' "$OUT/bench.log"
   grep -E "Error|error|Traceback" "$OUT/bench.log" | head -5
-fi
-# 6. End-to-end prefill of the synthetic Qwen3-8B shape (--e2e; minutes).
-if [[ $E2E -eq 1 ]]; then
-  timeout 330 "$B/bin/bench_prefill_cuda" > "$OUT/e2e.log" 2>&1
-  note "e2e prefill rc $?"
-  cat "$OUT/e2e.log"
 fi
 echo
 echo "== summary"

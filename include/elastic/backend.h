@@ -3,13 +3,15 @@
 // reference; a CUDA backend implements the same interface and must agree with it op by op.
 //
 // Pointers passed to the ops are backend memory (from alloc()); on the CPU that is host memory.
-// The KV cache (kv_cache.h) is host memory for now: a device backend will give it an allocator.
+// The KV cache is the host KvCache (kv_cache.h) unless the backend keeps it in its own memory
+// (kv_store_create() returns a KvStore: the CUDA backend's device-resident cache).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string_view>
+#include <vector>
 
 #include "elastic/attention.h"
 #include "elastic/tensor.h"
@@ -23,6 +25,21 @@ struct Linear {
   int64_t cols = 0;
   DType dtype = DType::f32;
   std::shared_ptr<const void> impl;
+};
+
+// The K/V of one request kept in backend memory, in the row layout of KvCache (full heads:
+// row = position; SSA heads: rings of sink + window rows, KvHeadView::row). Made by
+// Backend::kv_store_create and used only through that backend's attention_forward_stored.
+class KvStore {
+ public:
+  virtual ~KvStore() = default;
+  // As KvCache::configure_layer: before the layer's first positions. modes: [Hkv].
+  virtual void configure_layer(int64_t layer, const std::vector<AttnMode>& modes,
+                               const SsaOptions& ssa) = 0;
+  // Positions stored for `layer`.
+  virtual int64_t length(int64_t layer) const = 0;
+  // Bytes of K and V storage allocated now.
+  virtual size_t bytes_allocated() const = 0;
 };
 
 class Backend {
@@ -61,6 +78,18 @@ class Backend {
   virtual void residual_forward(float* x, const float* delta, int64_t count) = 0;
   // All heads of one layer, each KV head in its mode (attention.h).
   virtual void attention_forward(const AttnArgs& args) = 0;
+
+  // Device-resident KV cache (optional). A backend that attends from its own memory returns a
+  // store for one request (layers x kv_heads heads of head_dim); null means the forward keeps
+  // the host KvCache and passes views of it in AttnArgs::past (the CPU backend).
+  virtual std::shared_ptr<KvStore> kv_store_create(int64_t /*layers*/, int64_t /*kv_heads*/,
+                                                   int64_t /*head_dim*/) {
+    return nullptr;
+  }
+  // attention_forward for `layer` with the past read from `store` (args.past is ignored), which
+  // then also holds positions pos0..pos0+n-1 of args.k / args.v. Only for stores this backend
+  // made; a backend without stores never receives the call.
+  virtual void attention_forward_stored(const AttnArgs& args, KvStore& store, int64_t layer);
 };
 
 // The CPU reference backend (OpenMP threads).

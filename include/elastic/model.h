@@ -89,7 +89,8 @@ struct Workspace {
 
 // State of one sequence: KV cache, routing decisions, attention options, scratch.
 struct Request {
-  KvCache cache;
+  KvCache cache;                     // host KV cache (unused when kv_store is set)
+  std::shared_ptr<KvStore> kv_store;  // the backend's own KV cache (device-resident), or null
   std::vector<LayerRoute> routes;  // [L] after the first prefill, empty before
   std::vector<AttnStats> prefill_stats;  // [L] attention stats of the first prefill (reports)
   AttnOptions attn;                // SSA sink/window etc., from the config by default

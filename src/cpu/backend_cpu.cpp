@@ -9,6 +9,13 @@
 #include "elastic/error.h"
 
 namespace elastic {
+
+// Backends that make KV stores override this; the forward calls it only with a store it got
+// from kv_store_create(), which returns null here.
+void Backend::attention_forward_stored(const AttnArgs&, KvStore&, int64_t) {
+  ELASTIC_CHECK_MSG(false, "attention_forward_stored on a backend that makes no KV store");
+}
+
 namespace {
 
 class CpuBackend final : public Backend {

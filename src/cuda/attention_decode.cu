@@ -5,8 +5,9 @@
 // [max(S*B, (pos/B - W + 1) * B), pos], each position read from its ring row. The key list of a
 // head is cut into splits of `keys_per_split`; a CTA (4 warps) handles one (split, KV head) for
 // all G query heads of that KV head: each warp walks keys, one key per iteration with lanes
-// holding d/32 contiguous elements, keeping an fp32 online softmax per query head; the warps and
+// holding max(d/32, 1) contiguous elements (d = 16: lanes 16..31 hold none), keeping an fp32 online softmax per query head; the warps and
 // then the splits are merged by max/sum rescaling (second kernel).
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -41,7 +42,8 @@ struct DecodeKernelParams {
 
 template <int D>
 __global__ void __launch_bounds__(32 * kDecodeWarps) decode_split_kernel(const DecodeKernelParams p) {
-  constexpr int E = D / 32;  // elements per lane
+  constexpr int E = D >= 32 ? D / 32 : 1;  // elements per lane
+  constexpr int kLanes = D / E;              // lanes holding elements (32, or 16 at d = 16)
   __shared__ float sq[kDecodeMaxGroup][D];
   __shared__ float wacc[kDecodeWarps][kDecodeMaxGroup][D];
   __shared__ float wstat[kDecodeWarps][kDecodeMaxGroup][2];
@@ -81,15 +83,15 @@ __global__ void __launch_bounds__(32 * kDecodeWarps) decode_split_kernel(const D
     float kv[E], vv[E];
 #pragma unroll
     for (int e = 0; e < E; ++e) {
-      kv[e] = __bfloat162float(head.k[row * D + lane * E + e]);
-      vv[e] = __bfloat162float(head.v[row * D + lane * E + e]);
+      kv[e] = lane < kLanes ? __bfloat162float(head.k[row * D + lane * E + e]) : 0.f;
+      vv[e] = lane < kLanes ? __bfloat162float(head.v[row * D + lane * E + e]) : 0.f;
     }
 #pragma unroll
     for (int h = 0; h < kDecodeMaxGroup; ++h) {
       if (h >= G) break;
       float dot = 0.f;
 #pragma unroll
-      for (int e = 0; e < E; ++e) dot += sq[h][lane * E + e] * kv[e];
+      for (int e = 0; e < E; ++e) dot += lane < kLanes ? sq[h][lane * E + e] * kv[e] : 0.f;
 #pragma unroll
       for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
       const float x = dot * p.scale_log2;
@@ -104,8 +106,9 @@ __global__ void __launch_bounds__(32 * kDecodeWarps) decode_split_kernel(const D
 #pragma unroll
   for (int h = 0; h < kDecodeMaxGroup; ++h) {
     if (h >= G) break;
+    if (lane < kLanes)
 #pragma unroll
-    for (int e = 0; e < E; ++e) wacc[warp][h][lane * E + e] = acc[h][e];
+      for (int e = 0; e < E; ++e) wacc[warp][h][lane * E + e] = acc[h][e];
     if (lane == 0) {
       wstat[warp][h][0] = m[h];
       wstat[warp][h][1] = l[h];
@@ -150,20 +153,46 @@ __global__ void __launch_bounds__(D) decode_merge_kernel(const DecodeKernelParam
     static_cast<__nv_bfloat16*>(p.out)[int64_t(hq) * D + c] = __float2bfloat16(x);
 }
 
+template <int D>
+void decode_launch(const DecodeKernelParams& kp, dim3 grid, int num_heads, cudaStream_t stream) {
+  decode_split_kernel<D><<<grid, 32 * kDecodeWarps, 0, stream>>>(kp);
+  ELASTIC_CUDA_CHECK(cudaGetLastError());
+  decode_merge_kernel<D><<<num_heads, D, 0, stream>>>(kp);
+  ELASTIC_CUDA_CHECK(cudaGetLastError());
+}
+
 }  // namespace detail
 
-DecodeAttnPlan decode_attention_plan(const DecodeAttnShape& shape, const DeviceKvHead* heads,
-                                     const AttnMode* modes, DeviceArena& arena,
-                                     cudaStream_t stream) {
+namespace {
+
+void check_decode_shape(const DecodeAttnShape& shape) {
   const int Hq = shape.num_heads, Hkv = shape.num_kv_heads, d = shape.head_dim;
   if (Hq <= 0 || Hkv <= 0 || Hq % Hkv != 0)
     throw Error("decode attention: num_heads must be a positive multiple of num_kv_heads");
   if (Hq / Hkv > detail::kDecodeMaxGroup)
     throw Error("decode attention: at most " + std::to_string(detail::kDecodeMaxGroup) +
                 " query heads per KV head on CUDA, got " + std::to_string(Hq / Hkv));
-  if (d != 64 && d != 128)
-    throw Error("decode attention: head_dim must be 64 or 128 on CUDA, got " + std::to_string(d));
+  if (d != 16 && d != 32 && d != 64 && d != 128)
+    throw Error("decode attention: head_dim must be 16, 32, 64 or 128 on CUDA, got " + std::to_string(d));
   if (shape.max_positions <= 0) throw Error("decode attention: max_positions must be positive");
+}
+
+// Split partials of the plan, from the arena.
+void alloc_partials(DecodeAttnPlan& plan, DeviceArena& arena) {
+  const DecodeAttnShape& s = plan.shape;
+  const int64_t need = (s.max_positions + detail::kDecodeKeysPerSplit - 1) / detail::kDecodeKeysPerSplit;
+  plan.max_splits = int(std::min<int64_t>(need, detail::kDecodeMaxSplits));
+  plan.part_stats = arena.alloc_array<float2>(size_t(s.num_heads) * size_t(plan.max_splits));
+  plan.part_acc = arena.alloc_array<float>(size_t(s.num_heads) * size_t(plan.max_splits) * size_t(s.head_dim));
+}
+
+}  // namespace
+
+DecodeAttnPlan decode_attention_plan(const DecodeAttnShape& shape, const DeviceKvHead* heads,
+                                     const AttnMode* modes, DeviceArena& arena,
+                                     cudaStream_t stream) {
+  check_decode_shape(shape);
+  const int Hkv = shape.num_kv_heads;
   DecodeAttnPlan plan;
   plan.shape = shape;
   plan.modes.assign(size_t(Hkv), AttnMode::fa);
@@ -177,17 +206,28 @@ DecodeAttnPlan decode_attention_plan(const DecodeAttnShape& shape, const DeviceK
     if (heads[h].ring && plan.modes[size_t(h)] != AttnMode::ssa)
       throw Error("decode attention: KV head " + std::to_string(h) + " is a ring buffer but not SSA");
   }
-  const int64_t need = (shape.max_positions + detail::kDecodeKeysPerSplit - 1) / detail::kDecodeKeysPerSplit;
-  plan.max_splits = int(std::min<int64_t>(need, detail::kDecodeMaxSplits));
   plan.modes_dev = arena.alloc_array<uint8_t>(size_t(Hkv));
   plan.heads = arena.alloc_array<DeviceKvHead>(size_t(Hkv));
-  plan.part_stats = arena.alloc_array<float2>(size_t(Hq) * size_t(plan.max_splits));
-  plan.part_acc = arena.alloc_array<float>(size_t(Hq) * size_t(plan.max_splits) * size_t(d));
+  alloc_partials(plan, arena);
   ELASTIC_CUDA_CHECK(cudaMemcpyAsync(plan.modes_dev, modes_u8.data(), modes_u8.size(),
                                      cudaMemcpyHostToDevice, stream));
   ELASTIC_CUDA_CHECK(cudaMemcpyAsync(plan.heads, heads, size_t(Hkv) * sizeof(DeviceKvHead),
                                      cudaMemcpyHostToDevice, stream));
   ELASTIC_CUDA_CHECK(cudaStreamSynchronize(stream));  // host copies die here
+  return plan;
+}
+
+DecodeAttnPlan decode_attention_plan_resident(const DecodeAttnShape& shape, DeviceKvHead* heads_dev,
+                                              uint8_t* modes_dev, const AttnMode* modes,
+                                              DeviceArena& arena) {
+  check_decode_shape(shape);
+  ELASTIC_CHECK(heads_dev != nullptr && modes_dev != nullptr && modes != nullptr);
+  DecodeAttnPlan plan;
+  plan.shape = shape;
+  plan.modes.assign(modes, modes + shape.num_kv_heads);
+  plan.modes_dev = modes_dev;
+  plan.heads = heads_dev;
+  alloc_partials(plan, arena);
   return plan;
 }
 
@@ -220,16 +260,12 @@ void decode_attention_run(const DecodeAttnPlan& plan, const DecodeAttnParams& p,
   kp.ssa_block = s.ssa.block;
   kp.ssa_local_blocks = s.ssa.local_blocks();
   const dim3 grid(kp.splits, s.num_kv_heads);
-  if (s.head_dim == 64) {
-    detail::decode_split_kernel<64><<<grid, 32 * detail::kDecodeWarps, 0, stream>>>(kp);
-    ELASTIC_CUDA_CHECK(cudaGetLastError());
-    detail::decode_merge_kernel<64><<<s.num_heads, 64, 0, stream>>>(kp);
-  } else {
-    detail::decode_split_kernel<128><<<grid, 32 * detail::kDecodeWarps, 0, stream>>>(kp);
-    ELASTIC_CUDA_CHECK(cudaGetLastError());
-    detail::decode_merge_kernel<128><<<s.num_heads, 128, 0, stream>>>(kp);
+  switch (s.head_dim) {
+    case 16: detail::decode_launch<16>(kp, grid, s.num_heads, stream); break;
+    case 32: detail::decode_launch<32>(kp, grid, s.num_heads, stream); break;
+    case 64: detail::decode_launch<64>(kp, grid, s.num_heads, stream); break;
+    default: detail::decode_launch<128>(kp, grid, s.num_heads, stream); break;
   }
-  ELASTIC_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace elastic::cuda

@@ -38,7 +38,7 @@ struct PrefillTraits {
   static constexpr int kKvElems = kBlockN * D;
   // Q tile + two stages of K and V.
   static constexpr size_t kTileSmemBytes = size_t(kQElems + 4 * kKvElems) * sizeof(__nv_bfloat16);
-  static_assert(D == 64 || D == 128, "head_dim 64 or 128");
+  static_assert(D == 16 || D == 32 || D == 64 || D == 128, "head_dim 16, 32, 64 or 128");
   static_assert(kBlockN % 16 == 0 && kBlockN <= 64 && 64 % kBlockN == 0,
                 "key tiles are 16-multiples dividing the 64-key bitmap granularity");
   static_assert((kBlockM * kChunks) % kThreads == 0 && (kBlockN * kChunks) % kThreads == 0,
@@ -51,6 +51,8 @@ struct PrefillTraits {
 // every K/V fragment read from shared memory feeds two MMAs, and reads Q from shared memory.
 // At d = 128 the 32-row x 64-key shape needs 352 bytes of spills (ptxas, sm_90a), the
 // 32-row x 32-key one none: the latter is the default; the others stay for the measurement.
+using PrefillD16 = PrefillTraits<16, 4, 2, 64>;     // small models (tinystories-656k)
+using PrefillD32 = PrefillTraits<32, 4, 2, 64>;     // small models (the engine-core fixtures)
 using PrefillD64 = PrefillTraits<64, 4, 2, 64>;     // 254 registers, no spills
 using PrefillD128 = PrefillTraits<128, 4, 2, 32>;   // 255 registers, 4 bytes spilled
 using PrefillD128N64 = PrefillTraits<128, 4, 2, 64>;  // variant 1: 352 bytes spilled
@@ -298,6 +300,8 @@ int prefill_effective_variant() {
 }
 
 int prefill_block_m(int head_dim) {
+  if (head_dim == 16) return PrefillD16::kBlockM;  // mma.sync only (wgmma kernel: d 64, 128)
+  if (head_dim == 32) return PrefillD32::kBlockM;
   const int v = prefill_effective_variant();
   if (v == 3 || v == 5) return 128;  // wgmma: 2 x m64
   if (head_dim == 64) return PrefillD64::kBlockM;
@@ -331,8 +335,8 @@ PrefillAttnPlan prefill_attention_plan(const PrefillAttnShape& shape, const Attn
     throw Error("prefill attention: n must be in [1, 2^30], got " + std::to_string(shape.n));
   if (Hq <= 0 || Hkv <= 0 || Hq % Hkv != 0)
     throw Error("prefill attention: num_heads must be a positive multiple of num_kv_heads");
-  if (d != 64 && d != 128)
-    throw Error("prefill attention: head_dim must be 64 or 128 on CUDA, got " + std::to_string(d));
+  if (d != 16 && d != 32 && d != 64 && d != 128)
+    throw Error("prefill attention: head_dim must be 16, 32, 64 or 128 on CUDA, got " + std::to_string(d));
   const SsaOptions& ssa = shape.opt.ssa;
   if (ssa.block <= 0 || ssa.sink_tokens < 0 || ssa.local_tokens <= 0)
     throw Error("prefill attention: SSA block/sink/local sizes must be positive");
@@ -376,6 +380,8 @@ PrefillAttnPlan prefill_attention_plan(const PrefillAttnShape& shape, const Attn
   plan.xa_head_count = int(xa_heads.size());
   if (!xa_heads.empty()) {
     const XaOptions& xa = shape.opt.xa;
+    if (d != 64 && d != 128)
+      throw Error("prefill attention: CUDA XA estimation needs head_dim 64 or 128, got " + std::to_string(d));
     if (xa.block <= 0 || xa.stride <= 0 || xa.block % xa.stride != 0)
       throw Error("prefill attention: XA block must be a positive multiple of the stride");
     const int64_t g = xa.block / xa.stride;
@@ -464,7 +470,11 @@ void prefill_attention_run(const PrefillAttnPlan& plan, const PrefillAttnParams&
                     "prefill attention: plan made for another tile shape");
   if (plan.xa_head_count > 0) detail::launch_xa_estimate(kp, plan.xa_head_count, stream);
   const int variant = detail::prefill_effective_variant();
-  if (variant == 3 || variant == 5) {
+  if (plan.shape.head_dim == 16)
+    detail::launch_prefill<detail::PrefillD16>(kp, plan.work_count, stream);
+  else if (plan.shape.head_dim == 32)
+    detail::launch_prefill<detail::PrefillD32>(kp, plan.work_count, stream);
+  else if (variant == 3 || variant == 5) {
     ELASTIC_CHECK_MSG(detail::wgmma_kernel_available(), "wgmma kernel needs sm_90a code and device");
     detail::launch_prefill_wgmma(kp, plan.work_count, stream, variant == 3);
   } else if (plan.shape.head_dim == 64)

@@ -2,7 +2,9 @@
 // (y[n, N] = x[n, K] W[N, K]^T with bf16 operands and fp32 accumulation/output; the fp32
 // activations are rounded to bf16 on the device first), the kernels of ops_cuda.cu, and the
 // fused attention of attention_cuda.h. Attention statistics (rho, XA masks) are filled exactly
-// as attention_cpu fills them, from the key sets the kernels use.
+// as attention_cpu fills them, from the key sets the kernels use. The KV cache of a request is a
+// CudaKvStore (bf16 rows on the device, SSA heads as rings): k/v never leave the device, and a
+// decode step reads the past straight from it.
 #include "elastic/cuda/backend_cuda.h"
 
 #include <cublasLt.h>
@@ -10,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -19,6 +22,7 @@
 #include "elastic/cuda/cuda_check.h"
 #include "elastic/dtype.h"
 #include "elastic/error.h"
+#include "elastic/kv_cache.h"
 #include "ops_cuda.h"
 
 #define ELASTIC_CUBLAS_CHECK(expr)                                                           \
@@ -38,6 +42,132 @@ struct CudaWeight {
 };
 
 constexpr size_t kLtWorkspaceBytes = size_t(32) << 20;
+
+bool head_dim_supported(int64_t d) { return d == 16 || d == 32 || d == 64 || d == 128; }
+
+// Device KV cache of one request: per (layer, KV head) K and V as bf16 rows of d, in KvCache's
+// layout and growth policy (exact after the first prefill, then steps of
+// max(kKvGrowRows, capacity / 4); ring heads hold at most sink + window rows). Invariant: the
+// device arrays views_ and modes_ mirror heads_ and the configured modes of every layer.
+class CudaKvStore final : public KvStore {
+ public:
+  using Alloc = std::function<std::shared_ptr<void>(size_t)>;
+  CudaKvStore(int64_t layers, int64_t kv_heads, int64_t head_dim, Alloc alloc)
+      : layers_(layers), kv_heads_(kv_heads), d_(head_dim), alloc_(std::move(alloc)),
+        heads_(size_t(layers * kv_heads)), modes_host_(size_t(layers * kv_heads), uint8_t(AttnMode::fa)),
+        lengths_(size_t(layers), 0) {
+    ELASTIC_CHECK(layers > 0 && kv_heads > 0 && head_dim > 0);
+    views_ = alloc_(heads_.size() * sizeof(cuda::DeviceKvHead));
+    modes_ = alloc_(heads_.size());
+    ELASTIC_CUDA_CHECK(cudaMemcpy(modes_.get(), modes_host_.data(), modes_host_.size(), cudaMemcpyHostToDevice));
+    for (int64_t l = 0; l < layers; ++l) upload_views(l);
+  }
+
+  void configure_layer(int64_t layer, const std::vector<AttnMode>& modes, const SsaOptions& ssa) override {
+    ELASTIC_CHECK(layer >= 0 && layer < layers_ && int64_t(modes.size()) == kv_heads_);
+    ELASTIC_CHECK_MSG(lengths_[size_t(layer)] == 0, "configure_layer after the layer holds positions");
+    for (int64_t h = 0; h < kv_heads_; ++h) {
+      Head& hd = head(layer, h);
+      hd.ring = modes[size_t(h)] == AttnMode::ssa;
+      hd.sink = hd.ring ? ssa.kept_sink_tokens() : 0;
+      hd.window = hd.ring ? ssa.kept_window_tokens() : 0;
+      if (hd.ring && hd.window <= 0) throw Error("KV cache: SSA head needs a local window > 0");
+      modes_host_[size_t(layer * kv_heads_ + h)] = uint8_t(modes[size_t(h)]);
+    }
+    ELASTIC_CUDA_CHECK(cudaMemcpy(modes_dev(layer), &modes_host_[size_t(layer * kv_heads_)], size_t(kv_heads_),
+                                  cudaMemcpyHostToDevice));
+    upload_views(layer);
+  }
+  int64_t length(int64_t layer) const override { return lengths_[size_t(layer)]; }
+  size_t bytes_allocated() const override {
+    size_t rows = 0;
+    for (const Head& h : heads_) rows += size_t(h.capacity);
+    return rows * 2 * size_t(d_) * sizeof(__nv_bfloat16);
+  }
+
+  // Stores positions pos0..pos0+n-1 of every head of `layer`; k, v: [n, Hkv, d] fp32 device.
+  void append(int64_t layer, const float* k, const float* v, int64_t pos0, int64_t n, cudaStream_t stream) {
+    ELASTIC_CHECK(layer >= 0 && layer < layers_);
+    ELASTIC_CHECK_MSG(pos0 == lengths_[size_t(layer)], "KV cache append must continue the sequence");
+    bool moved = false;
+    for (int64_t h = 0; h < kv_heads_; ++h) moved |= reserve(head(layer, h), pos0 + n, stream);
+    if (moved) upload_views(layer);
+    for (int64_t first = 0; first < kv_heads_; first += cuda::kKvAppendMaxHeads) {
+      cuda::KvAppendHeads a{};
+      a.first = int32_t(first);
+      a.count = int32_t(std::min<int64_t>(cuda::kKvAppendMaxHeads, kv_heads_ - first));
+      for (int j = 0; j < a.count; ++j) {
+        const Head& hd = head(layer, first + j);
+        a.k[j] = static_cast<__nv_bfloat16*>(hd.k.get());
+        a.v[j] = static_cast<__nv_bfloat16*>(hd.v.get());
+        a.sink[j] = hd.sink;
+        a.window[j] = hd.window;
+        a.ring[j] = hd.ring ? 1 : 0;
+      }
+      cuda::kv_append_launch(a, k, v, n, kv_heads_, d_, pos0, stream);
+    }
+    lengths_[size_t(layer)] = pos0 + n;
+  }
+
+  // [Hkv] device views and modes of `layer`.
+  cuda::DeviceKvHead* views_dev(int64_t layer) {
+    return static_cast<cuda::DeviceKvHead*>(views_.get()) + layer * kv_heads_;
+  }
+  uint8_t* modes_dev(int64_t layer) { return static_cast<uint8_t*>(modes_.get()) + layer * kv_heads_; }
+
+ private:
+  struct Head {
+    std::shared_ptr<void> k, v;  // [capacity, d] bf16
+    int64_t capacity = 0;        // rows
+    bool ring = false;
+    int64_t sink = 0, window = 0;
+  };
+  Head& head(int64_t layer, int64_t h) { return heads_[size_t(layer * kv_heads_ + h)]; }
+
+  // Room for `positions` positions; returns whether the rows moved (a new allocation). Rows keep
+  // their place: a ring grows only before it wraps, when its rows are the identity.
+  bool reserve(Head& h, int64_t positions, cudaStream_t stream) {
+    int64_t need = positions;
+    if (h.ring) need = std::min(need, h.sink + h.window);
+    if (need <= h.capacity) return false;
+    const int64_t step = std::max(kKvGrowRows, h.capacity / 4);
+    int64_t cap = h.capacity == 0 ? need : std::max(need, h.capacity + step);
+    if (h.ring) cap = std::min(cap, h.sink + h.window);
+    const size_t row_bytes = size_t(d_) * sizeof(__nv_bfloat16);
+    std::shared_ptr<void> k = alloc_(size_t(cap) * row_bytes), v = alloc_(size_t(cap) * row_bytes);
+    if (h.capacity > 0) {
+      ELASTIC_CUDA_CHECK(cudaMemcpyAsync(k.get(), h.k.get(), size_t(h.capacity) * row_bytes,
+                                         cudaMemcpyDeviceToDevice, stream));
+      ELASTIC_CUDA_CHECK(cudaMemcpyAsync(v.get(), h.v.get(), size_t(h.capacity) * row_bytes,
+                                         cudaMemcpyDeviceToDevice, stream));
+      ELASTIC_CUDA_CHECK(cudaStreamSynchronize(stream));  // the old rows are freed below
+    }
+    h.k = std::move(k);
+    h.v = std::move(v);
+    h.capacity = cap;
+    return true;
+  }
+
+  void upload_views(int64_t layer) {
+    std::vector<cuda::DeviceKvHead> views(static_cast<size_t>(kv_heads_));
+    for (int64_t h = 0; h < kv_heads_; ++h) {
+      const Head& hd = head(layer, h);
+      views[size_t(h)] = cuda::DeviceKvHead{static_cast<const __nv_bfloat16*>(hd.k.get()),
+                                            static_cast<const __nv_bfloat16*>(hd.v.get()), hd.sink,
+                                            hd.window, hd.ring ? 1 : 0};
+    }
+    ELASTIC_CUDA_CHECK(cudaMemcpy(views_dev(layer), views.data(), views.size() * sizeof(cuda::DeviceKvHead),
+                                  cudaMemcpyHostToDevice));
+  }
+
+  int64_t layers_, kv_heads_, d_;
+  Alloc alloc_;
+  std::vector<Head> heads_;          // [L * Hkv]
+  std::vector<uint8_t> modes_host_;  // [L * Hkv] AttnMode values
+  std::vector<int64_t> lengths_;     // [L]
+  std::shared_ptr<void> views_;      // [L, Hkv] cuda::DeviceKvHead
+  std::shared_ptr<void> modes_;      // [L, Hkv] uint8
+};
 
 class CudaBackend final : public Backend {
  public:
@@ -148,14 +278,8 @@ class CudaBackend final : public Backend {
   }
 
   void attention_forward(const AttnArgs& a) override {
-    const int64_t Hkv = a.num_kv_heads, d = a.head_dim, n = a.n;
-    if (d != 64 && d != 128)
-      throw Error("CUDA backend: attention head_dim " + std::to_string(d) + " is unsupported (64 or 128)");
-    std::vector<AttnMode> modes(size_t(Hkv), AttnMode::fa);
-    for (int64_t h = 0; h < Hkv; ++h) {
-      if (a.modes) modes[size_t(h)] = a.modes[h];
-      if (modes[size_t(h)] == AttnMode::xa && n == 1) modes[size_t(h)] = AttnMode::fa;  // SPEC §4
-    }
+    const std::vector<AttnMode> modes = effective_modes(a);
+    const int64_t n = a.n;
     if (a.pos0 == 0)
       prefill(a, modes);
     else if (n == 1)
@@ -165,7 +289,42 @@ class CudaBackend final : public Backend {
     done();
   }
 
+  std::shared_ptr<KvStore> kv_store_create(int64_t layers, int64_t kv_heads, int64_t head_dim) override {
+    return std::make_shared<CudaKvStore>(layers, kv_heads, head_dim,
+                                         [this](size_t bytes) { return raw_alloc(bytes); });
+  }
+
+  void attention_forward_stored(const AttnArgs& a, KvStore& kv, int64_t layer) override {
+    auto* store = dynamic_cast<CudaKvStore*>(&kv);
+    ELASTIC_CHECK_MSG(store != nullptr, "KV store made by another backend");
+    ELASTIC_CHECK_MSG(store->length(layer) == a.pos0, "KV store length differs from the chunk's pos0");
+    const std::vector<AttnMode> modes = effective_modes(a);
+    if (a.pos0 == 0) {
+      prefill(a, modes);
+      store->append(layer, a.k, a.v, 0, a.n, stream_);
+    } else if (a.n == 1) {
+      store->append(layer, a.k, a.v, a.pos0, 1, stream_);  // the decode kernel reads the new key too
+      decode_stored(a, modes, *store, layer);
+    } else {
+      throw Error("CUDA backend: chunked prefill (pos0 > 0 with n > 1) is unsupported");
+    }
+    done();
+  }
+
  private:
+  // The modes attention runs: a.modes (null = all FA), XA as FA for a single query (SPEC §4).
+  static std::vector<AttnMode> effective_modes(const AttnArgs& a) {
+    if (!head_dim_supported(a.head_dim))
+      throw Error("CUDA backend: attention head_dim " + std::to_string(a.head_dim) +
+                  " is unsupported (16, 32, 64 or 128)");
+    std::vector<AttnMode> modes(size_t(a.num_kv_heads), AttnMode::fa);
+    for (int64_t h = 0; h < a.num_kv_heads; ++h) {
+      if (a.modes) modes[size_t(h)] = a.modes[h];
+      if (modes[size_t(h)] == AttnMode::xa && a.n == 1) modes[size_t(h)] = AttnMode::fa;
+    }
+    return modes;
+  }
+
   std::shared_ptr<void> raw_alloc(size_t bytes) {
     void* p = nullptr;
     if (opt_.host_visible)
@@ -321,6 +480,26 @@ class CudaBackend final : public Backend {
     p.scale = a.scale;
     cuda::decode_attention_run(plan, p, stream_);
     ELASTIC_CUDA_CHECK(cudaStreamSynchronize(stream_));  // host buffers above are freed on return
+    if (a.stats) fill_stats(a, modes, {}, 0, 0);
+  }
+
+  // One query against the device KV store (its new key already appended): no host traffic, no
+  // synchronisation.
+  void decode_stored(const AttnArgs& a, const std::vector<AttnMode>& modes, CudaKvStore& store, int64_t layer) {
+    const int64_t Hq = a.num_heads, d = a.head_dim, pos = a.pos0;
+    cuda::DeviceArena& ar = arena(size_t(Hq * d) * 2 + size_t(Hq) * size_t(d + 2) * 4 * 256 + (size_t(1) << 20));
+    auto* q = ar.alloc_array<__nv_bfloat16>(size_t(Hq * d));
+    cuda::f32_to_bf16_launch(q, a.q, Hq * d, stream_);
+    const cuda::DecodeAttnShape shape{int(Hq), int(a.num_kv_heads), int(d), pos + 1, a.opt.ssa};
+    const cuda::DecodeAttnPlan plan =
+        cuda::decode_attention_plan_resident(shape, store.views_dev(layer), store.modes_dev(layer), modes.data(), ar);
+    cuda::DecodeAttnParams p;
+    p.q = q;
+    p.out = a.out;
+    p.out_fp32 = true;
+    p.pos = pos;
+    p.scale = a.scale;
+    cuda::decode_attention_run(plan, p, stream_);
     if (a.stats) fill_stats(a, modes, {}, 0, 0);
   }
 

@@ -6,7 +6,8 @@
 //   B 16x8 "col":      b[0] = (k 2t..2t+1, n g), b[1] = (k 2t+8.., n g)
 //   C 16x8 fp32:       c[0..1] = (g, 2t..2t+1), c[2..3] = (g+8, 2t..2t+1)
 // Tiles in shared memory are rows of D bf16 (D/8 chunks of 16 bytes); chunk c of row r is stored
-// at chunk c ^ (r % 8), so the 8 row addresses of one ldmatrix hit 8 distinct bank groups.
+// at chunk c ^ (r % 8), so the 8 row addresses of one ldmatrix hit 8 distinct bank groups. Rows
+// of fewer than 8 chunks (d = 16, 32) XOR with r % chunks, which stays inside the row.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -18,9 +19,10 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// Element offset of (row, column col8 * 8) in a swizzled tile with `chunks` 16-byte chunks per row.
+// Element offset of (row, column col8 * 8) in a swizzled tile with `chunks` (a power of two)
+// 16-byte chunks per row.
 __device__ __forceinline__ int swz(int row, int col8, int chunks) {
-  return row * chunks * 8 + ((col8 ^ (row & 7)) << 3);
+  return row * chunks * 8 + ((col8 ^ (row & (chunks < 8 ? chunks - 1 : 7))) << 3);
 }
 
 // 16-byte async copy global -> shared; bytes beyond `src_bytes` (0 or 16) are zero-filled.

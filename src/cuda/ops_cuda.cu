@@ -139,4 +139,32 @@ void bias_add_launch(float* y, const float* bias, int64_t rows, int64_t cols, cu
   ELASTIC_CUDA_CHECK(cudaGetLastError());
 }
 
+namespace {
+
+__global__ void kv_append_kernel(const KvAppendHeads heads, const float* k, const float* v, int64_t n,
+                                 int64_t kv_heads, int64_t d, int64_t pos0) {
+  const int64_t count = n * heads.count * d;
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < count;
+       idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = idx / (heads.count * d), j = (idx / d) % heads.count, c = idx % d;
+    const int64_t pos = pos0 + i, sink = heads.sink[j], window = heads.window[j];
+    const bool ring = heads.ring[j] != 0;
+    if (ring && pos >= sink && i < n - window) continue;  // overwritten later in this chunk
+    const int64_t row = (!ring || pos < sink) ? pos : sink + (pos - sink) % window;
+    const int64_t src = (i * kv_heads + heads.first + j) * d + c;
+    heads.k[j][row * d + c] = __float2bfloat16_rn(k[src]);
+    heads.v[j][row * d + c] = __float2bfloat16_rn(v[src]);
+  }
+}
+
+}  // namespace
+
+void kv_append_launch(const KvAppendHeads& heads, const float* k, const float* v, int64_t n,
+                      int64_t kv_heads, int64_t d, int64_t pos0, cudaStream_t stream) {
+  const int64_t count = n * heads.count * d;
+  if (count == 0) return;
+  kv_append_kernel<<<grid_for(count), kThreads, 0, stream>>>(heads, k, v, n, kv_heads, d, pos0);
+  ELASTIC_CUDA_CHECK(cudaGetLastError());
+}
+
 }  // namespace elastic::cuda

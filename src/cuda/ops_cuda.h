@@ -32,4 +32,23 @@ void residual_launch(float* x, const float* delta, int64_t count, cudaStream_t s
 // y[r, c] += bias[c]; y: [rows, cols].
 void bias_add_launch(float* y, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream);
 
+
+// Up to kKvAppendMaxHeads KV heads of one layer of a device KV cache (bf16 rows of d): head
+// first + j has rows k[j], v[j]; ring heads map positions as KvHeadView::row.
+constexpr int kKvAppendMaxHeads = 16;
+struct KvAppendHeads {
+  __nv_bfloat16* k[kKvAppendMaxHeads];
+  __nv_bfloat16* v[kKvAppendMaxHeads];
+  int64_t sink[kKvAppendMaxHeads];
+  int64_t window[kKvAppendMaxHeads];
+  int32_t ring[kKvAppendMaxHeads];
+  int32_t first = 0;  // KV head index of entry 0
+  int32_t count = 0;  // entries used
+};
+// Stores positions pos0..pos0+n-1 of heads first..first+count-1 from k, v: [n, kv_heads, d] fp32
+// as bf16 rows. Ring heads write only the positions that survive the chunk (sinks and the last
+// `window` positions), so no two writes of one launch share a row.
+void kv_append_launch(const KvAppendHeads& heads, const float* k, const float* v, int64_t n,
+                      int64_t kv_heads, int64_t d, int64_t pos0, cudaStream_t stream);
+
 }  // namespace elastic::cuda

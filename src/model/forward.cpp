@@ -8,7 +8,8 @@
 //   logits = rmsnorm(x) Wlm^T
 //
 // Invariants: all activations fp32; positions of the chunk are request.length.. ; the KV cache
-// of every layer holds exactly the positions before the chunk when its attention runs.
+// of every layer (the host KvCache, or the backend's KvStore when it makes one) holds exactly
+// the positions before the chunk when its attention runs.
 #include <algorithm>
 #include <cstring>
 
@@ -79,7 +80,8 @@ void mlp_block_forward(Backend& be, float* x, float* xn, float* proj, float* gat
 Request request_start(const Model& model, RoutingPolicy* routing) {
   const ModelConfig& c = model.config;
   Request r;
-  r.cache = KvCache(c.num_layers, c.num_kv_heads, c.head_dim);
+  r.kv_store = model.backend->kv_store_create(c.num_layers, c.num_kv_heads, c.head_dim);
+  if (!r.kv_store) r.cache = KvCache(c.num_layers, c.num_kv_heads, c.head_dim);
   r.attn.ssa.sink_tokens = c.elastic.sink_size;
   r.attn.ssa.local_tokens = c.elastic.local_window_size;
   r.routing = routing;
@@ -134,18 +136,22 @@ const std::vector<float>& model_prefill(const Model& model, Request& req, const 
       if (static_cast<int64_t>(route.modes.size()) != Hkv)
         throw Error("routing policy returned " + std::to_string(route.modes.size()) +
                     " modes for layer " + std::to_string(l) + " (expected " + std::to_string(Hkv) + ")");
-      req.cache.configure_layer(l, route.modes, req.attn.ssa);
+      if (req.kv_store)
+        req.kv_store->configure_layer(l, route.modes, req.attn.ssa);
+      else
+        req.cache.configure_layer(l, route.modes, req.attn.ssa);
     }
     be.rope_forward(q, cos, sin, n, Hq, d);
     be.rope_forward(k, cos, sin, n, Hkv, d);
 
-    std::vector<KvHeadView> past = req.cache.views(l);
+    std::vector<KvHeadView> past;
+    if (!req.kv_store) past = req.cache.views(l);
     AttnArgs a;
     a.out = att;  // [n, Hq, d]
     a.q = q;
     a.k = k;
     a.v = v;
-    a.past = past.data();
+    a.past = req.kv_store ? nullptr : past.data();
     a.modes = route.modes.data();
     a.n = n;
     a.pos0 = pos0;
@@ -154,8 +160,12 @@ const std::vector<float>& model_prefill(const Model& model, Request& req, const 
     a.head_dim = d;
     a.opt = req.attn;
     a.stats = first_prefill ? &req.prefill_stats[static_cast<size_t>(l)] : nullptr;
-    be.attention_forward(a);
-    req.cache.append(l, k, v, pos0, n);
+    if (req.kv_store) {
+      be.attention_forward_stored(a, *req.kv_store, l);  // appends k, v to the store
+    } else {
+      be.attention_forward(a);
+      req.cache.append(l, k, v, pos0, n);
+    }
 
     be.linear_forward(proj, att, w.o_proj, w.o_bias, n);  // proj: [n, D]
     be.residual_forward(x, proj, n * D);

@@ -201,6 +201,22 @@ TEST(CudaPrefillAttention, DenseOddLengthsGqaAndHeadDims) {
   run_prefill_case({1025, 8, 1, 128, {FA}, o, /*out_bf16=*/true}, 5);
 }
 
+// Small head dims (the engine-core fixtures: d = 32; tinystories-656k: d = 16) run the mma.sync
+// kernel whatever the default; FA and SSA, odd lengths, G = 1 / 2 / 4.
+TEST(CudaPrefillAttention, SmallHeadDims16And32) {
+  REQUIRE_GPU();
+  const AttnOptions o = small_blocks(32, 32, 96, 64, 16);
+  run_prefill_case({1, 4, 4, 16, {FA, FA, FA, FA}, o}, 71);
+  run_prefill_case({77, 8, 4, 16, {FA, SSA, FA, SSA}, o}, 72);   // G = 2
+  run_prefill_case({301, 8, 2, 32, {SSA, FA}, o}, 73);           // G = 4
+  run_prefill_case({129, 4, 4, 32, {FA, FA, FA, FA}, o, /*out_bf16=*/true}, 74);
+  AttnOptions xa = o;
+  std::vector<AttnMode> m = {XA};
+  cuda::DeviceArena arena(size_t(16) << 20);
+  EXPECT_THROW(cuda::prefill_attention_plan({64, 2, 1, 32, xa}, m.data(), arena, nullptr), Error)
+      << "XA estimation needs d 64 or 128 and must say so";
+}
+
 TEST(CudaPrefillAttention, StreamingSparse) {
   REQUIRE_GPU();
   run_prefill_case({1000, 8, 1, 128, {SSA}, small_blocks(64, 64, 256, 64, 16)}, 11);
@@ -240,11 +256,13 @@ TEST(CudaPrefillAttention, KernelVariants) {
   cuda::detail::set_prefill_variant(0);
 }
 
-// Small shapes for compute-sanitizer (memcheck / racecheck): every mode, both head dims.
+// Small shapes for compute-sanitizer (memcheck / racecheck): every mode, every head dim.
 TEST(CudaSanitizerSmall, AllModes) {
   REQUIRE_GPU();
   run_prefill_case({150, 4, 2, 64, {SSA, XA}, small_blocks(32, 32, 64, 32, 8)}, 41);
   run_prefill_case({130, 4, 2, 128, {FA, XA}, small_blocks(64, 64, 64, 64, 16)}, 42);
+  run_prefill_case({140, 4, 2, 32, {FA, SSA}, small_blocks(32, 32, 64, 32, 8)}, 44);  // mma.sync d = 32
+  run_prefill_case({90, 4, 2, 16, {SSA, FA}, small_blocks(32, 32, 64, 32, 8)}, 45);   // mma.sync d = 16
   // Both kernel families whatever the default: mma.sync (4), wgmma with both row blocks live (3).
   std::vector<int> variants = {4};
   if (cuda::detail::wgmma_kernel_available()) variants.push_back(3);
@@ -339,6 +357,8 @@ TEST(CudaDecodeAttention, FullAndRingCaches) {
   run_decode_case(999, 32, 8, 128, {FA, SSA, XA, SSA, FA, SSA, SSA, FA}, ssa, 53);
   run_decode_case(5000, 8, 1, 128, {SSA}, ssa, 54);
   run_decode_case(70000, 4, 4, 64, {FA, SSA, FA, FA}, ssa, 55);  // more keys than one split wave
+  run_decode_case(777, 8, 4, 16, {FA, SSA, FA, SSA}, ssa, 56);    // d = 16: lanes 16..31 idle
+  run_decode_case(401, 8, 2, 32, {SSA, FA}, ssa, 57);
 }
 
 // Golden raw-attention fixtures: q/k/v bf16 in [H, n, d] (strided access), outputs from float64.

@@ -227,8 +227,8 @@ TEST(CudaBackendOps, AttentionPrefillStatsAndUnsupportedShapes) {
   bad.n = 4;
   bad.num_heads = 2;
   bad.num_kv_heads = 1;
-  bad.head_dim = 32;
-  EXPECT_THROW(gpu->attention_forward(bad), Error);  // head_dim 32: unsupported, says so
+  bad.head_dim = 48;
+  EXPECT_THROW(gpu->attention_forward(bad), Error);  // head_dim 48: unsupported, says so
 }
 
 std::vector<float> tensor_f32(const WeightStore& ws, const std::string& name) { return ws.get(name).to_f32(); }

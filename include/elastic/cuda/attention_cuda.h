@@ -33,7 +33,7 @@ struct PrefillAttnShape {
   int64_t n = 0;  // tokens, positions 0..n-1 (whole-prompt prefill)
   int num_heads = 0;
   int num_kv_heads = 0;
-  int head_dim = 0;  // 64 or 128
+  int head_dim = 0;  // 16, 32 (mma.sync), 64 or 128 (wgmma on sm_90a); XA heads: 64 or 128
   AttnOptions opt;
 };
 
@@ -92,7 +92,7 @@ struct DeviceKvHead {
 struct DecodeAttnShape {
   int num_heads = 0;
   int num_kv_heads = 0;
-  int head_dim = 0;          // 64 or 128
+  int head_dim = 0;          // 16, 32, 64 or 128
   int64_t max_positions = 0;  // largest pos + 1 this plan serves
   SsaOptions ssa;             // the block rule of SSA heads
 };
@@ -112,6 +112,14 @@ struct DecodeAttnPlan {
 DecodeAttnPlan decode_attention_plan(const DecodeAttnShape& shape, const DeviceKvHead* heads,
                                      const AttnMode* modes, DeviceArena& arena,
                                      cudaStream_t stream);
+
+// As decode_attention_plan, for head views and modes already in device memory that outlive the
+// plan (a device-resident KV cache, whose owner checked the views): no copies and no
+// synchronisation. heads_dev: [Hkv] device; modes_dev: [Hkv] device uint8 (AttnMode values);
+// modes: [Hkv] host, the same modes.
+DecodeAttnPlan decode_attention_plan_resident(const DecodeAttnShape& shape, DeviceKvHead* heads_dev,
+                                              uint8_t* modes_dev, const AttnMode* modes,
+                                              DeviceArena& arena);
 
 struct DecodeAttnParams {
   const __nv_bfloat16* q = nullptr;  // [Hq, d] the query at position pos (after RoPE)
