@@ -3,10 +3,15 @@
 // fused hybrid attention. Activations stay fp32 as the interface prescribes; linear layers and
 // attention round their inputs to bf16 on the device.
 //
-// Attention support: whole-prompt prefill (pos0 = 0, any modes, stats filled like the CPU's) and
-// single-token decode (n = 1) whose past K/V come from the forward's host KV cache (uploaded per
-// call: a correctness path, not a fast one). Chunked prefill (pos0 > 0, n > 1) throws
-// elastic::Error ("unsupported"), never computes something different.
+// KV cache: the backend makes each request's KvStore (kv_store_create): bf16 K/V rows on the
+// device (SSA heads as sink + window rings), appended after prefill and before each decode step,
+// read in place by the decode kernel; k/v never go to the host.
+//
+// Attention support: head_dim 16, 32, 64, 128 (XA heads: 64, 128); whole-prompt prefill
+// (pos0 = 0, any modes, stats filled like the CPU's) and single-token decode (n = 1), from the
+// KvStore (attention_forward_stored) or, for a direct attention_forward call, from host
+// KvHeadViews in AttnArgs::past (uploaded per call: a correctness path). Chunked prefill
+// (pos0 > 0, n > 1) throws elastic::Error ("unsupported"), never computes something different.
 #pragma once
 
 #include <memory>
@@ -17,8 +22,8 @@ namespace elastic {
 
 struct CudaBackendOptions {
   // Managed memory and a device sync after every op, so host code may read and write the
-  // buffers (today's forward reads k/v on the host for the KV cache and the router). Plain
-  // cudaMalloc and asynchronous ops when false.
+  // buffers (the router reads k on the host). Plain cudaMalloc and asynchronous ops when false
+  // (dense or static routing: the whole forward then stays on the device).
   bool host_visible = false;
 };
 
