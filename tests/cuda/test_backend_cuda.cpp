@@ -344,7 +344,8 @@ TEST_P(CudaElasticGolden, RoutingSparsityAndLogits) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaElasticGolden,
-                         ::testing::Values("elastic-qwen3-fa-ssa", "elastic-qwen3-fa-xa", "elastic-qwen3-xa-ssa"));
+                         ::testing::Values("elastic-qwen3-fa-ssa", "elastic-qwen3-fa-xa", "elastic-qwen3-xa-ssa",
+                                           "elastic-qwen3-fa-ssa-bias"));
 
 }  // namespace
 }  // namespace elastic
