@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "elastic/error.h"
+#include "elastic/sampling.h"
 
 namespace elastic::cli {
 
@@ -55,6 +56,19 @@ inline std::vector<int64_t> parse_ids(const std::string& opt, const std::string&
   flush();
   if (ids.empty()) throw Error("option " + opt + ": expected token ids such as \"1 2 3\", got none");
   return ids;
+}
+
+// Sampling options shared by generate and chat: --temp --top-k --top-p --min-p --seed. When
+// argv[i] is one of them, consumes it and its value (advancing i) and returns true.
+inline bool sampling_options_parse(SamplingParams& sp, int argc, char** argv, int& i) {
+  const std::string a = argv[i];
+  if (a == "--temp") sp.temperature = parse_float(a, option_value(argc, argv, i));
+  else if (a == "--top-k") sp.top_k = parse_int(a, option_value(argc, argv, i), 0);
+  else if (a == "--top-p") sp.top_p = parse_float(a, option_value(argc, argv, i));
+  else if (a == "--min-p") sp.min_p = parse_float(a, option_value(argc, argv, i));
+  else if (a == "--seed") sp.seed = static_cast<uint64_t>(parse_int(a, option_value(argc, argv, i), 0));
+  else return false;
+  return true;
 }
 
 // -t N: OpenMP threads for every op (0 = all cores).

@@ -53,16 +53,7 @@ int cmd_chat(int argc, char** argv) {
       system = option_value(argc, argv, i);
     } else if (a == "-n" || a == "--n-predict") {
       gen.max_new_tokens = parse_int(a, option_value(argc, argv, i), 1);
-    } else if (a == "--temp") {
-      sp.temperature = parse_float(a, option_value(argc, argv, i));
-    } else if (a == "--top-k") {
-      sp.top_k = parse_int(a, option_value(argc, argv, i), 0);
-    } else if (a == "--top-p") {
-      sp.top_p = parse_float(a, option_value(argc, argv, i));
-    } else if (a == "--min-p") {
-      sp.min_p = parse_float(a, option_value(argc, argv, i));
-    } else if (a == "--seed") {
-      sp.seed = static_cast<uint64_t>(parse_int(a, option_value(argc, argv, i), 0));
+    } else if (sampling_options_parse(sp, argc, argv, i)) {
     } else if (a == "-t" || a == "--threads") {
       set_threads(parse_int(a, option_value(argc, argv, i), 0));
     } else if (!elastic_options_parse(eo, argc, argv, i)) {

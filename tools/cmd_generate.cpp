@@ -77,16 +77,7 @@ int cmd_generate(int argc, char** argv) {
       if (stops.back().empty()) throw Error("option --stop: the stop string must not be empty");
     } else if (a == "-n" || a == "--n-predict") {
       gen.max_new_tokens = parse_int(a, option_value(argc, argv, i), 0);
-    } else if (a == "--temp") {
-      sp.temperature = parse_float(a, option_value(argc, argv, i));
-    } else if (a == "--top-k") {
-      sp.top_k = parse_int(a, option_value(argc, argv, i), 0);
-    } else if (a == "--top-p") {
-      sp.top_p = parse_float(a, option_value(argc, argv, i));
-    } else if (a == "--min-p") {
-      sp.min_p = parse_float(a, option_value(argc, argv, i));
-    } else if (a == "--seed") {
-      sp.seed = static_cast<uint64_t>(parse_int(a, option_value(argc, argv, i), 0));
+    } else if (sampling_options_parse(sp, argc, argv, i)) {
     } else if (a == "--ignore-eos") {
       gen.stop_at_eos = false;
     } else if (a == "--json") {
@@ -175,6 +166,7 @@ int cmd_generate(int argc, char** argv) {
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("\n");
+    std::fflush(stdout);  // the newline before the stderr summary when both go to a terminal
     std::fprintf(stderr,
                  "prompt %lld tokens, prefill %.1f tok/s; generated %lld tokens%s, decode %.1f tok/s\n",
                  (long long)st.prompt_tokens, prefill_tps, (long long)st.generated_tokens,
