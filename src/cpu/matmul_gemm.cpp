@@ -61,7 +61,7 @@ void gemm_tile(int64_t kc, const float* a, const typename PanelRow<D>::Elem* b, 
 }
 
 // The last row panel of x may hold fewer than kRows rows: it runs a tile of the next multiple
-// of kRows / 3 rows instead (n = 5 on AVX-512: 8 rows of work instead of 12).
+// of kRows / 3 rows instead (AVX-512, n = 100: the last panel of 4 rows runs a 4-row tile).
 template <DType D>
 using TileFn = void (*)(int64_t, const float*, const typename PanelRow<D>::Elem*, float*, int64_t,
                         int, int, bool, const float*);
