@@ -1,17 +1,17 @@
 // Measured machine peaks, the denominators of the achieved fractions `elastic bench` and
 // bench_matmul report. Both run on all requested threads (OpenMP) and return the best of many
 // short timed units (so a machine shared with other processes still yields its undisturbed
-// peak); each call takes well under a second (~0.1-0.2 s).
+// peak); each call takes well under a second.
 #pragma once
 
 namespace elastic {
 
 // Streaming READ bandwidth from DRAM in GB/s (1e9 bytes per second). Counts the bytes loaded,
-// nothing else: a 256 MiB buffer (8x this machine's 32 MiB L3, on 2 MiB pages where the kernel
-// grants them, like the packed matmul weights) is first written by the threads that will read
-// it, then read three times over in 32 MiB chunks, each chunk split into contiguous per-thread
-// parts read with the widest vector loads; the figure is 32 MiB / the fastest chunk's time
-// (barrier to barrier). threads = 0: omp_get_max_threads().
+// nothing else: a 1 GiB buffer (on 2 MiB pages where the kernel grants them, like the packed
+// matmul weights) is first filled with pseudo-random data by the threads that will read it,
+// then read twice over in 128 MiB chunks (larger than any L3 the VM may sit on), each chunk
+// split into contiguous per-thread parts read with the widest vector loads; the figure is
+// 128 MiB / the fastest chunk's time (barrier to barrier). threads = 0: omp_get_max_threads().
 double measure_memory_bandwidth_gbs(int threads = 0);
 
 // fp32 fused-multiply-add throughput in GFLOP/s (1e9 FLOP per second), counting 2 FLOP per lane
