@@ -256,24 +256,12 @@ __global__ void __launch_bounds__(Traits::kThreads)
   for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      float l = row_sum[mi][h];
-      l += __shfl_xor_sync(0xffffffffu, l, 1);
-      l += __shfl_xor_sync(0xffffffffu, l, 2);
-      const float inv = l > 0.f ? 1.f / l : 0.f;
+      const float inv = quad_row_inverse(row_sum[mi][h]);
       const int row = r0 + 16 * mi + 8 * h;
       if (row >= p.n) continue;
-      const int64_t base = int64_t(row) * p.o_tok + int64_t(hq) * p.o_head;
 #pragma unroll
-      for (int i = 0; i < D / 8; ++i) {
-        const int col = i * 8 + 2 * t4;
-        const float x0 = o[mi][i][2 * h] * inv, x1 = o[mi][i][2 * h + 1] * inv;
-        if (p.out_fp32) {
-          *reinterpret_cast<float2*>(static_cast<float*>(p.out) + base + col) = make_float2(x0, x1);
-        } else {
-          *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.out) + base + col) =
-              __floats2bfloat162_rn(x0, x1);
-        }
-      }
+      for (int i = 0; i < D / 8; ++i)
+        store_output_pair(p, row, hq, i * 8 + 2 * t4, o[mi][i][2 * h] * inv, o[mi][i][2 * h + 1] * inv);
     }
 }
 

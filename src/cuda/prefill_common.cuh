@@ -76,4 +76,25 @@ __device__ __forceinline__ bool key_allowed(const PrefillKernelParams& p, int mo
   return true;
 }
 
+// Epilogue shared by the prefill kernels: a row's softmax denominator is spread over the four
+// lanes of a quad (m16n8 C-fragment layout); returns 1 / sum, or 0 for a row that saw no key.
+__device__ __forceinline__ float quad_row_inverse(float partial_sum) {
+  partial_sum += __shfl_xor_sync(0xffffffffu, partial_sum, 1);
+  partial_sum += __shfl_xor_sync(0xffffffffu, partial_sum, 2);
+  return partial_sum > 0.f ? 1.f / partial_sum : 0.f;
+}
+
+// Stores the output pair (x0, x1) of query row `row`, head hq, columns col and col + 1, as fp32
+// or bf16 per p.out_fp32.
+__device__ __forceinline__ void store_output_pair(const PrefillKernelParams& p, int row, int hq,
+                                                  int col, float x0, float x1) {
+  const int64_t at = int64_t(row) * p.o_tok + int64_t(hq) * p.o_head + col;
+  if (p.out_fp32) {
+    *reinterpret_cast<float2*>(static_cast<float*>(p.out) + at) = make_float2(x0, x1);
+  } else {
+    *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.out) + at) =
+        __floats2bfloat162_rn(x0, x1);
+  }
+}
+
 }  // namespace elastic::cuda::detail
