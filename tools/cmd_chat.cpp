@@ -101,8 +101,7 @@ int cmd_chat(int argc, char** argv) {
     const bool extends = req && full.size() > in_cache.size() &&
                          std::equal(in_cache.begin(), in_cache.end(), full.begin());
     if (!extends) {
-      req.emplace(request_start(model, setup.policy.get()));
-      req->attn = setup.attn;
+      req.emplace(elastic_request_start(model, setup));
       in_cache.clear();
     }
     std::vector<int64_t> fresh(full.begin() + static_cast<int64_t>(in_cache.size()), full.end());

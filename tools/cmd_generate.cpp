@@ -107,8 +107,7 @@ int cmd_generate(int argc, char** argv) {
                 " ids but the model's vocab_size is " + std::to_string(model.config.vocab_size) +
                 " (wrong --tokenizer?)");
   ElasticSetup setup = elastic_setup(eo, model.config, model_dir);
-  Request req = request_start(model, setup.policy.get());
-  req.attn = setup.attn;
+  Request req = elastic_request_start(model, setup);
   // A model config without eos_token_id stops at the tokenizer's end token.
   if (tok && model.config.eos_token_ids.empty() && tok->eos_id())
     model.config.eos_token_ids.push_back(*tok->eos_id());

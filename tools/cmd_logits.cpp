@@ -57,8 +57,7 @@ int cmd_logits(int argc, char** argv) {
 
   Model model = model_load(model_dir);
   ElasticSetup setup = elastic_setup(eo, model.config, model_dir);
-  Request req = request_start(model, setup.policy.get());
-  req.attn = setup.attn;
+  Request req = elastic_request_start(model, setup);
   std::vector<std::vector<float>> states;
   PrefillOptions opt;
   opt.logits = LogitsOutput::all;

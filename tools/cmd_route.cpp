@@ -71,8 +71,7 @@ int cmd_route(int argc, char** argv) {
 
   Model model = model_load(model_dir);
   ElasticSetup setup = elastic_setup(eo, model.config, model_dir);
-  Request req = request_start(model, setup.policy.get());
-  req.attn = setup.attn;
+  Request req = elastic_request_start(model, setup);
   const int64_t T = static_cast<int64_t>(ids.size());
   PrefillOptions po;
   po.logits = LogitsOutput::none;

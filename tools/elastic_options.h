@@ -44,6 +44,13 @@ struct ElasticSetup {
 // Resolves the options against a model folder's config and weights.
 ElasticSetup elastic_setup(const ElasticOptions& o, const ModelConfig& config, const std::string& model_dir);
 
+// A fresh request routed and sized by `setup` (its policy must outlive the request).
+inline Request elastic_request_start(const Model& model, const ElasticSetup& setup) {
+  Request req = request_start(model, setup.policy.get());
+  req.attn = setup.attn;
+  return req;
+}
+
 // Report of a request after its first prefill of `tokens` tokens.
 RequestReport elastic_request_report(const Model& model, const Request& req, int64_t tokens);
 
