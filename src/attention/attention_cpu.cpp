@@ -11,6 +11,8 @@
 //   rows x 64 keys in registers), online softmax in base 2, acc += P V (the output row in
 //   registers), out = acc / l. AVX-512 kernels with portable fallbacks; ~42 GFLOP/s per
 //   thread on the 2-core AVX-512 EPYC of docs/perf-attention.md.
+// Decode (n = 1) takes its own path, split-KV over the cache rows in place
+// (attention_decode_cpu.cpp).
 // Invariants: keys < pos0 are read through `past` (ring rows for SSA heads), others from the
 // new k/v; a query at position p never reads a key > p; every softmax is exact over the key
 // set its mode keeps, so rho counts exactly the pairs skipped.
@@ -357,6 +359,7 @@ void attention_cpu(const AttnArgs& a) {
   ELASTIC_CHECK(Hkv > 0 && Hq % Hkv == 0 && n >= 0 && a.pos0 >= 0 && d > 0);
   ELASTIC_CHECK(a.pos0 == 0 || a.past != nullptr);
   attn_options_validate(a.opt);
+  if (n == 1) return attn_detail::attention_cpu_decode(a);  // decode: split-KV, rows in place
   const int64_t G = Hq / Hkv;
   const float scale = a.scale != 0.f ? a.scale : 1.0f / std::sqrt(static_cast<float>(d));
   const SsaOptions& so = a.opt.ssa;

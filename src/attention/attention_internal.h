@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "elastic/attention.h"
+
 namespace elastic::attn_detail {
 
 // Query rows and keys per tile of the CPU kernel. 64 x 64 scores (16 KiB) plus a 64-key K^T
@@ -32,5 +34,9 @@ inline float exp2_nonpositive(float x) {
   const float r = p * std::bit_cast<float>(bits);
   return x < -126.f ? 0.f : r;
 }
+
+// attention_cpu for one query (a.n == 1): split-KV decode over the cache rows in place
+// (attention_decode_cpu.cpp). Same keys, same exact softmax as the tiled path.
+void attention_cpu_decode(const AttnArgs& a);
 
 }  // namespace elastic::attn_detail

@@ -1,0 +1,306 @@
+// CPU attention for one query position (decode, n = 1): split-KV over the cache, read in place.
+//
+// Decode is memory-bound: every K and V row a head attends is read once and used for the G query
+// heads of its KV head. Per KV head the attended positions (FA: 0..p; SSA: sinks + local window;
+// XA decodes as FA, SPEC §4) become contiguous row spans of the cache (a ring head's window
+// wraps at most once, so a range gives at most two spans) plus the new key of this call. Spans
+// are cut into units of <= kUnitKeys keys; OpenMP runs the units (any thread, any order), each
+// unit computes for its G query heads the scores q.k (base 2), their max m, l = sum 2^(s - m)
+// and acc = sum 2^(s - m) v; a serial merge rescales the units of a head to the common max:
+// out = sum_u 2^(m_u - M) acc_u / sum_u 2^(m_u - M) l_u. No gather, no transpose, no
+// allocation per unit: K and V stream from the cache rows as stored.
+//
+// Invariants: a unit's keys are rows of one head with one stride; the query never reads a key
+// beyond p = pos0; the softmax is exact over the mode's key set (same keys as the tiled path).
+#include <algorithm>
+#if defined(__AVX512F__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#endif
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "attention/attention_internal.h"
+#include "elastic/error.h"
+
+namespace elastic::attn_detail {
+namespace {
+
+// Keys per unit: 256 rows of K and V at d = 128 are 256 KiB, a few microseconds of streaming
+// per unit, so the dynamic schedule balances two threads to within one unit while the
+// per-unit merge state (G x (d + 2) floats) stays negligible.
+constexpr int64_t kUnitKeys = 256;
+// Below this many multiply-adds (keys x d x G, over all heads) one thread does the call: the
+// fork/join of a parallel region (~2 us) would cost more than it saves.
+constexpr int64_t kParallelMinMacs = int64_t{1} << 17;
+// Widest GQA group handled by the register kernels at once; larger groups run in slices.
+constexpr int64_t kMaxGroupSlice = 2;
+
+// `count` key/value rows of one KV head: row i at k + i * stride, v + i * stride.
+struct Unit {
+  int64_t kv_head = 0;
+  const float* k = nullptr;
+  const float* v = nullptr;
+  int64_t stride = 0;
+  int64_t count = 0;
+};
+
+#if defined(__AVX512F__)
+// s[g * count + j] = q[g] . k_j for g < G, j < count; d = 16 * NV. Four keys at a time: 4 x
+// G independent accumulator chains, one horizontal sum per (key, head).
+template <int NV>
+void unit_scores_avx512(float* s, const float* q, int64_t G, const float* k, int64_t stride,
+                        int64_t count) {
+  constexpr int64_t d = 16 * NV;
+  int64_t j = 0;
+  for (; j + 4 <= count; j += 4) {
+    const float* k0 = k + j * stride;
+    for (int64_t g = 0; g < G; ++g) {
+      const float* qg = q + g * d;
+      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int t = 0; t < NV; ++t) {
+        const __m512 qv = _mm512_loadu_ps(qg + 16 * t);
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(k0 + 16 * t), qv, a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(k0 + stride + 16 * t), qv, a1);
+        a2 = _mm512_fmadd_ps(_mm512_loadu_ps(k0 + 2 * stride + 16 * t), qv, a2);
+        a3 = _mm512_fmadd_ps(_mm512_loadu_ps(k0 + 3 * stride + 16 * t), qv, a3);
+      }
+      float* sg = s + g * count + j;
+      sg[0] = _mm512_reduce_add_ps(a0);
+      sg[1] = _mm512_reduce_add_ps(a1);
+      sg[2] = _mm512_reduce_add_ps(a2);
+      sg[3] = _mm512_reduce_add_ps(a3);
+    }
+  }
+  for (; j < count; ++j)
+    for (int64_t g = 0; g < G; ++g) {
+      __m512 a = _mm512_setzero_ps();
+      for (int t = 0; t < NV; ++t)
+        a = _mm512_fmadd_ps(_mm512_loadu_ps(k + j * stride + 16 * t), _mm512_loadu_ps(q + g * d + 16 * t), a);
+      s[g * count + j] = _mm512_reduce_add_ps(a);
+    }
+}
+
+// acc[g] += sum_j p[g * count + j] * v_j for g < G <= kMaxGroupSlice; d = 16 * NV. The G
+// output rows stay in registers across the keys (G x NV <= 16 of 32 vector registers).
+template <int NV>
+void unit_pv_avx512(float* acc, const float* p, int64_t G, const float* v, int64_t stride,
+                    int64_t count) {
+  constexpr int64_t d = 16 * NV;
+  if (G == 2) {
+    __m512 o0[NV], o1[NV];
+    for (int t = 0; t < NV; ++t) {
+      o0[t] = _mm512_loadu_ps(acc + 16 * t);
+      o1[t] = _mm512_loadu_ps(acc + d + 16 * t);
+    }
+    for (int64_t j = 0; j < count; ++j) {
+      const __m512 p0 = _mm512_set1_ps(p[j]), p1 = _mm512_set1_ps(p[count + j]);
+      const float* vr = v + j * stride;
+      for (int t = 0; t < NV; ++t) {
+        const __m512 vv = _mm512_loadu_ps(vr + 16 * t);
+        o0[t] = _mm512_fmadd_ps(p0, vv, o0[t]);
+        o1[t] = _mm512_fmadd_ps(p1, vv, o1[t]);
+      }
+    }
+    for (int t = 0; t < NV; ++t) {
+      _mm512_storeu_ps(acc + 16 * t, o0[t]);
+      _mm512_storeu_ps(acc + d + 16 * t, o1[t]);
+    }
+    return;
+  }
+  ELASTIC_CHECK(G == 1);
+  __m512 o[NV];
+  for (int t = 0; t < NV; ++t) o[t] = _mm512_loadu_ps(acc + 16 * t);
+  for (int64_t j = 0; j < count; ++j) {
+    const __m512 pj = _mm512_set1_ps(p[j]);
+    for (int t = 0; t < NV; ++t) o[t] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v + j * stride + 16 * t), o[t]);
+  }
+  for (int t = 0; t < NV; ++t) _mm512_storeu_ps(acc + 16 * t, o[t]);
+}
+#endif
+
+void unit_scores(float* s, const float* q, int64_t G, const float* k, int64_t stride,
+                 int64_t count, int64_t d) {
+#if defined(__AVX512F__)
+  switch (d) {
+    case 16: return unit_scores_avx512<1>(s, q, G, k, stride, count);
+    case 32: return unit_scores_avx512<2>(s, q, G, k, stride, count);
+    case 64: return unit_scores_avx512<4>(s, q, G, k, stride, count);
+    case 128: return unit_scores_avx512<8>(s, q, G, k, stride, count);
+    default: break;
+  }
+#endif
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t j = 0; j < count; ++j) {
+      const float* kj = k + j * stride;
+      const float* qg = q + g * d;
+      float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t t = 0; t < d; ++t) acc += qg[t] * kj[t];
+      s[g * count + j] = acc;
+    }
+}
+
+// acc: [G][d] += p: [G][count] times the count value rows.
+void unit_pv(float* acc, const float* p, int64_t G, const float* v, int64_t stride, int64_t count,
+             int64_t d) {
+#if defined(__AVX512F__)
+  if (d == 16 || d == 32 || d == 64 || d == 128) {
+    for (int64_t g0 = 0; g0 < G; g0 += kMaxGroupSlice) {
+      const int64_t gs = std::min(kMaxGroupSlice, G - g0);
+      float* a = acc + g0 * d;
+      const float* pg = p + g0 * count;
+      switch (d) {
+        case 16: unit_pv_avx512<1>(a, pg, gs, v, stride, count); break;
+        case 32: unit_pv_avx512<2>(a, pg, gs, v, stride, count); break;
+        case 64: unit_pv_avx512<4>(a, pg, gs, v, stride, count); break;
+        default: unit_pv_avx512<8>(a, pg, gs, v, stride, count); break;
+      }
+    }
+    return;
+  }
+#endif
+  for (int64_t g = 0; g < G; ++g) {
+    float* ag = acc + g * d;
+    for (int64_t j = 0; j < count; ++j) {
+      const float pj = p[g * count + j];
+      const float* vj = v + j * stride;
+#pragma omp simd
+      for (int64_t t = 0; t < d; ++t) ag[t] += pj * vj[t];
+    }
+  }
+}
+
+// One unit for its G query heads: m[g] = max_j s, l[g] = sum_j 2^(s - m), acc[g] = sum_j
+// 2^(s - m) v_j. qs: [G][d] queries times scale * log2(e); s: [G][count] scratch.
+void run_unit(const Unit& u, const float* qs, int64_t G, int64_t d, float* s, float* m, float* l,
+              float* acc) {
+  unit_scores(s, qs, G, u.k, u.stride, u.count, d);
+  for (int64_t g = 0; g < G; ++g) {
+    float* sg = s + g * u.count;
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < u.count; ++j) mx = std::max(mx, sg[j]);
+    float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < u.count; ++j) {
+      sg[j] = exp2_nonpositive(sg[j] - mx);
+      sum += sg[j];
+    }
+    m[g] = mx;
+    l[g] = sum;
+  }
+  std::fill(acc, acc + G * d, 0.f);
+  unit_pv(acc, s, G, u.v, u.stride, u.count, d);
+}
+
+// Appends the units of KV head `hk` covering key positions [b, e) (all < pos0: cache rows).
+void push_past_units(std::vector<Unit>& units, const KvHeadView& view, int64_t hk, int64_t b,
+                     int64_t e, int64_t d) {
+  while (b < e) {
+    // Rows of [b, e) stay contiguous up to the end of the sinks or the ring's wrap point.
+    int64_t run_end = e;
+    if (view.ring && b >= view.sink_tokens) {
+      const int64_t offset = (b - view.sink_tokens) % view.window_tokens;
+      run_end = std::min(e, b + (view.window_tokens - offset));
+    } else if (view.ring) {
+      run_end = std::min(e, view.sink_tokens);
+    }
+    const int64_t row = view.row(b);
+    for (int64_t c = 0; c < run_end - b; c += kUnitKeys)
+      units.push_back({hk, view.k + (row + c) * d, view.v + (row + c) * d, d,
+                       std::min(kUnitKeys, run_end - b - c)});
+    b = run_end;
+  }
+}
+
+}  // namespace
+
+void attention_cpu_decode(const AttnArgs& a) {
+  const int64_t Hq = a.num_heads, Hkv = a.num_kv_heads, d = a.head_dim, G = Hq / Hkv;
+  const int64_t p = a.pos0;  // the one query's position
+  ELASTIC_CHECK(a.n == 1 && G * Hkv == Hq && (p == 0 || a.past != nullptr));
+  const float scale = a.scale != 0.f ? a.scale : 1.0f / std::sqrt(static_cast<float>(d));
+  const float qscale = scale * 1.4426950408889634f;  // scores in base 2
+
+  // Plan: units per KV head, and the keys each head attends.
+  std::vector<Unit> units;
+  std::vector<int64_t> head_keys(static_cast<size_t>(Hkv), 0);
+  for (int64_t hk = 0; hk < Hkv; ++hk) {
+    const AttnMode mode = a.modes ? a.modes[hk] : AttnMode::fa;  // XA decodes as FA (SPEC §4)
+    KeyRange r[2] = {{0, p + 1}, {}};
+    const int count = mode == AttnMode::ssa ? ssa_key_ranges(a.opt.ssa, p, r) : 1;
+    if (mode == AttnMode::ssa && p > 0)
+      ELASTIC_CHECK_MSG(!a.past[hk].ring || (a.past[hk].sink_tokens == a.opt.ssa.kept_sink_tokens() &&
+                                             a.past[hk].window_tokens == a.opt.ssa.kept_window_tokens()),
+                        "SSA ring view does not match the SSA options");
+    for (int c = 0; c < count; ++c) {
+      const int64_t b = r[c].begin, e = std::min(r[c].end, p + 1);  // causal cut
+      if (e <= b) continue;
+      head_keys[hk] += e - b;
+      if (b < p) push_past_units(units, a.past[hk], hk, b, std::min(e, p), d);
+      if (e == p + 1) units.push_back({hk, a.k + hk * d, a.v + hk * d, Hkv * d, 1});  // new key
+    }
+  }
+
+  // Queries scaled once: qs: [Hq, d].
+  std::vector<float> qs(static_cast<size_t>(Hq * d));
+  for (int64_t i = 0; i < Hq * d; ++i) qs[i] = a.q[i] * qscale;
+
+  // Per unit: m, l: [G]; acc: [G][d].
+  const int64_t U = static_cast<int64_t>(units.size());
+  std::vector<float> um(static_cast<size_t>(U * G)), ul(um.size()), uacc(static_cast<size_t>(U * G * d));
+  int64_t macs = 0;
+  for (const Unit& u : units) macs += u.count * d * G;
+#pragma omp parallel if (macs >= kParallelMinMacs)
+  {
+    std::vector<float> s(static_cast<size_t>(G * kUnitKeys));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = 0; i < U; ++i) {
+      const Unit& u = units[static_cast<size_t>(i)];
+      run_unit(u, qs.data() + u.kv_head * G * d, G, d, s.data(), um.data() + i * G,
+               ul.data() + i * G, uacc.data() + i * G * d);
+    }
+  }
+
+  // Merge the units of each query head: out = sum 2^(m_u - M) acc_u / sum 2^(m_u - M) l_u.
+  std::vector<float> max_of(static_cast<size_t>(Hq), -std::numeric_limits<float>::infinity());
+  for (int64_t i = 0; i < U; ++i)
+    for (int64_t g = 0; g < G; ++g) {
+      float& M = max_of[units[static_cast<size_t>(i)].kv_head * G + g];
+      M = std::max(M, um[i * G + g]);
+    }
+  std::vector<float> lsum(static_cast<size_t>(Hq), 0.f);
+  std::fill(a.out, a.out + Hq * d, 0.f);
+  for (int64_t i = 0; i < U; ++i)
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t h = units[static_cast<size_t>(i)].kv_head * G + g;
+      const float w = exp2_nonpositive(um[i * G + g] - max_of[h]);
+      lsum[h] += w * ul[i * G + g];
+      const float* acc = uacc.data() + (i * G + g) * d;
+      float* out = a.out + h * d;
+#pragma omp simd
+      for (int64_t t = 0; t < d; ++t) out[t] += w * acc[t];
+    }
+  for (int64_t h = 0; h < Hq; ++h) {
+    const float inv = lsum[h] > 0.f ? 1.f / lsum[h] : 0.f;
+    for (int64_t t = 0; t < d; ++t) a.out[h * d + t] *= inv;
+  }
+
+  if (a.stats) {
+    AttnStats& st = *a.stats;
+    st.causal_pairs = p + 1;
+    st.attended_pairs.assign(static_cast<size_t>(Hq), 0);
+    st.rho.assign(static_cast<size_t>(Hq), 0.0);
+    for (int64_t h = 0; h < Hq; ++h) {
+      st.attended_pairs[h] = head_keys[h / G];
+      st.rho[h] = static_cast<double>(st.causal_pairs - head_keys[h / G]) / static_cast<double>(st.causal_pairs);
+    }
+    st.xa_mask.assign(static_cast<size_t>(Hq), {});
+    st.xa_q_blocks = st.xa_k_blocks = st.xa_estimate_scores = 0;
+  }
+}
+
+}  // namespace elastic::attn_detail
