@@ -7,9 +7,11 @@
 // local window, block rule) or XA (block mask made by xa_select on the device). It then streams
 // the visited K/V tiles through a two-stage cp.async pipeline, computing S = Q K^T on tensor
 // cores, the online softmax in fp32 (base 2, scale folded in) and O += P V.
+// Chunked prefill: query row i sits at position pos0 + i and keys are indexed by position
+// (0..n_keys-1, n_keys = pos0 + n); the tile bitmaps and element masks work on positions.
 // Invariants: every valid query row sees its own position (FA causal diagonal, SSA own block,
-// XA forced diagonal block), so its softmax denominator is > 0; rows >= n and keys >= n are
-// zero-filled and masked and never written.
+// XA forced diagonal block), so its softmax denominator is > 0; rows >= n and keys >= n_keys are
+// zero-filled and masked, and rows >= n are never written.
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -75,16 +77,17 @@ __global__ void __launch_bounds__(Traits::kThreads)
   const int2 item = p.work[blockIdx.x];
   const int q_tile = item.x, hq = item.y, hk = hq / p.group;
   const int mode = p.modes[hk];
-  const int q0 = q_tile * BM;
-  const int q_last = min(q0 + BM, p.n) - 1;
-  const int tiles64 = q_last / 64 + 1;  // causal 64-key tiles
+  const int q0 = q_tile * BM;                  // first query row of the tile
+  const int q_last = min(q0 + BM, p.n) - 1;    // last valid query row
+  const int pos_first = p.pos0 + q0, pos_last = p.pos0 + q_last;  // their positions
+  const int tiles64 = pos_last / 64 + 1;  // causal 64-key tiles
   const int words = (tiles64 + 31) / 32;
 
   // 1. 64-key tile bitmaps for this (query tile, head).
   for (int base = warp * 32; base < tiles64; base += Traits::kWarps * 32) {
     const int t = base + lane;
     bool vis = false, full = false;
-    if (t < tiles64) classify_tile(p, mode, hq, q0, q_last, t * 64, vis, full);
+    if (t < tiles64) classify_tile(p, mode, hq, pos_first, pos_last, t * 64, vis, full);
     const uint32_t vb = __ballot_sync(0xffffffffu, vis), fb = __ballot_sync(0xffffffffu, full);
     if (lane == 0) {
       visit_bits[base / 32] = vb;
@@ -94,7 +97,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
   __syncthreads();
   // Kernel tile index (BN keys) of the next visited tile at or after `from`.
   auto next_tile = [&](int from) -> int {
-    if (from > q_last / BN) return -1;
+    if (from > pos_last / BN) return -1;
     int t64 = from / kSub;
     int w = t64 >> 5;
     uint32_t bits = visit_bits[w] & (0xffffffffu << (t64 & 31));
@@ -104,26 +107,27 @@ __global__ void __launch_bounds__(Traits::kThreads)
       bits = visit_bits[w];
     }
     const int first = (w * 32 + __ffs(bits) - 1) * kSub;
-    return first <= q_last / BN ? first : -1;
+    return first <= pos_last / BN ? first : -1;
   };
 
   const __nv_bfloat16* q_base = p.q + int64_t(hq) * p.q_head;
   const __nv_bfloat16* k_base = p.k + int64_t(hk) * p.k_head;
   const __nv_bfloat16* v_base = p.v + int64_t(hk) * p.v_head;
+  // Rows row0..row0+rows-1 of src (rows >= limit zero-filled) into a swizzled tile.
   auto load_rows = [&](__nv_bfloat16* dst, const __nv_bfloat16* src, int64_t tok_stride, int row0,
-                       int rows) {
+                       int rows, int limit) {
     for (int i = tid; i < rows * CH; i += NT) {
       const int r = i / CH, c = i % CH, tok = row0 + r;
-      const bool ok = tok < p.n;
+      const bool ok = tok < limit;
       cp_async16(dst + swz(r, c, CH), src + int64_t(ok ? tok : 0) * tok_stride + c * 8, ok ? 16 : 0);
     }
   };
 
   int cur = next_tile(0);
-  load_rows(sQ, q_base, p.q_tok, q0, BM);
+  load_rows(sQ, q_base, p.q_tok, q0, BM, p.n);
   if (cur >= 0) {
-    load_rows(sK, k_base, p.k_tok, cur * BN, BN);
-    load_rows(sV, v_base, p.v_tok, cur * BN, BN);
+    load_rows(sK, k_base, p.k_tok, cur * BN, BN, p.n_keys);
+    load_rows(sV, v_base, p.v_tok, cur * BN, BN, p.n_keys);
   }
   cp_async_commit();
 
@@ -144,8 +148,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
   while (cur >= 0) {
     const int nxt = next_tile(cur + 1);
     if (nxt >= 0) {
-      load_rows(sK + (buf ^ 1) * Traits::kKvElems, k_base, p.k_tok, nxt * BN, BN);
-      load_rows(sV + (buf ^ 1) * Traits::kKvElems, v_base, p.v_tok, nxt * BN, BN);
+      load_rows(sK + (buf ^ 1) * Traits::kKvElems, k_base, p.k_tok, nxt * BN, BN, p.n_keys);
+      load_rows(sV + (buf ^ 1) * Traits::kKvElems, v_base, p.v_tok, nxt * BN, BN, p.n_keys);
     }
     cp_async_commit();
     cp_async_wait<1>();
@@ -321,6 +325,9 @@ PrefillAttnPlan prefill_attention_plan(const PrefillAttnShape& shape, const Attn
   const int Hq = shape.num_heads, Hkv = shape.num_kv_heads, d = shape.head_dim;
   if (shape.n <= 0 || shape.n > (int64_t(1) << 30))
     throw Error("prefill attention: n must be in [1, 2^30], got " + std::to_string(shape.n));
+  if (shape.pos0 < 0 || shape.pos0 + shape.n > (int64_t(1) << 30))
+    throw Error("prefill attention: pos0 + n must be in [1, 2^30], got pos0 " +
+                std::to_string(shape.pos0) + " and n " + std::to_string(shape.n));
   if (Hq <= 0 || Hkv <= 0 || Hq % Hkv != 0)
     throw Error("prefill attention: num_heads must be a positive multiple of num_kv_heads");
   if (d != 16 && d != 32 && d != 64 && d != 128)
@@ -346,7 +353,7 @@ PrefillAttnPlan prefill_attention_plan(const PrefillAttnShape& shape, const Attn
   const int64_t ssa_keys = ssa.kept_sink_tokens() + ssa.kept_window_tokens() + bm;
   for (int64_t t = 0; t < tiles; ++t)
     for (int h = 0; h < Hq; ++h) {
-      const int64_t causal = std::min<int64_t>((t + 1) * bm, shape.n);
+      const int64_t causal = shape.pos0 + std::min<int64_t>((t + 1) * bm, shape.n);
       const AttnMode m = plan.modes[size_t(h / G)];
       work.push_back(make_int2(int(t), h));
       cost.push_back(m == AttnMode::ssa ? std::min(causal, ssa_keys) : causal);
@@ -368,10 +375,12 @@ PrefillAttnPlan prefill_attention_plan(const PrefillAttnShape& shape, const Attn
   plan.xa_head_count = int(xa_heads.size());
   if (!xa_heads.empty()) {
     const XaOptions& xa = shape.opt.xa;
-    if (d != 64 && d != 128)
-      throw Error("prefill attention: CUDA XA estimation needs head_dim 64 or 128, got " + std::to_string(d));
     if (xa.block <= 0 || xa.stride <= 0 || xa.block % xa.stride != 0)
       throw Error("prefill attention: XA block must be a positive multiple of the stride");
+    if (shape.pos0 % xa.block != 0)
+      throw Error("prefill attention: an XA head in a prefill chunk at position " +
+                  std::to_string(shape.pos0) + " needs the chunk to start at a multiple of the XA block (" +
+                  std::to_string(xa.block) + ")");
     const int64_t g = xa.block / xa.stride;
     if (g != 2 && g != 4 && g != 8 && g != 16 && g != 32 && g != 64)
       throw Error("prefill attention: CUDA XA estimation supports block/stride of 2, 4, .., 64, got " +
@@ -379,16 +388,18 @@ PrefillAttnPlan prefill_attention_plan(const PrefillAttnShape& shape, const Attn
     if (!(xa.threshold > 0.0 && xa.threshold <= 1.0))
       throw Error("prefill attention: XA threshold must be in (0, 1]");
     plan.xa_q_blocks = (shape.n + xa.block - 1) / xa.block;
-    if (plan.xa_q_blocks > detail::kXaMaxBlocks)
-      throw Error("prefill attention: too many XA blocks (" + std::to_string(plan.xa_q_blocks) +
+    plan.xa_k_blocks = (shape.pos0 + shape.n + xa.block - 1) / xa.block;
+    if (plan.xa_k_blocks > detail::kXaMaxBlocks)
+      throw Error("prefill attention: too many XA blocks (" + std::to_string(plan.xa_k_blocks) +
                   " > " + std::to_string(detail::kXaMaxBlocks) + ")");
     const int64_t rows = plan.xa_q_blocks * g;
-    const size_t nb2 = size_t(plan.xa_q_blocks) * size_t(plan.xa_q_blocks);
+    const size_t nb2 = size_t(plan.xa_q_blocks) * size_t(plan.xa_k_blocks);
     plan.xa_heads = arena.alloc_array<int>(xa_heads.size());
     plan.xa_rows = rows;
-    const size_t tiles64 = size_t((rows + 63) / 64), nxa = xa_heads.size();
-    plan.xa_partial = arena.alloc_array<float>(nxa * size_t(rows) * size_t(plan.xa_q_blocks));
-    plan.xa_tile_max = arena.alloc_array<float>(nxa * size_t(rows) * tiles64);
+    plan.xa_tiles = (shape.pos0 / xa.stride + rows + 63) / 64;  // columns reach the last row's
+    const size_t nxa = xa_heads.size();
+    plan.xa_partial = arena.alloc_array<float>(nxa * size_t(rows) * size_t(plan.xa_k_blocks));
+    plan.xa_tile_max = arena.alloc_array<float>(nxa * size_t(rows) * size_t(plan.xa_tiles));
     plan.xa_block_scores = arena.alloc_array<float>(size_t(Hq) * nb2);
     plan.xa_mask = arena.alloc_array<uint8_t>(size_t(Hq) * nb2);
     ELASTIC_CUDA_CHECK(cudaMemcpyAsync(plan.xa_heads, xa_heads.data(), xa_heads.size() * sizeof(int),
@@ -425,6 +436,8 @@ detail::PrefillKernelParams detail::make_kernel_params(const PrefillAttnPlan& pl
   kp.v_tok = vs.token, kp.v_head = vs.head;
   kp.o_tok = os.token, kp.o_head = os.head;
   kp.n = int(s.n);
+  kp.pos0 = int(s.pos0);
+  kp.n_keys = int(s.pos0 + s.n);
   kp.num_heads = s.num_heads;
   kp.group = s.num_heads / s.num_kv_heads;
   kp.head_dim = s.head_dim;
@@ -438,15 +451,19 @@ detail::PrefillKernelParams detail::make_kernel_params(const PrefillAttnPlan& pl
   kp.xa_mask = plan.xa_mask;
   kp.xa_block = int(s.opt.xa.block);
   kp.xa_nqb = int(plan.xa_q_blocks);
+  kp.xa_nkb = int(plan.xa_k_blocks);
   kp.xa_stride = int(s.opt.xa.stride);
+  // The plan checked pos0 % block == 0 (and block % stride == 0) when any head is XA.
+  kp.xa_qb0 = plan.xa_head_count > 0 ? int(s.pos0 / s.opt.xa.block) : 0;
+  kp.xa_col0 = plan.xa_head_count > 0 ? int(s.pos0 / s.opt.xa.stride) : 0;
   kp.xa_threshold = float(s.opt.xa.threshold);
   kp.xa_heads = plan.xa_heads;
   kp.xa_rows = int(plan.xa_rows);
-  kp.xa_tiles = int((plan.xa_rows + 63) / 64);
+  kp.xa_tiles = int(plan.xa_tiles);
   kp.xa_partial = plan.xa_partial;
   kp.xa_tile_max = plan.xa_tile_max;
   kp.xa_block_scores = plan.xa_block_scores;
-  const int64_t tiles = (s.n + 63) / 64;  // key tiles of kBlockN = 64
+  const int64_t tiles = (s.pos0 + s.n + 63) / 64;  // key tiles of kBlockN = 64
   kp.bitmap_words = int((tiles + 31) / 32);
   return kp;
 }
@@ -473,6 +490,52 @@ void prefill_attention_run(const PrefillAttnPlan& plan, const PrefillAttnParams&
     detail::launch_prefill<detail::PrefillD128M64>(kp, plan.work_count, stream);
   else
     detail::launch_prefill<detail::PrefillD128>(kp, plan.work_count, stream);
+}
+
+namespace detail {
+
+// One thread per 16-byte chunk (8 bf16) of one (position, KV head) row of the output.
+__global__ void kv_gather_past_kernel(__nv_bfloat16* k_out, __nv_bfloat16* v_out,
+                                      const DeviceKvHead* heads, int kv_heads, int chunks,
+                                      int64_t pos0) {
+  const int64_t count = pos0 * kv_heads * chunks;
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < count;
+       idx += int64_t(gridDim.x) * blockDim.x) {
+    const int c = int(idx % chunks), h = int((idx / chunks) % kv_heads);
+    const int64_t pos = idx / (int64_t(chunks) * kv_heads);
+    const DeviceKvHead hd = heads[h];
+    // A ring holds its sinks and the last window_tokens positions before pos0 (KvHeadView::row).
+    const bool held = !hd.ring || pos < hd.sink_tokens || pos >= pos0 - hd.window_tokens;
+    int4 kx = make_int4(0, 0, 0, 0), vx = make_int4(0, 0, 0, 0);
+    if (held) {
+      const int64_t row = (!hd.ring || pos < hd.sink_tokens)
+                              ? pos
+                              : hd.sink_tokens + (pos - hd.sink_tokens) % hd.window_tokens;
+      kx = reinterpret_cast<const int4*>(hd.k)[row * chunks + c];
+      vx = reinterpret_cast<const int4*>(hd.v)[row * chunks + c];
+    }
+    const int64_t at = (pos * kv_heads + h) * chunks + c;
+    reinterpret_cast<int4*>(k_out)[at] = kx;
+    reinterpret_cast<int4*>(v_out)[at] = vx;
+  }
+}
+
+}  // namespace detail
+
+void prefill_kv_gather_past(__nv_bfloat16* k_out, __nv_bfloat16* v_out,
+                            const DeviceKvHead* heads_dev, int num_kv_heads, int head_dim,
+                            int64_t pos0, cudaStream_t stream) {
+  ELASTIC_CHECK(k_out && v_out && heads_dev && num_kv_heads > 0 && head_dim % 8 == 0 && pos0 >= 0);
+  // 16-byte accesses: rows of head_dim bf16 are 16-byte multiples; buffers come from cudaMalloc.
+  ELASTIC_CHECK(reinterpret_cast<uintptr_t>(k_out) % 16 == 0 && reinterpret_cast<uintptr_t>(v_out) % 16 == 0);
+  const int chunks = head_dim / 8;
+  const int64_t count = pos0 * num_kv_heads * chunks;
+  if (count == 0) return;
+  constexpr int kThreads = 256;
+  const int blocks = int(std::min<int64_t>((count + kThreads - 1) / kThreads, 8192));
+  detail::kv_gather_past_kernel<<<blocks, kThreads, 0, stream>>>(k_out, v_out, heads_dev, num_kv_heads,
+                                                                 chunks, pos0);
+  ELASTIC_CUDA_CHECK(cudaGetLastError());
 }
 
 void xa_estimate_run(const PrefillAttnPlan& plan, const PrefillAttnParams& p, cudaStream_t stream) {

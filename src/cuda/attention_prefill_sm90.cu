@@ -1,6 +1,7 @@
 // Fused hybrid prefill attention, Hopper path: S = Q K^T on wgmma (sm_90a), P V on mma.sync.
 //
-// Same work decomposition, tile bitmaps, mask policy and online softmax as the mma.sync kernel
+// Same work decomposition, tile bitmaps, mask policy, online softmax and chunked-prefill
+// positions (query row i at pos0 + i, keys by position) as the mma.sync kernel
 // (attention_prefill.cu); what changes is the QK^T product: one warpgroup (4 warps) issues
 // wgmma.m64n64k16 with both operands read by the tensor cores straight from shared memory
 // (no ldmatrix, no fragment registers), two m64 row blocks per CTA (128 query rows).
@@ -105,15 +106,16 @@ __global__ void __launch_bounds__(Traits::kThreads)
   const int2 item = p.work[blockIdx.x];
   const int q_tile = item.x, hq = item.y, hk = hq / p.group;
   const int mode = p.modes[hk];
-  const int q0 = q_tile * BM;
-  const int q_last = min(q0 + BM, p.n) - 1;
-  const int tiles = q_last / 64 + 1;
+  const int q0 = q_tile * BM;                // first query row of the tile
+  const int q_last = min(q0 + BM, p.n) - 1;  // last valid query row
+  const int pos_first = p.pos0 + q0, pos_last = p.pos0 + q_last;
+  const int tiles = pos_last / 64 + 1;
   const int words = (tiles + 31) / 32;
 
   for (int b = warp * 32; b < tiles; b += 4 * 32) {
     const int t = b + lane;
     bool vis = false, full = false;
-    if (t < tiles) classify_tile(p, mode, hq, q0, q_last, t * 64, vis, full);
+    if (t < tiles) classify_tile(p, mode, hq, pos_first, pos_last, t * 64, vis, full);
     const uint32_t vb = __ballot_sync(0xffffffffu, vis), fb = __ballot_sync(0xffffffffu, full);
     if (lane == 0) {
       visit_bits[b / 32] = vb;
@@ -135,12 +137,12 @@ __global__ void __launch_bounds__(Traits::kThreads)
   const __nv_bfloat16* q_base = p.q + int64_t(hq) * p.q_head;
   const __nv_bfloat16* k_base = p.k + int64_t(hk) * p.k_head;
   const __nv_bfloat16* v_base = p.v + int64_t(hk) * p.v_head;
-  // [HALVES][rows][64] SW128 layout.
+  // [HALVES][rows][64] SW128 layout; rows >= limit zero-filled.
   auto load_kmajor = [&](__nv_bfloat16* dst, const __nv_bfloat16* src, int64_t tok_stride, int row0,
-                         int rows) {
+                         int rows, int limit) {
     for (int i = tid; i < rows * CH; i += NT) {
       const int r = i / CH, c = i % CH, tok = row0 + r;
-      const bool ok = tok < p.n;
+      const bool ok = tok < limit;
       __nv_bfloat16* d = dst + (c / 8) * rows * 64 + swz(r, c % 8, 8);
       cp_async16(d, src + int64_t(ok ? tok : 0) * tok_stride + c * 8, ok ? 16 : 0);
     }
@@ -148,15 +150,15 @@ __global__ void __launch_bounds__(Traits::kThreads)
   auto load_v = [&](__nv_bfloat16* dst, int row0) {
     for (int i = tid; i < BN * CH; i += NT) {
       const int r = i / CH, c = i % CH, tok = row0 + r;
-      const bool ok = tok < p.n;
+      const bool ok = tok < p.n_keys;
       cp_async16(dst + swz(r, c, CH), v_base + int64_t(ok ? tok : 0) * p.v_tok + c * 8, ok ? 16 : 0);
     }
   };
 
   int cur = next_tile(0);
-  load_kmajor(sQ, q_base, p.q_tok, q0, BM);
+  load_kmajor(sQ, q_base, p.q_tok, q0, BM, p.n);
   if (cur >= 0) {
-    load_kmajor(sK, k_base, p.k_tok, cur * BN, BN);
+    load_kmajor(sK, k_base, p.k_tok, cur * BN, BN, p.n_keys);
     load_v(sV, cur * BN);
   }
   cp_async_commit();
@@ -177,7 +179,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
   while (cur >= 0) {
     const int nxt = next_tile(cur + 1);
     if (nxt >= 0) {
-      load_kmajor(sK + (buf ^ 1) * Traits::kKElems, k_base, p.k_tok, nxt * BN, BN);
+      load_kmajor(sK + (buf ^ 1) * Traits::kKElems, k_base, p.k_tok, nxt * BN, BN, p.n_keys);
       load_v(sV + (buf ^ 1) * Traits::kVElems, nxt * BN);
     }
     cp_async_commit();

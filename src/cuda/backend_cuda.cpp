@@ -279,13 +279,10 @@ class CudaBackend final : public Backend {
 
   void attention_forward(const AttnArgs& a) override {
     const std::vector<AttnMode> modes = effective_modes(a);
-    const int64_t n = a.n;
-    if (a.pos0 == 0)
-      prefill(a, modes);
-    else if (n == 1)
+    if (a.pos0 > 0 && a.n == 1)
       decode(a, modes);
     else
-      throw Error("CUDA backend: chunked prefill (pos0 > 0 with n > 1) is unsupported");
+      prefill(a, modes, nullptr);  // a chunk at pos0 > 0 reads its past from a.past
     done();
   }
 
@@ -299,16 +296,31 @@ class CudaBackend final : public Backend {
     ELASTIC_CHECK_MSG(store != nullptr, "KV store made by another backend");
     ELASTIC_CHECK_MSG(store->length(layer) == a.pos0, "KV store length differs from the chunk's pos0");
     const std::vector<AttnMode> modes = effective_modes(a);
-    if (a.pos0 == 0) {
-      prefill(a, modes);
-      store->append(layer, a.k, a.v, 0, a.n, stream_);
-    } else if (a.n == 1) {
+    if (a.pos0 > 0 && a.n == 1) {
       store->append(layer, a.k, a.v, a.pos0, 1, stream_);  // the decode kernel reads the new key too
       decode_stored(a, modes, *store, layer);
     } else {
-      throw Error("CUDA backend: chunked prefill (pos0 > 0 with n > 1) is unsupported");
+      // Whole prompt or a chunk: the past is gathered from the store (stream order: before the
+      // append below overwrites ring rows).
+      prefill(a, modes, a.pos0 > 0 ? store->views_dev(layer) : nullptr);
+      store->append(layer, a.k, a.v, a.pos0, a.n, stream_);
     }
     done();
+  }
+
+  // The router on the device: weights uploaded once, only z [Hkv][C] comes back (router_cuda.h).
+  std::shared_ptr<void> router_prepare(const RouterWeights& w) override { return cuda::router_device_upload(w); }
+  void router_forward(double* z, const RouterWeights& w, void* prepared, int64_t layer, const float* k, int64_t n,
+                      int64_t num_kv_heads, int64_t pool_tokens) override {
+    ELASTIC_CHECK_MSG(prepared != nullptr, "router weights not prepared by the CUDA backend");
+    auto& r = *static_cast<cuda::RouterDevice*>(prepared);
+    ELASTIC_CHECK(r.head_dim == w.head_dim && r.classes == w.classes);
+    cuda::router_device_forward(z, r, layer, k, n, num_kv_heads, pool_tokens, stream_);
+  }
+
+  // Sampling on the device: one token id comes back (sampling_cuda.h).
+  int64_t sample(const float* logits, int64_t vocab, const SamplingParams& p, double u) override {
+    return sampler_.sample(logits, vocab, cuda::SampleFilters{p.temperature, p.top_k, p.top_p, p.min_p}, u, stream_);
   }
 
  private:
@@ -387,24 +399,39 @@ class CudaBackend final : public Backend {
     cublasLtMatmulDescDestroy(op);
   }
 
-  void prefill(const AttnArgs& a, const std::vector<AttnMode>& modes) {
-    const int64_t Hq = a.num_heads, Hkv = a.num_kv_heads, d = a.head_dim, n = a.n;
-    auto* q = static_cast<__nv_bfloat16*>(scratch(0, size_t(n * Hq * d) * 2));
-    auto* k = static_cast<__nv_bfloat16*>(scratch(1, size_t(n * Hkv * d) * 2));
-    auto* v = static_cast<__nv_bfloat16*>(scratch(2, size_t(n * Hkv * d) * 2));
-    cuda::f32_to_bf16_launch(q, a.q, n * Hq * d, stream_);
-    cuda::f32_to_bf16_launch(k, a.k, n * Hkv * d, stream_);
-    cuda::f32_to_bf16_launch(v, a.v, n * Hkv * d, stream_);
-    cuda::PrefillAttnShape shape{n, int(Hq), int(Hkv), int(d), a.opt};
+  // Prefill attention of the queries at pos0..pos0+n-1 over keys 0..pos0+n-1 (whole prompt:
+  // pos0 = 0). The fused kernel reads keys by position from one bf16 buffer [pos0 + n, Hkv, d]:
+  // the past rows come from the device store's views (store_views, device [Hkv]) or, without
+  // a store, from the host views a.past; the chunk's rows are a.k / a.v rounded to bf16.
+  void prefill(const AttnArgs& a, const std::vector<AttnMode>& modes, const cuda::DeviceKvHead* store_views) {
+    const int64_t Hq = a.num_heads, Hkv = a.num_kv_heads, d = a.head_dim, n = a.n, pos0 = a.pos0;
+    const int64_t keys = pos0 + n;
+    cuda::PrefillAttnShape shape{n, int(Hq), int(Hkv), int(d), a.opt, pos0};
     // Arena: work list + XA buffers (mask, scores, partial sums, tile maxima), with slack.
-    const int64_t nqb = (n + a.opt.xa.block - 1) / a.opt.xa.block;
-    const int64_t rows = nqb * (a.opt.xa.block / std::max<int64_t>(1, a.opt.xa.stride));
+    const int64_t B = a.opt.xa.block, nqb = (n + B - 1) / B, nkb = (keys + B - 1) / B;
+    const int64_t rows = nqb * (B / std::max<int64_t>(1, a.opt.xa.stride));
+    const int64_t col_tiles = (pos0 / std::max<int64_t>(1, a.opt.xa.stride) + rows + 63) / 64;
     const bool any_xa = std::find(modes.begin(), modes.end(), AttnMode::xa) != modes.end();
     const size_t xa_bytes = !any_xa ? 0
-                                    : size_t(Hq) * size_t(nqb * nqb) * 5 +
-                                          size_t(Hq) * size_t(rows) * size_t(nqb + (rows + 63) / 64 + 1) * 4;
+                                    : size_t(Hq) * size_t(nqb * nkb) * 5 +
+                                          size_t(Hq) * size_t(rows) * size_t(nkb + col_tiles + 1) * 4;
     const size_t bytes = size_t((n / 64 + 2) * Hq) * 8 + xa_bytes + (size_t(4) << 20);
+    // The plan first: it rejects a chunk an XA head cannot start at before anything runs.
     const cuda::PrefillAttnPlan plan = cuda::prefill_attention_plan(shape, modes.data(), arena(bytes), stream_);
+    auto* q = static_cast<__nv_bfloat16*>(scratch(0, size_t(n * Hq * d) * 2));
+    auto* k = static_cast<__nv_bfloat16*>(scratch(1, size_t(keys * Hkv * d) * 2));
+    auto* v = static_cast<__nv_bfloat16*>(scratch(2, size_t(keys * Hkv * d) * 2));
+    if (pos0 > 0) {
+      if (store_views) {
+        cuda::prefill_kv_gather_past(k, v, store_views, int(Hkv), int(d), pos0, stream_);
+      } else {
+        ELASTIC_CHECK(a.past != nullptr);
+        past_upload(k, v, a, pos0);
+      }
+    }
+    cuda::f32_to_bf16_launch(q, a.q, n * Hq * d, stream_);
+    cuda::f32_to_bf16_launch(k + pos0 * Hkv * d, a.k, n * Hkv * d, stream_);
+    cuda::f32_to_bf16_launch(v + pos0 * Hkv * d, a.v, n * Hkv * d, stream_);
     cuda::PrefillAttnParams p;
     p.q = q;
     p.k = k;
@@ -417,16 +444,41 @@ class CudaBackend final : public Backend {
     std::vector<std::vector<uint8_t>> masks(static_cast<size_t>(Hq));
     int64_t xa_scores = 0;
     if (plan.xa_head_count > 0) {
-      std::vector<uint8_t> all(size_t(Hq) * size_t(nqb * nqb));
+      const int64_t per_head = nqb * nkb;
+      std::vector<uint8_t> all(size_t(Hq * per_head));
       ELASTIC_CUDA_CHECK(cudaMemcpy(all.data(), plan.xa_mask, all.size(), cudaMemcpyDeviceToHost));
-      const int64_t G = Hq / Hkv, cols = (n + a.opt.xa.stride - 1) / a.opt.xa.stride;
+      // Strided rows pos0/s .. cols-1, row i scoring columns 0..i (as xa_select_blocks counts).
+      const int64_t G = Hq / Hkv, s = a.opt.xa.stride, cols = (keys + s - 1) / s, c0 = pos0 / s;
       for (int64_t h = 0; h < Hq; ++h)
         if (modes[size_t(h / G)] == AttnMode::xa) {
-          masks[size_t(h)].assign(all.begin() + h * nqb * nqb, all.begin() + (h + 1) * nqb * nqb);
-          xa_scores += cols * (cols + 1) / 2;
+          masks[size_t(h)].assign(all.begin() + h * per_head, all.begin() + (h + 1) * per_head);
+          xa_scores += cols * (cols + 1) / 2 - c0 * (c0 + 1) / 2;
         }
     }
-    fill_stats(a, modes, masks, plan.xa_head_count > 0 ? nqb : 0, xa_scores);
+    fill_stats(a, modes, masks, plan.xa_head_count > 0 ? nqb : 0, plan.xa_head_count > 0 ? nkb : 0, xa_scores);
+  }
+
+  // k, v: device [pos0, Hkv, d] bf16 <- the host views a.past (positions < pos0); positions a
+  // ring no longer holds as zeros (prefill_kv_gather_past's rule).
+  void past_upload(__nv_bfloat16* k, __nv_bfloat16* v, const AttnArgs& a, int64_t pos0) {
+    const int64_t Hkv = a.num_kv_heads, d = a.head_dim;
+    std::vector<uint16_t> hk(size_t(pos0 * Hkv * d), 0), hv(hk.size(), 0);
+    for (int64_t h = 0; h < Hkv; ++h) {
+      const KvHeadView& pv = a.past[h];
+      for (int64_t p = 0; p < pos0; ++p) {
+        if (pv.ring && p >= pv.sink_tokens && p < pos0 - pv.window_tokens) continue;
+        const float* kr = pv.k + pv.row(p) * d;
+        const float* vr = pv.v + pv.row(p) * d;
+        uint16_t* kd = hk.data() + (p * Hkv + h) * d;
+        uint16_t* vd = hv.data() + (p * Hkv + h) * d;
+        for (int64_t t = 0; t < d; ++t) {
+          kd[t] = f32_to_bf16(kr[t]);
+          vd[t] = f32_to_bf16(vr[t]);
+        }
+      }
+    }
+    upload(k, hk.data(), hk.size() * 2);  // synchronous: the host vectors die on return
+    upload(v, hv.data(), hv.size() * 2);
   }
 
   void decode(const AttnArgs& a, const std::vector<AttnMode>& modes) {
@@ -480,7 +532,7 @@ class CudaBackend final : public Backend {
     p.scale = a.scale;
     cuda::decode_attention_run(plan, p, stream_);
     ELASTIC_CUDA_CHECK(cudaStreamSynchronize(stream_));  // host buffers above are freed on return
-    if (a.stats) fill_stats(a, modes, {}, 0, 0);
+    if (a.stats) fill_stats(a, modes, {}, 0, 0, 0);
   }
 
   // One query against the device KV store (its new key already appended): no host traffic, no
@@ -500,12 +552,14 @@ class CudaBackend final : public Backend {
     p.pos = pos;
     p.scale = a.scale;
     cuda::decode_attention_run(plan, p, stream_);
-    if (a.stats) fill_stats(a, modes, {}, 0, 0);
+    if (a.stats) fill_stats(a, modes, {}, 0, 0, 0);
   }
 
-  // rho and attended pairs from the key set of each mode, as attention_cpu counts them.
+  // rho and attended pairs from the key set of each mode, as attention_cpu counts them. masks:
+  // [Hq][nqb * nkb] (query blocks of the call x key blocks), XA heads only.
   static void fill_stats(const AttnArgs& a, const std::vector<AttnMode>& modes,
-                         const std::vector<std::vector<uint8_t>>& masks, int64_t nqb, int64_t xa_scores) {
+                         const std::vector<std::vector<uint8_t>>& masks, int64_t nqb, int64_t nkb,
+                         int64_t xa_scores) {
     const int64_t Hq = a.num_heads, G = Hq / a.num_kv_heads, B = a.opt.xa.block;
     AttnStats& st = *a.stats;
     st.causal_pairs = 0;
@@ -524,8 +578,9 @@ class CudaBackend final : public Backend {
           for (int j = 0; j < c; ++j) att += std::max<int64_t>(0, std::min(r[j].end, p + 1) - r[j].begin);
         } else {
           const std::vector<uint8_t>& mk = masks[size_t(h)];
+          const int64_t qb = i / B;  // the call's query block (pos0 is a multiple of B)
           for (int64_t kb = 0; kb <= p / B; ++kb)
-            if (mk[size_t((p / B) * nqb + kb)]) att += std::min((kb + 1) * B, p + 1) - kb * B;
+            if (mk[size_t(qb * nkb + kb)]) att += std::min((kb + 1) * B, p + 1) - kb * B;
         }
       }
       st.attended_pairs[size_t(h)] = att;
@@ -537,7 +592,7 @@ class CudaBackend final : public Backend {
     st.xa_mask = masks;
     if (st.xa_mask.size() != size_t(Hq)) st.xa_mask.assign(size_t(Hq), {});
     st.xa_q_blocks = nqb;
-    st.xa_k_blocks = nqb;
+    st.xa_k_blocks = nkb;
     st.xa_estimate_scores = xa_scores;
   }
 

@@ -15,13 +15,14 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
-// Classifies the 64-key tile [k0, k0 + 64) for query rows [q0, q_last]: visit = some pair
-// allowed, full = every pair allowed (then no element mask is applied).
+// Classifies the 64-key tile [k0, k0 + 64) for the queries at positions [q0, q_last] (absolute,
+// i.e. pos0 + row): visit = some pair allowed, full = every pair allowed (then no element mask is
+// applied).
 __device__ __forceinline__ void classify_tile(const PrefillKernelParams& p, int mode, int hq, int q0,
                                               int q_last, int k0, bool& visit, bool& full) {
   constexpr int bn = 64;
   const int k_end = k0 + bn - 1;
-  const bool causal_full = k_end <= q0 && k_end < p.n;
+  const bool causal_full = k_end <= q0 && k_end < p.n_keys;
   visit = k0 <= q_last;
   full = causal_full;
   if (!visit) return;
@@ -34,11 +35,11 @@ __device__ __forceinline__ void classify_tile(const PrefillKernelParams& p, int 
     full = causal_full && (k_end < sink_end || k0 >= lo_last);
   } else if (mode == int(AttnMode::xa)) {
     const int Bx = p.xa_block;
-    const int a0 = q0 / Bx, a1 = q_last / Bx;
-    const int b0 = k0 / Bx, b1 = min(k_end, p.n - 1) / Bx;
+    const int a0 = q0 / Bx, a1 = q_last / Bx;  // absolute query blocks
+    const int b0 = k0 / Bx, b1 = min(k_end, p.n_keys - 1) / Bx;
     bool any = false, all = true;
     for (int a = a0; a <= a1; ++a) {
-      const uint8_t* row = p.xa_mask + (size_t(hq) * p.xa_nqb + a) * p.xa_nqb;
+      const uint8_t* row = p.xa_mask + (size_t(hq) * p.xa_nqb + (a - p.xa_qb0)) * p.xa_nkb;
       for (int b = b0; b <= min(b1, a); ++b) {
         const bool on = row[b] != 0;
         any |= on;
@@ -51,26 +52,29 @@ __device__ __forceinline__ void classify_tile(const PrefillKernelParams& p, int 
   }
 }
 
-// Per-row constants of the element mask: key kpos is allowed for this row iff
-// kpos <= row && kpos < n && (FA || kpos < sink_end || kpos >= local_lo (SSA) || xa_row[kpos / B]).
+// Per-row constants of the element mask: key kpos is allowed for the query at position pos iff
+// kpos <= pos && kpos < n_keys && (FA || kpos < sink_end || kpos >= local_lo (SSA) ||
+// xa_row[kpos / B]).
 struct RowMask {
-  int row;
-  int local_lo;          // SSA: first key of the local window
-  const uint8_t* xa_row;  // XA: the row's block mask
+  int pos;                // the row's position, -1 for rows past n (they see no key)
+  int local_lo;           // SSA: first key of the local window
+  const uint8_t* xa_row;  // XA: the row's block mask over key blocks
 };
 
+// row: call-relative query row (position pos0 + row).
 __device__ __forceinline__ RowMask row_mask(const PrefillKernelParams& p, int mode, int hq, int row) {
-  RowMask m{row < p.n ? row : -1, 0, nullptr};  // rows past n see no key
+  const int pos = p.pos0 + row;
+  RowMask m{row < p.n ? pos : -1, 0, nullptr};
   if (mode == int(AttnMode::ssa))
-    m.local_lo = (row / p.ssa_block - p.ssa_local_blocks + 1) * p.ssa_block;
-  else if (mode == int(AttnMode::xa) && row < p.n)
-    m.xa_row = p.xa_mask + (size_t(hq) * p.xa_nqb + row / p.xa_block) * p.xa_nqb;
+    m.local_lo = (pos / p.ssa_block - p.ssa_local_blocks + 1) * p.ssa_block;
+  else if (mode == int(AttnMode::xa) && row < p.n)  // pos0 % block == 0: row / block is the call's block
+    m.xa_row = p.xa_mask + (size_t(hq) * p.xa_nqb + row / p.xa_block) * p.xa_nkb;
   return m;
 }
 
 __device__ __forceinline__ bool key_allowed(const PrefillKernelParams& p, int mode, const RowMask& m,
                                             int kpos) {
-  if (kpos > m.row || kpos >= p.n) return false;
+  if (kpos > m.pos || kpos >= p.n_keys) return false;
   if (mode == int(AttnMode::ssa)) return kpos < p.ssa_sink_blocks * p.ssa_block || kpos >= m.local_lo;
   if (mode == int(AttnMode::xa)) return m.xa_row != nullptr && m.xa_row[kpos / p.xa_block] != 0;
   return true;

@@ -13,6 +13,10 @@
 // A[a][b] = sum_i partial[i][b] 2^(m_t(b) - M_i) / L_i; keep block 0 and a; sort the other causal
 // blocks by decreasing A (ties: lower index first), keep each while the mass kept before it is
 // < tau * sum_b A[a][b]. Every score is computed once; the per-row softmax is exact.
+// Chunked prefill (pos0 > 0, a multiple of B): the call's strided rows are the absolute rows
+// pos0/s .. (the chunk's queries), the columns every key 0..pos0+n-1 (past and chunk), exactly as
+// xa_select_blocks on the CPU; partial sums, tile maxima and the mask keep call-relative rows and
+// query blocks and absolute columns and key blocks.
 #include <cfloat>
 
 #include "elastic/cuda/cuda_check.h"
@@ -33,11 +37,15 @@ struct XaTraits {
   static constexpr int kChunks = D / 8;
   static constexpr int kStageElems = (kBlockM + kBlockN) * D;  // Q slab + K slab
   static constexpr size_t kSmemBytes = size_t(2 * kStageElems) * sizeof(__nv_bfloat16);
-  static_assert(D == 64 || D == 128, "head_dim 64 or 128");
+  static_assert(D == 16 || D == 32 || D == 64 || D == 128, "head_dim 16, 32, 64 or 128");
   static_assert(kBlockN == 64, "tile maxima are stored per 64 columns");
   static_assert((kBlockM * kChunks) % kThreads == 0 && (kBlockN * kChunks) % kThreads == 0,
                 "slab loads split evenly over the CTA");
 };
+// d = 16 / 32 (small models): the same GEMM with one / two k16 steps per slab; rows of 2 / 4
+// chunks use the swizzle's r % chunks form (mma.cuh), as the mma.sync prefill kernel does.
+using XaTraitsD16 = XaTraits<16, 4, 2>;
+using XaTraitsD32 = XaTraits<32, 4, 2>;
 using XaTraitsD64 = XaTraits<64, 4, 2>;
 using XaTraitsD128 = XaTraits<128, 4, 2>;
 
@@ -61,21 +69,23 @@ __global__ void __launch_bounds__(Traits::kThreads) xa_partial_kernel(const Pref
   const int hq = p.xa_heads[slot];
   const int hk = hq / p.group;
   const int s = p.xa_stride;
-  const int rows = p.xa_rows;                    // Np / s
-  const int valid = (p.n + s - 1) / s;           // rows / columns holding a real position
+  const int rows = p.xa_rows;                    // strided rows of the call (relative)
+  const int col0 = p.xa_col0;                    // absolute strided row of relative row 0
+  const int valid = (p.n_keys + s - 1) / s;      // absolute rows / columns holding a real position
   const int strip = gridDim.x - 1 - blockIdx.x;  // longest strips first
   const int i0 = strip * BM;
   const int i_last = min(i0 + BM, rows) - 1;
-  const int tiles = i_last / BN + 1;
+  const int tiles = (col0 + i_last) / BN + 1;    // causal column tiles of the strip's last row
   const int steps = tiles * s;
   const float scale_log2 = p.scale_log2 / float(s);  // score scale / s, base 2
-  const int nqb = p.xa_nqb;
-  float* partial = p.xa_partial + int64_t(slot) * rows * nqb;
+  const int nkb = p.xa_nkb;
+  float* partial = p.xa_partial + int64_t(slot) * rows * nkb;
   float* tile_max = p.xa_tile_max + int64_t(slot) * rows * p.xa_tiles;
 
   const __nv_bfloat16* q_base = p.q + int64_t(hq) * p.q_head;
   const __nv_bfloat16* k_base = p.k + int64_t(hk) * p.k_head;
-  // Step st = (tile jt, offset t): Q slab rows i -> token i*s + s-1-t, K slab cols j -> j*s + t.
+  // Step st = (tile jt, offset t): Q slab rows i -> query row i*s + s-1-t of the call (position
+  // pos0 + that), K slab cols j -> key position j*s + t.
   auto load_stage = [&](int st, int buf) {
     const int jt = st / s, t = st % s;
     __nv_bfloat16* sq = stage0 + buf * Traits::kStageElems;
@@ -89,7 +99,7 @@ __global__ void __launch_bounds__(Traits::kThreads) xa_partial_kernel(const Pref
     for (int idx = tid; idx < BN * CH; idx += NT) {
       const int r = idx / CH, c = idx % CH;
       const int tok = (jt * BN + r) * s + t;
-      const bool ok = tok < p.n;
+      const bool ok = tok < p.n_keys;
       cp_async16(sk + swz(r, c, CH), k_base + int64_t(ok ? tok : 0) * p.k_tok + c * 8, ok ? 16 : 0);
     }
   };
@@ -140,14 +150,14 @@ __global__ void __launch_bounds__(Traits::kThreads) xa_partial_kernel(const Pref
     for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int row = r0 + 16 * mi + 8 * h;
+        const int row = r0 + 16 * mi + 8 * h;  // relative; absolute strided row col0 + row
         float mx = -INFINITY;
 #pragma unroll
         for (int nb = 0; nb < BN / 8; ++nb)
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             const int col = j0 + nb * 8 + 2 * t4 + e;
-            const float x = (col > row || col >= valid) ? -INFINITY : acc[mi][nb][2 * h + e] * scale_log2;
+            const float x = (col > col0 + row || col >= valid) ? -INFINITY : acc[mi][nb][2 * h + e] * scale_log2;
             acc[mi][nb][2 * h + e] = x;
             mx = fmaxf(mx, x);
           }
@@ -163,13 +173,13 @@ __global__ void __launch_bounds__(Traits::kThreads) xa_partial_kernel(const Pref
           bsum[nb] = v;
         }
         if (row >= rows) continue;
-        float* prow = partial + int64_t(row) * nqb;
+        float* prow = partial + int64_t(row) * nkb;
         if constexpr (G <= 8) {
           if ((t4 & (G / 2 - 1)) == 0) {
 #pragma unroll
             for (int nb = 0; nb < BN / 8; ++nb) {
               const int b = (j0 + nb * 8 + 2 * t4) / G;
-              if (b < nqb) prow[b] = bsum[nb];
+              if (b < nkb) prow[b] = bsum[nb];
             }
           }
         } else {
@@ -180,7 +190,7 @@ __global__ void __launch_bounds__(Traits::kThreads) xa_partial_kernel(const Pref
 #pragma unroll
               for (int u = 0; u < G / 8; ++u) v += bsum[nb + u];
               const int b = (j0 + nb * 8) / G;
-              if (b < nqb) prow[b] = v;
+              if (b < nkb) prow[b] = v;
             }
           }
         }
@@ -190,7 +200,8 @@ __global__ void __launch_bounds__(Traits::kThreads) xa_partial_kernel(const Pref
   cp_async_wait<0>();
 }
 
-// One CTA per (query block a, XA head). Shared memory: P (value, index) pairs, P = pow2 >= a+1.
+// One CTA per (query block a of the call, XA head). Shared memory: P (value, index) pairs,
+// P = pow2 >= (absolute block of a) + 1.
 constexpr int kSelectThreads = 256;
 constexpr int kSelectWarps = kSelectThreads / 32;
 
@@ -200,41 +211,43 @@ __global__ void __launch_bounds__(kSelectThreads) xa_select_kernel(const Prefill
   __shared__ float scan[2][kSelectThreads];
   __shared__ float row_max[64], row_inv[64];
   __shared__ float forced_parts[2];
-  const int nqb = p.xa_nqb;
-  const int a = nqb - 1 - blockIdx.x;  // longest rows first
+  const int nqb = p.xa_nqb, nkb = p.xa_nkb;
+  const int qa = nqb - 1 - blockIdx.x;  // query block of the call, longest rows first
+  const int a = p.xa_qb0 + qa;          // its absolute block = its diagonal key block
   const int slot = blockIdx.y;
   const int hq = p.xa_heads[slot];
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int G = p.xa_block / p.xa_stride;
   const int rows = p.xa_rows;
-  const int valid = (p.n + p.xa_stride - 1) / p.xa_stride;
-  const float* partial = p.xa_partial + int64_t(slot) * rows * nqb;
+  const int valid = (p.n_keys + p.xa_stride - 1) / p.xa_stride;  // absolute strided rows
+  const float* partial = p.xa_partial + int64_t(slot) * rows * nkb;
   const float* tile_max = p.xa_tile_max + int64_t(slot) * rows * p.xa_tiles;
-  float* scores = p.xa_block_scores + (int64_t(hq) * nqb + a) * nqb;
-  uint8_t* mask = p.xa_mask + (int64_t(hq) * nqb + a) * nqb;
+  float* scores = p.xa_block_scores + (int64_t(hq) * nqb + qa) * nkb;
+  uint8_t* mask = p.xa_mask + (int64_t(hq) * nqb + qa) * nkb;
   int P = 1;
   while (P < a + 1) P <<= 1;
   float* val = reinterpret_cast<float*>(smem_raw);
   int* idx = reinterpret_cast<int*>(val + P);
 
-  // 1. Softmax max and sum of each strided row of block a (one warp per row).
+  // 1. Softmax max and sum of each strided row of block a (one warp per row); i is the row of
+  // the call, i_abs its absolute strided row (the last column it sees).
   for (int r = warp; r < G; r += kSelectWarps) {
-    const int i = a * G + r;
+    const int i = qa * G + r, i_abs = p.xa_col0 + i;
     float m = -INFINITY, l = 0.f;
-    if (i < valid) {
+    if (i_abs < valid) {
       const float* tm = tile_max + int64_t(i) * p.xa_tiles;
-      for (int t = lane; t <= i / 64; t += 32) m = fmaxf(m, tm[t]);
+      for (int t = lane; t <= i_abs / 64; t += 32) m = fmaxf(m, tm[t]);
       for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-      const float* pr = partial + int64_t(i) * nqb;
+      const float* pr = partial + int64_t(i) * nkb;
       for (int b = lane; b <= a; b += 32) l += pr[b] * xa_exp2(tm[b * G / 64] - m);
       for (int off = 16; off > 0; off >>= 1) l += __shfl_xor_sync(0xffffffffu, l, off);
     }
     if (lane == 0) {
-      row_max[r] = i < valid ? m : 0.f;
-      row_inv[r] = (i < valid && l > 0.f) ? 1.f / l : 0.f;  // padded rows contribute nothing
+      row_max[r] = i_abs < valid ? m : 0.f;
+      row_inv[r] = (i_abs < valid && l > 0.f) ? 1.f / l : 0.f;  // padded rows contribute nothing
     }
   }
-  for (int b = tid; b < nqb; b += kSelectThreads) mask[b] = (b == 0 || b == a) ? 1 : 0;
+  for (int b = tid; b < nkb; b += kSelectThreads) mask[b] = (b == 0 || b == a) ? 1 : 0;
   __syncthreads();
 
   // 2. Block scores A[a][b] and the sort keys.
@@ -243,9 +256,9 @@ __global__ void __launch_bounds__(kSelectThreads) xa_select_kernel(const Prefill
     float x = 0.f;
     if (b <= a) {
       for (int r = 0; r < G; ++r) {
-        const int i = a * G + r;
+        const int i = qa * G + r;
         if (row_inv[r] == 0.f) continue;
-        x += partial[int64_t(i) * nqb + b] *
+        x += partial[int64_t(i) * nkb + b] *
              xa_exp2(tile_max[int64_t(i) * p.xa_tiles + b * G / 64] - row_max[r]) * row_inv[r];
       }
       scores[b] = x;
@@ -333,13 +346,17 @@ void launch_xa_partial_g(const PrefillKernelParams& kp, int heads, cudaStream_t 
 }
 
 void launch_xa_estimate(const PrefillKernelParams& kp, int xa_head_count, cudaStream_t stream) {
-  ELASTIC_CHECK(xa_head_count > 0 && kp.xa_nqb > 0 && kp.xa_nqb <= kXaMaxBlocks);
-  if (kp.head_dim == 64)
-    launch_xa_partial_g<XaTraitsD64>(kp, xa_head_count, stream);
-  else
-    launch_xa_partial_g<XaTraitsD128>(kp, xa_head_count, stream);
+  ELASTIC_CHECK(xa_head_count > 0 && kp.xa_nqb > 0 && kp.xa_nkb == kp.xa_qb0 + kp.xa_nqb &&
+                kp.xa_nkb <= kXaMaxBlocks);
+  switch (kp.head_dim) {
+    case 16: launch_xa_partial_g<XaTraitsD16>(kp, xa_head_count, stream); break;
+    case 32: launch_xa_partial_g<XaTraitsD32>(kp, xa_head_count, stream); break;
+    case 64: launch_xa_partial_g<XaTraitsD64>(kp, xa_head_count, stream); break;
+    case 128: launch_xa_partial_g<XaTraitsD128>(kp, xa_head_count, stream); break;
+    default: ELASTIC_CHECK_MSG(false, "XA estimation: head_dim 16, 32, 64 or 128");
+  }
   int P = 1;
-  while (P < kp.xa_nqb) P <<= 1;
+  while (P < kp.xa_nkb) P <<= 1;  // the last query block's row spans every key block
   const size_t smem = size_t(P) * (sizeof(float) + sizeof(int));
   ELASTIC_CUDA_CHECK(cudaFuncSetAttribute(xa_select_kernel,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));

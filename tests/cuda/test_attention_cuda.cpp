@@ -1,5 +1,5 @@
 // CPU-vs-CUDA consistency of attention: the fused hybrid prefill kernel (FA, SSA, XA, hybrids;
-// odd lengths; GQA ratios 1/4/8; head dims 64/128), the XA block masks, split-KV decode over
+// odd lengths; GQA ratios 1/4/8; head dims 16/32/64/128), the XA block masks, split-KV decode over
 // full and ring caches, and the raw-attention golden fixtures. The reference is attention_cpu
 // (fp32) run on the same bf16-rounded inputs. Skipped when no CUDA device is present.
 //
@@ -202,7 +202,7 @@ TEST(CudaPrefillAttention, DenseOddLengthsGqaAndHeadDims) {
 }
 
 // Small head dims (the engine-core fixtures: d = 32; tinystories-656k: d = 16) run the mma.sync
-// kernel whatever the default; FA and SSA, odd lengths, G = 1 / 2 / 4.
+// kernel whatever the default; every mode (XA estimation included), odd lengths, G = 1 / 2 / 4 / 8.
 TEST(CudaPrefillAttention, SmallHeadDims16And32) {
   REQUIRE_GPU();
   const AttnOptions o = small_blocks(32, 32, 96, 64, 16);
@@ -210,11 +210,12 @@ TEST(CudaPrefillAttention, SmallHeadDims16And32) {
   run_prefill_case({77, 8, 4, 16, {FA, SSA, FA, SSA}, o}, 72);   // G = 2
   run_prefill_case({301, 8, 2, 32, {SSA, FA}, o}, 73);           // G = 4
   run_prefill_case({129, 4, 4, 32, {FA, FA, FA, FA}, o, /*out_bf16=*/true}, 74);
-  AttnOptions xa = o;
-  std::vector<AttnMode> m = {XA};
-  cuda::DeviceArena arena(size_t(16) << 20);
-  EXPECT_THROW(cuda::prefill_attention_plan({64, 2, 1, 32, xa}, m.data(), arena, nullptr), Error)
-      << "XA estimation needs d 64 or 128 and must say so";
+  // XA masks at d = 16 / 32 equal the CPU's (run_prefill_case compares them block by block).
+  run_prefill_case({700, 4, 1, 16, {XA}, small_blocks(32, 32, 96, 64, 16)}, 75);          // g = 4
+  run_prefill_case({333, 8, 2, 32, {XA, XA}, small_blocks(32, 32, 96, 32, 8)}, 76);       // g = 4
+  run_prefill_case({1000, 8, 1, 32, {XA}, small_blocks(32, 32, 96, 128, 16)}, 77);        // g = 8, G = 8
+  run_prefill_case({517, 8, 4, 16, {FA, XA, SSA, XA}, small_blocks(32, 32, 96, 64, 8)}, 78);  // g = 8, hybrid
+  run_prefill_case({90, 2, 2, 32, {XA, XA}, small_blocks(32, 32, 96, 64, 2)}, 79);        // g = 32
 }
 
 TEST(CudaPrefillAttention, StreamingSparse) {
@@ -263,6 +264,8 @@ TEST(CudaSanitizerSmall, AllModes) {
   run_prefill_case({130, 4, 2, 128, {FA, XA}, small_blocks(64, 64, 64, 64, 16)}, 42);
   run_prefill_case({140, 4, 2, 32, {FA, SSA}, small_blocks(32, 32, 64, 32, 8)}, 44);  // mma.sync d = 32
   run_prefill_case({90, 4, 2, 16, {SSA, FA}, small_blocks(32, 32, 64, 32, 8)}, 45);   // mma.sync d = 16
+  run_prefill_case({100, 4, 2, 32, {XA, FA}, small_blocks(32, 32, 64, 32, 8)}, 46);   // XA estimation d = 32
+  run_prefill_case({70, 4, 2, 16, {SSA, XA}, small_blocks(32, 32, 64, 32, 8)}, 47);   // XA estimation d = 16
   // Both kernel families whatever the default: mma.sync (4), wgmma with both row blocks live (3).
   std::vector<int> variants = {4};
   if (cuda::detail::wgmma_kernel_available()) variants.push_back(3);
@@ -344,6 +347,20 @@ void run_decode_case(int64_t pos, int hq, int hkv, int d, const std::vector<Attn
   // Decode keeps P in fp32 (no bf16 rounding): errors are fp32 summation only.
   expect_close(download(static_cast<const float*>(p.out), want.size()), want,
                "decode pos=" + std::to_string(pos));
+}
+
+// Small shapes for compute-sanitizer: the split-KV decode and merge kernels over full and ring
+// caches (a ring that wrapped), every head dim, one and several splits.
+TEST(CudaSanitizerSmall, Decode) {
+  REQUIRE_GPU();
+  SsaOptions ssa;
+  ssa.block = 32;
+  ssa.sink_tokens = 32;
+  ssa.local_tokens = 64;
+  run_decode_case(0, 4, 2, 16, {FA, SSA}, ssa, 81);
+  run_decode_case(300, 4, 2, 32, {SSA, FA}, ssa, 82);
+  run_decode_case(600, 8, 1, 64, {SSA}, ssa, 83);
+  run_decode_case(700, 8, 2, 128, {FA, SSA}, ssa, 84);
 }
 
 TEST(CudaDecodeAttention, FullAndRingCaches) {

@@ -1,7 +1,10 @@
 // CUDA attention for one layer of one sequence, every KV head in its own mode (SPEC §3–4).
 //
 // Prefill: one fused launch over (query tile, query head) work items; the per-KV-head mode array
-// and the XA block masks are device data. A plan step (host, once per layer shape and routing)
+// and the XA block masks are device data. A chunk of a longer prompt (chunked prefill, a chat
+// turn appended to a conversation) is the same call with pos0 > 0: its n queries sit at positions
+// pos0..pos0+n-1 and attend keys 0..pos0+n-1, given as one contiguous tensor by position
+// (prefill_kv_gather_past fills the past part from a device KV cache). A plan step (host, once per layer shape and routing)
 // uploads the modes and a cost-ordered work list into arena memory; run() enqueues the XA
 // estimation + selection (when any head is XA) and the fused kernel on a stream and never
 // synchronises, so it can be captured in a CUDA graph.
@@ -30,17 +33,20 @@ struct AttnStrides {
 };
 
 struct PrefillAttnShape {
-  int64_t n = 0;  // tokens, positions 0..n-1 (whole-prompt prefill)
+  int64_t n = 0;  // query tokens, at positions pos0..pos0+n-1
   int num_heads = 0;
   int num_kv_heads = 0;
-  int head_dim = 0;  // 16, 32 (mma.sync), 64 or 128 (wgmma on sm_90a); XA heads: 64 or 128
+  int head_dim = 0;  // 16, 32 (mma.sync), 64 or 128 (wgmma on sm_90a)
   AttnOptions opt;
+  // Position of query 0 (0 = whole-prompt prefill). XA heads need a multiple of opt.xa.block, so
+  // that the chunk's estimation equals the whole prompt's (as attention_cpu requires).
+  int64_t pos0 = 0;
 };
 
 struct PrefillAttnParams {
-  const __nv_bfloat16* q = nullptr;  // [n, Hq, d] (strides q_stride)
-  const __nv_bfloat16* k = nullptr;  // [n, Hkv, d]
-  const __nv_bfloat16* v = nullptr;  // [n, Hkv, d]
+  const __nv_bfloat16* q = nullptr;  // [n, Hq, d] (strides q_stride), positions pos0..pos0+n-1
+  const __nv_bfloat16* k = nullptr;  // [pos0 + n, Hkv, d] by position (past keys, then the chunk's)
+  const __nv_bfloat16* v = nullptr;  // [pos0 + n, Hkv, d]
   void* out = nullptr;               // [n, Hq, d] bf16, or fp32 when out_fp32
   bool out_fp32 = false;
   AttnStrides q_stride, k_stride, v_stride, out_stride;  // zero = packed
@@ -56,13 +62,15 @@ struct PrefillAttnPlan {
   int work_count = 0;
   int xa_head_count = 0;           // query heads whose KV head is XA
   int* xa_heads = nullptr;         // [xa_head_count] query head ids
-  int64_t xa_q_blocks = 0;         // ceil(n / xa.block)
+  int64_t xa_q_blocks = 0;         // nqb = ceil(n / xa.block): query blocks of this call
+  int64_t xa_k_blocks = 0;         // nkb = ceil((pos0 + n) / xa.block): key blocks (= nqb at pos0 0)
   int block_m = 0;                  // query rows per work item
-  int64_t xa_rows = 0;              // strided rows nqb * block / stride
-  float* xa_partial = nullptr;      // [xa heads, xa_rows, nqb] row-wise block sums (estimation)
-  float* xa_tile_max = nullptr;     // [xa heads, xa_rows, ceil(xa_rows / 64)]
-  float* xa_block_scores = nullptr;  // [Hq, nqb, nqb] block sums A[a][b]
-  uint8_t* xa_mask = nullptr;        // [Hq, nqb, nqb] selected key blocks (only XA heads written)
+  int64_t xa_rows = 0;              // strided query rows of this call, nqb * block / stride
+  int64_t xa_tiles = 0;             // 64-column tiles of the strided grid, ceil((pos0/stride + xa_rows) / 64)
+  float* xa_partial = nullptr;      // [xa heads, xa_rows, nkb] row-wise block sums (estimation)
+  float* xa_tile_max = nullptr;     // [xa heads, xa_rows, xa_tiles]
+  float* xa_block_scores = nullptr;  // [Hq, nqb, nkb] block sums A[a][b]
+  uint8_t* xa_mask = nullptr;        // [Hq, nqb, nkb] selected key blocks (only XA heads written)
 };
 
 // Validates the shape (throws elastic::Error naming the field), uploads modes and the work list.
@@ -88,6 +96,16 @@ struct DeviceKvHead {
   int64_t window_tokens = 0;
   int32_t ring = 0;
 };
+
+// Fills k_out, v_out: [pos0, Hkv, d] bf16 (packed, by position) with the positions < pos0 of a
+// device KV cache, for a prefill chunk at pos0. heads_dev: [Hkv] device views, each holding at
+// least positions 0..pos0-1 (ring heads: the sinks and the last window_tokens of them). Positions
+// a ring head no longer holds are written as zeros: the SSA rule never lets a chunk's query see
+// them (its local window starts at or after pos0 - window_tokens), and zeros keep the masked
+// lanes of the fused kernel finite. No host sync.
+void prefill_kv_gather_past(__nv_bfloat16* k_out, __nv_bfloat16* v_out,
+                            const DeviceKvHead* heads_dev, int num_kv_heads, int head_dim,
+                            int64_t pos0, cudaStream_t stream);
 
 struct DecodeAttnShape {
   int num_heads = 0;
