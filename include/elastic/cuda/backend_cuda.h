@@ -7,11 +7,12 @@
 // device (SSA heads as sink + window rings), appended after prefill and before each decode step,
 // read in place by the decode kernel; k/v never go to the host.
 //
-// Attention support: head_dim 16, 32, 64, 128 (XA heads: 64, 128); whole-prompt prefill
-// (pos0 = 0, any modes, stats filled like the CPU's) and single-token decode (n = 1), from the
-// KvStore (attention_forward_stored) or, for a direct attention_forward call, from host
-// KvHeadViews in AttnArgs::past (uploaded per call: a correctness path). Chunked prefill
-// (pos0 > 0, n > 1) throws elastic::Error ("unsupported"), never computes something different.
+// Attention support: head_dim 16, 32, 64, 128, every mode; prefill of a whole prompt (pos0 = 0)
+// or of a chunk (pos0 > 0, n > 1: chunked prefill, a chat turn; XA heads need pos0 to be a
+// multiple of the XA block, as on the CPU), stats filled like the CPU's, and single-token decode
+// (n = 1). The past comes from the KvStore (attention_forward_stored: gathered on the device for
+// a chunk, read in place for decode) or, for a direct attention_forward call, from host
+// KvHeadViews in AttnArgs::past (uploaded per call: a correctness path).
 #pragma once
 
 #include <memory>
