@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "core/fast_exp.h"
 #include "elastic/cpu_ops.h"
 #include "elastic/error.h"
 
@@ -152,7 +153,7 @@ void swiglu_forward(float* out, const float* gate_up, int64_t rows, int64_t ffn)
     const float* u = g + ffn;
     float* o = out + r * ffn;
 #pragma omp simd
-    for (int64_t i = 0; i < ffn; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    for (int64_t i = 0; i < ffn; ++i) o[i] = detail::silu(g[i]) * u[i];  // vector exp, no libm call
   }
 }
 
