@@ -39,10 +39,15 @@ void KvCache::reserve(Head& h, int64_t positions) {
   const int64_t step = std::max(kKvGrowRows, h.capacity / 4);
   int64_t cap = h.capacity == 0 ? need : std::max(need, h.capacity + step);
   if (h.ring) cap = std::min(cap, h.sink_tokens + h.window_tokens);
-  h.k.resize(static_cast<size_t>(cap * head_dim_));
-  h.v.resize(static_cast<size_t>(cap * head_dim_));
-  h.k.shrink_to_fit();
-  h.v.shrink_to_fit();
+  // One allocation of exactly cap rows per buffer and one copy of the rows held (resize then
+  // shrink_to_fit would allocate and copy twice).
+  auto grow = [&](std::vector<float>& buf) {
+    std::vector<float> bigger(static_cast<size_t>(cap * head_dim_));
+    std::copy(buf.begin(), buf.end(), bigger.begin());
+    buf.swap(bigger);
+  };
+  grow(h.k);
+  grow(h.v);
   h.capacity = cap;
 }
 
