@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "backend_profile.h"
 #include "cli_args.h"
 #include "commands.h"
 #include "elastic/cpu_peaks.h"
@@ -42,14 +43,14 @@ int cmd_bench(int argc, char** argv) {
   std::string model_dir, synthetic;
   int64_t prompt_tokens = 512, decode_tokens = 32, threads = 0;
   uint64_t seed = 1;
-  bool json = false;
+  bool json = false, profile = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "-h" || a == "--help") {
       std::string names;
       for (const auto& n : model_synthetic_names()) names += (names.empty() ? "" : ", ") + n;
       std::printf(
-          "usage: elastic bench (--synthetic NAME | -m MODEL) [-p N] [-n N] [-t N] [--json]\n\n"
+          "usage: elastic bench (--synthetic NAME | -m MODEL) [-p N] [-n N] [-t N] [--profile] [--json]\n\n"
           "Measures prefill and decode tokens/s of the CPU forward pass, and in the same run the\n"
           "machine's memory bandwidth and fp32 FMA peak, and prints the fraction of each that\n"
           "the forward pass reaches:\n"
@@ -62,6 +63,8 @@ int cmd_bench(int argc, char** argv) {
           "  -n, --n-gen N      tokens to decode after it (default 32)\n"
           "  -t, --threads N    CPU threads (default: all cores)\n"
           "  --seed S           seed of the synthetic weights and prompt ids (default 1)\n"
+          "  --profile          also time every backend op during decode (ms per token, share,\n"
+          "                     GB/s of each linear layer's weights)\n"
           "  --json             print one JSON object instead of the table\n",
           names.c_str());
       return 0;
@@ -79,6 +82,8 @@ int cmd_bench(int argc, char** argv) {
       seed = static_cast<uint64_t>(parse_int(a, option_value(argc, argv, i), 0));
     } else if (a == "--json") {
       json = true;
+    } else if (a == "--profile") {
+      profile = true;
     } else {
       throw Error("unknown option '" + a + "' (see elastic bench --help)");
     }
@@ -99,6 +104,11 @@ int cmd_bench(int argc, char** argv) {
   Model model = synthetic.empty() ? model_load(model_dir) : model_synthetic(synthetic, seed);
   const double load_s = seconds_since(t_load);
   const ModelConfig& c = model.config;
+  std::shared_ptr<ProfilingBackend> profiler;
+  if (profile) {  // every op of the model now passes through the profiler (CPU: synchronous)
+    profiler = std::make_shared<ProfilingBackend>(model.backend);
+    model.backend = profiler;
+  }
 
   std::fprintf(stderr, "bench: measuring memory bandwidth and FMA peak ...\n");
   // Measured before and after the model runs; the larger of each pair is the machine's
@@ -124,6 +134,7 @@ int cmd_bench(int argc, char** argv) {
   const double prefill_s = seconds_since(t0);
   int64_t tok = sample_greedy(logits->data(), c.vocab_size);
 
+  if (profiler) profiler->reset();
   double decode_s = 0, kv_bytes_read = 0;
   const double kv_bytes_per_position =
       static_cast<double>(c.num_layers * c.num_kv_heads * 2 * c.head_dim * sizeof(float));
@@ -180,6 +191,9 @@ int cmd_bench(int argc, char** argv) {
     j["decode"] = {{"tokens", decode_tokens},           {"seconds", decode_s},
                    {"tokens_per_s", decode_tps},        {"bytes_per_token", decode_bytes_per_token},
                    {"gbs", decode_gbs},                 {"fraction_of_bandwidth", decode_fraction}};
+    if (profiler)
+      for (const auto& [op, t] : profiler->times())
+        j["decode"]["profile"][op] = {{"seconds", t.seconds}, {"calls", t.calls}, {"weight_bytes", t.bytes}};
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
@@ -204,6 +218,9 @@ int cmd_bench(int argc, char** argv) {
   std::printf("| decode  | %6lld | %7.2f | %8.2f | %11.2f | %8.3f GB/token | %7.1f GB/s    | %5.1f %% bandwidth |\n",
               (long long)decode_tokens, decode_s, decode_tps, decode_tps / decode_fraction,
               decode_bytes_per_token / 1e9, decode_gbs, 100 * decode_fraction);
+  if (profiler)
+    std::printf("\ndecode profile (wall time per backend op, %lld tokens):\n%s",
+                (long long)decode_tokens, profile_table(profiler->times(), decode_s, decode_tokens).c_str());
   std::printf("\ntargets (issue 2, synthetic qwen3-0.6b on the 2-core CI machine): prefill >= 40 %% of "
               "FMA peak, decode >= 60 %% of bandwidth\n");
   std::fprintf(stderr, "bench: load/generate %.1f s; timings are wall clock, so other load on the "
