@@ -308,21 +308,6 @@ class CudaBackend final : public Backend {
     done();
   }
 
-  // The router on the device: weights uploaded once, only z [Hkv][C] comes back (router_cuda.h).
-  std::shared_ptr<void> router_prepare(const RouterWeights& w) override { return cuda::router_device_upload(w); }
-  void router_forward(double* z, const RouterWeights& w, void* prepared, int64_t layer, const float* k, int64_t n,
-                      int64_t num_kv_heads, int64_t pool_tokens) override {
-    ELASTIC_CHECK_MSG(prepared != nullptr, "router weights not prepared by the CUDA backend");
-    auto& r = *static_cast<cuda::RouterDevice*>(prepared);
-    ELASTIC_CHECK(r.head_dim == w.head_dim && r.classes == w.classes);
-    cuda::router_device_forward(z, r, layer, k, n, num_kv_heads, pool_tokens, stream_);
-  }
-
-  // Sampling on the device: one token id comes back (sampling_cuda.h).
-  int64_t sample(const float* logits, int64_t vocab, const SamplingParams& p, double u) override {
-    return sampler_.sample(logits, vocab, cuda::SampleFilters{p.temperature, p.top_k, p.top_p, p.min_p}, u, stream_);
-  }
-
  private:
   // The modes attention runs: a.modes (null = all FA), XA as FA for a single query (SPEC §4).
   static std::vector<AttnMode> effective_modes(const AttnArgs& a) {
