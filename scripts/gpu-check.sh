@@ -23,7 +23,7 @@ if [[ "${1:-}" == "--fetch" ]]; then
   mkdir -p "$ROOT/.debs" && (cd "$ROOT/.debs" && apt-get download "${DEBS[@]}")
   mkdir -p "$ROOT/.gpu-shared/fixtures/hf"
   for c in attention-gqa attention-mha-long qwen3-tiny elastic-qwen3-fa-ssa elastic-qwen3-fa-xa elastic-qwen3-xa-ssa \
-           llama3-tiny qwen2-tiny qwen3-yarn-tiny; do
+           elastic-qwen3-fa-ssa-bias llama3-tiny qwen2-tiny qwen3-yarn-tiny; do
     cp -r "$ROOT/../shared/fixtures/hf/$c" "$ROOT/.gpu-shared/fixtures/hf/"
   done
   # The legacy-config twins share weights and goldens with their models (identical files): links
@@ -93,6 +93,7 @@ rc=$?
 if [[ $rc -eq 0 ]]; then
   targets=(test_fixtures_cuda test_attention_cuda test_backend_cuda test_chunked_cuda bench_prefill_cuda)
   [[ $BENCH -eq 1 ]] && targets+=(elastic_attn_bench)
+  targets+=(test_router_cuda test_sampling_cuda elastic_cli)
   ninja -C "$B" -j16 "${targets[@]}" >> "$OUT/build.log" 2>&1
   rc=$?
 fi
@@ -150,6 +151,21 @@ else
   note "chunked tests: FAILED, see tests-chunked.log"
 fi
 
+# The router and sampling on the device (device mode: the router reads k where the forward left
+# it, sampling returns one id), and `elastic route/generate --backend cuda`.
+for t in test_router_cuda test_sampling_cuda; do
+  timeout 300 "$B/tests/cuda/$t" 2>&1 | tee "$OUT/tests-$t.log" | grep -E "^\s+(router|sampl|elastic-qwen3|qwen|llama)|OK|FAILED|PASSED|Failure|error" | head -60
+  if grep -q "^\[  PASSED  \]" "$OUT/tests-$t.log" && ! grep -q "FAILED" "$OUT/tests-$t.log"; then
+    note "$t: $(grep '^\[  PASSED  \]' "$OUT/tests-$t.log")"
+  else
+    note "$t: FAILED, see tests-$t.log"
+  fi
+done
+timeout 60 "$B/bin/elastic" generate --backend cuda -m "$ROOT/.gpu-shared/fixtures/hf/elastic-qwen3-fa-ssa" \
+  --input-ids "1 2 3 4 5 6 7 8 9 10" -n 8 --block 32 --sink 32 --local 96 --temp 0.8 --top-p 0.9 --seed 3 \
+  > "$OUT/cli-generate.log" 2>&1
+note "elastic generate --backend cuda: rc $?; $(tr '\n' ' ' < "$OUT/cli-generate.log" | cut -c1-240)"
+
 # 4. Sanitizers on the small shapes: prefill (both kernel families), XA estimation, split-KV
 # decode (test_attention_cuda); the past gather, chunked prefill, the KV-store append and the
 # stored decode (test_chunked_cuda).
@@ -160,6 +176,17 @@ fi
       > "$log" 2>&1
     rc=$?
     note "compute-sanitizer $tool $(basename "$bin"): rc $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | head -2 | tr '\n' ' ') $(grep -E '^\[  (PASSED|FAILED)' "$log" | head -1)"
+  done
+done
+
+# Sanitizers on the router and sampling kernels (block reductions and scans in shared memory).
+[[ $SANITIZE -eq 1 ]] && for tool in memcheck racecheck; do
+  for spec in "test_router_cuda:CudaRouter.OutputsMatch*" "test_sampling_cuda:CudaSampling.ExactTies*"; do
+    log="$OUT/sanitizer-$tool-${spec%%:*}.log"
+    timeout 300 compute-sanitizer --tool "$tool" --error-exitcode 9 "$B/tests/cuda/${spec%%:*}" \
+      --gtest_filter="${spec#*:}" > "$log" 2>&1
+    rc=$?
+    note "compute-sanitizer $tool ${spec%%:*}: rc $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | head -2 | tr '\n' ' ')"
   done
 done
 

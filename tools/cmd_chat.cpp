@@ -68,7 +68,7 @@ int cmd_chat(int argc, char** argv) {
   if (template_name.empty()) format = chat_format_detect(tok_path);
   else format.kind = chat_template_from_name(template_name);
 
-  Model model = model_load(model_dir);
+  Model model = model_load(model_dir, elastic_backend(eo));
   ElasticSetup setup = elastic_setup(eo, model.config, model_dir);
   const std::vector<std::string> end_of_turn = chat_end_of_turn(format.kind);
   // A turn ends at the template's end-of-turn token or the model's EOS.

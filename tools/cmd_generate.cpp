@@ -101,7 +101,7 @@ int cmd_generate(int argc, char** argv) {
     if (ids.empty()) throw Error("option -p: the prompt encodes to no tokens");
   }
 
-  Model model = model_load(model_dir);
+  Model model = model_load(model_dir, elastic_backend(eo));
   if (tok && tok->vocab_size() > model.config.vocab_size)
     throw Error(tok->source() + ": tokenizer has " + std::to_string(tok->vocab_size()) +
                 " ids but the model's vocab_size is " + std::to_string(model.config.vocab_size) +

@@ -55,7 +55,7 @@ int cmd_logits(int argc, char** argv) {
   if (ids.empty()) throw Error("missing --input-ids (see elastic logits --help)");
   if (out_path.empty()) throw Error("missing --out FILE.safetensors (see elastic logits --help)");
 
-  Model model = model_load(model_dir);
+  Model model = model_load(model_dir, elastic_backend(eo));
   ElasticSetup setup = elastic_setup(eo, model.config, model_dir);
   Request req = elastic_request_start(model, setup);
   std::vector<std::vector<float>> states;

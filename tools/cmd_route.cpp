@@ -69,7 +69,7 @@ int cmd_route(int argc, char** argv) {
   }
   if (ids.empty()) throw Error("missing --input-ids or -p (see elastic route --help)");
 
-  Model model = model_load(model_dir);
+  Model model = model_load(model_dir, elastic_backend(eo));
   ElasticSetup setup = elastic_setup(eo, model.config, model_dir);
   Request req = elastic_request_start(model, setup);
   const int64_t T = static_cast<int64_t>(ids.size());

@@ -6,6 +6,9 @@
 #include "cli_args.h"
 #include "elastic/error.h"
 #include "elastic/router.h"
+#ifdef ELASTIC_HAVE_CUDA
+#include "elastic/cuda/backend_cuda.h"
+#endif
 
 namespace elastic::cli {
 
@@ -32,7 +35,9 @@ const char* const kElasticOptionsHelp =
     "  --xa-threshold X       XA cumulative-mass threshold in (0, 1] (default 0.9)\n"
     "  --pool-tokens P        router boundary pooling: first and last P tokens (default 100)\n"
     "  --sparsity-bias B      added to the router's sparse logit: > 0 routes more heads sparse\n"
-    "  --routing-map FILE     write the routing map (layers x KV heads) as a PNG heatmap\n";
+    "  --routing-map FILE     write the routing map (layers x KV heads) as a PNG heatmap\n"
+    "  --backend cpu|cuda     compute backend (default cpu); cuda keeps the KV cache, the router\n"
+    "                         and sampling on the GPU (builds with the CUDA backend only)\n";
 
 bool elastic_options_parse(ElasticOptions& o, int argc, char** argv, int& i) {
   const std::string a = argv[i];
@@ -78,10 +83,24 @@ bool elastic_options_parse(ElasticOptions& o, int argc, char** argv, int& i) {
     o.sparsity_bias = real();
   } else if (a == "--routing-map") {
     o.routing_map = str();
+  } else if (a == "--backend") {
+    o.backend = str();
+    if (o.backend != "cpu" && o.backend != "cuda") throw Error("option --backend: expected cpu or cuda, got '" + o.backend + "'");
   } else {
     return false;
   }
   return true;
+}
+
+std::shared_ptr<Backend> elastic_backend(const ElasticOptions& o) {
+  if (o.backend == "cuda") {
+#ifdef ELASTIC_HAVE_CUDA
+    return backend_cuda(CudaBackendOptions{/*host_visible=*/false});
+#else
+    throw Error("option --backend cuda: this build has no CUDA backend (configure with -DELASTIC_CUDA=ON)");
+#endif
+  }
+  return backend_cpu();
 }
 
 ElasticSetup elastic_setup(const ElasticOptions& o, const ModelConfig& c, const std::string& model_dir) {

@@ -1,5 +1,5 @@
-// Elastic Attention options shared by the model commands (route, logits, ...): attention
-// modes and sizes, the router or a static assignment, and the report outputs.
+// Elastic Attention options shared by the model commands (route, logits, generate, chat): the
+// backend, attention modes and sizes, the router or a static assignment, and the report outputs.
 #pragma once
 
 #include <memory>
@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "elastic/attention.h"
+#include "elastic/backend.h"
 #include "elastic/config.h"
 #include "elastic/model.h"
 #include "elastic/report.h"
@@ -26,6 +27,7 @@ struct ElasticOptions {
   std::optional<int64_t> sink, local, block, xa_block, xa_stride, pool_tokens;
   std::optional<double> xa_threshold, sparsity_bias;
   std::string routing_map;    // PNG path
+  std::string backend = "cpu";  // "cpu" or "cuda" (device mode: KV cache, router and sampling on the GPU)
 };
 
 // Text for --help listing every option below.
@@ -40,6 +42,10 @@ struct ElasticSetup {
   std::unique_ptr<RoutingPolicy> policy;  // never null
   std::string description;                // one line: modes, policy, sizes
 };
+
+// The compute backend --backend names. Throws elastic::Error for cuda in a build without the CUDA
+// backend or on a machine without a CUDA device.
+std::shared_ptr<Backend> elastic_backend(const ElasticOptions& o);
 
 // Resolves the options against a model folder's config and weights.
 ElasticSetup elastic_setup(const ElasticOptions& o, const ModelConfig& config, const std::string& model_dir);

@@ -18,6 +18,9 @@
 
 namespace elastic {
 
+struct RouterWeights;   // router.h
+struct SamplingParams;  // sampling.h
+
 // A linear layer's weight [rows = out features, cols = in features] after the backend prepared
 // it (repacked, uploaded). Opaque to the model; `impl` belongs to the backend that made it.
 struct Linear {
@@ -90,6 +93,21 @@ class Backend {
   // then also holds positions pos0..pos0+n-1 of args.k / args.v. Only for stores this backend
   // made; a backend without stores never receives the call.
   virtual void attention_forward_stored(const AttnArgs& args, KvStore& store, int64_t layer);
+
+  // Attention Router (SPEC §5, router.h) of one layer: boundary pooling of k: [n, Hkv, d] (backend
+  // memory, after k_norm, before RoPE) and the task + router MLPs in double; z: [Hkv, w.classes]
+  // host memory receives the raw router outputs (before the sparsity bias and the sigmoid
+  // variant's normalisation). `prepared` is router_prepare(w) of this backend (the weights in its
+  // memory, made once). Defaults (router.cpp): no preparation, the CPU reference on host memory.
+  virtual std::shared_ptr<void> router_prepare(const RouterWeights& w);
+  virtual void router_forward(double* z, const RouterWeights& w, void* prepared, int64_t layer,
+                              const float* k, int64_t n, int64_t num_kv_heads, int64_t pool_tokens);
+
+  // Next token from logits: [vocab] fp32 backend memory (sampling.h): the argmax (first index on
+  // ties) when params.temperature == 0, else the token of the filtered, renormalised
+  // distribution at cumulative probability u in [0, 1) (u drawn by the caller's Sampler). Only the
+  // id comes back. Default (sampling.cpp): sampling_pick on host memory.
+  virtual int64_t sample(const float* logits, int64_t vocab, const SamplingParams& params, double u);
 };
 
 // The CPU reference backend (OpenMP threads).

@@ -109,6 +109,9 @@ struct PrefillOptions {
   // When set, receives L + 1 tensors [n, D]: the embeddings, then the residual stream after
   // each layer (the last one before the final norm).
   std::vector<std::vector<float>>* hidden = nullptr;
+  // false: the logits stay in backend memory (request.ws.logits, [rows, V]) and the returned
+  // vector is empty (the generate loop samples on the backend).
+  bool logits_to_host = true;
 };
 
 // Runs tokens ids[0..n) at positions request.length.. through the model and returns the

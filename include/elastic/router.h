@@ -10,10 +10,17 @@
 //   sigmoid variant: z normalised across the layer's KV heads (LayerNorm without parameters,
 //   eps 1e-5); reported as logits (beta, z_norm), i.e. retrieval iff sigmoid(z_norm - beta) > 0.5
 // beta is the test-time sparsity bias (added to the SA logit). Computed in double.
+//
+// Where it runs: RouterRouting::route_backend hands the pooling and the MLPs to the model's
+// backend (Backend::router_forward: the CPU reference below on the host, CUDA kernels on the
+// device with the weights uploaded once), which returns only z [Hkv][classes]; the bias, the
+// normalisation and the decision (router_layer_decide) run on the host.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "elastic/attention.h"
@@ -52,8 +59,17 @@ struct RouterOptions {
 void router_pool_keys(double* pooled, const float* k, int64_t n, int64_t num_kv_heads, int64_t head_dim,
                       int64_t pool_tokens);
 
-// logits: [Hkv][2] (SA, retrieval) with the bias applied; returns the decisions [Hkv]
-// (1 = retrieval). k: [n, Hkv, d] after k_norm, before RoPE.
+// z: [Hkv, w.classes], the raw outputs of the router MLP of `layer` (before the bias and the
+// sigmoid variant's normalisation); k: [n, Hkv, d] host memory, after k_norm, before RoPE.
+void router_layer_outputs(double* z, const RouterWeights& w, int64_t layer, const float* k, int64_t n,
+                          int64_t num_kv_heads, int64_t pool_tokens);
+
+// logits: [Hkv][2] (SA, retrieval) with the bias applied, from z: [Hkv, classes]; returns the
+// decisions [Hkv] (1 = retrieval).
+std::vector<uint8_t> router_layer_decide(std::vector<float>& logits, const double* z, int64_t num_kv_heads,
+                                         int64_t classes, double sparsity_bias);
+
+// router_layer_outputs + router_layer_decide. k: [n, Hkv, d] host memory.
 std::vector<uint8_t> router_layer_forward(std::vector<float>& logits, const RouterWeights& w, int64_t layer,
                                           const float* k, int64_t n, int64_t num_kv_heads,
                                           const RouterOptions& opt);
@@ -61,13 +77,27 @@ std::vector<uint8_t> router_layer_forward(std::vector<float>& logits, const Rout
 class RouterRouting final : public RoutingPolicy {
  public:
   RouterRouting(RouterWeights weights, RouterOptions options);
+  // k_pre_rope in host memory (the CPU reference).
   LayerRoute route(int64_t layer, const float* k_pre_rope, int64_t n, int64_t num_kv_heads,
                    int64_t head_dim) override;
+  // k_pre_rope in `backend`'s memory: the MLPs run on the backend (weights prepared once per
+  // backend), only z comes back.
+  LayerRoute route_backend(Backend& backend, int64_t layer, const float* k_pre_rope, int64_t n,
+                           int64_t num_kv_heads, int64_t head_dim) override;
   const RouterOptions& options() const { return options_; }
+  const RouterWeights& weights() const { return weights_; }
 
  private:
+  void head_dim_check(int64_t head_dim) const;
+  LayerRoute route_from_outputs(const std::vector<double>& z, int64_t num_kv_heads) const;
+
   RouterWeights weights_;
   RouterOptions options_;
+  // The backend the weights were last prepared for (address and name: identity only) and its
+  // handle (Backend::router_prepare; null for the CPU reference).
+  const Backend* prepared_for_ = nullptr;
+  std::string prepared_for_name_;
+  std::shared_ptr<void> prepared_;
 };
 
 }  // namespace elastic

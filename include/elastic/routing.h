@@ -1,7 +1,8 @@
 // Routing: which mode each KV head of a layer runs, decided once per request at prefill
-// (SPEC §4–5). The forward pass calls route() for every layer with the layer's keys after
-// k_norm and before RoPE, then runs attention with the returned modes and keeps, for each
-// SSA head, only the sink + local-window KV (ring buffer). Decode reuses the decisions.
+// (SPEC §4–5). The forward pass calls route_backend() for every layer with the layer's keys after
+// k_norm and before RoPE (in the backend's memory), then runs attention with the returned modes
+// and keeps, for each SSA head, only the sink + local-window KV (ring buffer). Decode reuses the
+// decisions.
 //
 // Policies: DenseRouting (every head FA), StaticRouting (a fixed [L][Hkv] retrieval/sparse
 // assignment: all retrieval, all sparse, a head list file, or the top heads of a per-head
@@ -15,6 +16,8 @@
 #include "elastic/attention.h"
 
 namespace elastic {
+
+class Backend;  // backend.h
 
 struct LayerRoute {
   std::vector<AttnMode> modes;        // [Hkv]
@@ -30,9 +33,14 @@ inline bool layer_route_is_retrieval(const LayerRoute& r, size_t h) {
 class RoutingPolicy {
  public:
   virtual ~RoutingPolicy() = default;
-  // k_pre_rope: [n, Hkv, d] for the whole prompt of this request (positions 0..n-1).
+  // k_pre_rope: [n, Hkv, d] host memory, for the whole prompt of this request (positions 0..n-1).
   virtual LayerRoute route(int64_t layer, const float* k_pre_rope, int64_t n, int64_t num_kv_heads,
                            int64_t head_dim) = 0;
+  // The same with k_pre_rope in `backend`'s memory (what the forward pass calls). Default: k is
+  // downloaded to the host, then route(). Dense and static routing read no keys; the router runs
+  // on the backend (Backend::router_forward), so only its decisions reach the host.
+  virtual LayerRoute route_backend(Backend& backend, int64_t layer, const float* k_pre_rope, int64_t n,
+                                   int64_t num_kv_heads, int64_t head_dim);
 };
 
 // Every head full attention: the dense model.
@@ -42,6 +50,10 @@ class DenseRouting final : public RoutingPolicy {
                    int64_t head_dim) override {
     return LayerRoute{std::vector<AttnMode>(static_cast<size_t>(num_kv_heads), AttnMode::fa), {}, {}};
   }
+  LayerRoute route_backend(Backend&, int64_t layer, const float* k_pre_rope, int64_t n, int64_t num_kv_heads,
+                           int64_t head_dim) override {
+    return route(layer, k_pre_rope, n, num_kv_heads, head_dim);  // reads no keys
+  }
 };
 
 // A fixed assignment: retrieval[l][h] = 1 runs `retrieval_mode`, 0 runs `sparse_mode`.
@@ -50,6 +62,10 @@ class StaticRouting final : public RoutingPolicy {
   StaticRouting(std::vector<std::vector<uint8_t>> retrieval, AttnMode retrieval_mode, AttnMode sparse_mode);
   LayerRoute route(int64_t layer, const float* k_pre_rope, int64_t n, int64_t num_kv_heads,
                    int64_t head_dim) override;
+  LayerRoute route_backend(Backend&, int64_t layer, const float* k_pre_rope, int64_t n, int64_t num_kv_heads,
+                           int64_t head_dim) override {
+    return route(layer, k_pre_rope, n, num_kv_heads, head_dim);  // reads no keys
+  }
   const std::vector<std::vector<uint8_t>>& assignment() const { return retrieval_; }
 
  private:

@@ -3,6 +3,11 @@
 // Filters apply in HF's order: temperature, top-k, top-p, min-p, then a draw from the
 // renormalised distribution with a seeded std::mt19937_64 (same seed, same logits -> same
 // tokens). temperature 0 is greedy (argmax, first index on ties, as torch.argmax).
+//
+// Where it runs: the Sampler draws the uniform number u on the host (one per sampled token, none
+// for greedy); the filters and the pick run where the logits are (Backend::sample: this file's
+// reference on the CPU, kernels on CUDA), so a CUDA generate loop downloads one token id per step
+// and picks the CPU's token for the same logits and seed (up to exact ties).
 #pragma once
 
 #include <cstdint>
@@ -31,14 +36,24 @@ int64_t sample_greedy(const float* logits, int64_t vocab);
 std::vector<std::pair<int64_t, float>> sampling_candidates(const float* logits, int64_t vocab,
                                                            const SamplingParams& params);
 
+// The token at cumulative probability u in [0, 1) of sampling_candidates' list (the first whose
+// running sum exceeds u; u within rounding of 1: the last). logits: [vocab], temperature > 0.
+int64_t sampling_pick(const float* logits, int64_t vocab, const SamplingParams& params, double u);
+
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);
   // Throws elastic::Error when a parameter is out of range.
+  // logits: [vocab] host memory.
   int64_t sample(const float* logits, int64_t vocab);
+  // logits: [vocab] in `backend`'s memory; the backend filters and picks (Backend::sample), only
+  // the id comes back. Same draws, so the same tokens as sample() on the same logits.
+  int64_t sample(Backend& backend, const float* logits, int64_t vocab);
   const SamplingParams& params() const { return params_; }
 
  private:
+  double draw();  // u in [0, 1), only for temperature > 0
+
   SamplingParams params_;
   std::mt19937_64 rng_;
 };
@@ -57,7 +72,8 @@ struct GenerateStats {
 };
 
 // Prefills `prompt` into `request` (which may already hold earlier tokens), then samples up to
-// max_new_tokens tokens, decoding each one. on_token (may be empty) sees every new token as it
+// max_new_tokens tokens, decoding each one. The logits stay in backend memory (the backend
+// samples; one token id per step reaches the host). on_token (may be empty) sees every new token as it
 // is produced and may return false to stop. Returns the new tokens (an EOS that stopped the
 // loop is included, as HF's generate does).
 std::vector<int64_t> generate(const Model& model, Request& request,

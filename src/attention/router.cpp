@@ -1,10 +1,12 @@
-// Attention Router (SPEC §5) on the CPU: boundary pooling, task MLP, router MLP, decision.
+// Attention Router (SPEC §5) on the CPU: boundary pooling, task MLP, router MLP, decision; the
+// Backend's default router_forward (this reference) and RouterRouting.
 // The MLPs are tiny (d -> 4d -> d per KV head), so plain double loops are fast enough (~1 ms
 // per layer at d = 128) and keep the logits exact to well below the fixtures' 1e-4.
 #include <algorithm>
 #include <cmath>
 #include <string>
 
+#include "elastic/backend.h"
 #include "elastic/error.h"
 #include "elastic/router.h"
 
@@ -94,14 +96,14 @@ void router_pool_keys(double* pooled, const float* k, int64_t n, int64_t Hkv, in
   for (int64_t i = 0; i < Hkv * d; ++i) pooled[i] /= static_cast<double>(count);
 }
 
-std::vector<uint8_t> router_layer_forward(std::vector<float>& logits, const RouterWeights& w, int64_t layer,
-                                          const float* k, int64_t n, int64_t Hkv, const RouterOptions& opt) {
+void router_layer_outputs(double* z, const RouterWeights& w, int64_t layer, const float* k, int64_t n,
+                          int64_t Hkv, int64_t pool_tokens) {
   const int64_t d = w.head_dim, h4 = 4 * d;
   ELASTIC_CHECK(layer >= 0 && layer < static_cast<int64_t>(w.layers.size()));
   const RouterLayerWeights& L = w.layers[static_cast<size_t>(layer)];
   std::vector<double> pooled(static_cast<size_t>(Hkv * d)), hid(static_cast<size_t>(h4)),
-      u(static_cast<size_t>(d)), r(static_cast<size_t>(d)), z(static_cast<size_t>(Hkv * w.classes));
-  router_pool_keys(pooled.data(), k, n, Hkv, d, opt.pool_tokens);
+      u(static_cast<size_t>(d)), r(static_cast<size_t>(d));
+  router_pool_keys(pooled.data(), k, n, Hkv, d, pool_tokens);
   for (int64_t h = 0; h < Hkv; ++h) {
     linear(hid.data(), L.w1, L.b1, pooled.data() + h * d, h4, d);  // task MLP
     silu(hid.data(), h4);
@@ -110,13 +112,18 @@ std::vector<uint8_t> router_layer_forward(std::vector<float>& logits, const Rout
     silu(hid.data(), h4);
     linear(r.data(), L.w4, L.b4, hid.data(), d, h4);
     silu(r.data(), d);
-    linear(z.data() + h * w.classes, L.w5, L.b5, r.data(), w.classes, d);
+    linear(z + h * w.classes, L.w5, L.b5, r.data(), w.classes, d);
   }
+}
+
+std::vector<uint8_t> router_layer_decide(std::vector<float>& logits, const double* z, int64_t Hkv, int64_t classes,
+                                         double sparsity_bias) {
+  ELASTIC_CHECK(classes == 1 || classes == 2);
   logits.assign(static_cast<size_t>(Hkv * 2), 0.f);
   std::vector<uint8_t> retrieval(static_cast<size_t>(Hkv));
-  if (w.classes == 2) {
+  if (classes == 2) {
     for (int64_t h = 0; h < Hkv; ++h) {
-      const double sa = z[h * 2] + opt.sparsity_bias, fa = z[h * 2 + 1];
+      const double sa = z[h * 2] + sparsity_bias, fa = z[h * 2 + 1];
       logits[h * 2] = static_cast<float>(sa);
       logits[h * 2 + 1] = static_cast<float>(fa);
       retrieval[h] = fa > sa;  // argmax, ties to class 0 (SA) as torch.argmax
@@ -129,12 +136,27 @@ std::vector<uint8_t> router_layer_forward(std::vector<float>& logits, const Rout
     var /= Hkv;
     for (int64_t h = 0; h < Hkv; ++h) {
       const double zn = (z[h] - mean) / std::sqrt(var + 1e-5);
-      logits[h * 2] = static_cast<float>(opt.sparsity_bias);
+      logits[h * 2] = static_cast<float>(sparsity_bias);
       logits[h * 2 + 1] = static_cast<float>(zn);
-      retrieval[h] = zn > opt.sparsity_bias;  // sigmoid(zn - beta) > 0.5
+      retrieval[h] = zn > sparsity_bias;  // sigmoid(zn - beta) > 0.5
     }
   }
   return retrieval;
+}
+
+std::vector<uint8_t> router_layer_forward(std::vector<float>& logits, const RouterWeights& w, int64_t layer,
+                                          const float* k, int64_t n, int64_t Hkv, const RouterOptions& opt) {
+  std::vector<double> z(static_cast<size_t>(Hkv * w.classes));
+  router_layer_outputs(z.data(), w, layer, k, n, Hkv, opt.pool_tokens);
+  return router_layer_decide(logits, z.data(), Hkv, w.classes, opt.sparsity_bias);
+}
+
+// The backend's default router: the reference above on k as host memory (the CPU backend).
+std::shared_ptr<void> Backend::router_prepare(const RouterWeights&) { return nullptr; }
+
+void Backend::router_forward(double* z, const RouterWeights& w, void*, int64_t layer, const float* k, int64_t n,
+                             int64_t Hkv, int64_t pool_tokens) {
+  router_layer_outputs(z, w, layer, k, n, Hkv, pool_tokens);
 }
 
 RouterRouting::RouterRouting(RouterWeights weights, RouterOptions options)
@@ -142,14 +164,40 @@ RouterRouting::RouterRouting(RouterWeights weights, RouterOptions options)
   if (options_.pool_tokens <= 0) throw Error("router option pool-tokens must be > 0");
 }
 
-LayerRoute RouterRouting::route(int64_t layer, const float* k, int64_t n, int64_t Hkv, int64_t d) {
+void RouterRouting::head_dim_check(int64_t d) const {
   if (d != weights_.head_dim)
     throw Error("router: head_dim " + std::to_string(d) + " does not match the router's " +
                 std::to_string(weights_.head_dim));
+}
+
+LayerRoute RouterRouting::route_from_outputs(const std::vector<double>& z, int64_t Hkv) const {
   LayerRoute r;
-  r.retrieval = router_layer_forward(r.router_logits, weights_, layer, k, n, Hkv, options_);
+  r.retrieval = router_layer_decide(r.router_logits, z.data(), Hkv, weights_.classes, options_.sparsity_bias);
   for (uint8_t x : r.retrieval) r.modes.push_back(x ? options_.retrieval_mode : options_.sparse_mode);
   return r;
+}
+
+LayerRoute RouterRouting::route(int64_t layer, const float* k, int64_t n, int64_t Hkv, int64_t d) {
+  head_dim_check(d);
+  std::vector<double> z(static_cast<size_t>(Hkv * weights_.classes));
+  router_layer_outputs(z.data(), weights_, layer, k, n, Hkv, options_.pool_tokens);
+  return route_from_outputs(z, Hkv);
+}
+
+LayerRoute RouterRouting::route_backend(Backend& backend, int64_t layer, const float* k, int64_t n, int64_t Hkv,
+                                        int64_t d) {
+  head_dim_check(d);
+  if (layer < 0 || layer >= static_cast<int64_t>(weights_.layers.size()))
+    throw Error("router: no weights for layer " + std::to_string(layer) + " (the router has " +
+                std::to_string(weights_.layers.size()) + " layers)");
+  if (prepared_for_ != &backend || prepared_for_name_ != backend.name()) {
+    prepared_ = backend.router_prepare(weights_);  // weights uploaded once per backend
+    prepared_for_ = &backend;
+    prepared_for_name_ = std::string(backend.name());
+  }
+  std::vector<double> z(static_cast<size_t>(Hkv * weights_.classes));  // z: [Hkv, classes]
+  backend.router_forward(z.data(), weights_, prepared_.get(), layer, k, n, Hkv, options_.pool_tokens);
+  return route_from_outputs(z, Hkv);
 }
 
 }  // namespace elastic

@@ -1,14 +1,23 @@
-// Static routing policies: fixed retrieval/sparse assignments read from text files.
+// Static routing policies: fixed retrieval/sparse assignments read from text files; the default
+// route_backend of every policy (keys downloaded to the host).
 #include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <sstream>
 #include <string>
 
+#include "elastic/backend.h"
 #include "elastic/error.h"
 #include "elastic/routing.h"
 
 namespace elastic {
+
+LayerRoute RoutingPolicy::route_backend(Backend& backend, int64_t layer, const float* k, int64_t n, int64_t Hkv,
+                                        int64_t d) {
+  std::vector<float> host(static_cast<size_t>(n * Hkv * d));  // k: [n, Hkv, d]
+  backend.download(host.data(), k, host.size() * sizeof(float));
+  return route(layer, host.data(), n, Hkv, d);
+}
 
 StaticRouting::StaticRouting(std::vector<std::vector<uint8_t>> retrieval, AttnMode retrieval_mode,
                              AttnMode sparse_mode)

@@ -4,7 +4,8 @@
 // fused attention of attention_cuda.h. Attention statistics (rho, XA masks) are filled exactly
 // as attention_cpu fills them, from the key sets the kernels use. The KV cache of a request is a
 // CudaKvStore (bf16 rows on the device, SSA heads as rings): k/v never leave the device, and a
-// decode step reads the past straight from it.
+// decode step reads the past straight from it. The Attention Router and sampling run on the device
+// too (router_cuda.h, sampling_cuda.h): only decisions and token ids reach the host.
 #include "elastic/cuda/backend_cuda.h"
 
 #include <cublasLt.h>
@@ -23,7 +24,11 @@
 #include "elastic/dtype.h"
 #include "elastic/error.h"
 #include "elastic/kv_cache.h"
+#include "elastic/router.h"
+#include "elastic/sampling.h"
 #include "ops_cuda.h"
+#include "router_cuda.h"
+#include "sampling_cuda.h"
 
 #define ELASTIC_CUBLAS_CHECK(expr)                                                           \
   do {                                                                                       \
@@ -306,6 +311,21 @@ class CudaBackend final : public Backend {
       store->append(layer, a.k, a.v, a.pos0, a.n, stream_);
     }
     done();
+  }
+
+  // The router on the device: weights uploaded once, only z [Hkv][C] comes back (router_cuda.h).
+  std::shared_ptr<void> router_prepare(const RouterWeights& w) override { return cuda::router_device_upload(w); }
+  void router_forward(double* z, const RouterWeights& w, void* prepared, int64_t layer, const float* k, int64_t n,
+                      int64_t num_kv_heads, int64_t pool_tokens) override {
+    ELASTIC_CHECK_MSG(prepared != nullptr, "router weights not prepared by the CUDA backend");
+    auto& r = *static_cast<cuda::RouterDevice*>(prepared);
+    ELASTIC_CHECK(r.head_dim == w.head_dim && r.classes == w.classes);
+    cuda::router_device_forward(z, r, layer, k, n, num_kv_heads, pool_tokens, stream_);
+  }
+
+  // Sampling on the device: one token id comes back (sampling_cuda.h).
+  int64_t sample(const float* logits, int64_t vocab, const SamplingParams& p, double u) override {
+    return sampler_.sample(logits, vocab, cuda::SampleFilters{p.temperature, p.top_k, p.top_p, p.min_p}, u, stream_);
   }
 
  private:
@@ -593,6 +613,7 @@ class CudaBackend final : public Backend {
   Scratch scratch_[4];
   std::map<const void*, std::shared_ptr<void>> tables_;
   std::unique_ptr<cuda::DeviceArena> arena_;
+  cuda::DeviceSampler sampler_;
 };
 
 }  // namespace

@@ -132,7 +132,7 @@ const std::vector<float>& model_prefill(const Model& model, Request& req, const 
     if (w.k_norm) be.rmsnorm_forward(k, k, w.k_norm, n * Hkv, d, eps);
     LayerRoute& route = req.routes[static_cast<size_t>(l)];
     if (first_prefill) {
-      route = routing.route(l, k, n, Hkv, d);  // k: [n, Hkv, d] after k_norm, before RoPE
+      route = routing.route_backend(be, l, k, n, Hkv, d);  // k: [n, Hkv, d] after k_norm, before RoPE
       if (static_cast<int64_t>(route.modes.size()) != Hkv)
         throw Error("routing policy returned " + std::to_string(route.modes.size()) +
                     " modes for layer " + std::to_string(l) + " (expected " + std::to_string(Hkv) + ")");
@@ -178,7 +178,10 @@ const std::vector<float>& model_prefill(const Model& model, Request& req, const 
     const float* last = x + (n - logits_rows) * D;
     be.rmsnorm_forward(xn, last, W.final_norm, logits_rows, D, eps);
     be.linear_forward(f32(ws.logits), xn, W.lm_head, nullptr, logits_rows);  // [rows, V]
-    be.download(ws.logits_host.data(), ws.logits.get(), ws.logits_host.size() * sizeof(float));
+    if (opt.logits_to_host)
+      be.download(ws.logits_host.data(), ws.logits.get(), ws.logits_host.size() * sizeof(float));
+    else
+      ws.logits_host.clear();
   }
   return ws.logits_host;
 }

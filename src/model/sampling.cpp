@@ -1,4 +1,5 @@
-// Sampling filters (HF order: temperature, top-k, top-p, min-p) and the generation loop.
+// Sampling filters (HF order: temperature, top-k, top-p, min-p), the Backend's default sampler
+// and the generation loop.
 // Invariant: the candidate list is sorted by decreasing probability (ties: lower id first), so
 // each filter keeps a prefix of it and the draw is reproducible for a given seed.
 #include <algorithm>
@@ -6,6 +7,7 @@
 #include <cmath>
 #include <string>
 
+#include "elastic/backend.h"
 #include "elastic/error.h"
 #include "elastic/sampling.h"
 
@@ -82,16 +84,31 @@ Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.se
     throw Error("--min-p must be in [0, 1], got " + std::to_string(params.min_p));
 }
 
-int64_t Sampler::sample(const float* logits, int64_t vocab) {
-  if (params_.temperature == 0.f) return sample_greedy(logits, vocab);
-  std::vector<std::pair<int64_t, float>> c = sampling_candidates(logits, vocab, params_);
-  const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+int64_t sampling_pick(const float* logits, int64_t vocab, const SamplingParams& params, double u) {
+  const std::vector<std::pair<int64_t, float>> c = sampling_candidates(logits, vocab, params);
   double cum = 0.0;
   for (const auto& e : c) {
     cum += e.second;
     if (u < cum) return e.first;
   }
   return c.back().first;  // u within rounding of 1
+}
+
+// The backend's default sampler: the reference above on logits as host memory (the CPU backend).
+int64_t Backend::sample(const float* logits, int64_t vocab, const SamplingParams& params, double u) {
+  return params.temperature == 0.f ? sample_greedy(logits, vocab) : sampling_pick(logits, vocab, params, u);
+}
+
+double Sampler::draw() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
+
+int64_t Sampler::sample(const float* logits, int64_t vocab) {
+  if (params_.temperature == 0.f) return sample_greedy(logits, vocab);
+  return sampling_pick(logits, vocab, params_, draw());
+}
+
+int64_t Sampler::sample(Backend& backend, const float* logits, int64_t vocab) {
+  const double u = params_.temperature == 0.f ? 0.0 : draw();
+  return backend.sample(logits, vocab, params_, u);
 }
 
 std::vector<int64_t> generate(const Model& model, Request& request,
@@ -109,15 +126,19 @@ std::vector<int64_t> generate(const Model& model, Request& request,
     return std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), t) != c.eos_token_ids.end();
   };
   auto t0 = clock::now();
-  const std::vector<float>* logits = nullptr;
+  // The last position's logits stay in backend memory (request.ws.logits: [1, V]).
+  PrefillOptions po;
+  po.logits = LogitsOutput::last;
+  po.logits_to_host = false;
   if (options.max_new_tokens > 0)
-    logits = &model_prefill(model, request, prompt.data(), static_cast<int64_t>(prompt.size()));
+    model_prefill(model, request, prompt.data(), static_cast<int64_t>(prompt.size()), po);
   for (int64_t i = 0; i < options.max_new_tokens; ++i) {
     if (i > 0) {
       const int64_t prev = out.back();
-      logits = &model_prefill(model, request, &prev, 1);
+      model_prefill(model, request, &prev, 1, po);
     }
-    const int64_t tok = sampler.sample(logits->data(), c.vocab_size);
+    const int64_t tok =
+        sampler.sample(*model.backend, static_cast<const float*>(request.ws.logits.get()), c.vocab_size);
     out.push_back(tok);
     auto now = clock::now();
     if (i == 0) st.prefill_seconds = std::chrono::duration<double>(now - t0).count();

@@ -23,8 +23,10 @@ namespace elastic {
 
 struct CudaBackendOptions {
   // Managed memory and a device sync after every op, so host code may read and write the
-  // buffers (the router reads k on the host). Plain cudaMalloc and asynchronous ops when false
-  // (dense or static routing: the whole forward then stays on the device).
+  // buffers directly (tests, debugging). Plain cudaMalloc and asynchronous ops when false: the
+  // whole forward stays on the device, the Attention Router included (it returns only its
+  // [Hkv][C] outputs; a custom RoutingPolicy gets k downloaded by RoutingPolicy::route_backend),
+  // and sampling returns one token id.
   bool host_visible = false;
 };
 
