@@ -4,11 +4,14 @@
 // tokens and its local window as a ring (KvHeadView::row in attention.h gives the mapping), so
 // it never holds more than sink + window rows. Allocation is exact after the first prefill
 // (N rows for a full head, min(N, sink + window) for a ring head) and grows during decode in
-// steps of max(kKvGrowRows, capacity / 4) rows. Storage is host memory (the CPU backend's).
+// steps of max(kKvGrowRows, capacity / 4) rows. Storage is host memory (the CPU backend's):
+// one buffer per layer holding every head's K rows then V rows, so a layer of a long context
+// is one huge-page allocation that decode attention streams through.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "elastic/attention.h"
@@ -22,6 +25,11 @@ class KvCache {
  public:
   KvCache() = default;
   KvCache(int64_t num_layers, int64_t num_kv_heads, int64_t head_dim);
+  // Move-only: heads point into the layer buffers.
+  KvCache(KvCache&&) = default;
+  KvCache& operator=(KvCache&&) = default;
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
 
   // Declares how each KV head of `layer` is kept (SSA heads become rings); call before the
   // first append to the layer. modes: [Hkv].
@@ -49,8 +57,9 @@ class KvCache {
 
  private:
   struct Head {
-    std::vector<float> k, v;  // [capacity, d]
-    int64_t capacity = 0;     // rows
+    float* k = nullptr;     // [capacity, d] inside the layer's buffer
+    float* v = nullptr;     // [capacity, d]
+    int64_t capacity = 0;   // rows
     bool ring = false;
     int64_t sink_tokens = 0, window_tokens = 0;
   };
@@ -60,10 +69,13 @@ class KvCache {
   const Head& head_at(int64_t layer, int64_t head) const {
     return heads_[static_cast<size_t>(layer * num_kv_heads_ + head)];
   }
-  void reserve(Head& h, int64_t positions);
+  // Makes room for `positions` positions in every head of `layer` (one new layer buffer,
+  // rows held so far copied, when any head must grow).
+  void reserve_layer(int64_t layer, int64_t positions);
 
   int64_t num_layers_ = 0, num_kv_heads_ = 0, head_dim_ = 0;
-  std::vector<Head> heads_;       // [L * Hkv]
+  std::vector<Head> heads_;                     // [L * Hkv]
+  std::vector<std::shared_ptr<void>> buffers_;  // [L] K and V of the layer's heads
   std::vector<int64_t> lengths_;  // [L] positions stored per layer
 };
 

@@ -5,13 +5,13 @@
 // Packed layout (see cpu_matmul.h, matmul_simd.h): panel p holds output features
 // [32p, 32p + 32) as K rows of 32 weights; rows past N are zero. Packing is exact (same dtype).
 #include <omp.h>
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "core/host_memory.h"
 #include "cpu/matmul_simd.h"
 #include "elastic/cpu_matmul.h"
 #include "elastic/error.h"
@@ -27,27 +27,17 @@ namespace {
 constexpr int64_t kGemvMaxRows = 8;
 constexpr int64_t kGemvPassRows = 4;
 
-// Panels per decode work unit: 128 output features, 256 KiB of bf16 weights at K = 1024
-// (~8 us of DRAM streaming per core), long enough for the hardware prefetchers to ramp up and
-// short enough to balance the 2 MiB k/v projections over 2 threads; 4 vs 8 / 16 / static
-// split measured 5-10 % faster over a whole 0.6B decode step (docs/perf-kernels.md).
+// Panels per decode work unit: 128 output features, 256 KiB of bf16 weights at K = 1024. A
+// unit is the granularity of the static split below and of the passes over it when n > 4 (its
+// weights stay in L2 between passes).
 constexpr int64_t kGemvChunkPanels = 4;
 
 // Below this many multiply-adds a call runs on the calling thread (fork/join costs ~µs).
 constexpr int64_t kParallelMinMacs = 1 << 15;
 
-// Packed weights are streamed once per decode step; 2 MiB pages keep the hardware prefetchers
-// running across what would otherwise be 4 KiB page boundaries and avoid a TLB miss per 4 KiB
-// (the bandwidth peak in cpu_peaks.h is measured on the same kind of memory).
-std::shared_ptr<void> aligned_buffer(size_t bytes) {
-  constexpr size_t kHugePage = size_t{2} << 20;
-  const size_t align = bytes >= kHugePage ? kHugePage : 64;
-  const size_t size = (bytes + align - 1) / align * align;
-  void* p = std::aligned_alloc(align, size);
-  if (!p) throw Error("out of memory: cannot allocate " + std::to_string(bytes) + " bytes");
-  if (align == kHugePage) madvise(p, size, MADV_HUGEPAGE);  // advisory; before first touch
-  return std::shared_ptr<void>(p, std::free);
-}
+// Packed weights are streamed once per decode step: huge pages (core/host_memory.h), as the
+// bandwidth peak in cpu_peaks.h is measured on.
+std::shared_ptr<void> aligned_buffer(size_t bytes) { return detail::host_stream_buffer(bytes); }
 
 // dst: [panels][K][32] of T; src: [N, K] of T. `slot(c)` places column c inside a panel row.
 template <typename T, typename Slot>
@@ -121,11 +111,15 @@ void matmul_cpu(float* y, const float* x, const CpuWeight& w, const float* bias,
     cpu::matmul_gemm(y, x, n, w, bias);
     return;
   }
-  // Decode: chunks of kGemvChunkPanels consecutive panels (one sequential stream each) handed
-  // out dynamically, so a descheduled thread's share is taken over by the others.
+  // Decode: each thread streams one contiguous range of units (one sequential stream per thread
+  // per matrix). Measured on the 2-core EPYC under SCHED_FIFO, whole 0.6B decode sweep
+  // (bench_matmul --only decode), three alternating rounds: static 22.9 / 22.0 / 21.5 ms per
+  // step, dynamic units of 4 panels 35.8 / 28.2 / 24.0 ms, of 16 panels 35.2 / 35.7 / 21.3 ms:
+  // every hand-over to a unit elsewhere restarts the hardware prefetchers. The cost: a thread
+  // that loses its core holds up the call (see docs/perf.md, "Shared machines").
   const int64_t panels = (N + kMatmulPanel - 1) / kMatmulPanel;
   const int64_t chunks = (panels + kGemvChunkPanels - 1) / kGemvChunkPanels;
-#pragma omp parallel for schedule(dynamic, 1) if (n * N * K > kParallelMinMacs)
+#pragma omp parallel for schedule(static) if (n * N * K > kParallelMinMacs)
   for (int64_t c = 0; c < chunks; ++c)
     for (int64_t i0 = 0; i0 < n; i0 += kGemvPassRows)
       cpu::matmul_gemv_panels(y + i0 * N, x + i0 * K, std::min(kGemvPassRows, n - i0), w, bias,

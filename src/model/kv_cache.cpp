@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/host_memory.h"
 #include "elastic/error.h"
 
 namespace elastic {
@@ -13,6 +14,7 @@ namespace elastic {
 KvCache::KvCache(int64_t num_layers, int64_t num_kv_heads, int64_t head_dim)
     : num_layers_(num_layers), num_kv_heads_(num_kv_heads), head_dim_(head_dim),
       heads_(static_cast<size_t>(num_layers * num_kv_heads)),
+      buffers_(static_cast<size_t>(num_layers)),
       lengths_(static_cast<size_t>(num_layers), 0) {
   ELASTIC_CHECK(num_layers > 0 && num_kv_heads > 0 && head_dim > 0);
 }
@@ -30,32 +32,54 @@ void KvCache::configure_layer(int64_t layer, const std::vector<AttnMode>& modes,
   }
 }
 
-void KvCache::reserve(Head& h, int64_t positions) {
-  int64_t need = positions;
-  if (h.ring) need = std::min(need, h.sink_tokens + h.window_tokens);
-  if (need <= h.capacity) return;
-  // Exact on the first allocation (after prefill); then grow in steps for decode, by a quarter
-  // of the capacity once that exceeds kKvGrowRows, so long contexts copy O(1) rows per token.
-  const int64_t step = std::max(kKvGrowRows, h.capacity / 4);
-  int64_t cap = h.capacity == 0 ? need : std::max(need, h.capacity + step);
-  if (h.ring) cap = std::min(cap, h.sink_tokens + h.window_tokens);
-  // One allocation of exactly cap rows per buffer and one copy of the rows held (resize then
-  // shrink_to_fit would allocate and copy twice).
-  auto grow = [&](std::vector<float>& buf) {
-    std::vector<float> bigger(static_cast<size_t>(cap * head_dim_));
-    std::copy(buf.begin(), buf.end(), bigger.begin());
-    buf.swap(bigger);
-  };
-  grow(h.k);
-  grow(h.v);
-  h.capacity = cap;
+void KvCache::reserve_layer(int64_t layer, int64_t positions) {
+  const int64_t Hkv = num_kv_heads_, d = head_dim_;
+  std::vector<int64_t> caps(static_cast<size_t>(Hkv));
+  bool grow = false;
+  for (int64_t h = 0; h < Hkv; ++h) {
+    const Head& hd = head_at(layer, h);
+    int64_t need = positions;
+    if (hd.ring) need = std::min(need, hd.sink_tokens + hd.window_tokens);
+    int64_t cap = hd.capacity;
+    if (need > cap) {
+      // Exact on the first allocation (after prefill); then grow in steps for decode, by a
+      // quarter of the capacity once that exceeds kKvGrowRows, so long contexts copy O(1)
+      // rows per token.
+      const int64_t step = std::max(kKvGrowRows, hd.capacity / 4);
+      cap = hd.capacity == 0 ? need : std::max(need, hd.capacity + step);
+      if (hd.ring) cap = std::min(cap, hd.sink_tokens + hd.window_tokens);
+      grow = true;
+    }
+    caps[h] = cap;
+  }
+  if (!grow) return;
+  int64_t rows = 0;
+  for (int64_t c : caps) rows += c;
+  std::shared_ptr<void> buffer = detail::host_stream_buffer(static_cast<size_t>(2 * rows * d) * sizeof(float));
+  float* next = static_cast<float*>(buffer.get());
+  const int64_t held = lengths_[static_cast<size_t>(layer)];  // rows written: min(held, capacity)
+  for (int64_t h = 0; h < Hkv; ++h) {
+    Head& hd = head_at(layer, h);
+    float* k = next;
+    float* v = next + caps[h] * d;
+    next += 2 * caps[h] * d;
+    const int64_t used = std::min(held, hd.capacity);
+    if (used > 0) {
+      std::memcpy(k, hd.k, sizeof(float) * static_cast<size_t>(used * d));
+      std::memcpy(v, hd.v, sizeof(float) * static_cast<size_t>(used * d));
+    }
+    hd.k = k;
+    hd.v = v;
+    hd.capacity = caps[h];
+  }
+  buffers_[static_cast<size_t>(layer)] = std::move(buffer);
 }
 
 void KvCache::append(int64_t layer, const float* k, const float* v, int64_t pos0, int64_t n) {
   ELASTIC_CHECK(layer >= 0 && layer < num_layers_);
   ELASTIC_CHECK_MSG(pos0 == lengths_[layer], "KV cache append must continue the sequence");
   const int64_t d = head_dim_, Hkv = num_kv_heads_;
-  for (int64_t h = 0; h < Hkv; ++h) reserve(head_at(layer, h), pos0 + n);
+  reserve_layer(layer, pos0 + n);
 #pragma omp parallel for schedule(static) if (n * Hkv * d >= (1 << 15))
   for (int64_t h = 0; h < Hkv; ++h) {
     Head& hd = head_at(layer, h);
@@ -65,8 +89,8 @@ void KvCache::append(int64_t layer, const float* k, const float* v, int64_t pos0
     if (hd.ring && n > hd.window_tokens) first = std::max<int64_t>(0, n - hd.window_tokens);
     auto store = [&](int64_t i) {
       const int64_t row = map.row(pos0 + i);
-      std::memcpy(hd.k.data() + row * d, k + (i * Hkv + h) * d, sizeof(float) * d);
-      std::memcpy(hd.v.data() + row * d, v + (i * Hkv + h) * d, sizeof(float) * d);
+      std::memcpy(hd.k + row * d, k + (i * Hkv + h) * d, sizeof(float) * d);
+      std::memcpy(hd.v + row * d, v + (i * Hkv + h) * d, sizeof(float) * d);
     };
     if (first > 0)  // sink positions inside this chunk come before the surviving window
       for (int64_t i = 0; i < n && pos0 + i < hd.sink_tokens; ++i) store(i);
@@ -79,7 +103,7 @@ std::vector<KvHeadView> KvCache::views(int64_t layer) const {
   std::vector<KvHeadView> out(static_cast<size_t>(num_kv_heads_));
   for (int64_t h = 0; h < num_kv_heads_; ++h) {
     const Head& hd = head_at(layer, h);
-    out[h] = KvHeadView{hd.k.data(), hd.v.data(), hd.ring, hd.sink_tokens, hd.window_tokens};
+    out[h] = KvHeadView{hd.k, hd.v, hd.ring, hd.sink_tokens, hd.window_tokens};
   }
   return out;
 }
