@@ -1,7 +1,8 @@
 // The Attention Router (SPEC §5) on the device: one CTA per KV head h of a layer computes
-//   x[e]   = mean of k[t, h, e] over t in [0, min(P, n)) U [max(min(P, n), n - P), n)  (each token once)
-//   hid    = SiLU(W1 x + b1);  u = W2 hid + b2                      (task MLP, d -> 4d -> d)
-//   hid    = SiLU(W3 u + b3);  r = SiLU(W4 hid + b4);  z[h] = W5 r + b5   (router MLP, d -> 4d -> d -> C)
+//   x[e]   = mean of k[t, h, e] over t in [0, min(P, n)) U [max(min(P, n), n - P), n)  (each token
+//   once) hid    = SiLU(W1 x + b1);  u = W2 hid + b2                      (task MLP, d -> 4d -> d)
+//   hid    = SiLU(W3 u + b3);  r = SiLU(W4 hid + b4);  z[h] = W5 r + b5   (router MLP, d -> 4d -> d
+//   -> C)
 // in double from the fp32 keys and weights, as router.cpp does. Pooling sums the tokens in the
 // CPU's order (the pooled keys are bit-identical); each linear output is one warp's dot product
 // (lanes stride the inputs, then a shuffle reduction), a different summation order than the CPU's
@@ -32,9 +33,10 @@ struct RouterKernelParams {
 
 // y[o] = act(b[o] + sum_i W[o, i] x[i]) for o in [0, out); W: [out, in] fp32; x: [in] double.
 // One warp per output row (coalesced row reads). Ends with a barrier, so y is visible to the CTA.
-__device__ void router_linear(double* y, const float* W, const float* b, const double* x, int out, int in,
-                              bool silu) {
-  const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32, warps = int(blockDim.x) / 32;
+__device__ void router_linear(double* y, const float* W, const float* b, const double* x, int out,
+                              int in, bool silu) {
+  const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32,
+            warps = int(blockDim.x) / 32;
   for (int o = warp; o < out; o += warps) {
     const float* row = W + int64_t(o) * in;
     double s = 0.0;
@@ -91,10 +93,12 @@ std::shared_ptr<RouterDevice> router_device_upload(const RouterWeights& w) {
   std::vector<float> host;
   std::vector<size_t> offsets;  // [L * 10]
   for (const RouterLayerWeights& L : w.layers) {
-    const std::vector<float>* parts[10] = {&L.w1, &L.b1, &L.w2, &L.b2, &L.w3, &L.b3, &L.w4, &L.b4, &L.w5, &L.b5};
+    const std::vector<float>* parts[10] = {&L.w1, &L.b1, &L.w2, &L.b2, &L.w3,
+                                           &L.b3, &L.w4, &L.b4, &L.w5, &L.b5};
     const int64_t sizes[10] = {h4 * d, h4, d * h4, d, h4 * d, h4, d * h4, d, C * d, C};
     for (int i = 0; i < 10; ++i) {
-      ELASTIC_CHECK_MSG(int64_t(parts[i]->size()) == sizes[i], "router tensor size differs from its shape");
+      ELASTIC_CHECK_MSG(int64_t(parts[i]->size()) == sizes[i],
+                        "router tensor size differs from its shape");
       offsets.push_back(host.size());
       host.insert(host.end(), parts[i]->begin(), parts[i]->end());
     }
@@ -103,18 +107,21 @@ std::shared_ptr<RouterDevice> router_device_upload(const RouterWeights& w) {
   r->head_dim = d;
   r->classes = C;
   r->weights = device_alloc(host.size() * sizeof(float));
-  ELASTIC_CUDA_CHECK(cudaMemcpy(r->weights.get(), host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice));
+  ELASTIC_CUDA_CHECK(cudaMemcpy(r->weights.get(), host.data(), host.size() * sizeof(float),
+                                cudaMemcpyHostToDevice));
   const float* base = static_cast<const float*>(r->weights.get());
   for (size_t l = 0; l < w.layers.size(); ++l) {
     const size_t* o = &offsets[l * 10];
-    r->layers.push_back(RouterDeviceLayer{base + o[0], base + o[1], base + o[2], base + o[3], base + o[4],
-                                          base + o[5], base + o[6], base + o[7], base + o[8], base + o[9]});
+    r->layers.push_back(RouterDeviceLayer{base + o[0], base + o[1], base + o[2], base + o[3],
+                                          base + o[4], base + o[5], base + o[6], base + o[7],
+                                          base + o[8], base + o[9]});
   }
   return r;
 }
 
-void router_device_forward(double* z_host, RouterDevice& r, int64_t layer, const float* k, int64_t n,
-                           int64_t num_kv_heads, int64_t pool_tokens, cudaStream_t stream) {
+void router_device_forward(double* z_host, RouterDevice& r, int64_t layer, const float* k,
+                           int64_t n, int64_t num_kv_heads, int64_t pool_tokens,
+                           cudaStream_t stream) {
   ELASTIC_CHECK(layer >= 0 && layer < int64_t(r.layers.size()));
   ELASTIC_CHECK(n > 0 && num_kv_heads > 0 && pool_tokens > 0 && k != nullptr);
   const int64_t count = num_kv_heads * r.classes;  // z: [Hkv, C]
@@ -134,7 +141,8 @@ void router_device_forward(double* z_host, RouterDevice& r, int64_t layer, const
   const size_t smem = size_t(7 * r.head_dim) * sizeof(double);
   router_layer_kernel<<<unsigned(num_kv_heads), kRouterThreads, smem, stream>>>(p);
   ELASTIC_CUDA_CHECK(cudaGetLastError());
-  ELASTIC_CUDA_CHECK(cudaMemcpyAsync(z_host, r.z.get(), size_t(count) * sizeof(double), cudaMemcpyDeviceToHost, stream));
+  ELASTIC_CUDA_CHECK(cudaMemcpyAsync(z_host, r.z.get(), size_t(count) * sizeof(double),
+                                     cudaMemcpyDeviceToHost, stream));
   ELASTIC_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 

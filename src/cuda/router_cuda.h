@@ -16,9 +16,9 @@ namespace elastic::cuda {
 
 // Device pointers of one layer's router tensors (fp32, row-major [out, in] as RouterLayerWeights).
 struct RouterDeviceLayer {
-  const float *w1, *b1, *w2, *b2;      // task MLP: [4d, d] [4d] [d, 4d] [d]
-  const float *w3, *b3, *w4, *b4;      // router MLP: [4d, d] [4d] [d, 4d] [d]
-  const float *w5, *b5;                // [C, d] [C]
+  const float *w1, *b1, *w2, *b2;  // task MLP: [4d, d] [4d] [d, 4d] [d]
+  const float *w3, *b3, *w4, *b4;  // router MLP: [4d, d] [4d] [d, 4d] [d]
+  const float *w5, *b5;            // [C, d] [C]
 };
 
 // A router on the device: every layer's tensors in one allocation, and the z buffer.
@@ -39,7 +39,8 @@ std::shared_ptr<RouterDevice> router_device_upload(const RouterWeights& w);
 
 // z_host: [Hkv, classes] = router outputs of `layer` for k: [n, Hkv, d] fp32 device (or managed)
 // memory. Runs on `stream` and waits for it (the decisions are needed on the host).
-void router_device_forward(double* z_host, RouterDevice& r, int64_t layer, const float* k, int64_t n,
-                           int64_t num_kv_heads, int64_t pool_tokens, cudaStream_t stream);
+void router_device_forward(double* z_host, RouterDevice& r, int64_t layer, const float* k,
+                           int64_t n, int64_t num_kv_heads, int64_t pool_tokens,
+                           cudaStream_t stream);
 
 }  // namespace elastic::cuda

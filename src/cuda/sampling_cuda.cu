@@ -31,7 +31,9 @@ static_assert(kThreads == 32 * 32, "two-level warp reductions: 32 warps of 32 la
 
 struct SumOp {
   template <typename T>
-  __device__ T operator()(T a, T b) const { return a + b; }
+  __device__ T operator()(T a, T b) const {
+    return a + b;
+  }
 };
 struct MinOp {
   __device__ long long operator()(long long a, long long b) const { return a < b ? a : b; }
@@ -114,15 +116,16 @@ __device__ long long scan_first(const float* e, int64_t count, Term term, Hit hi
     const double v = i < count ? term(e[i]) : 0.0;
     double total = 0.0;
     const double cum = carry + block_inclusive_scan(v, dscratch, total);
-    const long long first = block_reduce<long long>(i < count && hit(cum) ? (long long)i : LLONG_MAX, MinOp{},
-                                                    iscratch);
+    const long long first = block_reduce<long long>(
+        i < count && hit(cum) ? (long long)i : LLONG_MAX, MinOp{}, iscratch);
     if (first != LLONG_MAX) return first;
     carry += total;
   }
   return -1;
 }
 
-__global__ void __launch_bounds__(kThreads) argmax_kernel(const float* logits, int64_t vocab, int64_t* token) {
+__global__ void __launch_bounds__(kThreads)
+    argmax_kernel(const float* logits, int64_t vocab, int64_t* token) {
   __shared__ float fscratch[32];
   __shared__ long long iscratch[32];
   float m = -INFINITY;
@@ -139,8 +142,8 @@ __global__ void __launch_bounds__(kThreads) argmax_kernel(const float* logits, i
 }
 
 // keys[i] = expf((logits[i] - max) * inv_t), ids[i] = i; [vocab].
-__global__ void __launch_bounds__(kThreads) softmax_keys_kernel(const float* logits, int64_t vocab, float inv_t,
-                                                                float* keys, int* ids) {
+__global__ void __launch_bounds__(kThreads)
+    softmax_keys_kernel(const float* logits, int64_t vocab, float inv_t, float* keys, int* ids) {
   __shared__ float fscratch[32];
   float m = -INFINITY;
   for (int64_t i = threadIdx.x; i < vocab; i += kThreads) m = fmaxf(m, logits[i]);
@@ -167,7 +170,8 @@ __global__ void __launch_bounds__(kThreads) select_kernel(SelectParams p) {
   int64_t keep = p.top_k > 0 && p.top_k < p.vocab ? p.top_k : p.vocab;  // candidates e[0..keep)
   double sum = range_sum(p.e, keep, dscratch);
   if (p.top_p < 1.f) {
-    const long long cut = scan_first(p.e, keep, ShareTerm{sum}, AtLeast{double(p.top_p)}, dscratch, iscratch);
+    const long long cut =
+        scan_first(p.e, keep, ShareTerm{sum}, AtLeast{double(p.top_p)}, dscratch, iscratch);
     if (cut >= 0) {
       keep = cut + 1;
       sum = range_sum(p.e, keep, dscratch);
@@ -181,7 +185,8 @@ __global__ void __launch_bounds__(kThreads) select_kernel(SelectParams p) {
     sum = range_sum(p.e, keep, dscratch);
   }
   const long long pick = scan_first(p.e, keep, ProbTerm{sum}, Exceeds{p.u}, dscratch, iscratch);
-  if (threadIdx.x == 0) *p.token = p.ids[pick >= 0 ? pick : keep - 1];  // u within rounding of 1: the last
+  if (threadIdx.x == 0)
+    *p.token = p.ids[pick >= 0 ? pick : keep - 1];  // u within rounding of 1: the last
 }
 
 std::shared_ptr<void> device_alloc(size_t bytes) {
@@ -202,8 +207,9 @@ void DeviceSampler::reserve(int64_t vocab, cudaStream_t stream) {
   ids_out_ = device_alloc(n * sizeof(int));
   size_t bytes = 0;
   ELASTIC_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(
-      nullptr, bytes, static_cast<const float*>(keys_in_.get()), static_cast<float*>(keys_out_.get()),
-      static_cast<const int*>(ids_in_.get()), static_cast<int*>(ids_out_.get()), int(vocab), 0, 32, stream));
+      nullptr, bytes, static_cast<const float*>(keys_in_.get()),
+      static_cast<float*>(keys_out_.get()), static_cast<const int*>(ids_in_.get()),
+      static_cast<int*>(ids_out_.get()), int(vocab), 0, 32, stream));
   sort_temp_ = device_alloc(bytes);
   sort_bytes_ = bytes;
   capacity_ = vocab;
@@ -211,8 +217,9 @@ void DeviceSampler::reserve(int64_t vocab, cudaStream_t stream) {
 
 int64_t DeviceSampler::sample(const float* logits, int64_t vocab, const SampleFilters& f, double u,
                               cudaStream_t stream) {
-  if (vocab <= 0 || vocab > INT_MAX) throw Error("CUDA sampling: vocabulary size " + std::to_string(vocab) +
-                                                 " is unsupported (1..2^31-1)");
+  if (vocab <= 0 || vocab > INT_MAX)
+    throw Error("CUDA sampling: vocabulary size " + std::to_string(vocab) +
+                " is unsupported (1..2^31-1)");
   ELASTIC_CHECK(f.temperature >= 0.f);
   reserve(vocab, stream);
   auto* token = static_cast<int64_t*>(token_.get());
@@ -224,11 +231,12 @@ int64_t DeviceSampler::sample(const float* logits, int64_t vocab, const SampleFi
     auto* keys_out = static_cast<float*>(keys_out_.get());
     auto* ids_in = static_cast<int*>(ids_in_.get());
     auto* ids_out = static_cast<int*>(ids_out_.get());
-    softmax_keys_kernel<<<1, kThreads, 0, stream>>>(logits, vocab, 1.0f / f.temperature, keys_in, ids_in);
+    softmax_keys_kernel<<<1, kThreads, 0, stream>>>(logits, vocab, 1.0f / f.temperature, keys_in,
+                                                    ids_in);
     ELASTIC_CUDA_CHECK(cudaGetLastError());
     size_t bytes = sort_bytes_;
-    ELASTIC_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(sort_temp_.get(), bytes, keys_in, keys_out, ids_in,
-                                                                 ids_out, int(vocab), 0, 32, stream));
+    ELASTIC_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(
+        sort_temp_.get(), bytes, keys_in, keys_out, ids_in, ids_out, int(vocab), 0, 32, stream));
     SelectParams p{keys_out, ids_out, vocab, f.top_k, f.top_p, f.min_p, u, token};
     select_kernel<<<1, kThreads, 0, stream>>>(p);
     ELASTIC_CUDA_CHECK(cudaGetLastError());

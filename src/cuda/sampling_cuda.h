@@ -26,7 +26,8 @@ class DeviceSampler {
  public:
   // logits: [vocab] fp32 device (or managed) memory; u in [0, 1). Runs on `stream` and waits for
   // the 8-byte token download.
-  int64_t sample(const float* logits, int64_t vocab, const SampleFilters& filters, double u, cudaStream_t stream);
+  int64_t sample(const float* logits, int64_t vocab, const SampleFilters& filters, double u,
+                 cudaStream_t stream);
 
  private:
   void reserve(int64_t vocab, cudaStream_t stream);

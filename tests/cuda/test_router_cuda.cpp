@@ -38,14 +38,14 @@
 namespace elastic {
 namespace {
 
-#define REQUIRE_GPU()                                                    \
-  do {                                                                   \
+#define REQUIRE_GPU()                                                     \
+  do {                                                                    \
     if (cuda::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device"; \
   } while (0)
 
-constexpr double kRouterTol = 1e-9;       // relative, see the header comment
+constexpr double kRouterTol = 1e-9;         // relative, see the header comment
 constexpr double kFixtureRouterTol = 5e-2;  // absolute on router logits: 4x the measured 1.1e-2
-constexpr double kLogitsTol = 3e-2;       // max-abs / max-ref, bf16 projections
+constexpr double kLogitsTol = 3e-2;         // max-abs / max-ref, bf16 projections
 
 // PyTorch's default Linear init scale, U(-1/sqrt(in), 1/sqrt(in)), so activations stay O(1).
 RouterWeights random_router(int64_t layers, int64_t d, int64_t classes, uint64_t seed) {
@@ -93,17 +93,18 @@ struct RouterCase {
 
 // n below, at and above 2P (overlapping and disjoint boundary ranges), P smaller than n, both
 // router variants, head dims 32..128, GQA-sized and MHA-sized KV head counts.
-const RouterCase kRouterCases[] = {{64, 2, 2, 37, 100},   {64, 8, 2, 150, 100}, {128, 8, 2, 200, 100},
-                                   {128, 8, 2, 257, 100}, {128, 4, 1, 1000, 100}, {32, 16, 2, 5000, 100},
-                                   {128, 8, 1, 300, 7},   {16, 3, 2, 1, 100}};
+const RouterCase kRouterCases[] = {
+    {64, 2, 2, 37, 100},    {64, 8, 2, 150, 100},   {128, 8, 2, 200, 100}, {128, 8, 2, 257, 100},
+    {128, 4, 1, 1000, 100}, {32, 16, 2, 5000, 100}, {128, 8, 1, 300, 7},   {16, 3, 2, 1, 100}};
 
 TEST(CudaRouter, OutputsMatchCpuReferenceOnRandomKeys) {
   REQUIRE_GPU();
   const std::shared_ptr<Backend> gpu = backend_cuda(CudaBackendOptions{false});
   uint64_t seed = 1;
   for (const RouterCase& c : kRouterCases) {
-    SCOPED_TRACE("d=" + std::to_string(c.d) + " Hkv=" + std::to_string(c.kv_heads) + " classes=" +
-                 std::to_string(c.classes) + " n=" + std::to_string(c.n) + " P=" + std::to_string(c.pool));
+    SCOPED_TRACE("d=" + std::to_string(c.d) + " Hkv=" + std::to_string(c.kv_heads) +
+                 " classes=" + std::to_string(c.classes) + " n=" + std::to_string(c.n) +
+                 " P=" + std::to_string(c.pool));
     const RouterWeights w = random_router(3, c.d, c.classes, ++seed);
     const std::vector<float> k = random_keys(c.n, c.kv_heads, c.d, ++seed);
     const std::shared_ptr<void> k_dev = gpu->alloc(k.size() * sizeof(float));
@@ -114,16 +115,19 @@ TEST(CudaRouter, OutputsMatchCpuReferenceOnRandomKeys) {
     for (int64_t layer = 0; layer < 3; ++layer) {
       std::vector<double> want(static_cast<size_t>(c.kv_heads * c.classes)), got(want.size(), NAN);
       router_layer_outputs(want.data(), w, layer, k.data(), c.n, c.kv_heads, c.pool);
-      gpu->router_forward(got.data(), w, prepared.get(), layer, static_cast<const float*>(k_dev.get()), c.n,
-                          c.kv_heads, c.pool);
+      gpu->router_forward(got.data(), w, prepared.get(), layer,
+                          static_cast<const float*>(k_dev.get()), c.n, c.kv_heads, c.pool);
       for (size_t i = 0; i < want.size(); ++i) {
-        EXPECT_NEAR(got[i], want[i], kRouterTol * (1 + std::fabs(want[i]))) << "layer " << layer << " z[" << i << "]";
+        EXPECT_NEAR(got[i], want[i], kRouterTol * (1 + std::fabs(want[i])))
+            << "layer " << layer << " z[" << i << "]";
         worst = std::max(worst, std::fabs(got[i] - want[i]) / (1 + std::fabs(want[i])));
       }
     }
-    std::printf("  router d=%3lld Hkv=%2lld C=%lld n=%5lld P=%3lld: max |z_gpu - z_cpu| / (1 + |z|) = %.2e\n",
-                (long long)c.d, (long long)c.kv_heads, (long long)c.classes, (long long)c.n, (long long)c.pool,
-                worst);
+    std::printf(
+        "  router d=%3lld Hkv=%2lld C=%lld n=%5lld P=%3lld: max |z_gpu - z_cpu| / (1 + |z|) = "
+        "%.2e\n",
+        (long long)c.d, (long long)c.kv_heads, (long long)c.classes, (long long)c.n,
+        (long long)c.pool, worst);
   }
 }
 
@@ -151,7 +155,8 @@ TEST(CudaRouter, RouteBackendDecisionsMatchCpu) {
         EXPECT_EQ(got.modes, want.modes) << "layer " << layer;
         ASSERT_EQ(got.router_logits.size(), want.router_logits.size());
         for (size_t i = 0; i < want.router_logits.size(); ++i)
-          EXPECT_NEAR(got.router_logits[i], want.router_logits[i], 1e-6 * (1 + std::fabs(want.router_logits[i])));
+          EXPECT_NEAR(got.router_logits[i], want.router_logits[i],
+                      1e-6 * (1 + std::fabs(want.router_logits[i])));
         for (uint8_t x : want.retrieval) retrieval += x;
       }
       // Both classes present, so the comparison exercises both decisions.
@@ -165,8 +170,10 @@ TEST(CudaRouter, HeadDimMismatchIsAnError) {
   const std::shared_ptr<Backend> gpu = backend_cuda(CudaBackendOptions{false});
   RouterRouting routing(random_router(1, 32, 2, 3), RouterOptions{});
   const std::shared_ptr<void> k_dev = gpu->alloc(64 * 4 * sizeof(float));
-  EXPECT_THROW(routing.route_backend(*gpu, 0, static_cast<const float*>(k_dev.get()), 4, 1, 64), Error);
-  EXPECT_THROW(routing.route_backend(*gpu, 1, static_cast<const float*>(k_dev.get()), 2, 1, 32), Error);
+  EXPECT_THROW(routing.route_backend(*gpu, 0, static_cast<const float*>(k_dev.get()), 4, 1, 64),
+               Error);
+  EXPECT_THROW(routing.route_backend(*gpu, 1, static_cast<const float*>(k_dev.get()), 2, 1, 32),
+               Error);
 }
 
 struct ElasticCase {
@@ -212,9 +219,11 @@ TEST_P(CudaElasticDeviceMode, RoutingSparsityLogitsAndGreedy) {
   req.attn = ec.attn;
   PrefillOptions po;
   po.logits = LogitsOutput::all;
-  const int64_t N = int64_t(ids.size()), L = mc.num_layers, Hkv = mc.num_kv_heads, Hq = mc.num_heads;
+  const int64_t N = int64_t(ids.size()), L = mc.num_layers, Hkv = mc.num_kv_heads,
+                Hq = mc.num_heads;
   const std::vector<float> logits = model_prefill(model, req, ids.data(), N, po);
-  const RequestReport r = report_build(Hq, Hkv, mc.head_dim, N, req.routes, req.prefill_stats, req.attn);
+  const RequestReport r =
+      report_build(Hq, Hkv, mc.head_dim, N, req.routes, req.prefill_stats, req.attn);
 
   const std::vector<int64_t> want_dec = expected.get("decisions").to_i64();
   const std::vector<float> want_router = expected.get("router_logits").to_f32();
@@ -226,12 +235,14 @@ TEST_P(CudaElasticDeviceMode, RoutingSparsityLogitsAndGreedy) {
       const float* w = &want_router[(l * Hkv + h) * 2];
       min_margin = std::min(min_margin, std::fabs(double(w[1]) - w[0]));
       for (int c = 0; c < 2; ++c)
-        worst_router = std::max(worst_router, std::fabs(double(r.router_logits[l][2 * h + c]) - w[c]));
+        worst_router =
+            std::max(worst_router, std::fabs(double(r.router_logits[l][2 * h + c]) - w[c]));
     }
   EXPECT_LE(worst_router, kFixtureRouterTol);
   int64_t rho_off = 0;
   for (int64_t l = 0; l < L; ++l)
-    for (int64_t h = 0; h < Hq; ++h) rho_off += std::fabs(r.rho[l][h] - want_rho[l * Hq + h]) > 1e-6;
+    for (int64_t h = 0; h < Hq; ++h)
+      rho_off += std::fabs(r.rho[l][h] - want_rho[l * Hq + h]) > 1e-6;
   EXPECT_EQ(rho_off, 0) << "query heads whose rho differs from the golden";
   EXPECT_NEAR(r.omega_msr, expected.get("omega_msr").to_f32()[0], 1e-6);
   EXPECT_NEAR(r.omega_esr_last, expected.get("omega_esr_last").to_f32()[0], 1e-6);
@@ -265,15 +276,17 @@ TEST_P(CudaElasticDeviceMode, RoutingSparsityLogitsAndGreedy) {
     if (s + 1 < kSteps) step = model_prefill(model, h, &host_id, 1);
   }
   EXPECT_EQ(g.routes.size(), size_t(L));
-  for (int64_t l = 0; l < L; ++l) EXPECT_EQ(g.routes[l].retrieval, req.routes[l].retrieval) << "layer " << l;
-  std::printf("  %-26s device mode: router logits max error %.2e (smallest margin %.2e), omega_msr %.4f, "
-              "logits %.2e, greedy %lld tokens identical to the host argmax\n",
-              GetParam().c_str(), worst_router, min_margin, r.omega_msr, err / ref, (long long)kSteps);
+  for (int64_t l = 0; l < L; ++l)
+    EXPECT_EQ(g.routes[l].retrieval, req.routes[l].retrieval) << "layer " << l;
+  std::printf(
+      "  %-26s device mode: router logits max error %.2e (smallest margin %.2e), omega_msr %.4f, "
+      "logits %.2e, greedy %lld tokens identical to the host argmax\n",
+      GetParam().c_str(), worst_router, min_margin, r.omega_msr, err / ref, (long long)kSteps);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaElasticDeviceMode,
-                         ::testing::Values("elastic-qwen3-fa-ssa", "elastic-qwen3-fa-xa", "elastic-qwen3-xa-ssa",
-                                           "elastic-qwen3-fa-ssa-bias"),
+                         ::testing::Values("elastic-qwen3-fa-ssa", "elastic-qwen3-fa-xa",
+                                           "elastic-qwen3-xa-ssa", "elastic-qwen3-fa-ssa-bias"),
                          [](const auto& info) {
                            std::string s = info.param;
                            for (char& c : s)
@@ -291,11 +304,14 @@ TEST(CudaRouteCli, BackendCudaMatchesFixture) {
     const WeightStore want = WeightStore::open(dir + "/expected.safetensors");
     std::string ids;
     for (int64_t id : want.get("input_ids").to_i64()) ids += std::to_string(id) + " ";
-    const double bias = nlohmann::json::parse(read_file(dir + "/case.json"))["options"]["sparsity_bias"];
-    const std::string cmd = std::string(ELASTIC_BIN_DIR) + "/elastic route --backend cuda --json -m " + dir +
-                            " --input-ids \"" + ids +
-                            "\" --block 32 --sink 32 --local 96 --xa-block 32 --xa-stride 8 --xa-threshold 0.9"
-                            " --pool-tokens 100 --sparsity-bias " + std::to_string(bias) + " 2>&1";
+    const double bias =
+        nlohmann::json::parse(read_file(dir + "/case.json"))["options"]["sparsity_bias"];
+    const std::string cmd =
+        std::string(ELASTIC_BIN_DIR) + "/elastic route --backend cuda --json -m " + dir +
+        " --input-ids \"" + ids +
+        "\" --block 32 --sink 32 --local 96 --xa-block 32 --xa-stride 8 --xa-threshold 0.9"
+        " --pool-tokens 100 --sparsity-bias " +
+        std::to_string(bias) + " 2>&1";
     FILE* p = popen(cmd.c_str(), "r");
     ASSERT_NE(p, nullptr);
     std::string out;
@@ -310,7 +326,8 @@ TEST(CudaRouteCli, BackendCudaMatchesFixture) {
     const size_t Hkv = j["decisions"][0].size();
     ASSERT_EQ(L * Hkv, dec.size());
     for (size_t l = 0; l < L; ++l)
-      for (size_t h = 0; h < Hkv; ++h) EXPECT_EQ(j["decisions"][l][h].get<int64_t>(), dec[l * Hkv + h]);
+      for (size_t h = 0; h < Hkv; ++h)
+        EXPECT_EQ(j["decisions"][l][h].get<int64_t>(), dec[l * Hkv + h]);
     EXPECT_NEAR(j["omega_msr"].get<double>(), want.get("omega_msr").to_f32()[0], 1e-6);
   }
 }

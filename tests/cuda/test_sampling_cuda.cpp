@@ -10,8 +10,8 @@
 // boundary of the candidate list. The test logits have no near-ties (distinct values on a grid of
 // spacing 12 / V, >= 1e-4 relative in probability), and draws whose u, top_p or min-p threshold
 // lies within 1e-5 of a boundary (CPU side) are skipped and counted; the test requires that at
-// most 2 % are skipped, so it cannot pass by skipping. (Worst case: at V = 151936 the flat tail puts
-// boundaries ~7e-6 apart, and a 3-ulp expf difference shifts them by <= 4e-7: <= 6 % of those
+// most 2 % are skipped, so it cannot pass by skipping. (Worst case: at V = 151936 the flat tail
+// puts boundaries ~7e-6 apart, and a 3-ulp expf difference shifts them by <= 4e-7: <= 6 % of those
 // draws, a small share of all draws; typical expf errors are far below the bound.)
 #include <gtest/gtest.h>
 
@@ -34,8 +34,8 @@
 namespace elastic {
 namespace {
 
-#define REQUIRE_GPU()                                                    \
-  do {                                                                   \
+#define REQUIRE_GPU()                                                     \
+  do {                                                                    \
     if (cuda::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device"; \
   } while (0)
 
@@ -127,7 +127,8 @@ TEST(CudaSampling, SameTokenAsCpuForSameLogitsAndU) {
         SCOPED_TRACE(name + " V=" + std::to_string(vocab) + " vector " + std::to_string(v));
         for (int d = 0; d < draws; ++d) {
           const double u = uniform(rng);
-          const int64_t want = p.temperature == 0.f ? sample_greedy(l.data(), vocab) : sampling_pick(l.data(), vocab, p, u);
+          const int64_t want = p.temperature == 0.f ? sample_greedy(l.data(), vocab)
+                                                    : sampling_pick(l.data(), vocab, p, u);
           const int64_t got = gpu->sample(static_cast<const float*>(dev.get()), vocab, p, u);
           if (got != want && near_boundary(l, p, u)) {
             ++skipped;
@@ -166,9 +167,11 @@ TEST(CudaSampling, SamplerSameTokensAsCpuOverSeeds) {
       std::mt19937_64 rng(seed);  // the Sampler's draws, replayed for the boundary check
       for (int step = 0; step < 8; ++step) {
         const std::vector<float>& l = logits[size_t(step % 4)];
-        const double u = p.temperature == 0.f ? 0.0 : std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+        const double u =
+            p.temperature == 0.f ? 0.0 : std::uniform_real_distribution<double>(0.0, 1.0)(rng);
         const int64_t want = host.sample(l.data(), vocab);
-        const int64_t got = device.sample(*gpu, static_cast<const float*>(dev[size_t(step % 4)].get()), vocab);
+        const int64_t got =
+            device.sample(*gpu, static_cast<const float*>(dev[size_t(step % 4)].get()), vocab);
         if (got != want && near_boundary(l, p, u)) {
           ++skipped;
           continue;
@@ -178,8 +181,8 @@ TEST(CudaSampling, SamplerSameTokensAsCpuOverSeeds) {
       }
     }
   }
-  std::printf("  sampler over seeds: %lld tokens identical, %lld near-boundary\n", (long long)compared,
-              (long long)skipped);
+  std::printf("  sampler over seeds: %lld tokens identical, %lld near-boundary\n",
+              (long long)compared, (long long)skipped);
   EXPECT_LE(skipped * 50, compared + skipped);
 }
 
@@ -203,7 +206,8 @@ TEST(CudaSampling, ExactTiesResolveToFirstIndex) {
   gpu->upload(dev.get(), l.data(), l.size() * sizeof(float));
   EXPECT_EQ(gpu->sample(d, vocab, params(0.f, 0, 1.f, 0.f), 0.0), 0);
   EXPECT_EQ(gpu->sample(d, vocab, params(1.f, 0, 1.f, 0.f), 0.0), 0);
-  EXPECT_EQ(gpu->sample(d, vocab, params(1.f, 0, 1.f, 0.f), 0.99999), sampling_pick(l.data(), vocab, params(1.f, 0, 1.f, 0.f), 0.99999));
+  EXPECT_EQ(gpu->sample(d, vocab, params(1.f, 0, 1.f, 0.f), 0.99999),
+            sampling_pick(l.data(), vocab, params(1.f, 0, 1.f, 0.f), 0.99999));
 }
 
 int64_t argmax(const float* x, int64_t n) { return int64_t(std::max_element(x, x + n) - x); }
@@ -247,7 +251,8 @@ TEST(CudaSampling, GenerateOnFixturesMatchesHostSampling) {
           const double u = greedy ? 0.0 : std::uniform_real_distribution<double>(0.0, 1.0)(rng);
           const int64_t want = host_sampler.sample(logits.data(), V);
           if (got[s] != want) {
-            EXPECT_TRUE(near_boundary(logits, p, u)) << "step " << s << ": device " << got[s] << ", host " << want;
+            EXPECT_TRUE(near_boundary(logits, p, u))
+                << "step " << s << ": device " << got[s] << ", host " << want;
             break;  // the sequences legitimately diverge after a boundary flip
           }
           if (greedy && !hf_diverged) {
@@ -268,8 +273,8 @@ TEST(CudaSampling, GenerateOnFixturesMatchesHostSampling) {
           if (!hf_diverged) {
             EXPECT_EQ(got.size(), hf.size());
           }
-          std::printf("  %-16s T=%4zu greedy on device: %zu/%zu tokens as HF%s\n", name.c_str(), ids.size(),
-                      hf_matched, hf.size(), hf_diverged ? " (near-tie flip)" : "");
+          std::printf("  %-16s T=%4zu greedy on device: %zu/%zu tokens as HF%s\n", name.c_str(),
+                      ids.size(), hf_matched, hf.size(), hf_diverged ? " (near-tie flip)" : "");
         }
       }
     }
