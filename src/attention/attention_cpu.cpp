@@ -234,19 +234,9 @@ float tile_softmax_row(float* __restrict sr, int64_t valid, float& m, float& l) 
   __m512 vsum = _mm512_setzero_ps();
   for (int64_t c = 0; c < kTileKeys; c += 16) {
     const __mmask16 in = valid - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << std::max<int64_t>(0, valid - c)) - 1);
-    // 2^x = 2^k * 2^f, k = round(x), f in [-0.5, 0.5]: degree-7 Taylor of e^(f ln 2).
-    const __m512 x = _mm512_max_ps(_mm512_sub_ps(_mm512_loadu_ps(sr + c), vm), _mm512_set1_ps(-126.f));
-    const __m512 k = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 f = _mm512_mul_ps(_mm512_sub_ps(x, k), _mm512_set1_ps(0.69314718056f));
-    __m512 p = _mm512_set1_ps(1.f / 5040.f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f / 720.f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f / 120.f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f / 24.f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f / 6.f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.f));
-    const __m512 e = _mm512_maskz_mov_ps(in, _mm512_scalef_ps(p, k));
+    // 2^(x - m_new) (core/fast_exp.h), zero beyond `valid`.
+    const __m512 x = _mm512_sub_ps(_mm512_loadu_ps(sr + c), vm);
+    const __m512 e = _mm512_maskz_mov_ps(in, attn_detail::exp2_nonpositive(x));
     _mm512_storeu_ps(sr + c, e);
     vsum = _mm512_add_ps(vsum, e);
   }

@@ -199,8 +199,17 @@ void run_unit(const Unit& u, const float* qs, int64_t G, int64_t d, float* s, fl
     float mx = -std::numeric_limits<float>::infinity();
     for (int64_t j = 0; j < u.count; ++j) mx = std::max(mx, sg[j]);
     float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < u.count; ++j) {
+    int64_t j = 0;
+#if defined(__AVX512F__)
+    __m512 vsum = _mm512_setzero_ps();
+    for (; j + 16 <= u.count; j += 16) {
+      const __m512 e = exp2_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(sg + j), _mm512_set1_ps(mx)));
+      _mm512_storeu_ps(sg + j, e);
+      vsum = _mm512_add_ps(vsum, e);
+    }
+    sum = _mm512_reduce_add_ps(vsum);
+#endif
+    for (; j < u.count; ++j) {
       sg[j] = exp2_nonpositive(sg[j] - mx);
       sum += sg[j];
     }

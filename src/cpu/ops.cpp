@@ -152,8 +152,12 @@ void swiglu_forward(float* out, const float* gate_up, int64_t rows, int64_t ffn)
     const float* g = gate_up + r * 2 * ffn;
     const float* u = g + ffn;
     float* o = out + r * ffn;
-#pragma omp simd
-    for (int64_t i = 0; i < ffn; ++i) o[i] = detail::silu(g[i]) * u[i];  // vector exp, no libm call
+    int64_t i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= ffn; i += 16)
+      _mm512_storeu_ps(o + i, _mm512_mul_ps(detail::silu(_mm512_loadu_ps(g + i)), _mm512_loadu_ps(u + i)));
+#endif
+    for (; i < ffn; ++i) o[i] = detail::silu(g[i]) * u[i];
   }
 }
 
