@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -208,6 +209,41 @@ TEST(CudaSampling, ExactTiesResolveToFirstIndex) {
   EXPECT_EQ(gpu->sample(d, vocab, params(1.f, 0, 1.f, 0.f), 0.0), 0);
   EXPECT_EQ(gpu->sample(d, vocab, params(1.f, 0, 1.f, 0.f), 0.99999),
             sampling_pick(l.data(), vocab, params(1.f, 0, 1.f, 0.f), 0.99999));
+}
+
+// Qwen's vocabulary (151936): every mode's token equals the CPU's, and the device time per call
+// (kernels + 8-byte download) is printed beside the download of the whole logits row it replaces.
+TEST(CudaSampling, QwenVocabTiming) {
+  REQUIRE_GPU();
+  const std::shared_ptr<Backend> gpu = backend_cuda(CudaBackendOptions{false});
+  const int64_t vocab = 151936;
+  const std::vector<float> l = grid_logits(vocab, 9);
+  const std::shared_ptr<void> dev = gpu->alloc(l.size() * sizeof(float));
+  gpu->upload(dev.get(), l.data(), l.size() * sizeof(float));
+  const auto* d = static_cast<const float*>(dev.get());
+  constexpr int kCalls = 50;
+  std::vector<float> host(l.size());
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < kCalls; ++i) gpu->download(host.data(), d, host.size() * sizeof(float));
+  const double download_us =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
+      kCalls;
+  std::printf("  sampling V=151936: logits row download %.1f us\n", download_us);
+  for (const auto& [name, p] : kModes) {
+    const double u = 0.375;
+    const int64_t want = p.temperature == 0.f ? sample_greedy(l.data(), vocab)
+                                              : sampling_pick(l.data(), vocab, p, u);
+    int64_t got = -1;
+    t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < kCalls; ++i) got = gpu->sample(d, vocab, p, u);
+    const double us =
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
+        kCalls;
+    if (got != want) {
+      EXPECT_TRUE(near_boundary(l, p, u)) << name << ": device " << got << ", CPU " << want;
+    }
+    std::printf("  sampling V=151936 %-36s %7.1f us per token\n", name.c_str(), us);
+  }
 }
 
 int64_t argmax(const float* x, int64_t n) { return int64_t(std::max_element(x, x + n) - x); }
