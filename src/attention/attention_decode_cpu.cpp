@@ -4,14 +4,18 @@
 // heads of its KV head. Per KV head the attended positions (FA: 0..p; SSA: sinks + local window;
 // XA decodes as FA, SPEC §4) become contiguous row spans of the cache (a ring head's window
 // wraps at most once, so a range gives at most two spans) plus the new key of this call. Spans
-// are cut into units of <= kUnitKeys keys; OpenMP runs the units (any thread, any order), each
-// unit computes for its G query heads the scores q.k (base 2), their max m, l = sum 2^(s - m)
-// and acc = sum 2^(s - m) v; a serial merge rescales the units of a head to the common max:
-// out = sum_u 2^(m_u - M) acc_u / sum_u 2^(m_u - M) l_u. No gather, no transpose, no
-// allocation per unit: K and V stream from the cache rows as stored.
+// are cut into units of <= kUnitKeys keys, and the units, in head order, into one contiguous
+// share of the keys per thread (a static split: each thread streams one region of the layer's
+// cache; handing units out dynamically restarts the hardware prefetchers at every unit, as in
+// the GEMV). Each unit computes for its G query heads the scores q.k (base 2), their max m,
+// l = sum 2^(s - m) and acc = sum 2^(s - m) v; a serial merge rescales the units of a head to
+// the common max: out = sum_u 2^(m_u - M) acc_u / sum_u 2^(m_u - M) l_u. No gather, no
+// transpose: K and V stream from the cache rows as stored.
 //
 // Invariants: a unit's keys are rows of one head with one stride; the query never reads a key
 // beyond p = pos0; the softmax is exact over the mode's key set (same keys as the tiled path).
+#include <omp.h>
+
 #include <algorithm>
 #if defined(__AVX512F__)
 #pragma GCC diagnostic push
@@ -29,10 +33,9 @@
 namespace elastic::attn_detail {
 namespace {
 
-// Keys per unit: 256 rows of K and V at d = 128 are 256 KiB, a few microseconds of streaming
-// per unit, so the dynamic schedule balances two threads to within one unit while the
-// per-unit merge state (G x (d + 2) floats) stays negligible.
-constexpr int64_t kUnitKeys = 256;
+// Keys per unit: 2048 rows of K (1 MiB at d = 128) per pass, then the same rows of V; the
+// unit's scores (G x 2048 floats) stay in L1/L2 between the two passes.
+constexpr int64_t kUnitKeys = 2048;
 // Below this many multiply-adds (keys x d x G, over all heads) one thread does the call: the
 // fork/join of a parallel region (~2 us) would cost more than it saves.
 constexpr int64_t kParallelMinMacs = int64_t{1} << 17;
@@ -220,6 +223,35 @@ void run_unit(const Unit& u, const float* qs, int64_t G, int64_t d, float* s, fl
   unit_pv(acc, s, G, u.v, u.stride, u.count, d);
 }
 
+// Cuts `units` (in order) into `threads` contiguous shares of equal key counts, splitting the
+// units that straddle a share boundary. Returns the first unit of every share, plus the end.
+std::vector<size_t> split_static(std::vector<Unit>& units, int threads) {
+  int64_t total = 0;
+  for (const Unit& u : units) total += u.count;
+  std::vector<Unit> out;
+  std::vector<size_t> first(static_cast<size_t>(threads) + 1, 0);
+  int64_t offset = 0;  // keys before the unit being placed
+  int t = 0;
+  for (Unit u : units) {
+    while (u.count > 0) {
+      while (t + 1 < threads && offset >= total * (t + 1) / threads) first[static_cast<size_t>(++t)] = out.size();
+      const int64_t boundary = t + 1 < threads ? total * (t + 1) / threads : total;
+      const int64_t take = std::min(u.count, boundary - offset);
+      Unit piece = u;
+      piece.count = take;
+      out.push_back(piece);
+      u.k += take * u.stride;
+      u.v += take * u.stride;
+      u.count -= take;
+      offset += take;
+    }
+  }
+  while (t + 1 < threads) first[static_cast<size_t>(++t)] = out.size();
+  first[static_cast<size_t>(threads)] = out.size();
+  units.swap(out);
+  return first;
+}
+
 // Appends the units of KV head `hk` covering key positions [b, e) (all < pos0: cache rows).
 void push_past_units(std::vector<Unit>& units, const KvHeadView& view, int64_t hk, int64_t b,
                      int64_t e, int64_t d) {
@@ -273,20 +305,24 @@ void attention_cpu_decode(const AttnArgs& a) {
   std::vector<float> qs(static_cast<size_t>(Hq * d));
   for (int64_t i = 0; i < Hq * d; ++i) qs[i] = a.q[i] * qscale;
 
+  int64_t macs = 0;
+  for (const Unit& u : units) macs += u.count * d * G;
+  const int threads = macs >= kParallelMinMacs ? omp_get_max_threads() : 1;
+  const std::vector<size_t> first = split_static(units, threads);
+
   // Per unit: m, l: [G]; acc: [G][d].
   const int64_t U = static_cast<int64_t>(units.size());
   std::vector<float> um(static_cast<size_t>(U * G)), ul(um.size()), uacc(static_cast<size_t>(U * G * d));
-  int64_t macs = 0;
-  for (const Unit& u : units) macs += u.count * d * G;
-#pragma omp parallel if (macs >= kParallelMinMacs)
+#pragma omp parallel num_threads(threads)
   {
     std::vector<float> s(static_cast<size_t>(G * kUnitKeys));
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t i = 0; i < U; ++i) {
-      const Unit& u = units[static_cast<size_t>(i)];
-      run_unit(u, qs.data() + u.kv_head * G * d, G, d, s.data(), um.data() + i * G,
-               ul.data() + i * G, uacc.data() + i * G * d);
-    }
+    // Share t on thread t; were fewer threads granted, each takes every num_threads-th share.
+    for (int t = omp_get_thread_num(); t < threads; t += omp_get_num_threads())
+      for (size_t i = first[static_cast<size_t>(t)]; i < first[static_cast<size_t>(t) + 1]; ++i) {
+        const Unit& u = units[i];
+        run_unit(u, qs.data() + u.kv_head * G * d, G, d, s.data(), um.data() + i * G,
+                 ul.data() + i * G, uacc.data() + i * G * d);
+      }
   }
 
   // Merge the units of each query head: out = sum 2^(m_u - M) acc_u / sum 2^(m_u - M) l_u.

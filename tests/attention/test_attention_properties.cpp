@@ -277,7 +277,8 @@ TEST(AttentionProperties, DecodeAtPositionEqualsPrefillAtPosition) {
   }
 }
 
-// Decode over long caches: many 256-key units per head merged, a ring window that wrapped several
+// Decode over long caches: several units per head merged (2048-key units, split again at the
+// threads' share boundaries), a ring window that wrapped several
 // times, GQA groups 1 to 8 (odd group slices of the register kernel) and head dims with a
 // vector kernel (16, 32, 64, 128) and without one (48: the portable loops).
 TEST(AttentionProperties, DecodeLongCacheEqualsPrefill) {
@@ -292,11 +293,11 @@ TEST(AttentionProperties, DecodeLongCacheEqualsPrefill) {
   };
   const AttnOptions o = small_options(32, 40, 96, 32, 8);
   for (const Case& c : cases) {
-    const Problem p(1100, c.Hq, c.Hkv, c.d, 41 + c.d);
+    const Problem p(c.d == 16 ? 2600 : 1100, c.Hq, c.Hkv, c.d, 41 + c.d);  // d = 16: > 2048-key units
     std::vector<M> as_fa = c.modes;
     for (M& m : as_fa) m = m == M::xa ? M::fa : m;  // XA decodes as FA (SPEC §4)
     const std::vector<float> full = run(p, as_fa, o);
-    for (int64_t pos : {257, 1099}) {
+    for (int64_t pos : {int64_t{257}, p.n - 1}) {
       SCOPED_TRACE("Hq " + std::to_string(c.Hq) + " Hkv " + std::to_string(c.Hkv) + " d " +
                    std::to_string(c.d) + " position " + std::to_string(pos));
       const std::vector<float> dec = run_from_cache(p, c.modes, o, pos, 1);
