@@ -54,7 +54,8 @@ int cmd_bench(int argc, char** argv) {
           "Measures prefill and decode tokens/s of the CPU forward pass, and in the same run the\n"
           "machine's memory bandwidth and fp32 FMA peak, and prints the fraction of each that\n"
           "the forward pass reaches:\n"
-          "  decode:  (weight bytes + KV bytes read per token) x tok/s / bandwidth\n"
+          "  decode:  (weight bytes + KV bytes read per token) x tok/s / bandwidth, tok/s from\n"
+          "           the median decode step (the mean over all steps is printed beside it)\n"
           "  prefill: (2 x matmul params x tokens + attention FLOPs) / time / FMA peak\n\n"
           "  --synthetic NAME   random bf16 weights in memory with the shape of NAME (%s);\n"
           "                     no download needed, output is labelled SYNTHETIC\n"
@@ -136,6 +137,7 @@ int cmd_bench(int argc, char** argv) {
 
   if (profiler) profiler->reset();
   double decode_s = 0, kv_bytes_read = 0;
+  std::vector<double> step_s;  // wall time of every decode step
   const double kv_bytes_per_position =
       static_cast<double>(c.num_layers * c.num_kv_heads * 2 * c.head_dim * sizeof(float));
   for (int64_t i = 0; i < decode_tokens; ++i) {
@@ -144,7 +146,8 @@ int cmd_bench(int argc, char** argv) {
     auto t1 = Clock::now();
     logits = &model_prefill(model, req, &tok, 1);
     tok = sample_greedy(logits->data(), c.vocab_size);
-    decode_s += seconds_since(t1);
+    step_s.push_back(seconds_since(t1));
+    decode_s += step_s.back();
   }
   std::fprintf(stderr, "\n");
   const double bandwidth_after = measure_memory_bandwidth_gbs(nthreads);
@@ -166,12 +169,22 @@ int cmd_bench(int argc, char** argv) {
                                2.0 * lm_head_params + attention_flops(c, 0, prompt_tokens);
   const double prefill_gflops = prefill_flops / prefill_s / 1e9;
   const double prefill_tps = static_cast<double>(prompt_tokens) / prefill_s;
-  const double decode_tps = static_cast<double>(decode_tokens) / decode_s;
+  // Decode speed: the median step (the engine's steady state; robust to a step that another
+  // process or the host stalled, and to the one step that grows the KV cache by a quarter),
+  // and the mean over all steps beside it.
+  std::vector<double> sorted_steps = step_s;
+  std::sort(sorted_steps.begin(), sorted_steps.end());
+  const size_t mid = sorted_steps.size() / 2;
+  const double median_step_s = sorted_steps.size() % 2 ? sorted_steps[mid]
+                                                      : 0.5 * (sorted_steps[mid - 1] + sorted_steps[mid]);
+  const double decode_tps = 1.0 / median_step_s;
+  const double decode_tps_mean = static_cast<double>(decode_tokens) / decode_s;
   const double weight_bytes = static_cast<double>(model.weight_bytes_per_token());
   const double decode_bytes_per_token = weight_bytes + kv_bytes_read / static_cast<double>(decode_tokens);
   const double decode_gbs = decode_bytes_per_token * decode_tps / 1e9;
   const double prefill_fraction = prefill_gflops / peak_gflops;
   const double decode_fraction = decode_gbs / bandwidth_gbs;
+  const double decode_fraction_mean = decode_bytes_per_token * decode_tps_mean / 1e9 / bandwidth_gbs;
   const std::string label = synthetic.empty() ? model_dir : "SYNTHETIC " + synthetic;
 
   if (json) {
@@ -190,7 +203,10 @@ int cmd_bench(int argc, char** argv) {
                     {"gflops", prefill_gflops},         {"fraction_of_fma_peak", prefill_fraction}};
     j["decode"] = {{"tokens", decode_tokens},           {"seconds", decode_s},
                    {"tokens_per_s", decode_tps},        {"bytes_per_token", decode_bytes_per_token},
-                   {"gbs", decode_gbs},                 {"fraction_of_bandwidth", decode_fraction}};
+                   {"gbs", decode_gbs},                 {"fraction_of_bandwidth", decode_fraction},
+                   {"tokens_per_s_mean", decode_tps_mean},
+                   {"fraction_of_bandwidth_mean", decode_fraction_mean},
+                   {"step_seconds", step_s}};
     if (profiler)
       for (const auto& [op, t] : profiler->times())
         j["decode"]["profile"][op] = {{"seconds", t.seconds}, {"calls", t.calls}, {"weight_bytes", t.bytes}};
@@ -218,6 +234,9 @@ int cmd_bench(int argc, char** argv) {
   std::printf("| decode  | %6lld | %7.2f | %8.2f | %11.2f | %8.3f GB/token | %7.1f GB/s    | %5.1f %% bandwidth |\n",
               (long long)decode_tokens, decode_s, decode_tps, decode_tps / decode_fraction,
               decode_bytes_per_token / 1e9, decode_gbs, 100 * decode_fraction);
+  std::printf("\ndecode tokens/s is the median step's; the mean over all %lld steps is %.2f tokens/s "
+              "(%.1f %% of bandwidth)\n", (long long)decode_tokens, decode_tps_mean,
+              100 * decode_fraction_mean);
   if (profiler)
     std::printf("\ndecode profile (wall time per backend op, %lld tokens):\n%s",
                 (long long)decode_tokens, profile_table(profiler->times(), decode_s, decode_tokens).c_str());
