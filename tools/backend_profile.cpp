@@ -76,6 +76,19 @@ void ProfilingBackend::attention_forward_stored(const AttnArgs& args, KvStore& s
   add("attention", t0);
 }
 
+void ProfilingBackend::router_forward(double* z, const RouterWeights& w, void* prepared, int64_t layer,
+                                      const float* k, int64_t n, int64_t num_kv_heads, int64_t pool_tokens) {
+  const auto t0 = Clock::now();
+  inner_->router_forward(z, w, prepared, layer, k, n, num_kv_heads, pool_tokens);
+  add("router", t0);
+}
+int64_t ProfilingBackend::sample(const float* logits, int64_t vocab, const SamplingParams& params, double u) {
+  const auto t0 = Clock::now();
+  const int64_t token = inner_->sample(logits, vocab, params, u);
+  add("sample", t0);
+  return token;
+}
+
 std::string profile_table(const std::map<std::string, OpTime>& times, double total_seconds,
                           int64_t tokens) {
   std::vector<std::pair<std::string, OpTime>> rows(times.begin(), times.end());
