@@ -88,15 +88,10 @@ PY
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.used,memory.total --format=csv \
   2>&1 | tee "$OUT/gpu.txt"
 
-# 2. Build (sm_90a only: the device is an H200) from the last commit when the carried tree has
-# its git history (other work in progress in the tree cannot break the check), else the tree.
+# 2. Build (sm_90a only: the device is an H200) from the carried working tree. (Not from
+# `git archive HEAD`: the device's copy of .git can be older than the tree, seen in run 9.)
 SRC="$ROOT"
-if git -c safe.directory='*' -C "$ROOT" rev-parse HEAD > /dev/null 2>&1; then
-  SRC=/tmp/elastic-src
-  rm -rf "$SRC" && mkdir -p "$SRC"
-  git -c safe.directory='*' -C "$ROOT" archive HEAD | tar -x -C "$SRC"
-  echo "building commit $(git -c safe.directory='*' -C "$ROOT" log --oneline -1)"
-fi
+echo "building the carried tree ($(find "$SRC/src" "$SRC/include" "$SRC/tests" -type f | wc -l) source files)"
 B="$ROOT/build-gpu"
 cmake -S "$SRC" -B "$B" -G Ninja -DELASTIC_CUDA=ON -DELASTIC_TESTS=ON \
   -DELASTIC_CUDA_GENCODE="-gencode=arch=compute_90a,code=sm_90a" \
