@@ -93,6 +93,8 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.used,memo
 SRC="$ROOT"
 echo "building the carried tree ($(find "$SRC/src" "$SRC/include" "$SRC/tests" -type f | wc -l) source files)"
 B="$ROOT/build-gpu"
+# A build folder configured for another source folder (older runs built a copy) starts over.
+[[ -f "$B/CMakeCache.txt" ]] && ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$SRC" "$B/CMakeCache.txt" && rm -rf "$B"
 cmake -S "$SRC" -B "$B" -G Ninja -DELASTIC_CUDA=ON -DELASTIC_TESTS=ON \
   -DELASTIC_CUDA_GENCODE="-gencode=arch=compute_90a,code=sm_90a" \
   -DCMAKE_PREFIX_PATH="$PREFIX/usr" -DELASTIC_SHARED_DIR="$ROOT/.gpu-shared" > "$OUT/build.log" 2>&1
