@@ -1,7 +1,9 @@
 // elastic bench: prefill and decode speed of a model (a folder, or a synthetic model with the
 // shape of a known checkpoint), with the machine's memory bandwidth and fp32 FMA peak measured
 // in the same run and the fraction of each that the forward pass achieves:
-//   decode fraction  = (weight bytes + KV bytes read per token) x tokens/s / bandwidth
+//   decode fraction  = (weight bytes + KV bytes read per token) x tokens/s / bandwidth, the
+//                      median over decode steps, each against a bandwidth sample taken right
+//                      after it (and, beside it, against the best bandwidth of the whole run)
 //   prefill fraction = (2 x matmul params x tokens + attention FLOPs) / seconds / FMA peak
 #include <omp.h>
 
@@ -31,6 +33,12 @@ double seconds_since(Clock::time_point t0) {
 
 // Causal attention FLOPs of queries at positions pos0..pos0+n-1 over all heads and layers:
 // QK^T and PV are 2 x d FLOPs each per (query, key) pair.
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t mid = v.size() / 2;
+  return v.size() % 2 ? v[mid] : 0.5 * (v[mid - 1] + v[mid]);
+}
+
 double attention_flops(const ModelConfig& c, int64_t pos0, int64_t n) {
   double pairs = 0;
   for (int64_t i = 0; i < n; ++i) pairs += static_cast<double>(pos0 + i + 1);
@@ -54,8 +62,9 @@ int cmd_bench(int argc, char** argv) {
           "Measures prefill and decode tokens/s of the CPU forward pass, and in the same run the\n"
           "machine's memory bandwidth and fp32 FMA peak, and prints the fraction of each that\n"
           "the forward pass reaches:\n"
-          "  decode:  (weight bytes + KV bytes read per token) x tok/s / bandwidth, tok/s from\n"
-          "           the median decode step (the mean over all steps is printed beside it)\n"
+          "  decode:  (weight bytes + KV bytes read per token) x tok/s / bandwidth: the median\n"
+          "           over decode steps, each against the bandwidth sampled right after it (the\n"
+          "           fraction of the best bandwidth of the whole run is printed beside it)\n"
           "  prefill: (2 x matmul params x tokens + attention FLOPs) / time / FMA peak\n\n"
           "  --synthetic NAME   random bf16 weights in memory with the shape of NAME (%s);\n"
           "                     no download needed, output is labelled SYNTHETIC\n"
@@ -135,24 +144,34 @@ int cmd_bench(int argc, char** argv) {
   const double prefill_s = seconds_since(t0);
   int64_t tok = sample_greedy(logits->data(), c.vocab_size);
 
+  // Decode: every step is timed, and right after it the memory bandwidth is sampled (two
+  // 128 MiB chunks, ~5 ms, outside the step's time), so that each step stands beside the
+  // bandwidth the machine gave at that moment: a VM's bandwidth can move by 2x from one minute
+  // to the next with its neighbours' load (docs/perf.md).
+  BandwidthMeter probe(size_t{256} << 20, nthreads);
+  const double weight_bytes = static_cast<double>(model.weight_bytes_per_token());
   if (profiler) profiler->reset();
   double decode_s = 0, kv_bytes_read = 0;
-  std::vector<double> step_s;  // wall time of every decode step
+  std::vector<double> step_s, step_bytes, step_bw;  // per decode step
   const double kv_bytes_per_position =
       static_cast<double>(c.num_layers * c.num_kv_heads * 2 * c.head_dim * sizeof(float));
   for (int64_t i = 0; i < decode_tokens; ++i) {
     std::fprintf(stderr, "\rbench: decode %lld/%lld ...", (long long)i + 1, (long long)decode_tokens);
-    kv_bytes_read += kv_bytes_per_position * static_cast<double>(req.length);  // keys < position
+    const double kv = kv_bytes_per_position * static_cast<double>(req.length);  // keys < position
+    kv_bytes_read += kv;
     auto t1 = Clock::now();
     logits = &model_prefill(model, req, &tok, 1);
     tok = sample_greedy(logits->data(), c.vocab_size);
     step_s.push_back(seconds_since(t1));
     decode_s += step_s.back();
+    step_bytes.push_back(weight_bytes + kv);
+    step_bw.push_back(probe.sample(1));
   }
   std::fprintf(stderr, "\n");
   const double bandwidth_after = measure_memory_bandwidth_gbs(nthreads);
   const double peak_after = measure_fma_peak_gflops(nthreads);
-  const double bandwidth_gbs = std::max(bandwidth_before, bandwidth_after);
+  const double bandwidth_gbs = std::max({bandwidth_before, bandwidth_after,
+                                         *std::max_element(step_bw.begin(), step_bw.end())});
   const double peak_gflops = std::max(peak_before, peak_after);
   const bool disturbed = std::min(bandwidth_before, bandwidth_after) < 0.8 * bandwidth_gbs ||
                          std::min(peak_before, peak_after) < 0.8 * peak_gflops;
@@ -171,20 +190,22 @@ int cmd_bench(int argc, char** argv) {
   const double prefill_tps = static_cast<double>(prompt_tokens) / prefill_s;
   // Decode speed: the median step (the engine's steady state; robust to a step that another
   // process or the host stalled, and to the one step that grows the KV cache by a quarter),
-  // and the mean over all steps beside it.
-  std::vector<double> sorted_steps = step_s;
-  std::sort(sorted_steps.begin(), sorted_steps.end());
-  const size_t mid = sorted_steps.size() / 2;
-  const double median_step_s = sorted_steps.size() % 2 ? sorted_steps[mid]
-                                                      : 0.5 * (sorted_steps[mid - 1] + sorted_steps[mid]);
+  // and the mean over all steps beside it. Fraction of bandwidth: the median over steps of the
+  // step's bytes / time / the bandwidth sampled right after it; and, more conservatively, the
+  // median step and the mean against the best bandwidth seen anywhere in the run.
+  const double median_step_s = median(step_s);
   const double decode_tps = 1.0 / median_step_s;
   const double decode_tps_mean = static_cast<double>(decode_tokens) / decode_s;
-  const double weight_bytes = static_cast<double>(model.weight_bytes_per_token());
   const double decode_bytes_per_token = weight_bytes + kv_bytes_read / static_cast<double>(decode_tokens);
   const double decode_gbs = decode_bytes_per_token * decode_tps / 1e9;
   const double prefill_fraction = prefill_gflops / peak_gflops;
-  const double decode_fraction = decode_gbs / bandwidth_gbs;
+  std::vector<double> step_fraction(step_s.size());
+  for (size_t i = 0; i < step_s.size(); ++i)
+    step_fraction[i] = step_bytes[i] / step_s[i] / 1e9 / step_bw[i];
+  const double decode_fraction = median(step_fraction);
+  const double decode_fraction_best_bw = decode_gbs / bandwidth_gbs;
   const double decode_fraction_mean = decode_bytes_per_token * decode_tps_mean / 1e9 / bandwidth_gbs;
+  const auto [bw_lo, bw_hi] = std::minmax_element(step_bw.begin(), step_bw.end());
   const std::string label = synthetic.empty() ? model_dir : "SYNTHETIC " + synthetic;
 
   if (json) {
@@ -205,8 +226,10 @@ int cmd_bench(int argc, char** argv) {
                    {"tokens_per_s", decode_tps},        {"bytes_per_token", decode_bytes_per_token},
                    {"gbs", decode_gbs},                 {"fraction_of_bandwidth", decode_fraction},
                    {"tokens_per_s_mean", decode_tps_mean},
-                   {"fraction_of_bandwidth_mean", decode_fraction_mean},
-                   {"step_seconds", step_s}};
+                   {"fraction_of_best_bandwidth", decode_fraction_best_bw},
+                   {"fraction_of_best_bandwidth_mean", decode_fraction_mean},
+                   {"step_seconds", step_s},            {"step_bytes", step_bytes},
+                   {"step_bandwidth_gbs", step_bw}};
     if (profiler)
       for (const auto& [op, t] : profiler->times())
         j["decode"]["profile"][op] = {{"seconds", t.seconds}, {"calls", t.calls}, {"weight_bytes", t.bytes}};
@@ -234,9 +257,12 @@ int cmd_bench(int argc, char** argv) {
   std::printf("| decode  | %6lld | %7.2f | %8.2f | %11.2f | %8.3f GB/token | %7.1f GB/s    | %5.1f %% bandwidth |\n",
               (long long)decode_tokens, decode_s, decode_tps, decode_tps / decode_fraction,
               decode_bytes_per_token / 1e9, decode_gbs, 100 * decode_fraction);
-  std::printf("\ndecode tokens/s is the median step's; the mean over all %lld steps is %.2f tokens/s "
-              "(%.1f %% of bandwidth)\n", (long long)decode_tokens, decode_tps_mean,
-              100 * decode_fraction_mean);
+  std::printf("\ndecode: tokens/s and GB/s of the median step; %% of bandwidth = median over steps of the "
+              "step's GB/s / the bandwidth sampled right after it (%.1f-%.1f GB/s).\n"
+              "against the best bandwidth of the whole run (%.1f GB/s): %.1f %% (median step), "
+              "%.1f %% (mean over all %lld steps, %.2f tokens/s)\n",
+              *bw_lo, *bw_hi, bandwidth_gbs, 100 * decode_fraction_best_bw, 100 * decode_fraction_mean,
+              (long long)decode_tokens, decode_tps_mean);
   if (profiler)
     std::printf("\ndecode profile (wall time per backend op, %lld tokens):\n%s",
                 (long long)decode_tokens, profile_table(profiler->times(), decode_s, decode_tokens).c_str());

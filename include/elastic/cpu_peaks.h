@@ -4,6 +4,9 @@
 // peak); each call takes well under a second.
 #pragma once
 
+#include <cstddef>
+#include <memory>
+
 namespace elastic {
 
 // Streaming READ bandwidth from DRAM in GB/s (1e9 bytes per second). Counts the bytes loaded,
@@ -13,6 +16,21 @@ namespace elastic {
 // split into contiguous per-thread parts read with the widest vector loads; the figure is
 // 128 MiB / the fastest chunk's time (barrier to barrier). threads = 0: omp_get_max_threads().
 double measure_memory_bandwidth_gbs(int threads = 0);
+
+// The same measurement on a buffer kept between calls, for short repeated samples (elastic
+// bench takes one after every decode step, to set each step beside the bandwidth the machine
+// gave at that moment): `bytes` (a multiple of 128 MiB, at least 128 MiB) allocated and filled
+// once; sample() reads it `passes` times over and returns 128 MiB / the fastest chunk's time.
+class BandwidthMeter {
+ public:
+  explicit BandwidthMeter(size_t bytes, int threads = 0);
+  double sample(int passes = 1);
+
+ private:
+  std::shared_ptr<void> buffer_;
+  size_t bytes_ = 0;
+  int threads_ = 0;
+};
 
 // fp32 fused-multiply-add throughput in GFLOP/s (1e9 FLOP per second), counting 2 FLOP per lane
 // per FMA instruction (one 512-bit FMA on 16 floats = 32 FLOP). Each thread runs 16 chains of

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <string>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
@@ -80,19 +81,19 @@ volatile uint64_t g_sink;  // keeps measured work observable
 
 }  // namespace
 
-double measure_memory_bandwidth_gbs(int threads) {
-  threads = resolve_threads(threads);
-  void* raw = std::aligned_alloc(kHugePage, kBandwidthBytes);
-  if (!raw) throw Error("measure_memory_bandwidth_gbs: cannot allocate 1 GiB");
-  std::unique_ptr<void, decltype(&std::free)> owner(raw, std::free);
-  madvise(raw, kBandwidthBytes, MADV_HUGEPAGE);  // fewer TLB misses; advisory only
+BandwidthMeter::BandwidthMeter(size_t bytes, int threads)
+    : bytes_(bytes), threads_(resolve_threads(threads)) {
+  if (bytes_ < kChunkBytes || bytes_ % kChunkBytes != 0)
+    throw Error("BandwidthMeter: buffer must be a positive multiple of 128 MiB");
+  void* raw = std::aligned_alloc(kHugePage, bytes_);
+  if (!raw) throw Error("BandwidthMeter: cannot allocate " + std::to_string(bytes_ >> 20) + " MiB");
+  buffer_ = std::shared_ptr<void>(raw, std::free);
+  madvise(raw, bytes_, MADV_HUGEPAGE);  // fewer TLB misses; advisory only
   char* buf = static_cast<char*>(raw);
-  // Chunk c, thread t reads [c * kChunkBytes + t * part, + part): parts are multiples of 4 KiB.
-  const size_t chunks = kBandwidthBytes / kChunkBytes;
-  const size_t part = kChunkBytes / static_cast<size_t>(threads) / 4096 * 4096;
-  double best = std::numeric_limits<double>::infinity();
-  uint64_t fold = 0;
-#pragma omp parallel num_threads(threads) reduction(^ : fold)
+  // Chunk c, thread t owns [c * kChunkBytes + t * part, + part): parts are multiples of 4 KiB.
+  const size_t chunks = bytes_ / kChunkBytes;
+  const size_t part = kChunkBytes / static_cast<size_t>(threads_) / 4096 * 4096;
+#pragma omp parallel num_threads(threads_)
   {
     const size_t t = static_cast<size_t>(omp_get_thread_num());
     // Written by the thread that reads it (first touch), so no page is the shared zero page.
@@ -108,8 +109,20 @@ double measure_memory_bandwidth_gbs(int threads) {
         std::memcpy(p + i, &x, sizeof x);
       }
     }
+  }
+}
+
+double BandwidthMeter::sample(int passes) {
+  const char* buf = static_cast<const char*>(buffer_.get());
+  const size_t chunks = bytes_ / kChunkBytes;
+  const size_t part = kChunkBytes / static_cast<size_t>(threads_) / 4096 * 4096;
+  double best = std::numeric_limits<double>::infinity();
+  uint64_t fold = 0;
+#pragma omp parallel num_threads(threads_) reduction(^ : fold)
+  {
+    const size_t t = static_cast<size_t>(omp_get_thread_num());
     double t0 = 0;
-    for (int pass = 0; pass < kBandwidthPasses; ++pass) {
+    for (int pass = 0; pass < passes; ++pass) {
       for (size_t c = 0; c < chunks; ++c) {
 #pragma omp barrier
 #pragma omp master
@@ -122,7 +135,12 @@ double measure_memory_bandwidth_gbs(int threads) {
     }
   }
   g_sink = fold;
-  return static_cast<double>(part) * threads / best * 1e-9;
+  return static_cast<double>(part) * threads_ / best * 1e-9;
+}
+
+double measure_memory_bandwidth_gbs(int threads) {
+  BandwidthMeter meter(kBandwidthBytes, threads);
+  return meter.sample(kBandwidthPasses);
 }
 
 double measure_fma_peak_gflops(int threads) {

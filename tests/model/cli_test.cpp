@@ -1,9 +1,9 @@
 // The model commands end to end: `elastic logits` writes HF-matching logits and hidden states,
 // `elastic generate --json` prints HF's greedy continuation, and bad options fail with one line.
 #include <gtest/gtest.h>
-
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -111,6 +111,22 @@ TEST(Cli, BenchJsonReportsBothPhasesAndFractions) {
   const double fp = j["prefill"]["fraction_of_fma_peak"], fd = j["decode"]["fraction_of_bandwidth"];
   EXPECT_GT(fp, 0);
   EXPECT_GT(fd, 0);
+  // Decode fraction: the median over steps of bytes / time / the bandwidth sampled after the
+  // step; the run's bandwidth is the best sample, so no step's sample exceeds it.
+  const std::vector<double> s = j["decode"]["step_seconds"], b = j["decode"]["step_bytes"],
+                            bw = j["decode"]["step_bandwidth_gbs"];
+  ASSERT_EQ(s.size(), 4u);
+  ASSERT_EQ(b.size(), 4u);
+  ASSERT_EQ(bw.size(), 4u);
+  std::vector<double> f;
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_LE(bw[i], j["memory_bandwidth_gbs"].get<double>());
+    EXPECT_GT(b[i], 0);
+    f.push_back(b[i] / s[i] / 1e9 / bw[i]);
+  }
+  std::sort(f.begin(), f.end());
+  EXPECT_NEAR(fd, 0.5 * (f[1] + f[2]), 1e-9 * fd);  // same doubles, same arithmetic
+  EXPECT_GT(j["decode"]["fraction_of_best_bandwidth"].get<double>(), 0);
 }
 
 TEST(Cli, HelpExplainsTheOptions) {
