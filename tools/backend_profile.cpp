@@ -24,27 +24,28 @@ void ProfilingBackend::download(void* dst, const void* src, size_t bytes) {
   inner_->download(dst, src, bytes);
   add("download", t0);
 }
-void ProfilingBackend::embedding_forward(float* out, const int64_t* ids, int64_t n, const void* table,
-                                         DType dtype, int64_t vocab, int64_t dim) {
+void ProfilingBackend::embedding_forward(float* out, const int64_t* ids, int64_t n,
+                                         const void* table, DType dtype, int64_t vocab,
+                                         int64_t dim) {
   const auto t0 = Clock::now();
   inner_->embedding_forward(out, ids, n, table, dtype, vocab, dim);
   add("embedding", t0);
 }
-void ProfilingBackend::rmsnorm_forward(float* out, const float* inp, const float* weight, int64_t rows,
-                                       int64_t dim, float eps) {
+void ProfilingBackend::rmsnorm_forward(float* out, const float* inp, const float* weight,
+                                       int64_t rows, int64_t dim, float eps) {
   const auto t0 = Clock::now();
   inner_->rmsnorm_forward(out, inp, weight, rows, dim, eps);
   add("rmsnorm", t0);
 }
-void ProfilingBackend::linear_forward(float* out, const float* inp, const Linear& w, const float* bias,
-                                      int64_t n) {
+void ProfilingBackend::linear_forward(float* out, const float* inp, const Linear& w,
+                                      const float* bias, int64_t n) {
   const auto t0 = Clock::now();
   inner_->linear_forward(out, inp, w, bias, n);
   add("linear " + std::to_string(w.cols) + "->" + std::to_string(w.rows), t0,
       static_cast<double>(w.rows * w.cols) * static_cast<double>(dtype_size(w.dtype)));
 }
-void ProfilingBackend::rope_forward(float* x, const float* cos, const float* sin, int64_t n, int64_t heads,
-                                    int64_t head_dim) {
+void ProfilingBackend::rope_forward(float* x, const float* cos, const float* sin, int64_t n,
+                                    int64_t heads, int64_t head_dim) {
   const auto t0 = Clock::now();
   inner_->rope_forward(x, cos, sin, n, heads, head_dim);
   add("rope", t0);
@@ -70,19 +71,22 @@ void ProfilingBackend::attention_forward(const AttnArgs& args) {
   inner_->attention_forward(args);
   add("attention", t0);
 }
-void ProfilingBackend::attention_forward_stored(const AttnArgs& args, KvStore& store, int64_t layer) {
+void ProfilingBackend::attention_forward_stored(const AttnArgs& args, KvStore& store,
+                                                int64_t layer) {
   const auto t0 = Clock::now();
   inner_->attention_forward_stored(args, store, layer);
   add("attention", t0);
 }
 
-void ProfilingBackend::router_forward(double* z, const RouterWeights& w, void* prepared, int64_t layer,
-                                      const float* k, int64_t n, int64_t num_kv_heads, int64_t pool_tokens) {
+void ProfilingBackend::router_forward(double* z, const RouterWeights& w, void* prepared,
+                                      int64_t layer, const float* k, int64_t n,
+                                      int64_t num_kv_heads, int64_t pool_tokens) {
   const auto t0 = Clock::now();
   inner_->router_forward(z, w, prepared, layer, k, n, num_kv_heads, pool_tokens);
   add("router", t0);
 }
-int64_t ProfilingBackend::sample(const float* logits, int64_t vocab, const SamplingParams& params, double u) {
+int64_t ProfilingBackend::sample(const float* logits, int64_t vocab, const SamplingParams& params,
+                                 double u) {
   const auto t0 = Clock::now();
   const int64_t token = inner_->sample(logits, vocab, params, u);
   add("sample", t0);
@@ -104,7 +108,8 @@ std::string profile_table(const std::map<std::string, OpTime>& times, double tot
   const double per = tokens > 0 ? 1.0 / static_cast<double>(tokens) : 0.0;
   for (const auto& [name, t] : rows) {
     char gbs[32] = "";
-    if (t.bytes > 0 && t.seconds > 0) std::snprintf(gbs, sizeof gbs, "%.1f", t.bytes / t.seconds / 1e9);
+    if (t.bytes > 0 && t.seconds > 0)
+      std::snprintf(gbs, sizeof gbs, "%.1f", t.bytes / t.seconds / 1e9);
     std::snprintf(line, sizeof line, "| %-27s | %11.1f | %8.3f | %5.1f%% | %12s |\n", name.c_str(),
                   static_cast<double>(t.calls) * per, t.seconds * 1e3 * per,
                   total_seconds > 0 ? 100.0 * t.seconds / total_seconds : 0.0, gbs);

@@ -1,5 +1,5 @@
-// A Backend that forwards every virtual op to another backend and adds up the wall time each kind of op
-// takes (`elastic bench --profile`). For synchronous backends only (the CPU backend): an op's
+// A Backend that forwards every virtual op to another backend and adds up the wall time each kind
+// of op takes (`elastic bench --profile`). For synchronous backends only (the CPU backend): an op's
 // time is from its call to its return. Linear layers are also split by weight shape and carry
 // the bytes of weights they read, so the table can show each one's achieved bandwidth.
 #pragma once
@@ -46,14 +46,19 @@ class ProfilingBackend final : public Backend {
                          int64_t kv_dim) override;
   void residual_forward(float* x, const float* delta, int64_t count) override;
   void attention_forward(const AttnArgs& args) override;
-  std::shared_ptr<KvStore> kv_store_create(int64_t layers, int64_t kv_heads, int64_t head_dim) override {
+  std::shared_ptr<KvStore> kv_store_create(int64_t layers, int64_t kv_heads,
+                                           int64_t head_dim) override {
     return inner_->kv_store_create(layers, kv_heads, head_dim);
   }
   void attention_forward_stored(const AttnArgs& args, KvStore& store, int64_t layer) override;
-  std::shared_ptr<void> router_prepare(const RouterWeights& w) override { return inner_->router_prepare(w); }
-  void router_forward(double* z, const RouterWeights& w, void* prepared, int64_t layer, const float* k,
-                      int64_t n, int64_t num_kv_heads, int64_t pool_tokens) override;
-  int64_t sample(const float* logits, int64_t vocab, const SamplingParams& params, double u) override;
+  std::shared_ptr<void> router_prepare(const RouterWeights& w) override {
+    return inner_->router_prepare(w);
+  }
+  void router_forward(double* z, const RouterWeights& w, void* prepared, int64_t layer,
+                      const float* k, int64_t n, int64_t num_kv_heads,
+                      int64_t pool_tokens) override;
+  int64_t sample(const float* logits, int64_t vocab, const SamplingParams& params,
+                 double u) override;
 
  private:
   using Clock = std::chrono::steady_clock;

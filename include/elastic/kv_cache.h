@@ -47,7 +47,9 @@ class KvCache {
   int64_t num_kv_heads() const { return num_kv_heads_; }
   int64_t head_dim() const { return head_dim_; }
   bool is_ring(int64_t layer, int64_t head) const { return head_at(layer, head).ring; }
-  int64_t rows_allocated(int64_t layer, int64_t head) const { return head_at(layer, head).capacity; }
+  int64_t rows_allocated(int64_t layer, int64_t head) const {
+    return head_at(layer, head).capacity;
+  }
 
   // Bytes of K and V storage allocated now.
   size_t bytes_allocated() const;
@@ -57,9 +59,9 @@ class KvCache {
 
  private:
   struct Head {
-    float* k = nullptr;     // [capacity, d] inside the layer's buffer
-    float* v = nullptr;     // [capacity, d]
-    int64_t capacity = 0;   // rows
+    float* k = nullptr;    // [capacity, d] inside the layer's buffer
+    float* v = nullptr;    // [capacity, d]
+    int64_t capacity = 0;  // rows
     bool ring = false;
     int64_t sink_tokens = 0, window_tokens = 0;
   };
@@ -76,7 +78,7 @@ class KvCache {
   int64_t num_layers_ = 0, num_kv_heads_ = 0, head_dim_ = 0;
   std::vector<Head> heads_;                     // [L * Hkv]
   std::vector<std::shared_ptr<void>> buffers_;  // [L] K and V of the layer's heads
-  std::vector<int64_t> lengths_;  // [L] positions stored per layer
+  std::vector<int64_t> lengths_;                // [L] positions stored per layer
 };
 
 }  // namespace elastic

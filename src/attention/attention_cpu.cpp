@@ -17,14 +17,6 @@
 // new k/v; a query at position p never reads a key > p; every softmax is exact over the key
 // set its mode keeps, so rho counts exactly the pairs skipped.
 #include <algorithm>
-#if defined(__AVX512F__)
-// GCC 12 reports its own _mm512_undefined_* placeholders inside these headers as
-// "maybe uninitialized" (a known false positive); silence it for the header only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-#endif
 #include <cmath>
 #include <limits>
 #include <string>

@@ -17,12 +17,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#if defined(__AVX512F__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-#endif
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -58,7 +52,8 @@ inline __m512 sum16(const __m512 a[16]) {
   __m512 b[8], c[4];
   // b[i], per 128-bit lane: [a(2i):0+2, a(2i+1):0+2, a(2i):1+3, a(2i+1):1+3].
   for (int i = 0; i < 8; ++i)
-    b[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]), _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+    b[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]),
+                         _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
   // c[i], per 128-bit lane L: keys 4i..4i+3, each summed over lane L's 4 floats.
   for (int i = 0; i < 4; ++i)
     c[i] = _mm512_add_ps(_mm512_shuffle_ps(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
@@ -88,7 +83,8 @@ void unit_scores_avx512(float* s, const float* q, int64_t G, const float* k, int
       for (int t = 0; t < NV; ++t) qv[t] = _mm512_loadu_ps(qg + 16 * t);
       for (int r = 0; r < 16; ++r) {  // rows in address order: one sequential stream
         a[r] = _mm512_mul_ps(_mm512_loadu_ps(kj + r * stride), qv[0]);
-        for (int t = 1; t < NV; ++t) a[r] = _mm512_fmadd_ps(_mm512_loadu_ps(kj + r * stride + 16 * t), qv[t], a[r]);
+        for (int t = 1; t < NV; ++t)
+          a[r] = _mm512_fmadd_ps(_mm512_loadu_ps(kj + r * stride + 16 * t), qv[t], a[r]);
       }
       _mm512_storeu_ps(s + g * count + j, sum16(a));
     }
@@ -97,7 +93,8 @@ void unit_scores_avx512(float* s, const float* q, int64_t G, const float* k, int
     for (int64_t g = 0; g < G; ++g) {
       __m512 a = _mm512_setzero_ps();
       for (int t = 0; t < NV; ++t)
-        a = _mm512_fmadd_ps(_mm512_loadu_ps(k + j * stride + 16 * t), _mm512_loadu_ps(q + g * d + 16 * t), a);
+        a = _mm512_fmadd_ps(_mm512_loadu_ps(k + j * stride + 16 * t),
+                            _mm512_loadu_ps(q + g * d + 16 * t), a);
       s[g * count + j] = _mm512_reduce_add_ps(a);
     }
 }
@@ -134,21 +131,27 @@ void unit_pv_avx512(float* acc, const float* p, int64_t G, const float* v, int64
   for (int t = 0; t < NV; ++t) o[t] = _mm512_loadu_ps(acc + 16 * t);
   for (int64_t j = 0; j < count; ++j) {
     const __m512 pj = _mm512_set1_ps(p[j]);
-    for (int t = 0; t < NV; ++t) o[t] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v + j * stride + 16 * t), o[t]);
+    for (int t = 0; t < NV; ++t)
+      o[t] = _mm512_fmadd_ps(pj, _mm512_loadu_ps(v + j * stride + 16 * t), o[t]);
   }
   for (int t = 0; t < NV; ++t) _mm512_storeu_ps(acc + 16 * t, o[t]);
 }
 #endif
 
-void unit_scores(float* s, const float* q, int64_t G, const float* k, int64_t stride,
-                 int64_t count, int64_t d) {
+void unit_scores(float* s, const float* q, int64_t G, const float* k, int64_t stride, int64_t count,
+                 int64_t d) {
 #if defined(__AVX512F__)
   switch (d) {
-    case 16: return unit_scores_avx512<1>(s, q, G, k, stride, count);
-    case 32: return unit_scores_avx512<2>(s, q, G, k, stride, count);
-    case 64: return unit_scores_avx512<4>(s, q, G, k, stride, count);
-    case 128: return unit_scores_avx512<8>(s, q, G, k, stride, count);
-    default: break;
+    case 16:
+      return unit_scores_avx512<1>(s, q, G, k, stride, count);
+    case 32:
+      return unit_scores_avx512<2>(s, q, G, k, stride, count);
+    case 64:
+      return unit_scores_avx512<4>(s, q, G, k, stride, count);
+    case 128:
+      return unit_scores_avx512<8>(s, q, G, k, stride, count);
+    default:
+      break;
   }
 #endif
   for (int64_t g = 0; g < G; ++g)
@@ -172,10 +175,18 @@ void unit_pv(float* acc, const float* p, int64_t G, const float* v, int64_t stri
       float* a = acc + g0 * d;
       const float* pg = p + g0 * count;
       switch (d) {
-        case 16: unit_pv_avx512<1>(a, pg, gs, v, stride, count); break;
-        case 32: unit_pv_avx512<2>(a, pg, gs, v, stride, count); break;
-        case 64: unit_pv_avx512<4>(a, pg, gs, v, stride, count); break;
-        default: unit_pv_avx512<8>(a, pg, gs, v, stride, count); break;
+        case 16:
+          unit_pv_avx512<1>(a, pg, gs, v, stride, count);
+          break;
+        case 32:
+          unit_pv_avx512<2>(a, pg, gs, v, stride, count);
+          break;
+        case 64:
+          unit_pv_avx512<4>(a, pg, gs, v, stride, count);
+          break;
+        default:
+          unit_pv_avx512<8>(a, pg, gs, v, stride, count);
+          break;
       }
     }
     return;
@@ -234,7 +245,8 @@ std::vector<size_t> split_static(std::vector<Unit>& units, int threads) {
   int t = 0;
   for (Unit u : units) {
     while (u.count > 0) {
-      while (t + 1 < threads && offset >= total * (t + 1) / threads) first[static_cast<size_t>(++t)] = out.size();
+      while (t + 1 < threads && offset >= total * (t + 1) / threads)
+        first[static_cast<size_t>(++t)] = out.size();
       const int64_t boundary = t + 1 < threads ? total * (t + 1) / threads : total;
       const int64_t take = std::min(u.count, boundary - offset);
       Unit piece = u;
@@ -289,9 +301,10 @@ void attention_cpu_decode(const AttnArgs& a) {
     KeyRange r[2] = {{0, p + 1}, {}};
     const int count = mode == AttnMode::ssa ? ssa_key_ranges(a.opt.ssa, p, r) : 1;
     if (mode == AttnMode::ssa && p > 0)
-      ELASTIC_CHECK_MSG(!a.past[hk].ring || (a.past[hk].sink_tokens == a.opt.ssa.kept_sink_tokens() &&
-                                             a.past[hk].window_tokens == a.opt.ssa.kept_window_tokens()),
-                        "SSA ring view does not match the SSA options");
+      ELASTIC_CHECK_MSG(
+          !a.past[hk].ring || (a.past[hk].sink_tokens == a.opt.ssa.kept_sink_tokens() &&
+                               a.past[hk].window_tokens == a.opt.ssa.kept_window_tokens()),
+          "SSA ring view does not match the SSA options");
     for (int c = 0; c < count; ++c) {
       const int64_t b = r[c].begin, e = std::min(r[c].end, p + 1);  // causal cut
       if (e <= b) continue;
@@ -312,7 +325,8 @@ void attention_cpu_decode(const AttnArgs& a) {
 
   // Per unit: m, l: [G]; acc: [G][d].
   const int64_t U = static_cast<int64_t>(units.size());
-  std::vector<float> um(static_cast<size_t>(U * G)), ul(um.size()), uacc(static_cast<size_t>(U * G * d));
+  std::vector<float> um(static_cast<size_t>(U * G)), ul(um.size()),
+      uacc(static_cast<size_t>(U * G * d));
 #pragma omp parallel num_threads(threads)
   {
     std::vector<float> s(static_cast<size_t>(G * kUnitKeys));
@@ -356,7 +370,8 @@ void attention_cpu_decode(const AttnArgs& a) {
     st.rho.assign(static_cast<size_t>(Hq), 0.0);
     for (int64_t h = 0; h < Hq; ++h) {
       st.attended_pairs[h] = head_keys[h / G];
-      st.rho[h] = static_cast<double>(st.causal_pairs - head_keys[h / G]) / static_cast<double>(st.causal_pairs);
+      st.rho[h] = static_cast<double>(st.causal_pairs - head_keys[h / G]) /
+                  static_cast<double>(st.causal_pairs);
     }
     st.xa_mask.assign(static_cast<size_t>(Hq), {});
     st.xa_q_blocks = st.xa_k_blocks = st.xa_estimate_scores = 0;

@@ -1,5 +1,5 @@
-// A vectorisable exponential for the CPU kernels (softmax, SiLU): plain arithmetic, no libm
-// call, so `#pragma omp simd` loops over it compile to vector code.
+// The exponentials of the CPU kernels (softmax, SiLU): a scalar form in plain arithmetic (no libm
+// call) and AVX-512 forms; this header also brings <immintrin.h> to the kernels that use them.
 #pragma once
 
 #include <bit>
@@ -19,7 +19,8 @@ namespace elastic::detail {
 // 2^x for x <= 0 (softmax arguments after subtracting the row maximum), relative error
 // < 2e-7: x = k + f with f in [-0.5, 0.5], 2^f by its degree-7 Taylor polynomial in f ln 2,
 // 2^k by the exponent bits. Returns 0 below -126 (where 2^x is below the normal range).
-// Written as plain arithmetic so that loops over it vectorise.
+// Plain arithmetic, no libm call: the reference for the AVX-512 form below and the tails of
+// its loops.
 inline float exp2_nonpositive(float x) {
   const float xc = x < -126.f ? -126.f : x;
   const float k = std::floor(xc + 0.5f);

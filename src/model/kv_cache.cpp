@@ -12,7 +12,9 @@
 namespace elastic {
 
 KvCache::KvCache(int64_t num_layers, int64_t num_kv_heads, int64_t head_dim)
-    : num_layers_(num_layers), num_kv_heads_(num_kv_heads), head_dim_(head_dim),
+    : num_layers_(num_layers),
+      num_kv_heads_(num_kv_heads),
+      head_dim_(head_dim),
       heads_(static_cast<size_t>(num_layers * num_kv_heads)),
       buffers_(static_cast<size_t>(num_layers)),
       lengths_(static_cast<size_t>(num_layers), 0) {
@@ -55,7 +57,8 @@ void KvCache::reserve_layer(int64_t layer, int64_t positions) {
   if (!grow) return;
   int64_t rows = 0;
   for (int64_t c : caps) rows += c;
-  std::shared_ptr<void> buffer = detail::host_stream_buffer(static_cast<size_t>(2 * rows * d) * sizeof(float));
+  std::shared_ptr<void> buffer =
+      detail::host_stream_buffer(static_cast<size_t>(2 * rows * d) * sizeof(float));
   float* next = static_cast<float*>(buffer.get());
   const int64_t held = lengths_[static_cast<size_t>(layer)];  // rows written: min(held, capacity)
   for (int64_t h = 0; h < Hkv; ++h) {
