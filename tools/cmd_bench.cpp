@@ -177,8 +177,10 @@ int cmd_bench(int argc, char** argv) {
                          std::min(peak_before, peak_after) < 0.8 * peak_gflops;
   if (disturbed)
     std::fprintf(stderr, "bench: warning: the peaks moved by more than 20 %% during the run "
-                 "(bandwidth %.1f/%.1f GB/s, FMA %.1f/%.1f GFLOP/s before/after): another process "
-                 "is using the cores, so the fractions below understate the engine\n",
+                 "(bandwidth %.1f/%.1f GB/s, FMA %.1f/%.1f GFLOP/s before/after): other processes "
+                 "or the host are using the cores or memory, so the fractions of the best peak "
+                 "understate the engine (the decode fraction pairs each step with its own "
+                 "bandwidth sample)\n",
                  bandwidth_before, bandwidth_after, peak_before, peak_after);
 
   // Prefill work: every linear layer on every prompt token, lm_head on the last one only.
