@@ -4,11 +4,13 @@
 // positions 0..pos from the full cache; SSA heads the block rule, [0, min(S*B, pos+1)) then
 // [max(S*B, (pos/B - W + 1) * B), pos], each position read from its ring row. The key list of a
 // head is cut into splits of `keys_per_split`; a CTA (4 warps) handles one (split, KV head) for
-// all G query heads of that KV head: each warp walks keys, one key per iteration with lanes
-// holding max(d/32, 1) contiguous elements (d = 16: lanes 16..31 hold none), keeping an fp32 online softmax per query head; the warps and
-// then the splits are merged by max/sum rescaling (second kernel).
+// all G query heads of that KV head: each warp walks keys 32 / (d / 8) at a time, d / 8 lanes
+// per key with 16-byte loads of 8 bf16 of K and V each, the next step's loads issued before the
+// current step is used, keeping an fp32 online softmax per query head and lane group; the lane
+// groups, the warps and then the splits are merged by max/sum rescaling (second kernel).
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 #include "elastic/cuda/attention_cuda.h"
@@ -40,15 +42,32 @@ struct DecodeKernelParams {
   int64_t ssa_local_blocks;
 };
 
-template <int D>
+// 8 bf16 (one 16-byte load) widened to fp32.
+__device__ __forceinline__ void load8(float (&x)[8], const __nv_bfloat16* src) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(src);
+  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    x[2 * i] = __uint_as_float(w[i] << 16);           // low bf16: element 2i
+    x[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);  // high bf16: element 2i + 1
+  }
+}
+
+// MG: the largest GQA group the instance serves (registers scale with it: G <= MG).
+template <int D, int MG>
 __global__ void __launch_bounds__(32 * kDecodeWarps) decode_split_kernel(const DecodeKernelParams p) {
-  constexpr int E = D >= 32 ? D / 32 : 1;  // elements per lane
-  constexpr int kLanes = D / E;              // lanes holding elements (32, or 16 at d = 16)
-  __shared__ float sq[kDecodeMaxGroup][D];
-  __shared__ float wacc[kDecodeWarps][kDecodeMaxGroup][D];
-  __shared__ float wstat[kDecodeWarps][kDecodeMaxGroup][2];
+  // A key is read by kLK lanes, 8 elements (16 bytes of K and of V) each, so a warp reads kKW keys
+  // per step; the next step's K and V are loaded before the current step is used (two steps of
+  // loads in flight per warp). Each group of kLK lanes keeps its own online softmax; groups,
+  // warps and then splits are merged by max/sum rescaling.
+  constexpr int kLK = D / 8;
+  constexpr int kKW = 32 / kLK;
+  __shared__ __align__(16) float sq[MG][D];
+  __shared__ float wacc[kDecodeWarps][MG][D];
+  __shared__ float wstat[kDecodeWarps][MG][2];
   const int split = blockIdx.x, hk = blockIdx.y;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int grp = lane / kLK, sub = lane % kLK;
   const int G = p.group;
   for (int i = tid; i < G * D; i += blockDim.x)
     sq[i / D][i % D] = __bfloat162float(p.q[int64_t(hk * G + i / D) * D + i % D]);
@@ -67,51 +86,89 @@ __global__ void __launch_bounds__(32 * kDecodeWarps) decode_split_kernel(const D
   const int64_t k_begin = int64_t(split) * p.keys_per_split;
   const int64_t k_end = min(keys, k_begin + p.keys_per_split);
 
-  float m[kDecodeMaxGroup], l[kDecodeMaxGroup], acc[kDecodeMaxGroup][E];
+  // Row of the vk-th key of the head's key list.
+  auto row_of = [&](int64_t vk) {
+    const int64_t kpos = vk < len1 ? vk : start2 + (vk - len1);
+    return (!head.ring || kpos < head.sink_tokens)
+               ? kpos
+               : head.sink_tokens + (kpos - head.sink_tokens) % head.window_tokens;
+  };
+  float kv[8], vv[8];
+  auto load_step = [&](int64_t base) {
+    const int64_t vk = base + grp;
+    if (vk < k_end) {
+      const int64_t off = row_of(vk) * D + sub * 8;
+      load8(kv, head.k + off);
+      load8(vv, head.v + off);
+    } else {
 #pragma unroll
-  for (int h = 0; h < kDecodeMaxGroup; ++h) {
+      for (int e = 0; e < 8; ++e) kv[e] = vv[e] = 0.f;
+    }
+  };
+
+  float m[MG], l[MG], acc[MG][8];
+#pragma unroll
+  for (int h = 0; h < MG; ++h) {
     m[h] = -INFINITY;
     l[h] = 0.f;
 #pragma unroll
-    for (int e = 0; e < E; ++e) acc[h][e] = 0.f;
+    for (int e = 0; e < 8; ++e) acc[h][e] = 0.f;
   }
-  for (int64_t vk = k_begin + warp; vk < k_end; vk += kDecodeWarps) {
-    const int64_t kpos = vk < len1 ? vk : start2 + (vk - len1);
-    const int64_t row = (!head.ring || kpos < head.sink_tokens)
-                            ? kpos
-                            : head.sink_tokens + (kpos - head.sink_tokens) % head.window_tokens;
-    float kv[E], vv[E];
+  constexpr int kStep = kDecodeWarps * kKW;  // keys per step of the whole CTA
+  int64_t base = k_begin + int64_t(warp) * kKW;
+  if (base < k_end) load_step(base);
+  for (; base < k_end; base += kStep) {
+    float kc[8], vc[8];
 #pragma unroll
-    for (int e = 0; e < E; ++e) {
-      kv[e] = lane < kLanes ? __bfloat162float(head.k[row * D + lane * E + e]) : 0.f;
-      vv[e] = lane < kLanes ? __bfloat162float(head.v[row * D + lane * E + e]) : 0.f;
+    for (int e = 0; e < 8; ++e) {
+      kc[e] = kv[e];
+      vc[e] = vv[e];
     }
+    if (base + kStep < k_end) load_step(base + kStep);  // next step's loads in flight
+    const bool valid = base + grp < k_end;  // the same for the kLK lanes of a group
 #pragma unroll
-    for (int h = 0; h < kDecodeMaxGroup; ++h) {
+    for (int h = 0; h < MG; ++h) {
       if (h >= G) break;
-      float dot = 0.f;
+      const float4 q0 = *reinterpret_cast<const float4*>(&sq[h][sub * 8]);
+      const float4 q1 = *reinterpret_cast<const float4*>(&sq[h][sub * 8 + 4]);
+      float dot = q0.x * kc[0] + q0.y * kc[1] + q0.z * kc[2] + q0.w * kc[3] + q1.x * kc[4] +
+                  q1.y * kc[5] + q1.z * kc[6] + q1.w * kc[7];
 #pragma unroll
-      for (int e = 0; e < E; ++e) dot += lane < kLanes ? sq[h][lane * E + e] * kv[e] : 0.f;
+      for (int off = kLK / 2; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+      if (valid) {
+        const float x = dot * p.scale_log2;
+        const float m_new = fmaxf(m[h], x);
+        const float corr = exp2f(m[h] - m_new), w = exp2f(x - m_new);
+        l[h] = l[h] * corr + w;
 #pragma unroll
-      for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
-      const float x = dot * p.scale_log2;
-      const float m_new = fmaxf(m[h], x);
-      const float corr = exp2f(m[h] - m_new), w = exp2f(x - m_new);
-      l[h] = l[h] * corr + w;
-#pragma unroll
-      for (int e = 0; e < E; ++e) acc[h][e] = acc[h][e] * corr + w * vv[e];
-      m[h] = m_new;
+        for (int e = 0; e < 8; ++e) acc[h][e] = acc[h][e] * corr + w * vc[e];
+        m[h] = m_new;
+      }
     }
   }
+  // Merge the kKW lane groups of the warp (lanes with the same `sub` hold the same elements).
 #pragma unroll
-  for (int h = 0; h < kDecodeMaxGroup; ++h) {
+  for (int h = 0; h < MG; ++h) {
     if (h >= G) break;
-    if (lane < kLanes)
+    float mm = m[h];
 #pragma unroll
-      for (int e = 0; e < E; ++e) wacc[warp][h][lane * E + e] = acc[h][e];
+    for (int off = kLK; off < 32; off <<= 1) mm = fmaxf(mm, __shfl_xor_sync(0xffffffffu, mm, off));
+    const float f = m[h] == -INFINITY ? 0.f : exp2f(m[h] - mm);
+    float lh = l[h] * f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[h][e] *= f;
+#pragma unroll
+    for (int off = kLK; off < 32; off <<= 1) {
+      lh += __shfl_xor_sync(0xffffffffu, lh, off);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[h][e] += __shfl_xor_sync(0xffffffffu, acc[h][e], off);
+    }
+    if (grp == 0)
+#pragma unroll
+      for (int e = 0; e < 8; ++e) wacc[warp][h][sub * 8 + e] = acc[h][e];
     if (lane == 0) {
-      wstat[warp][h][0] = m[h];
-      wstat[warp][h][1] = l[h];
+      wstat[warp][h][0] = mm;
+      wstat[warp][h][1] = lh;
     }
   }
   __syncthreads();
@@ -155,7 +212,12 @@ __global__ void __launch_bounds__(D) decode_merge_kernel(const DecodeKernelParam
 
 template <int D>
 void decode_launch(const DecodeKernelParams& kp, dim3 grid, int num_heads, cudaStream_t stream) {
-  decode_split_kernel<D><<<grid, 32 * kDecodeWarps, 0, stream>>>(kp);
+  if (kp.group <= 2)
+    decode_split_kernel<D, 2><<<grid, 32 * kDecodeWarps, 0, stream>>>(kp);
+  else if (kp.group <= 4)
+    decode_split_kernel<D, 4><<<grid, 32 * kDecodeWarps, 0, stream>>>(kp);
+  else
+    decode_split_kernel<D, kDecodeMaxGroup><<<grid, 32 * kDecodeWarps, 0, stream>>>(kp);
   ELASTIC_CUDA_CHECK(cudaGetLastError());
   decode_merge_kernel<D><<<num_heads, D, 0, stream>>>(kp);
   ELASTIC_CUDA_CHECK(cudaGetLastError());
@@ -201,6 +263,8 @@ DecodeAttnPlan decode_attention_plan(const DecodeAttnShape& shape, const DeviceK
   for (int h = 0; h < Hkv; ++h) {
     modes_u8[size_t(h)] = uint8_t(plan.modes[size_t(h)]);
     if (!heads[h].k || !heads[h].v) throw Error("decode attention: KV head " + std::to_string(h) + " has no cache");
+    if (reinterpret_cast<uintptr_t>(heads[h].k) % 16 || reinterpret_cast<uintptr_t>(heads[h].v) % 16)
+      throw Error("decode attention: KV head " + std::to_string(h) + " is not 16-byte aligned");
     if (heads[h].ring && heads[h].window_tokens <= 0)
       throw Error("decode attention: ring KV head " + std::to_string(h) + " needs window_tokens > 0");
     if (heads[h].ring && plan.modes[size_t(h)] != AttnMode::ssa)
