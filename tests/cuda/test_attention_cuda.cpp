@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda_test_util.h"
 #include "elastic/attention.h"
 #include "elastic/cuda/arena.h"
 #include "elastic/cuda/attention_cuda.h"
@@ -30,41 +31,14 @@ namespace {
 
 using cuda::DeviceArena;
 
-#define REQUIRE_GPU()                                                    \
-  do {                                                                   \
-    if (cuda::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device"; \
-  } while (0)
-
 constexpr double kRelL2Tol = 1e-2;
 constexpr double kMaxAbsTol = 4e-2;
 
 // Random bf16 values (held as fp32 copies that are exactly representable in bf16).
-std::vector<float> random_bf16_values(size_t count, std::mt19937& rng, float sigma = 1.f) {
-  std::normal_distribution<float> dist(0.f, sigma);
-  std::vector<float> x(count);
-  for (auto& v : x) v = bf16_to_f32(f32_to_bf16(dist(rng)));
-  return x;
-}
-
-std::vector<uint16_t> to_bf16(const std::vector<float>& x) {
-  std::vector<uint16_t> out(x.size());
-  for (size_t i = 0; i < x.size(); ++i) out[i] = f32_to_bf16(x[i]);
-  return out;
-}
-
-template <typename T>
-T* upload(DeviceArena& arena, const std::vector<T>& host) {
-  T* dev = arena.alloc_array<T>(host.size());
-  ELASTIC_CUDA_CHECK(cudaMemcpy(dev, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
-  return dev;
-}
-
-template <typename T>
-std::vector<T> download(const T* dev, size_t count) {
-  std::vector<T> host(count);
-  ELASTIC_CUDA_CHECK(cudaMemcpy(host.data(), dev, count * sizeof(T), cudaMemcpyDeviceToHost));
-  return host;
-}
+using cuda_test::download;
+using cuda_test::random_bf16_values;
+using cuda_test::to_bf16;
+using cuda_test::upload;
 
 struct ErrorStats {
   double rel_l2 = 0, max_abs = 0;

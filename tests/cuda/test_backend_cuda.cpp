@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda_test_util.h"
 #include "elastic/backend.h"
 #include "elastic/cpu_ops.h"
 #include "elastic/cuda/backend_cuda.h"
@@ -30,11 +31,6 @@
 
 namespace elastic {
 namespace {
-
-#define REQUIRE_GPU()                                                    \
-  do {                                                                   \
-    if (cuda::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device"; \
-  } while (0)
 
 std::vector<float> randn(size_t n, uint32_t seed, float sigma = 1.f) {
   std::mt19937 rng(seed);

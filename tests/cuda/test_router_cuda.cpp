@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda_test_util.h"
 #include "elastic/cuda/backend_cuda.h"
 #include "elastic/cuda/cuda_check.h"
 #include "elastic/error.h"
@@ -38,11 +39,6 @@
 
 namespace elastic {
 namespace {
-
-#define REQUIRE_GPU()                                                     \
-  do {                                                                    \
-    if (cuda::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device"; \
-  } while (0)
 
 constexpr double kRouterTol = 1e-9;         // relative, see the header comment
 constexpr double kFixtureRouterTol = 5e-2;  // absolute on router logits: 4x the measured 1.1e-2

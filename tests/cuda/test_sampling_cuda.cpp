@@ -25,6 +25,7 @@
 #include <tuple>
 #include <vector>
 
+#include "cuda_test_util.h"
 #include "elastic/cuda/backend_cuda.h"
 #include "elastic/cuda/cuda_check.h"
 #include "elastic/fileio.h"
@@ -34,11 +35,6 @@
 
 namespace elastic {
 namespace {
-
-#define REQUIRE_GPU()                                                     \
-  do {                                                                    \
-    if (cuda::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device"; \
-  } while (0)
 
 constexpr double kBoundaryGap = 1e-5;  // see the header comment
 constexpr double kLogitsTol = 3e-2;    // max-abs / max-ref of bf16 logits (test_fixtures_cuda.cpp)
