@@ -23,7 +23,8 @@ namespace detail {
 constexpr int kDecodeWarps = 4;
 constexpr int kDecodeMaxGroup = 8;
 constexpr int kDecodeMaxSplits = 256;
-constexpr int kDecodeKeysPerSplit = 256;
+constexpr int kDecodeKeysPerSplit = 256;     // sizes the split partials of a plan
+constexpr int kDecodeMinKeysPerSplit = 128;  // a CTA's smallest share (short contexts)
 
 struct DecodeKernelParams {
   const __nv_bfloat16* q;  // [Hq, d]
@@ -223,6 +224,44 @@ void decode_launch(const DecodeKernelParams& kp, dim3 grid, int num_heads, cudaS
   ELASTIC_CUDA_CHECK(cudaGetLastError());
 }
 
+// Keys an SSA head attends at position pos (the kernel's len1 + len2).
+int64_t ssa_decode_keys(const SsaOptions& o, int64_t pos) {
+  const int64_t sink_end = o.kept_sink_tokens();
+  const int64_t len1 = std::min(sink_end, pos + 1);
+  const int64_t start2 = std::max(sink_end, (pos / o.block - o.local_blocks() + 1) * o.block);
+  return len1 + std::max<int64_t>(0, pos + 1 - start2);
+}
+
+// CTAs of the split kernel that run at once on the device (occupancy x SMs), per instance.
+template <int D, int MG>
+int ctas_per_wave() {
+  static const int n = [] {
+    int device = 0, sms = 0, per_sm = 0;
+    ELASTIC_CUDA_CHECK(cudaGetDevice(&device));
+    ELASTIC_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    ELASTIC_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, decode_split_kernel<D, MG>, 32 * kDecodeWarps, 0));
+    return std::max(1, sms * per_sm);
+  }();
+  return n;
+}
+
+template <int D>
+int ctas_per_wave_for_group(int group) {
+  if (group <= 2) return ctas_per_wave<D, 2>();
+  if (group <= 4) return ctas_per_wave<D, 4>();
+  return ctas_per_wave<D, kDecodeMaxGroup>();
+}
+
+int decode_ctas_per_wave(int head_dim, int group) {
+  switch (head_dim) {
+    case 16: return ctas_per_wave_for_group<16>(group);
+    case 32: return ctas_per_wave_for_group<32>(group);
+    case 64: return ctas_per_wave_for_group<64>(group);
+    default: return ctas_per_wave_for_group<128>(group);
+  }
+}
+
 }  // namespace detail
 
 namespace {
@@ -311,12 +350,19 @@ void decode_attention_run(const DecodeAttnPlan& plan, const DecodeAttnParams& p,
   kp.part_stats = plan.part_stats;
   kp.part_acc = plan.part_acc;
   kp.max_splits = plan.max_splits;
-  const int64_t keys = p.pos + 1;  // FA heads see the most keys
-  kp.keys_per_split = detail::kDecodeKeysPerSplit;
-  if ((keys + kp.keys_per_split - 1) / kp.keys_per_split > plan.max_splits)
-    kp.keys_per_split = int((keys + plan.max_splits - 1) / plan.max_splits);
-  kp.splits = int((keys + kp.keys_per_split - 1) / kp.keys_per_split);
   kp.group = s.num_heads / s.num_kv_heads;
+  // Split size: the keys of all heads (SSA heads attend fewer) spread over one wave of CTAs,
+  // each split at least kDecodeMinKeysPerSplit keys and at most max_splits splits per head.
+  // (Fixed 256-key splits left 1.95 waves at 32K: the partial wave cost up to half the time.)
+  const int64_t keys = p.pos + 1;  // FA heads see the most keys
+  int64_t total_keys = 0;
+  for (int h = 0; h < s.num_kv_heads; ++h)
+    total_keys += plan.modes[size_t(h)] == AttnMode::ssa ? detail::ssa_decode_keys(s.ssa, p.pos) : keys;
+  const int64_t wave = int64_t(detail::decode_ctas_per_wave(s.head_dim, kp.group));
+  int64_t per_split = std::max<int64_t>(detail::kDecodeMinKeysPerSplit, (total_keys + wave - 1) / wave);
+  per_split = std::max<int64_t>(per_split, (keys + plan.max_splits - 1) / plan.max_splits);
+  kp.keys_per_split = int(per_split);
+  kp.splits = int((keys + per_split - 1) / per_split);
   kp.pos = p.pos;
   const float scale = p.scale != 0.f ? p.scale : 1.0f / std::sqrt(float(s.head_dim));
   kp.scale_log2 = scale * 1.4426950408889634f;
