@@ -10,6 +10,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -33,6 +36,20 @@ double seconds_since(Clock::time_point t0) {
 
 // Causal attention FLOPs of queries at positions pos0..pos0+n-1 over all heads and layers:
 // QK^T and PV are 2 x d FLOPs each per (query, key) pair.
+// The L3 size one core sees, from sysfs (glibc's sysconf reads CPUID, which in this VM reports
+// 320 MiB for a 32 MiB L3); 32 MiB when sysfs does not say.
+double l3_cache_bytes() {
+  std::ifstream in("/sys/devices/system/cpu/cpu0/cache/index3/size");
+  std::string text;
+  if (in >> text && !text.empty()) {
+    const double value = std::strtod(text.c_str(), nullptr);
+    const char unit = text.back();
+    const double scale = unit == 'K' ? 1024.0 : unit == 'M' ? 1024.0 * 1024 : 1.0;
+    if (value > 0) return value * scale;
+  }
+  return 32.0 * (1 << 20);
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t mid = v.size() / 2;
@@ -52,6 +69,7 @@ int cmd_bench(int argc, char** argv) {
   int64_t prompt_tokens = 512, decode_tokens = 32, threads = 0;
   uint64_t seed = 1;
   bool json = false, profile = false;
+  std::string step_bandwidth = "auto";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "-h" || a == "--help") {
@@ -73,6 +91,10 @@ int cmd_bench(int argc, char** argv) {
           "  -n, --n-gen N      tokens to decode after it (default 32)\n"
           "  -t, --threads N    CPU threads (default: all cores)\n"
           "  --seed S           seed of the synthetic weights and prompt ids (default 1)\n"
+          "  --step-bandwidth auto|on|off\n"
+          "                     sample the bandwidth after every decode step (auto: when a step\n"
+          "                     reads more than 4x the L3 cache; a sample evicts a model that\n"
+          "                     fits in the caches, so small models are timed without them)\n"
           "  --profile          also time every backend op during decode (ms per token, share,\n"
           "                     GB/s of each linear layer's weights)\n"
           "  --json             print one JSON object instead of the table\n",
@@ -94,6 +116,10 @@ int cmd_bench(int argc, char** argv) {
       json = true;
     } else if (a == "--profile") {
       profile = true;
+    } else if (a == "--step-bandwidth") {
+      step_bandwidth = option_value(argc, argv, i);
+      if (step_bandwidth != "auto" && step_bandwidth != "on" && step_bandwidth != "off")
+        throw Error("--step-bandwidth: expected auto, on or off, got '" + step_bandwidth + "'");
     } else {
       throw Error("unknown option '" + a + "' (see elastic bench --help)");
     }
@@ -147,9 +173,13 @@ int cmd_bench(int argc, char** argv) {
   // Decode: every step is timed, and right after it the memory bandwidth is sampled (two
   // 128 MiB chunks, ~5 ms, outside the step's time), so that each step stands beside the
   // bandwidth the machine gave at that moment: a VM's bandwidth can move by 2x from one minute
-  // to the next with its neighbours' load (docs/perf.md).
-  BandwidthMeter probe(size_t{256} << 20, nthreads);
+  // to the next with its neighbours' load (docs/perf.md). Not for a model whose step fits in
+  // the caches: the sample would evict it and slow the next step down.
   const double weight_bytes = static_cast<double>(model.weight_bytes_per_token());
+  const double cache_bytes = l3_cache_bytes();
+  const bool pair_steps = step_bandwidth == "on" || (step_bandwidth == "auto" && weight_bytes > 4 * cache_bytes);
+  std::unique_ptr<BandwidthMeter> probe;
+  if (pair_steps) probe = std::make_unique<BandwidthMeter>(size_t{256} << 20, nthreads);
   if (profiler) profiler->reset();
   double decode_s = 0, kv_bytes_read = 0;
   std::vector<double> step_s, step_bytes, step_bw;  // per decode step
@@ -165,13 +195,13 @@ int cmd_bench(int argc, char** argv) {
     step_s.push_back(seconds_since(t1));
     decode_s += step_s.back();
     step_bytes.push_back(weight_bytes + kv);
-    step_bw.push_back(probe.sample(1));
+    if (probe) step_bw.push_back(probe->sample(1));
   }
   std::fprintf(stderr, "\n");
   const double bandwidth_after = measure_memory_bandwidth_gbs(nthreads);
   const double peak_after = measure_fma_peak_gflops(nthreads);
-  const double bandwidth_gbs = std::max({bandwidth_before, bandwidth_after,
-                                         *std::max_element(step_bw.begin(), step_bw.end())});
+  double bandwidth_gbs = std::max(bandwidth_before, bandwidth_after);
+  for (double b : step_bw) bandwidth_gbs = std::max(bandwidth_gbs, b);
   const double peak_gflops = std::max(peak_before, peak_after);
   const bool disturbed = std::min(bandwidth_before, bandwidth_after) < 0.8 * bandwidth_gbs ||
                          std::min(peak_before, peak_after) < 0.8 * peak_gflops;
@@ -201,13 +231,12 @@ int cmd_bench(int argc, char** argv) {
   const double decode_bytes_per_token = weight_bytes + kv_bytes_read / static_cast<double>(decode_tokens);
   const double decode_gbs = decode_bytes_per_token * decode_tps / 1e9;
   const double prefill_fraction = prefill_gflops / peak_gflops;
-  std::vector<double> step_fraction(step_s.size());
-  for (size_t i = 0; i < step_s.size(); ++i)
-    step_fraction[i] = step_bytes[i] / step_s[i] / 1e9 / step_bw[i];
-  const double decode_fraction = median(step_fraction);
   const double decode_fraction_best_bw = decode_gbs / bandwidth_gbs;
+  std::vector<double> step_fraction(step_bw.size());
+  for (size_t i = 0; i < step_bw.size(); ++i)
+    step_fraction[i] = step_bytes[i] / step_s[i] / 1e9 / step_bw[i];
+  const double decode_fraction = pair_steps ? median(step_fraction) : decode_fraction_best_bw;
   const double decode_fraction_mean = decode_bytes_per_token * decode_tps_mean / 1e9 / bandwidth_gbs;
-  const auto [bw_lo, bw_hi] = std::minmax_element(step_bw.begin(), step_bw.end());
   const std::string label = synthetic.empty() ? model_dir : "SYNTHETIC " + synthetic;
 
   if (json) {
@@ -231,7 +260,7 @@ int cmd_bench(int argc, char** argv) {
                    {"fraction_of_best_bandwidth", decode_fraction_best_bw},
                    {"fraction_of_best_bandwidth_mean", decode_fraction_mean},
                    {"step_seconds", step_s},            {"step_bytes", step_bytes},
-                   {"step_bandwidth_gbs", step_bw}};
+                   {"step_bandwidth_gbs", step_bw},     {"steps_paired", pair_steps}};
     if (profiler)
       for (const auto& [op, t] : profiler->times())
         j["decode"]["profile"][op] = {{"seconds", t.seconds}, {"calls", t.calls}, {"weight_bytes", t.bytes}};
@@ -259,12 +288,22 @@ int cmd_bench(int argc, char** argv) {
   std::printf("| decode  | %6lld | %7.2f | %8.2f | %11.2f | %8.3f GB/token | %7.1f GB/s    | %5.1f %% bandwidth |\n",
               (long long)decode_tokens, decode_s, decode_tps, decode_tps / decode_fraction,
               decode_bytes_per_token / 1e9, decode_gbs, 100 * decode_fraction);
-  std::printf("\ndecode: tokens/s and GB/s of the median step; %% of bandwidth = median over steps of the "
-              "step's GB/s / the bandwidth sampled right after it (%.1f-%.1f GB/s).\n"
-              "against the best bandwidth of the whole run (%.1f GB/s): %.1f %% (median step), "
-              "%.1f %% (mean over all %lld steps, %.2f tokens/s)\n",
-              *bw_lo, *bw_hi, bandwidth_gbs, 100 * decode_fraction_best_bw, 100 * decode_fraction_mean,
-              (long long)decode_tokens, decode_tps_mean);
+  if (pair_steps)
+    std::printf("\ndecode: tokens/s and GB/s of the median step; %% of bandwidth = median over steps of "
+                "the step's GB/s / the bandwidth sampled right after it (%.1f-%.1f GB/s).\n"
+                "against the best bandwidth of the whole run (%.1f GB/s): %.1f %% (median step), "
+                "%.1f %% (mean over all %lld steps, %.2f tokens/s)\n",
+                *std::min_element(step_bw.begin(), step_bw.end()),
+                *std::max_element(step_bw.begin(), step_bw.end()), bandwidth_gbs,
+                100 * decode_fraction_best_bw, 100 * decode_fraction_mean, (long long)decode_tokens,
+                decode_tps_mean);
+  else
+    std::printf("\ndecode: tokens/s and GB/s of the median step, %% of the best bandwidth of the run; "
+                "a step reads %.1f MB, within 4x the %.0f MiB L3, so it runs from the caches (no "
+                "per-step bandwidth samples: they would evict it). mean over all %lld steps: %.2f "
+                "tokens/s (%.1f %%)\n",
+                decode_bytes_per_token / 1e6, cache_bytes / (1 << 20), (long long)decode_tokens,
+                decode_tps_mean, 100 * decode_fraction_mean);
   if (profiler)
     std::printf("\ndecode profile (wall time per backend op, %lld tokens):\n%s",
                 (long long)decode_tokens, profile_table(profiler->times(), decode_s, decode_tokens).c_str());

@@ -36,7 +36,10 @@ RunResult run(const std::string& args) {
 
 std::string ids_arg(const std::vector<int64_t>& ids) {
   std::string s;
-  for (int64_t t : ids) s += (s.empty() ? "" : " ") + std::to_string(t);
+  for (int64_t t : ids) {
+    if (!s.empty()) s += ' ';
+    s += std::to_string(t);
+  }
   return "\"" + s + "\"";
 }
 
@@ -93,7 +96,8 @@ TEST(Cli, BadInputFailsWithOneLine) {
 }
 
 TEST(Cli, BenchJsonReportsBothPhasesAndFractions) {
-  const RunResult r = run("bench --synthetic qwen3-tiny -p 16 -n 4 --json 2>/dev/null");
+  // --step-bandwidth on: the tiny model fits in the caches, so auto would not pair the steps.
+  const RunResult r = run("bench --synthetic qwen3-tiny -p 16 -n 4 --step-bandwidth on --json 2>/dev/null");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   const nlohmann::json j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
   EXPECT_TRUE(j["synthetic"].get<bool>());
@@ -127,6 +131,20 @@ TEST(Cli, BenchJsonReportsBothPhasesAndFractions) {
   std::sort(f.begin(), f.end());
   EXPECT_NEAR(fd, 0.5 * (f[1] + f[2]), 1e-9 * fd);  // same doubles, same arithmetic
   EXPECT_GT(j["decode"]["fraction_of_best_bandwidth"].get<double>(), 0);
+  EXPECT_TRUE(j["decode"]["steps_paired"].get<bool>());
+}
+
+TEST(Cli, BenchSmallModelIsNotPairedWithBandwidthSamples) {
+  const RunResult r = run("bench --synthetic qwen3-tiny -p 8 -n 3 --json 2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const nlohmann::json j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  EXPECT_FALSE(j["decode"]["steps_paired"].get<bool>());  // 0.3 MB per step: in the caches
+  EXPECT_TRUE(j["decode"]["step_bandwidth_gbs"].empty());
+  EXPECT_EQ(j["decode"]["fraction_of_bandwidth"].get<double>(),
+            j["decode"]["fraction_of_best_bandwidth"].get<double>());
+  const RunResult bad = run("bench --synthetic qwen3-tiny --step-bandwidth sometimes 2>&1");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.out.find("--step-bandwidth: expected auto, on or off"), std::string::npos) << bad.out;
 }
 
 TEST(Cli, HelpExplainsTheOptions) {
