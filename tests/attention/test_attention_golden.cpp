@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "fixture_names.h"
 #include "attention/attn_test_util.h"
 #include "elastic/attention.h"
 #include "elastic/safetensors.h"
@@ -103,11 +104,7 @@ TEST_P(AttentionGolden, EveryMode) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, AttentionGolden,
                          ::testing::Values("attention-gqa", "attention-mha-long"),
-                         [](const auto& info) {
-                           std::string s = info.param;
-                           for (char& c : s) if (c == '-') c = '_';
-                           return s;
-                         });
+                         test::FixtureParamName());
 
 }  // namespace
 }  // namespace elastic

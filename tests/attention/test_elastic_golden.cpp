@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "fixture_names.h"
 #include "attention/attn_test_util.h"
 #include "elastic/model.h"
 #include "elastic/report.h"
@@ -98,12 +99,7 @@ TEST_P(ElasticGolden, RoutingSparsityAndLogits) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, ElasticGolden,
                          ::testing::Values("elastic-qwen3-fa-ssa", "elastic-qwen3-fa-xa", "elastic-qwen3-xa-ssa",
                                            "elastic-qwen3-fa-ssa-bias"),
-                         [](const auto& info) {
-                           std::string s = info.param;
-                           for (char& ch : s)
-                             if (ch == '-') ch = '_';
-                           return s;
-                         });
+                         test::FixtureParamName());
 
 // KV memory of an FA-SSA request: the cache allocates N rows per FA head and
 // min(N, sink + window) rows per SSA head, and the report says the same.

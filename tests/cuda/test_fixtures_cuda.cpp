@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "fixture_names.h"
 #include "cuda_test_util.h"
 #include "elastic/cuda/backend_cuda.h"
 #include "elastic/cuda/cuda_check.h"
@@ -124,12 +125,7 @@ TEST_P(CudaBackboneGolden, LogitsDecodeGreedyMatchHf) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Hf, CudaBackboneGolden, ::testing::ValuesIn(kBackboneCases),
-                         [](const auto& info) {
-                           std::string s = info.param;
-                           for (char& c : s)
-                             if (c == '-') c = '_';
-                           return s;
-                         });
+                         test::FixtureParamName());
 
 TEST(CudaRealModelGolden, TinyStoriesHeadDim16) {
   REQUIRE_GPU();

@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "fixture_names.h"
 #include "cuda_test_util.h"
 #include "elastic/cuda/backend_cuda.h"
 #include "elastic/cuda/cuda_check.h"
@@ -313,12 +314,7 @@ TEST_P(CudaElasticDeviceMode, RoutingSparsityLogitsAndGreedy) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaElasticDeviceMode,
                          ::testing::Values("elastic-qwen3-fa-ssa", "elastic-qwen3-fa-xa",
                                            "elastic-qwen3-xa-ssa", "elastic-qwen3-fa-ssa-bias"),
-                         [](const auto& info) {
-                           std::string s = info.param;
-                           for (char& c : s)
-                             if (c == '-') c = '_';
-                           return s;
-                         });
+                         test::FixtureParamName());
 
 // `elastic route --backend cuda` (device mode) on the FA-SSA fixtures: the JSON report's
 // decisions and omega match the goldens.

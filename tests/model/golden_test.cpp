@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "fixture_names.h"
 #include "elastic/model.h"
 #include "elastic/sampling.h"
 #include "model_test_util.h"
@@ -104,12 +105,7 @@ TEST_P(BackboneGolden, LogitsHiddenGreedyMatchHf) {
 
 INSTANTIATE_TEST_SUITE_P(Hf, BackboneGolden,
                          ::testing::ValuesIn(kBackboneCases),
-                         [](const auto& info) {
-                           std::string s = info.param;
-                           for (char& c : s)
-                             if (c == '-') c = '_';
-                           return s;
-                         });
+                         test::FixtureParamName());
 
 TEST(RealModelGolden, TinyStoriesLogitsAndGreedyMatchHf) {
   check_case({std::string(ELASTIC_SHARED_DIR) + "/data/tinystories-656k",
