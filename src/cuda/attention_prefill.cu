@@ -164,80 +164,31 @@ __global__ void __launch_bounds__(Traits::kThreads)
     for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
       for (int i = 0; i < BN / 8; ++i) s[mi][i][0] = s[mi][i][1] = s[mi][i][2] = s[mi][i][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      uint32_t a[MI][4];
-#pragma unroll
-      for (int mi = 0; mi < MI; ++mi) load_a_frag(a[mi], sQ, CH, warp_row0 + 16 * mi, kk * 16, lane);
-#pragma unroll
-      for (int nb = 0; nb < BN / 16; ++nb) {
-        uint32_t b[4];
-        load_b_frag_nk(b, Ks, CH, nb * 16, kk * 16, lane);
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi) {
-          mma_bf16_16816(s[mi][2 * nb], a[mi], b[0], b[1]);
-          mma_bf16_16816(s[mi][2 * nb + 1], a[mi], b[2], b[3]);
-        }
-      }
-    }
+    warp_qk_mma<MI, BN, D>(s, sQ, Ks, CH, warp_row0, lane);
     const int t64 = cur / kSub;
     const bool full = (full_bits[t64 >> 5] >> (t64 & 31)) & 1u;
     if (!full) {
 #pragma unroll
       for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const RowMask m = row_mask(p, mode, hq, r0 + 16 * mi + 8 * h);
-#pragma unroll
-          for (int nb = 0; nb < BN / 8; ++nb)
-#pragma unroll
-            for (int e = 0; e < 2; ++e)
-              if (!key_allowed(p, mode, m, k0 + nb * 8 + 2 * t4 + e)) s[mi][nb][2 * h + e] = -INFINITY;
-        }
+        for (int h = 0; h < 2; ++h)
+          mask_score_row<BN>(p, mode, hq, r0 + 16 * mi + 8 * h, h, k0, t4,
+                             [&](int nb, int c) -> float& { return s[mi][nb][c]; });
     }
-    // Online softmax (base 2, scale folded into the exponent), rows reduced over the lane quad.
 #pragma unroll
     for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int nb = 0; nb < BN / 8; ++nb) mx = fmaxf(mx, fmaxf(s[mi][nb][2 * h], s[mi][nb][2 * h + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        mx = fmaxf(row_max[mi][h], mx * p.scale_log2);  // running max, scaled units
-        const float m_use = mx == -INFINITY ? 0.f : mx;  // fully masked so far: keep zeros
-        const float corr = fast_exp2(row_max[mi][h] - m_use);
-        row_max[mi][h] = mx;
-        row_sum[mi][h] *= corr;
-#pragma unroll
-        for (int i = 0; i < D / 8; ++i) {
-          o[mi][i][2 * h] *= corr;
-          o[mi][i][2 * h + 1] *= corr;
-        }
-        float sum = 0.f;
-#pragma unroll
-        for (int nb = 0; nb < BN / 8; ++nb) {
-          const float p0 = fast_exp2(fmaf(s[mi][nb][2 * h], p.scale_log2, -m_use));
-          const float p1 = fast_exp2(fmaf(s[mi][nb][2 * h + 1], p.scale_log2, -m_use));
-          s[mi][nb][2 * h] = p0;
-          s[mi][nb][2 * h + 1] = p1;
-          sum += p0 + p1;
-        }
-        row_sum[mi][h] += sum;
-      }
+      for (int h = 0; h < 2; ++h)
+        online_softmax_row<BN, D>([&](int nb, int c) -> float& { return s[mi][nb][c]; }, h,
+                                  p.scale_log2, row_max[mi][h], row_sum[mi][h], o[mi]);
     // O += P V, P as bf16 A fragments straight from the S accumulators; each V fragment feeds
     // MI MMAs.
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
       uint32_t a[MI][4];
 #pragma unroll
-      for (int mi = 0; mi < MI; ++mi) {
-        a[mi][0] = pack_bf16(s[mi][2 * kk][0], s[mi][2 * kk][1]);
-        a[mi][1] = pack_bf16(s[mi][2 * kk][2], s[mi][2 * kk][3]);
-        a[mi][2] = pack_bf16(s[mi][2 * kk + 1][0], s[mi][2 * kk + 1][1]);
-        a[mi][3] = pack_bf16(s[mi][2 * kk + 1][2], s[mi][2 * kk + 1][3]);
-      }
+      for (int mi = 0; mi < MI; ++mi)
+        p_a_fragment(a[mi], [&](int nb, int c) -> float& { return s[mi][nb][c]; }, kk);
 #pragma unroll
       for (int db = 0; db < D / 16; ++db) {
         uint32_t b[4];
@@ -255,28 +206,13 @@ __global__ void __launch_bounds__(Traits::kThreads)
   }
   cp_async_wait<0>();
 
-  // Epilogue: normalise and store rows < n.
-#pragma unroll
-  for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const float inv = quad_row_inverse(row_sum[mi][h]);
-      const int row = r0 + 16 * mi + 8 * h;
-      if (row >= p.n) continue;
-#pragma unroll
-      for (int i = 0; i < D / 8; ++i)
-        store_output_pair(p, row, hq, i * 8 + 2 * t4, o[mi][i][2 * h] * inv, o[mi][i][2 * h + 1] * inv);
-    }
+  store_output_rows<MI, D>(p, hq, r0, 16, t4, row_sum, o);  // normalised, rows < n
 }
 
 template <typename Traits>
 void launch_prefill(const PrefillKernelParams& kp, int work_count, cudaStream_t stream) {
-  const size_t smem = Traits::kTileSmemBytes + 2 * size_t(kp.bitmap_words) * sizeof(uint32_t);
-  auto kernel = prefill_attention_kernel<Traits>;
-  ELASTIC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(smem)));
-  kernel<<<work_count, Traits::kThreads, smem, stream>>>(kp);
-  ELASTIC_CUDA_CHECK(cudaGetLastError());
+  launch_prefill_kernel(prefill_attention_kernel<Traits>, kp, work_count, Traits::kThreads,
+                        Traits::kTileSmemBytes, stream);
 }
 
 // Tile-shape variant for d = 128 (0 = default); set only by the tile-shape benchmark.

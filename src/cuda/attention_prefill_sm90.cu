@@ -220,57 +220,24 @@ __global__ void __launch_bounds__(Traits::kThreads)
 #pragma unroll
         for (int j = 0; j < MJ; ++j)
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const RowMask m = row_mask(p, mode, hq, r0 + 64 * (part * MJ + j) + 8 * h);
-#pragma unroll
-            for (int nb = 0; nb < BN / 8; ++nb)
-#pragma unroll
-              for (int e = 0; e < 2; ++e)
-                if (!key_allowed(p, mode, m, k0 + nb * 8 + 2 * t4 + e)) s[j][4 * nb + 2 * h + e] = -INFINITY;
-          }
+          for (int h = 0; h < 2; ++h)
+            mask_score_row<BN>(p, mode, hq, r0 + 64 * (part * MJ + j) + 8 * h, h, k0, t4,
+                               [&](int nb, int c) -> float& { return s[j][4 * nb + c]; });
       }
 #pragma unroll
       for (int j = 0; j < MJ; ++j)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int mi = part * MJ + j;
-          float mx = -INFINITY;
-#pragma unroll
-          for (int nb = 0; nb < BN / 8; ++nb)
-            mx = fmaxf(mx, fmaxf(s[j][4 * nb + 2 * h], s[j][4 * nb + 2 * h + 1]));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-          mx = fmaxf(row_max[mi][h], mx * p.scale_log2);
-          const float m_use = mx == -INFINITY ? 0.f : mx;
-          const float corr = fast_exp2(row_max[mi][h] - m_use);
-          row_max[mi][h] = mx;
-          row_sum[mi][h] *= corr;
-#pragma unroll
-          for (int i = 0; i < D / 8; ++i) {
-            o[mi][i][2 * h] *= corr;
-            o[mi][i][2 * h + 1] *= corr;
-          }
-          float sum = 0.f;
-#pragma unroll
-          for (int nb = 0; nb < BN / 8; ++nb) {
-            const float p0 = fast_exp2(fmaf(s[j][4 * nb + 2 * h], p.scale_log2, -m_use));
-            const float p1 = fast_exp2(fmaf(s[j][4 * nb + 2 * h + 1], p.scale_log2, -m_use));
-            s[j][4 * nb + 2 * h] = p0;
-            s[j][4 * nb + 2 * h + 1] = p1;
-            sum += p0 + p1;
-          }
-          row_sum[mi][h] += sum;
+          online_softmax_row<BN, D>([&](int nb, int c) -> float& { return s[j][4 * nb + c]; }, h,
+                                    p.scale_log2, row_max[mi][h], row_sum[mi][h], o[mi]);
         }
 #pragma unroll
       for (int kk = 0; kk < BN / 16; ++kk) {
         uint32_t a[MJ][4];
 #pragma unroll
-        for (int j = 0; j < MJ; ++j) {
-          a[j][0] = pack_bf16(s[j][8 * kk + 0], s[j][8 * kk + 1]);
-          a[j][1] = pack_bf16(s[j][8 * kk + 2], s[j][8 * kk + 3]);
-          a[j][2] = pack_bf16(s[j][8 * kk + 4], s[j][8 * kk + 5]);
-          a[j][3] = pack_bf16(s[j][8 * kk + 6], s[j][8 * kk + 7]);
-        }
+        for (int j = 0; j < MJ; ++j)
+          p_a_fragment(a[j], [&](int nb, int c) -> float& { return s[j][4 * nb + c]; }, kk);
 #pragma unroll
         for (int db = 0; db < D / 16; ++db) {
           uint32_t b[4];
@@ -289,17 +256,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
   }
   cp_async_wait<0>();
 
-#pragma unroll
-  for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const float inv = quad_row_inverse(row_sum[mi][h]);
-      const int row = r0 + 64 * mi + 8 * h;
-      if (row >= p.n) continue;
-#pragma unroll
-      for (int i = 0; i < D / 8; ++i)
-        store_output_pair(p, row, hq, i * 8 + 2 * t4, o[mi][i][2 * h] * inv, o[mi][i][2 * h + 1] * inv);
-    }
+  store_output_rows<MI, D>(p, hq, r0, 64, t4, row_sum, o);  // normalised, rows < n
 #else
   __trap();  // built without sm_90a: the host never selects this kernel then
 #endif
@@ -308,12 +265,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
 template <int D, int Joint>
 void launch_prefill_wgmma_d(const PrefillKernelParams& kp, int work_count, cudaStream_t stream) {
   using Traits = WgmmaPrefillTraits<D, Joint>;
-  const size_t smem = Traits::kTileSmemBytes + 2 * size_t(kp.bitmap_words) * sizeof(uint32_t);
-  auto kernel = prefill_attention_wgmma_kernel<Traits>;
-  ELASTIC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(smem)));
-  kernel<<<work_count, Traits::kThreads, smem, stream>>>(kp);
-  ELASTIC_CUDA_CHECK(cudaGetLastError());
+  launch_prefill_kernel(prefill_attention_wgmma_kernel<Traits>, kp, work_count, Traits::kThreads,
+                        Traits::kTileSmemBytes, stream);
 }
 
 void launch_prefill_wgmma(const PrefillKernelParams& kp, int work_count, cudaStream_t stream,

@@ -87,4 +87,28 @@ __device__ __forceinline__ void load_b_frag_kn(uint32_t (&b)[4], const __nv_bflo
   ldmatrix_x4_trans(b, tile + swz(row, col8, chunks));
 }
 
+// acc[mi] += Q K^T for a warp's MI blocks of 16 query rows (tile rows row0 + 16 mi..) against the
+// BN keys of a [BN][D] tile, over D columns; each K fragment feeds MI MMAs. acc[mi][nb]: the C
+// fragment of key block nb.
+template <int MI, int BN, int D>
+__device__ __forceinline__ void warp_qk_mma(float (&acc)[MI][BN / 8][4], const __nv_bfloat16* q,
+                                            const __nv_bfloat16* k, int chunks, int row0, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    uint32_t a[MI][4];
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi) load_a_frag(a[mi], q, chunks, row0 + 16 * mi, kk * 16, lane);
+#pragma unroll
+    for (int nb = 0; nb < BN / 16; ++nb) {
+      uint32_t b[4];
+      load_b_frag_nk(b, k, chunks, nb * 16, kk * 16, lane);
+#pragma unroll
+      for (int mi = 0; mi < MI; ++mi) {
+        mma_bf16_16816(acc[mi][2 * nb], a[mi], b[0], b[1]);
+        mma_bf16_16816(acc[mi][2 * nb + 1], a[mi], b[2], b[3]);
+      }
+    }
+  }
+}
+
 }  // namespace elastic::cuda::detail

@@ -124,22 +124,7 @@ __global__ void __launch_bounds__(Traits::kThreads) xa_partial_kernel(const Pref
     }
     const __nv_bfloat16* sq = stage0 + buf * Traits::kStageElems;
     const __nv_bfloat16* sk = sq + BM * D;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      uint32_t a[MI][4];
-#pragma unroll
-      for (int mi = 0; mi < MI; ++mi) load_a_frag(a[mi], sq, CH, warp_row0 + 16 * mi, kk * 16, lane);
-#pragma unroll
-      for (int nb = 0; nb < BN / 16; ++nb) {
-        uint32_t b[4];
-        load_b_frag_nk(b, sk, CH, nb * 16, kk * 16, lane);
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi) {
-          mma_bf16_16816(acc[mi][2 * nb], a[mi], b[0], b[1]);
-          mma_bf16_16816(acc[mi][2 * nb + 1], a[mi], b[2], b[3]);
-        }
-      }
-    }
+    warp_qk_mma<MI, BN, D>(acc, sq, sk, CH, warp_row0, lane);
     __syncthreads();  // stage `buf` is refilled next step
     buf ^= 1;
     if (t != s - 1) continue;
@@ -206,7 +191,7 @@ constexpr int kSelectThreads = 256;
 constexpr int kSelectWarps = kSelectThreads / 32;
 
 __global__ void __launch_bounds__(kSelectThreads) xa_select_kernel(const PrefillKernelParams p) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  extern __shared__ __align__(128) unsigned char smem_raw[];  // one declaration per TU: same alignment
   __shared__ float part[kSelectThreads];
   __shared__ float scan[2][kSelectThreads];
   __shared__ float row_max[64], row_inv[64];
