@@ -525,17 +525,8 @@ class CudaBackend final : public Backend {
       upload(vd, hv.data(), hv.size() * 2);
       heads[size_t(h)] = cuda::DeviceKvHead{kd, vd, pv.sink_tokens, pv.window_tokens, pv.ring ? 1 : 0};
     }
-    auto* q = ar.alloc_array<__nv_bfloat16>(size_t(Hq * d));
-    cuda::f32_to_bf16_launch(q, a.q, Hq * d, stream_);
     cuda::DecodeAttnShape shape{int(Hq), int(Hkv), int(d), pos + 1, a.opt.ssa};
-    const cuda::DecodeAttnPlan plan = cuda::decode_attention_plan(shape, heads.data(), modes.data(), ar, stream_);
-    cuda::DecodeAttnParams p;
-    p.q = q;
-    p.out = a.out;
-    p.out_fp32 = true;
-    p.pos = pos;
-    p.scale = a.scale;
-    cuda::decode_attention_run(plan, p, stream_);
+    decode_run(cuda::decode_attention_plan(shape, heads.data(), modes.data(), ar, stream_), a, ar);
     ELASTIC_CUDA_CHECK(cudaStreamSynchronize(stream_));  // host buffers above are freed on return
     if (a.stats) fill_stats(a, modes, {}, 0, 0, 0);
   }
@@ -545,19 +536,25 @@ class CudaBackend final : public Backend {
   void decode_stored(const AttnArgs& a, const std::vector<AttnMode>& modes, CudaKvStore& store, int64_t layer) {
     const int64_t Hq = a.num_heads, d = a.head_dim, pos = a.pos0;
     cuda::DeviceArena& ar = arena(size_t(Hq * d) * 2 + size_t(Hq) * size_t(d + 2) * 4 * 256 + (size_t(1) << 20));
-    auto* q = ar.alloc_array<__nv_bfloat16>(size_t(Hq * d));
-    cuda::f32_to_bf16_launch(q, a.q, Hq * d, stream_);
     const cuda::DecodeAttnShape shape{int(Hq), int(a.num_kv_heads), int(d), pos + 1, a.opt.ssa};
-    const cuda::DecodeAttnPlan plan =
-        cuda::decode_attention_plan_resident(shape, store.views_dev(layer), store.modes_dev(layer), modes.data(), ar);
+    decode_run(cuda::decode_attention_plan_resident(shape, store.views_dev(layer), store.modes_dev(layer),
+                                                    modes.data(), ar),
+               a, ar);
+    if (a.stats) fill_stats(a, modes, {}, 0, 0, 0);
+  }
+
+  // The decode kernels for the one query of `a` (fp32 q converted to bf16 in `ar`; fp32 out).
+  void decode_run(const cuda::DecodeAttnPlan& plan, const AttnArgs& a, cuda::DeviceArena& ar) {
+    const int64_t n = a.num_heads * a.head_dim;
+    auto* q = ar.alloc_array<__nv_bfloat16>(size_t(n));
+    cuda::f32_to_bf16_launch(q, a.q, n, stream_);
     cuda::DecodeAttnParams p;
     p.q = q;
     p.out = a.out;
     p.out_fp32 = true;
-    p.pos = pos;
+    p.pos = a.pos0;
     p.scale = a.scale;
     cuda::decode_attention_run(plan, p, stream_);
-    if (a.stats) fill_stats(a, modes, {}, 0, 0, 0);
   }
 
   // rho and attended pairs from the key set of each mode, as attention_cpu counts them. masks:
