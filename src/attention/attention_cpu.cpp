@@ -347,11 +347,8 @@ void attention_cpu(const AttnArgs& a) {
   const SsaOptions& so = a.opt.ssa;
   const XaOptions& xo = a.opt.xa;
 
-  auto mode_of = [&](int64_t hk) {
-    AttnMode m = a.modes ? a.modes[hk] : AttnMode::fa;
-    if (m == AttnMode::xa && n == 1) m = AttnMode::fa;  // XA decodes as FA (SPEC §4)
-    return m;
-  };
+  // n > 1 here: XA heads estimate (a single query decodes XA as FA in the decode path).
+  auto mode_of = [&](int64_t hk) { return a.modes ? a.modes[hk] : AttnMode::fa; };
   bool any_xa = false;
   for (int64_t hk = 0; hk < Hkv; ++hk) {
     const AttnMode m = mode_of(hk);
