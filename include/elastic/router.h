@@ -3,7 +3,7 @@
 // sparse mode (SSA or XA).
 //
 // Per layer, for each KV head h, from the layer's keys after k_norm and before RoPE:
-//   x'[h]  = mean of k[t, h, :] over t in [0, P) U [N - P, N)      (each token once)
+//   x'[h]  = mean of concat(k[:P, h], k[-P:, h])  (router_pool.h: for P < N < 2P shared rows twice)
 //   u      = W2 SiLU(W1 x' + b1) + b2                              (task MLP, d -> 4d -> d)
 //   z      = W5 SiLU(W4 SiLU(W3 u + b3) + b4) + b5                 (router MLP, d -> 4d -> d -> 2|1)
 //   softmax variant: logits (SA, retrieval) = (z0 + beta, z1); retrieval iff z1 > z0 + beta
@@ -55,7 +55,7 @@ struct RouterOptions {
   AttnMode sparse_mode = AttnMode::ssa;
 };
 
-// pooled: [Hkv, d]; k: [n, Hkv, d]. Mean over the union of the first and last P tokens.
+// pooled: [Hkv, d]; k: [n, Hkv, d]. Mean of concat(k[:P], k[-P:]) (router_pool.h).
 void router_pool_keys(double* pooled, const float* k, int64_t n, int64_t num_kv_heads, int64_t head_dim,
                       int64_t pool_tokens);
 

@@ -9,6 +9,7 @@
 #include "elastic/backend.h"
 #include "elastic/error.h"
 #include "elastic/router.h"
+#include "elastic/router_pool.h"
 
 namespace elastic {
 
@@ -82,18 +83,14 @@ RouterWeights router_weights_load(const WeightStore& store, const ModelConfig& c
 void router_pool_keys(double* pooled, const float* k, int64_t n, int64_t Hkv, int64_t d, int64_t P) {
   ELASTIC_CHECK(n > 0 && P > 0);
   std::fill(pooled, pooled + Hkv * d, 0.0);
-  // Union of [0, P) and [n - P, n), each token once.
-  const int64_t head_end = std::min(P, n);
-  const int64_t tail_begin = std::max(head_end, n - P);
-  int64_t count = 0;
+  const RouterPoolRange pool{n, P};  // concat(k[:P], k[-P:]): shared tokens count twice
   auto add = [&](int64_t t) {
     for (int64_t h = 0; h < Hkv; ++h)
       for (int64_t e = 0; e < d; ++e) pooled[h * d + e] += k[(t * Hkv + h) * d + e];
-    ++count;
   };
-  for (int64_t t = 0; t < head_end; ++t) add(t);
-  for (int64_t t = tail_begin; t < n; ++t) add(t);
-  for (int64_t i = 0; i < Hkv * d; ++i) pooled[i] /= static_cast<double>(count);
+  for (int64_t t = 0; t < pool.head_end(); ++t) add(t);
+  for (int64_t t = pool.tail_begin(); t < n; ++t) add(t);
+  for (int64_t i = 0; i < Hkv * d; ++i) pooled[i] /= static_cast<double>(pool.count());
 }
 
 void router_layer_outputs(double* z, const RouterWeights& w, int64_t layer, const float* k, int64_t n,

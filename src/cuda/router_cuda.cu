@@ -1,6 +1,6 @@
 // The Attention Router (SPEC §5) on the device: one CTA per KV head h of a layer computes
-//   x[e]   = mean of k[t, h, e] over t in [0, min(P, n)) U [max(min(P, n), n - P), n)  (each token
-//   once) hid    = SiLU(W1 x + b1);  u = W2 hid + b2                      (task MLP, d -> 4d -> d)
+//   x[e]   = mean of k[t, h, e] over concat(k[:P], k[-P:]) (router_pool.h: shared tokens twice)
+//   hid    = SiLU(W1 x + b1);  u = W2 hid + b2                      (task MLP, d -> 4d -> d)
 //   hid    = SiLU(W3 u + b3);  r = SiLU(W4 hid + b4);  z[h] = W5 r + b5   (router MLP, d -> 4d -> d
 //   -> C)
 // in double from the fp32 keys and weights, as router.cpp does. Pooling sums the tokens in the
@@ -10,6 +10,8 @@
 // Invariants: blockDim.x == kRouterThreads, a multiple of 32; the activations live in shared
 // memory (7 d doubles); every __syncthreads is reached by all threads of the CTA.
 #include "router_cuda.h"
+
+#include "elastic/router_pool.h"
 
 #include <string>
 
@@ -57,14 +59,12 @@ __global__ void __launch_bounds__(kRouterThreads) router_layer_kernel(RouterKern
   double* hid = x + d;   // [4d] hidden layer (reused by both MLPs)
   double* u = hid + h4;  // [d]  task feature
   double* r = u + d;     // [d]  router hidden
-  const int64_t head_end = p.pool_tokens < p.n ? p.pool_tokens : p.n;
-  const int64_t tail_begin = p.n - p.pool_tokens > head_end ? p.n - p.pool_tokens : head_end;
-  const int64_t count = head_end + (p.n - tail_begin);  // > 0: n > 0 and P > 0
+  const RouterPoolRange pool{p.n, p.pool_tokens};  // concat(k[:P], k[-P:]), router_pool.h
   for (int e = int(threadIdx.x); e < d; e += int(blockDim.x)) {
     double s = 0.0;
-    for (int64_t t = 0; t < head_end; ++t) s += double(p.k[(t * p.kv_heads + h) * d + e]);
-    for (int64_t t = tail_begin; t < p.n; ++t) s += double(p.k[(t * p.kv_heads + h) * d + e]);
-    x[e] = s / double(count);
+    for (int64_t t = 0; t < pool.head_end(); ++t) s += double(p.k[(t * p.kv_heads + h) * d + e]);
+    for (int64_t t = pool.tail_begin(); t < p.n; ++t) s += double(p.k[(t * p.kv_heads + h) * d + e]);
+    x[e] = s / double(pool.count());
   }
   __syncthreads();
   router_linear(hid, p.w.w1, p.w.b1, x, h4, d, true);

@@ -30,18 +30,38 @@ std::vector<float> position_keys(int64_t n, int64_t Hkv, int64_t d) {
   return k;
 }
 
-TEST(RouterPooling, UnionOfFirstAndLastTokens) {
+TEST(RouterPooling, ConcatenationOfFirstAndLastTokens) {
   const int64_t Hkv = 2, d = 3;
   std::vector<double> pooled(Hkv * d);
   // n = 1000, P = 100: tokens 0..99 and 900..999, mean (49.5 + 949.5) / 2.
   router_pool_keys(pooled.data(), position_keys(1000, Hkv, d).data(), 1000, Hkv, d, 100);
   for (double x : pooled) EXPECT_DOUBLE_EQ(x, 499.5);
-  // n = 150 <= 2P: the ranges overlap; every token once: mean of 0..149.
-  router_pool_keys(pooled.data(), position_keys(150, Hkv, d).data(), 150, Hkv, d, 100);
-  for (double x : pooled) EXPECT_DOUBLE_EQ(x, 74.5);
   // n = 250, P = 100: 0..99 and 150..249, mean (49.5 * 100 + 199.5 * 100) / 200.
   router_pool_keys(pooled.data(), position_keys(250, Hkv, d).data(), 250, Hkv, d, 100);
   for (double x : pooled) EXPECT_DOUBLE_EQ(x, 124.5);
+  // n = 60 <= P: both ranges are the whole prompt, the plain mean of 0..59.
+  router_pool_keys(pooled.data(), position_keys(60, Hkv, d).data(), 60, Hkv, d, 100);
+  for (double x : pooled) EXPECT_DOUBLE_EQ(x, 29.5);
+}
+
+// P < n < 2P: the ranges overlap and the shared tokens count twice, as the reference's
+// concat(x[:P], x[-P:]).mean() does (SPEC §5.1). Keys asymmetric in position, so a union (each
+// token once) would give a different value: n = 150, P = 100, keys 1 before position 50 and 0
+// after: the concatenation holds 50 ones among 200 rows, 0.25 (the union would give 1/3).
+TEST(RouterPooling, OverlapCountsSharedTokensTwice) {
+  const int64_t Hkv = 2, d = 3, n = 150;
+  std::vector<float> k(n * Hkv * d, 0.f);
+  for (int64_t t = 0; t < 50; ++t)
+    for (int64_t i = 0; i < Hkv * d; ++i) k[t * Hkv * d + i] = 1.f;
+  std::vector<double> pooled(Hkv * d);
+  router_pool_keys(pooled.data(), k.data(), n, Hkv, d, 100);
+  for (double x : pooled) EXPECT_DOUBLE_EQ(x, 0.25);
+  // Keys 1 at positions 60..69 only, inside both ranges: 20 of 200 rows (a union: 10 of 150).
+  std::fill(k.begin(), k.end(), 0.f);
+  for (int64_t t = 60; t < 70; ++t)
+    for (int64_t i = 0; i < Hkv * d; ++i) k[t * Hkv * d + i] = 1.f;
+  router_pool_keys(pooled.data(), k.data(), n, Hkv, d, 100);
+  for (double x : pooled) EXPECT_DOUBLE_EQ(x, 0.1);
 }
 
 // A sigmoid-variant router whose logit is silu^3 of the pooled first key component: monotone

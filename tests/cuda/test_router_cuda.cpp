@@ -89,7 +89,9 @@ struct RouterCase {
   int64_t d, kv_heads, classes, n, pool;
 };
 
-// n below, at and above 2P (overlapping and disjoint boundary ranges), P smaller than n, both
+// n below, at and above 2P (overlapping ranges, where shared tokens count twice, and disjoint
+// ones; random keys are asymmetric in position, so the CPU reference pins the concatenation rule
+// of router_pool.h on the device too), P smaller than n, both
 // router variants, head dims 32..128, GQA-sized and MHA-sized KV head counts.
 const RouterCase kRouterCases[] = {
     {64, 2, 2, 37, 100},    {64, 8, 2, 150, 100},   {128, 8, 2, 200, 100}, {128, 8, 2, 257, 100},
