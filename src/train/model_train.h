@@ -84,6 +84,8 @@ class TrainModel {
   const ModelConfig& config() const { return config_; }
   ParamSet<T>& backbone() { return backbone_; }
   ParamSet<T>& router() { return router_; }
+  const ParamSet<T>& backbone() const { return backbone_; }
+  const ParamSet<T>& router() const { return router_; }
   Gradients<T> gradients(const TrainOptions& o) const;  // zeroed, in the right layouts
 
   // Forward + backward of one packed batch; gradients are ADDED to `grads` (null: forward only).
