@@ -107,7 +107,7 @@ ElasticSetup elastic_setup(const ElasticOptions& o, const ModelConfig& c, const 
   ElasticSetup s;
   s.attn.ssa.sink_tokens = o.sink.value_or(c.elastic.sink_size);
   s.attn.ssa.local_tokens = o.local.value_or(c.elastic.local_window_size);
-  s.attn.ssa.block = o.block.value_or(128);
+  s.attn.ssa.block = o.block.value_or(c.elastic.block_size);
   s.attn.xa.block = o.xa_block.value_or(128);
   s.attn.xa.stride = o.xa_stride.value_or(16);
   s.attn.xa.threshold = o.xa_threshold.value_or(0.9);

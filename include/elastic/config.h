@@ -39,6 +39,7 @@ struct ElasticConfig {
   RetrievalMode retrieval_mode = RetrievalMode::fa;
   int64_t sink_size = 128;          // tokens
   int64_t local_window_size = 2048; // tokens
+  int64_t block_size = 128;         // SSA block (tokens); the key "block_size"
   std::string pooling_mode = "ctx_q";
   bool use_softmax = true;
 };

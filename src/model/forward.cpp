@@ -84,6 +84,7 @@ Request request_start(const Model& model, RoutingPolicy* routing) {
   if (!r.kv_store) r.cache = KvCache(c.num_layers, c.num_kv_heads, c.head_dim);
   r.attn.ssa.sink_tokens = c.elastic.sink_size;
   r.attn.ssa.local_tokens = c.elastic.local_window_size;
+  r.attn.ssa.block = c.elastic.block_size;
   r.routing = routing;
   return r;
 }

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "elastic/config.h"
@@ -58,6 +59,12 @@ class TrainEngine {
 // The CPU reference engine (TrainModel<float>). router may be empty (fixed routing only).
 std::unique_ptr<TrainEngine> train_engine_cpu(const ModelConfig& c, ParamSet<float> backbone,
                                               ParamSet<float> router, const TrainOptions& opt);
+
+// The engine of a backend name ("cpu", or "cuda" in builds with the CUDA trainer); an
+// elastic::Error names the backend otherwise.
+std::unique_ptr<TrainEngine> train_engine_create(const std::string& backend, const ModelConfig& c,
+                                                 ParamSet<float> backbone, ParamSet<float> router,
+                                                 const TrainOptions& opt);
 
 // AdamW on host arrays (the CPU engine's update; the reference for other backends).
 // p, g, m, v: [n].

@@ -1,0 +1,43 @@
+// router_eval_omega (train.h): held-out Omega_MSR per task of an Elastic checkpoint, routed by
+// the inference engine exactly as `elastic route` routes a prompt.
+#include <map>
+
+#include "elastic/model.h"
+#include "elastic/router.h"
+#include "elastic/safetensors.h"
+#include "elastic/tokenizer.h"
+#include "elastic/train.h"
+#include "train/data.h"
+
+namespace elastic {
+
+std::vector<RouterEvalTask> router_eval_omega(const std::string& dir, const std::string& data_path,
+                                              const std::string& chat_template) {
+  const Model model = model_load(dir);
+  const WeightStore store = WeightStore::open(dir);
+  RouterOptions ro;
+  RouterRouting routing(router_weights_load(store, model.config), ro);
+  const Tokenizer tok = Tokenizer::load(dir);
+  std::map<std::string, RouterEvalTask> by_task;
+  for (const train::EncodedRecord& r : train::records_load(data_path, tok, chat_template, dir)) {
+    Request req = request_start(model, &routing);
+    PrefillOptions po;
+    po.logits = LogitsOutput::none;
+    model_prefill(model, req, r.prompt.data(), static_cast<int64_t>(r.prompt.size()), po);
+    double fa = 0, heads = 0;
+    for (const LayerRoute& route : req.routes)
+      for (size_t h = 0; h < route.modes.size(); ++h, ++heads) fa += layer_route_is_retrieval(route, h);
+    RouterEvalTask& t = by_task[r.task];
+    t.task = r.task;
+    t.omega_msr += 1.0 - fa / heads;
+    ++t.n;
+  }
+  std::vector<RouterEvalTask> out;
+  for (auto& [name, t] : by_task) {
+    t.omega_msr /= double(t.n);
+    out.push_back(t);
+  }
+  return out;
+}
+
+}  // namespace elastic
