@@ -210,10 +210,11 @@ double lm_head_cross_entropy(T* dx, T* dW, const T* x, const T* W, const int64_t
   const int64_t m = static_cast<int64_t>(labelled.size());
   double loss = 0;
   std::vector<double> logits(static_cast<size_t>(kHeadChunkRows * V));
+  std::vector<double> row_loss(static_cast<size_t>(kHeadChunkRows));
   for (int64_t c0 = 0; c0 < m; c0 += kHeadChunkRows) {
     const int64_t c1 = std::min(m, c0 + kHeadChunkRows);
     // logits[r, v] = x_row . W_v, then the row's loss and (softmax - onehot) * scale in place.
-#pragma omp parallel for schedule(static) reduction(+ : loss) if ((c1 - c0) * V * D >= kParallelMin)
+#pragma omp parallel for schedule(static) if ((c1 - c0) * V * D >= kParallelMin)
     for (int64_t r = c0; r < c1; ++r) {
       const T* xr = x + labelled[r] * D;
       double* z = logits.data() + (r - c0) * V;
@@ -230,10 +231,11 @@ double lm_head_cross_entropy(T* dx, T* dW, const T* x, const T* W, const int64_t
       for (int64_t v = 0; v < V; ++v) sum += std::exp(z[v] - mx);
       const double lse = mx + std::log(sum);
       const int64_t y = labels[labelled[r]];
-      loss += lse - z[y];
+      row_loss[size_t(r - c0)] = lse - z[y];
       for (int64_t v = 0; v < V; ++v) z[v] = std::exp(z[v] - lse) * scale;
       z[y] -= scale;
     }
+    for (int64_t r = c0; r < c1; ++r) loss += row_loss[size_t(r - c0)];  // fixed order
     if (!dx) continue;  // loss only: no gradients
     // dx[row] += dlogits W
 #pragma omp parallel for schedule(static) if ((c1 - c0) * V * D >= kParallelMin)

@@ -379,20 +379,20 @@ TrainStatus router_train_run(const RouterTrainConfig& rc, const RouterTrainCallb
     const auto t0 = std::chrono::steady_clock::now();
     const int64_t step0 = st.step;  // 0-based index of this step
     // The step's packs (epochs roll over).
-    std::vector<const Pack*> mine;
+    std::vector<Pack> mine;  // copies: an epoch rollover replaces `packs`
     for (int64_t b = 0; b < rc.batch; ++b) {
       if (st.pack >= static_cast<int64_t>(packs.size())) {
         ++st.epoch;
         st.pack = 0;
         packs = packs_for_epoch(data, rc.max_tokens, rc.seed, st.epoch);
       }
-      mine.push_back(&packs[size_t(st.pack++)]);
+      mine.push_back(packs[size_t(st.pack++)]);
     }
     // Global normalisation of the step: labelled tokens, samples per task, tasks present.
     int64_t labelled = 0, tokens = 0;
     std::map<int64_t, int64_t> per_task;
-    for (const Pack* p : mine)
-      for (int64_t s : p->samples) {
+    for (const Pack& p : mine)
+      for (int64_t s : p.samples) {
         const TrainSample& ts = data[size_t(s)];
         for (int64_t y : ts.labels) labelled += y != -100;
         tokens += static_cast<int64_t>(ts.ids.size());
@@ -406,7 +406,8 @@ TrainStatus router_train_run(const RouterTrainConfig& rc, const RouterTrainCallb
     m.tokens = tokens;
     std::vector<double> omega_sum(static_cast<size_t>(K), 0.0), d1(static_cast<size_t>(K), 0.0), d2(static_cast<size_t>(K), 0.0);
     eng->zero_grad();
-    for (const Pack* p : mine) {
+    for (const Pack& pk : mine) {
+      const Pack* p = &pk;
       Batch batch;
       StepRouting routing;
       routing.temperature = temperature;
