@@ -3,6 +3,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config
       nlohmann-json3-dev libpcre2-dev libutf8proc-dev libpng-dev libgtest-dev
+      libcairo2-dev fonts-dejavu-core
       clang libclang-rt-14-dev libfuzzer-14-dev libomp-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
