@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "elastic/attention.h"
+#include "elastic/plot.h"
 #include "elastic/routing.h"
 
 namespace elastic {
@@ -45,10 +46,13 @@ RequestReport report_build(int64_t heads, int64_t kv_heads, int64_t head_dim, in
 //  "attention_flops_ratio", "xa_estimate_flops"}
 nlohmann::json report_json(const RequestReport& r);
 
-// Heatmap of the routing map: one cell per (layer, KV head), layers top to bottom, KV heads
-// left to right; colour from sand (sparse) to deep blue (retrieval) by the router's
-// retrieval probability (or the decision without a router); a colour bar on the right.
-// Written atomically; throws elastic::Error naming the path on failure.
+// The routing map as a heatmap: one cell per (layer, KV head), layers top to bottom, KV heads
+// left to right, coloured by decision (orange sparse, blue retrieval; the legend names the modes
+// the heads ran) with the router's retrieval probability as cell text (the mode's name without a
+// router). A head whose router logits are not finite is an n/a cell.
+Heatmap report_routing_heatmap(const RequestReport& r);
+
+// report_routing_heatmap drawn as PNG, written atomically; throws elastic::Error naming the path.
 void report_write_routing_map_png(const RequestReport& r, const std::string& path);
 
 }  // namespace elastic

@@ -63,6 +63,22 @@ TEST(RouteCli, JsonMatchesFixture) {
   EXPECT_EQ(read_file(png).substr(1, 3), "PNG");
 }
 
+TEST(RouteCli, NanSparsityBiasWithRoutingMapDoesNotCrash) {
+  // Issue 13 item 5: NaN router logits reached the heatmap's colour table as an index (SIGSEGV,
+  // exit 139 through the shell). Either a clear error or a map with n/a cells, never a signal.
+  const std::string png = ::testing::TempDir() + "/route_nan_map.png";
+  std::remove(png.c_str());
+  const CliResult r = run_cli("route -m " + kDir + " --input-ids \"1 2 3 4 5 6 7 8 9 10\"" +
+                              kSizes + " --sparsity-bias nan --routing-map " + png);
+  ASSERT_GE(r.code, 0) << r.out;
+  ASSERT_LT(r.code, 128) << "killed by a signal: " << r.out;
+  if (r.code == 0) {
+    EXPECT_EQ(read_file(png).substr(1, 3), "PNG");
+  } else {
+    EXPECT_FALSE(r.out.empty());
+  }
+}
+
 TEST(RouteCli, StaticAllFaIsDenseAndLogitsWritesReport) {
   const std::string ids = "1 2 3 4 5 6 7 8 9 10";
   const CliResult r = run_cli("route -m " + kDir + " --input-ids \"" + ids + "\" --json --static all-fa" + kSizes);

@@ -1,12 +1,12 @@
-// Per-request sparsity report and its routing heatmap (libpng).
-#include <png.h>
-
+// Per-request sparsity report, its JSON and its routing heatmap.
 #include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <string>
 
 #include "elastic/error.h"
-#include "elastic/fileio.h"
+#include "elastic/plot.h"
 #include "elastic/report.h"
 
 namespace elastic {
@@ -107,73 +107,84 @@ nlohmann::json report_json(const RequestReport& r) {
 
 namespace {
 
-struct Rgb {
-  double r, g, b;
-};
-
-// Sparse (0) sand -> retrieval (1) deep blue, through a pale middle.
-Rgb colour(double t) {
-  static const Rgb stops[] = {{0.93, 0.80, 0.55}, {0.95, 0.95, 0.92}, {0.12, 0.29, 0.60}};
-  t = std::clamp(t, 0.0, 1.0);
-  const double x = t * 2.0;
-  const int i = std::min(1, static_cast<int>(x));
-  const double f = x - i;
-  return {stops[i].r + f * (stops[i + 1].r - stops[i].r), stops[i].g + f * (stops[i + 1].g - stops[i].g),
-          stops[i].b + f * (stops[i + 1].b - stops[i].b)};
+// The router's retrieval probability of KV head h in layer l: softmax over (SA, retrieval)
+// logits; NaN when the layer has no router output or a logit is not finite.
+double routing_probability(const RequestReport& r, int64_t l, int64_t h) {
+  const std::vector<float>& lg = r.router_logits[l];
+  if (static_cast<int64_t>(lg.size()) != 2 * r.kv_heads) return NAN;
+  const double sparse = lg[2 * h], retrieval = lg[2 * h + 1];
+  if (!std::isfinite(sparse) || !std::isfinite(retrieval)) return NAN;
+  return 1.0 / (1.0 + std::exp(sparse - retrieval));
 }
 
-void png_append(png_structp png, png_bytep data, png_size_t n) {
-  static_cast<std::string*>(png_get_io_ptr(png))->append(reinterpret_cast<const char*>(data), n);
+// "FA", "SSA", "XA".
+std::string mode_label(AttnMode m) {
+  std::string name = attn_mode_name(m);
+  for (char& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return name;
 }
 
-// Encodes 8-bit RGB rows in memory, then writes the file atomically.
-void png_write_rgb(const std::string& path, int width, int height, const std::vector<uint8_t>& rgb) {
-  std::string bytes;
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
-  png_infop info = png ? png_create_info_struct(png) : nullptr;
-  if (!png || !info || setjmp(png_jmpbuf(png))) {
-    png_destroy_write_struct(&png, &info);
-    throw Error("libpng failed encoding " + path);
+// "retrieval (FA)": the decision and the modes its heads ran.
+std::string routing_category_name(const RequestReport& r, uint8_t decision) {
+  std::string modes;
+  for (AttnMode m : {AttnMode::fa, AttnMode::xa, AttnMode::ssa}) {
+    bool seen = false;
+    for (int64_t l = 0; l < r.layers; ++l)
+      for (int64_t h = 0; h < r.kv_heads; ++h)
+        seen |= r.decisions[l][h] == decision && r.modes[l][h] == m;
+    if (!seen) continue;
+    modes += (modes.empty() ? "" : ", ") + mode_label(m);
   }
-  png_set_write_fn(png, &bytes, png_append, nullptr);
-  png_set_IHDR(png, info, width, height, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
-               PNG_FILTER_TYPE_DEFAULT);
-  png_write_info(png, info);
-  for (int y = 0; y < height; ++y) png_write_row(png, const_cast<png_bytep>(rgb.data() + size_t(y) * width * 3));
-  png_write_end(png, nullptr);
-  png_destroy_write_struct(&png, &info);
-  write_file_atomic(path, bytes);
+  const std::string what = decision ? "retrieval" : "sparse";
+  return modes.empty() ? what : what + " (" + modes + ")";
 }
 
 }  // namespace
 
-void report_write_routing_map_png(const RequestReport& r, const std::string& path) {
-  if (r.layers <= 0 || r.kv_heads <= 0) throw Error("routing map: empty report, nothing to draw at " + path);
-  // Cells of `cell` pixels with a 1-pixel white grid; a colour bar 2 cells to the right.
-  const int cell = static_cast<int>(std::clamp<int64_t>(480 / std::max(r.layers, r.kv_heads), 8, 32));
-  const int margin = cell / 2, bar = cell / 2;
-  const int map_w = static_cast<int>(r.kv_heads) * cell, map_h = static_cast<int>(r.layers) * cell;
-  const int width = margin + map_w + cell + bar + margin, height = margin + map_h + margin;
-  std::vector<uint8_t> rgb(static_cast<size_t>(width) * height * 3, 255);
-  auto put = [&](int x, int y, Rgb c) {
-    uint8_t* p = rgb.data() + (size_t(y) * width + x) * 3;
-    p[0] = static_cast<uint8_t>(std::lround(c.r * 255)), p[1] = static_cast<uint8_t>(std::lround(c.g * 255)),
-    p[2] = static_cast<uint8_t>(std::lround(c.b * 255));
-  };
-  for (int64_t l = 0; l < r.layers; ++l)
+Heatmap report_routing_heatmap(const RequestReport& r) {
+  ELASTIC_CHECK(static_cast<int64_t>(r.decisions.size()) == r.layers &&
+                static_cast<int64_t>(r.modes.size()) == r.layers &&
+                static_cast<int64_t>(r.router_logits.size()) == r.layers);
+  Heatmap m;
+  char omega[64];
+  std::snprintf(omega, sizeof omega, "%.3f", r.omega_msr);
+  m.title = "Routing map: \u03a9_{MSR} = " + std::string(omega) + ", " +
+            std::to_string(r.tokens) + " tokens";
+  m.x_label = "KV head";
+  m.y_label = "layer";
+  m.rows = r.layers, m.columns = r.kv_heads;
+  m.categories = {{routing_category_name(r, 0), plot_colour_hex(0xF28E2B)},
+                  {routing_category_name(r, 1), plot_colour_hex(0x2B5C9E)}};
+  m.na_label = "n/a: non-finite router logit";
+  bool any_router = false;
+  for (int64_t l = 0; l < r.layers; ++l) {
+    ELASTIC_CHECK(static_cast<int64_t>(r.decisions[l].size()) == r.kv_heads &&
+                  static_cast<int64_t>(r.modes[l].size()) == r.kv_heads);
     for (int64_t h = 0; h < r.kv_heads; ++h) {
-      double p = r.decisions[l][h];
-      const auto& lg = r.router_logits[l];
-      if (static_cast<int64_t>(lg.size()) == 2 * r.kv_heads) p = 1.0 / (1.0 + std::exp(lg[2 * h] - lg[2 * h + 1]));
-      const Rgb c = colour(p);
-      for (int y = 1; y < cell; ++y)
-        for (int x = 1; x < cell; ++x) put(margin + int(h) * cell + x, margin + int(l) * cell + y, c);
+      const uint8_t decision = r.decisions[l][h] ? 1 : 0;
+      std::string text = mode_label(r.modes[l][h]);
+      int category = decision;
+      if (!r.router_logits[l].empty()) {
+        any_router = true;
+        const double p = routing_probability(r, l, h);
+        char buf[16];
+        std::snprintf(buf, sizeof buf, "%.2f", p);
+        text = std::isfinite(p) ? buf : "n/a";
+        if (!std::isfinite(p)) category = -1;
+      }
+      m.category.push_back(category);
+      m.cell_text.push_back(text);
     }
-  // Colour bar: retrieval (1) at the top, sparse (0) at the bottom.
-  for (int y = 0; y < map_h; ++y)
-    for (int x = 0; x < bar; ++x)
-      put(margin + map_w + cell + x, margin + y, colour(1.0 - double(y) / std::max(1, map_h - 1)));
-  png_write_rgb(path, width, height, rgb);
+  }
+  m.notes = {any_router ? "cell text: the router's" : "cell text: the mode of each head",
+             any_router ? "retrieval probability p" : "(static routing, no router)"};
+  return m;
+}
+
+void report_write_routing_map_png(const RequestReport& r, const std::string& path) {
+  if (r.layers <= 0 || r.kv_heads <= 0)
+    throw Error(path + ": routing map of an empty report, nothing to draw");
+  plot_write_heatmap_png(report_routing_heatmap(r), path);
 }
 
 }  // namespace elastic
