@@ -177,6 +177,9 @@ Ticks ticks_log(double lo, double hi, bool widen) {
       const double v = m * std::pow(10.0, k);
       if (v >= t.lo * (1 - 1e-9) && v <= t.hi * (1 + 1e-9)) t.values.push_back(v);
     }
+  if (t.values.size() < 2) {  // less than a factor 2.5 between the limits: linear ticks
+    t.values = ticks_linear(t.lo, t.hi, 4, false).values;
+  }
   return t;
 }
 

@@ -49,8 +49,10 @@ PanelAxes panel_axes(const PlotPanel& p, double width, double height) {
   y_lo = std::max(y_lo, -1e300), y_hi = std::min(y_hi, 1e300);
   if (!(x_lo <= x_hi)) x_lo = 0, x_hi = 1;
   if (!(y_lo <= y_hi)) y_lo = p.log_y ? 1 : 0, y_hi = p.log_y ? 10 : 1;
-  // Markers at the very edge would be cut in half: points get a margin.
-  const double margin = panel_has_points(p) ? 0.05 : 0;
+  // Points get a 5 % margin and limits that are not rounded (no marker cut in half on an edge,
+  // no empty tick interval beside the data). Lines get limits rounded out to the next ticks.
+  const bool points = panel_has_points(p);
+  const double margin = points ? 0.05 : 0;
   auto spread = [&](double& lo, double& hi, bool log) {
     if (log) {
       if (lo == hi) lo /= 2, hi *= 2;
@@ -65,6 +67,7 @@ PanelAxes panel_axes(const PlotPanel& p, double width, double height) {
     const double m = (hi - lo) * margin;
     lo -= m, hi += m;
   };
+  const double data_y_lo = y_lo, data_y_hi = y_hi;
   spread(x_lo, x_hi, false);
   spread(y_lo, y_hi, p.log_y);
   const bool x_given = std::isfinite(p.x_min) && std::isfinite(p.x_max) && p.x_min < p.x_max;
@@ -74,8 +77,16 @@ PanelAxes panel_axes(const PlotPanel& p, double width, double height) {
   if (y_given) y_lo = p.y_min, y_hi = p.y_max;
   const int x_count = std::max(3, static_cast<int>(width / 90));
   const int y_count = std::max(3, static_cast<int>(height / 55));
-  a.x = ticks_linear(x_lo, x_hi, x_count, !x_given);
-  a.y = p.log_y ? ticks_log(y_lo, y_hi, !y_given) : ticks_linear(y_lo, y_hi, y_count, !y_given);
+  a.x = ticks_linear(x_lo, x_hi, x_count, !x_given && !points);
+  const bool y_widen = !y_given && !points;
+  a.y = p.log_y ? ticks_log(y_lo, y_hi, y_widen) : ticks_linear(y_lo, y_hi, y_count, y_widen);
+  if (y_widen) {  // a line on the top or bottom edge would be half hidden by it: 3 % more room
+    auto f = [&](double v) { return p.log_y ? std::log10(v) : v; };
+    auto f_inv = [&](double v) { return p.log_y ? std::pow(10.0, v) : v; };
+    const double lo = f(a.y.lo), hi = f(a.y.hi), room = 0.03 * (hi - lo);
+    if (f(data_y_hi) > hi - room / 3) a.y.hi = f_inv(hi + room);
+    if (f(data_y_lo) < lo + room / 3) a.y.lo = f_inv(lo - room);
+  }
   return a;
 }
 
