@@ -138,16 +138,32 @@ std::vector<EncodedRecord> records_load(const std::string& path, const Tokenizer
     }
     if (answer.find_first_not_of(" \t\r\n") == std::string::npos)
       throw Error(where + ": the answer is empty");
+    // Prompt and answer are cut from the encoding of prompt + answer, as the model reads the
+    // whole text: the prompt is its longest common prefix with the prompt's own encoding, the
+    // answer the rest. (A tokenizer whose tokens span the boundary, such as one with "was_" as
+    // a token, moves those tokens to the answer; a lone answer would get a spurious word-start
+    // marker instead.)
+    std::string prompt_text, answer_text;
+    bool add_special = false;
     if (chat) {
-      r.prompt = encode(tok, chat_format(format, messages, true), false, true);
-      r.answer = encode(tok, answer + chat_end_of_turn(format.kind)[0], false, true);
+      prompt_text = chat_format(format, messages, true);
+      answer_text = answer + chat_end_of_turn(format.kind)[0];
     } else {
       if (messages.size() != 1)
         throw Error(where + ": a conversation needs a chat template (the model has none)");
-      r.prompt = encode(tok, messages[0].content, true, false);
-      r.answer = encode(tok, answer, false, false);
-      if (tok.eos_id()) r.answer.push_back(*tok.eos_id());
+      prompt_text = messages[0].content;
+      answer_text = answer;
+      add_special = true;
     }
+    const std::vector<int64_t> alone = encode(tok, prompt_text, add_special, chat);
+    const std::vector<int64_t> joint = encode(tok, prompt_text + answer_text, add_special, chat);
+    size_t lcp = 0;
+    while (lcp < alone.size() && lcp < joint.size() && alone[lcp] == joint[lcp]) ++lcp;
+    if (lcp == 0 || lcp == joint.size())
+      throw Error(where + ": the prompt and the answer do not tokenize apart");
+    r.prompt.assign(joint.begin(), joint.begin() + static_cast<std::ptrdiff_t>(lcp));
+    r.answer.assign(joint.begin() + static_cast<std::ptrdiff_t>(lcp), joint.end());
+    if (!chat && tok.eos_id()) r.answer.push_back(*tok.eos_id());
     if (r.prompt.empty()) throw Error(where + ": the prompt encodes to no tokens");
     out.push_back(std::move(r));
   }

@@ -49,7 +49,8 @@ struct DatasetOptions {
 };
 
 // One record of a JSON-lines file, tokenized: the prompt as inference prefills it, the answer
-// with its end (EOS, or the template's end-of-turn).
+// as the tokens that follow it in prompt + answer, with its end (EOS, or the template's
+// end-of-turn).
 struct EncodedRecord {
   int64_t line = 0;  // 1-based line in the file
   std::string task;
