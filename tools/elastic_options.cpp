@@ -152,7 +152,7 @@ ElasticSetup elastic_setup(const ElasticOptions& o, const ModelConfig& c, const 
     // --router on forces it.
     if (has_router && (o.router == "on" || (o.router.empty() && c.elastic.enable_ada_sparsity))) {
       RouterOptions ro;
-      ro.pool_tokens = o.pool_tokens.value_or(100);
+      ro.pool_tokens = o.pool_tokens.value_or(c.elastic.pool_tokens);
       ro.sparsity_bias = o.sparsity_bias.value_or(0.0);
       ro.retrieval_mode = retrieval;
       ro.sparse_mode = sparse;

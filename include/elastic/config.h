@@ -40,6 +40,7 @@ struct ElasticConfig {
   int64_t sink_size = 128;          // tokens
   int64_t local_window_size = 2048; // tokens
   int64_t block_size = 128;         // SSA block (tokens); the key "block_size"
+  int64_t pool_tokens = 100;        // router boundary pooling P; the key "pool_tokens"
   std::string pooling_mode = "ctx_q";
   bool use_softmax = true;
 };

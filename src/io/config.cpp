@@ -267,6 +267,7 @@ ModelConfig config_parse(const std::string& text, const std::string& source) {
   el.sink_size = r.int_opt("sink_size", 0, kMaxPositions).value_or(128);
   el.local_window_size = r.int_opt("local_window_size", 1, kMaxPositions).value_or(2048);
   el.block_size = r.int_opt("block_size", 1, kMaxPositions).value_or(128);
+  el.pool_tokens = r.int_opt("pool_tokens", 1, kMaxPositions).value_or(100);
   if (auto p = r.str_opt("pooling_mode")) el.pooling_mode = *p;
   el.use_softmax = r.bool_opt("use_softmax").value_or(true);
   return c;

@@ -16,6 +16,7 @@ std::vector<RouterEvalTask> router_eval_omega(const std::string& dir, const std:
   const Model model = model_load(dir);
   const WeightStore store = WeightStore::open(dir);
   RouterOptions ro;
+  ro.pool_tokens = model.config.elastic.pool_tokens;
   RouterRouting routing(router_weights_load(store, model.config), ro);
   const Tokenizer tok = Tokenizer::load(dir);
   std::map<std::string, RouterEvalTask> by_task;

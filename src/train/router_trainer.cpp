@@ -122,9 +122,9 @@ std::string elastic_config_json(const std::string& model_dir, const ModelConfig&
   j["sink_size"] = ssa.sink_tokens;
   j["local_window_size"] = ssa.local_tokens;
   j["block_size"] = ssa.block;
+  j["pool_tokens"] = rc.pool_tokens;
   j["pooling_mode"] = "ctx_q";
   j["use_softmax"] = true;
-  (void)rc;
   return j.dump(2) + "\n";
 }
 
