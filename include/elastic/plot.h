@@ -70,6 +70,10 @@ struct PlotArea {
   double y_pixel(double y) const;
 };
 
+// False in a build without Cairo (-DELASTIC_PLOT=OFF), where every figure is an error: callers
+// that draw optional figures (training curves) skip them there.
+bool plot_available();
+
 // Draws the figure and writes it atomically as PNG; returns the area of each panel.
 std::vector<PlotArea> plot_write_png(const PlotFigure& figure, const std::string& path);
 

@@ -92,6 +92,11 @@ enum class TrainStatus { finished, interrupted };
 // written atomically. Resume continues bit-for-bit where the saved step left off.
 TrainStatus router_train_run(const RouterTrainConfig& config, const RouterTrainCallbacks& cb = {});
 
+// The training figure (PNG) of a run's metrics.jsonl; targets: (task, target Omega) of the run.
+void router_train_curves_write(const std::string& metrics_path,
+                               const std::vector<std::pair<std::string, double>>& targets,
+                               const std::string& png_path);
+
 // Held-out evaluation of an Elastic checkpoint: the mean Omega_MSR per task of the prompts of a
 // JSON-lines file, routed by the inference engine (deterministic argmax, no noise).
 struct RouterEvalTask {

@@ -359,6 +359,8 @@ void figure_check(const PlotFigure& f, const std::string& path) {
 
 }  // namespace
 
+bool plot_available() { return true; }
+
 std::vector<PlotArea> plot_write_png(const PlotFigure& figure, const std::string& path) {
   figure_check(figure, path);
   const int n = static_cast<int>(figure.panels.size());

@@ -25,6 +25,7 @@
 #include "elastic/error.h"
 #include "elastic/fileio.h"
 #include "elastic/model.h"
+#include "elastic/plot.h"
 #include "elastic/router.h"
 #include "elastic/train.h"
 #include "train/data.h"
@@ -365,9 +366,13 @@ TrainStatus router_train_run(const RouterTrainConfig& rc, const RouterTrainCallb
   const std::string metrics_path = (out / "metrics.jsonl").string();
   if (rc.resume) metrics_truncate(metrics_path, st.step);
   else write_file_atomic(metrics_path, "");
+  std::vector<std::pair<std::string, double>> targets;
+  for (const TaskSpec& t : tasks.tasks) targets.emplace_back(t.name, t.target);
   auto save = [&] {
     export_checkpoint(rc.out_dir, *eng, store);
     state_save(rc.out_dir, *eng, st, fingerprint);
+    if (st.step > 0 && plot_available())
+      router_train_curves_write(metrics_path, targets, (out / "curves.png").string());
     if (cb.on_note) cb.on_note("checkpoint at step " + std::to_string(st.step) + " in " + rc.out_dir);
   };
   if (!rc.resume) save();  // step 0: a valid Elastic checkpoint exists from the start

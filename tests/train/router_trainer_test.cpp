@@ -95,6 +95,10 @@ TEST(RouterTrainer, ResumeAfterInterruptEqualsStraightRun) {
   for (const char* f : {"router.safetensors", "train_state.safetensors", "metrics.jsonl",
                         "config.json", "model.safetensors.index.json"})
     EXPECT_EQ(slurp(straight.out_dir + "/" + f), slurp(split.out_dir + "/" + f)) << f;
+  // The training figure exists and is a PNG (the plot module's own tests check its pixels).
+  const std::string png = slurp(straight.out_dir + "/curves.png");
+  ASSERT_GT(png.size(), 8u);
+  EXPECT_EQ(png.substr(1, 3), "PNG");
   // The export loads as an Elastic checkpoint and routes a held-out prompt.
   const std::string heldout = dir + "/heldout.jsonl";
   std::ofstream(heldout) << R"({"prompt": "Write a one-line summary of the story. A dog ran.", "answer": "x", "task": "summary"})"
