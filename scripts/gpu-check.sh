@@ -3,7 +3,10 @@
 # the carried tree, runs the CUDA tests (the engine-core golden fixtures on CUDA first),
 # compute-sanitizer (memcheck, racecheck) on the small attention/XA shapes, the end-to-end
 # prefill + decode bench (--e2e) and the attention benchmark beside cuDNN SDPA and
-# FlexAttention; prints a short table last and writes every log under $OUT.
+# FlexAttention, and the training engine (test_train_cuda, its sanitizer shapes, bench_train_cuda:
+# router training of a Qwen3-4B-shaped model at 32K / 64K tokens); prints a short table last and
+# writes every log under $OUT. --train runs only the training engine's build, tests, sanitizers
+# and benchmark.
 #
 # The GPU machine has nvcc, cmake, ninja and python3 + torch but no Debian -dev packages and no
 # network: the build dependencies travel as .deb files in .debs/ (scripts/gpu-check.sh --fetch
@@ -11,7 +14,7 @@
 # fixtures travel in .gpu-shared/ (--fetch copies them from ../shared).
 # Usage here:   scripts/gpu-check.sh --fetch
 # On the device: run(command="scripts/gpu-check.sh [--quick] [--no-bench] [--no-sanitize] [--e2e]
-#   [--e2e-sizes=32768,131072]", carry=[".debs", ".gpu-shared"])
+#   [--e2e-sizes=32768,131072] [--train] [--train-tokens=32768,65536]", carry=[".debs", ".gpu-shared"])
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DEBS=(nlohmann-json3-dev libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3
@@ -23,7 +26,7 @@ if [[ "${1:-}" == "--fetch" ]]; then
   mkdir -p "$ROOT/.debs" && (cd "$ROOT/.debs" && apt-get download "${DEBS[@]}")
   mkdir -p "$ROOT/.gpu-shared/fixtures/hf"
   for c in attention-gqa attention-mha-long qwen3-tiny elastic-qwen3-fa-ssa elastic-qwen3-fa-xa elastic-qwen3-xa-ssa \
-           elastic-qwen3-fa-ssa-bias llama3-tiny qwen2-tiny qwen3-yarn-tiny; do
+           elastic-qwen3-fa-ssa-bias llama3-tiny qwen2-tiny qwen3-yarn-tiny router-train-step; do
     cp -r "$ROOT/../shared/fixtures/hf/$c" "$ROOT/.gpu-shared/fixtures/hf/"
   done
   # The legacy-config twins share weights and goldens with their models (identical files): links
@@ -49,7 +52,8 @@ if [[ "${1:-}" == "--fetch" ]]; then
   exit 0
 fi
 
-QUICK=0 BENCH=1 E2E=0 SANITIZE=1 SIZES=8192,32768,131072 E2E_SIZES=32768,131072
+QUICK=0 BENCH=1 E2E=0 SANITIZE=1 SIZES=8192,32768,131072 E2E_SIZES=32768,131072 TRAIN_ONLY=0
+TRAIN_TOKENS=32768,65536
 for a in "$@"; do
   case "$a" in
     --quick) QUICK=1 ;;
@@ -58,6 +62,8 @@ for a in "$@"; do
     --no-sanitize) SANITIZE=0 ;;
     --e2e-sizes=*) E2E_SIZES=${a#--e2e-sizes=} ;;
     --sizes=*) SIZES=${a#--sizes=} ;;
+    --train) TRAIN_ONLY=1 ;;
+    --train-tokens=*) TRAIN_TOKENS=${a#--train-tokens=} ;;
   esac
 done
 OUT=${OUT:-$ROOT/out}
@@ -104,7 +110,8 @@ rc=$?
 if [[ $rc -eq 0 ]]; then
   targets=(test_fixtures_cuda test_attention_cuda test_backend_cuda test_chunked_cuda bench_prefill_cuda)
   [[ $BENCH -eq 1 ]] && targets+=(elastic_attn_bench)
-  targets+=(test_router_cuda test_sampling_cuda elastic_cli)
+  targets+=(test_router_cuda test_sampling_cuda elastic_cli test_train_cuda bench_train_cuda)
+  [[ $TRAIN_ONLY -eq 1 ]] && targets=(test_train_cuda bench_train_cuda)
   ninja -C "$B" -j16 "${targets[@]}" >> "$OUT/build.log" 2>&1
   rc=$?
 fi
@@ -121,6 +128,33 @@ for o in "$B"/src/cuda/CMakeFiles/elastic_cuda.dir/*.cu.o; do
   echo "HMMA instructions: $(cuobjdump --dump-sass "$o" | grep -c HMMA)"
 done > "$OUT/resources.txt" 2>&1
 grep -E "REG|HMMA" "$OUT/resources.txt" | sed -E 's/Function ([^ ]{0,60})[^ ]*/\1/' | cut -c1-160
+
+# The training engine: kernels and whole steps against the CPU reference, the router-train-step
+# fixture, the sanitizers on its kernels, and the router-training benchmark.
+TT="$B/tests/cuda/test_train_cuda"
+timeout 300 "$TT" 2>&1 | tee "$OUT/tests-train.log" | grep -E "^\s+(attention|qwen|router-train)|OK|FAILED|PASSED|Failure|error|Expected|Which is|actual" | head -80
+if grep -q "^\[  PASSED  \]" "$OUT/tests-train.log" && ! grep -q "FAILED" "$OUT/tests-train.log"; then
+  note "train tests: $(grep '^\[  PASSED  \]' "$OUT/tests-train.log")"
+else
+  note "train tests: FAILED, see tests-train.log"
+fi
+[[ $SANITIZE -eq 1 ]] && for tool in memcheck racecheck; do
+  log="$OUT/sanitizer-$tool-test_train_cuda.log"
+  timeout 300 compute-sanitizer --tool "$tool" --error-exitcode 9 "$TT" --gtest_filter='CudaSanitizerTrain.*' > "$log" 2>&1
+  rc=$?
+  note "compute-sanitizer $tool test_train_cuda: rc $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | head -2 | tr '\n' ' ') $(grep -E '^\[  (PASSED|FAILED)' "$log" | head -1)"
+done
+if [[ $BENCH -eq 1 ]]; then
+  timeout 420 "$B/bin/bench_train_cuda" --tokens "$TRAIN_TOKENS" > "$OUT/bench-train.log" 2>&1
+  note "bench_train_cuda rc $?"
+  cat "$OUT/bench-train.log"
+fi
+if [[ $TRAIN_ONLY -eq 1 ]]; then
+  echo
+  echo "== summary"
+  printf '%s\n' "${summary[@]}"
+  exit 0
+fi
 
 # 3. Tests: the golden fixtures on CUDA (device mode, device-resident KV cache) first.
 TF="$B/tests/cuda/test_fixtures_cuda"

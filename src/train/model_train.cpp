@@ -52,6 +52,30 @@ void resize(std::vector<T>& v, int64_t n) {
 
 }  // namespace
 
+void sparsity_loss_apply(StepResult& out, const StepLoss& loss, int64_t S, int64_t L, int64_t Hkv,
+                         const std::function<void(int64_t s, double d_omega)>& omega_grad) {
+  const int64_t K = static_cast<int64_t>(loss.targets.size());
+  out.d_lambda1.assign(size_t(K), 0.0);
+  out.d_lambda2.assign(size_t(K), 0.0);
+  out.omega.assign(size_t(S), 0.0);
+  out.sparsity_loss = 0;
+  for (int64_t s = 0; s < S; ++s) {
+    double fa = 0;
+    for (int64_t i = 0; i < L * Hkv; ++i) fa += out.decisions[size_t(s * L * Hkv + i)];
+    out.omega[size_t(s)] = 1.0 - fa / static_cast<double>(L * Hkv);
+    const double weight = loss.sample_weight[size_t(s)];
+    if (weight == 0) continue;
+    const int64_t k = loss.task[size_t(s)];
+    ELASTIC_CHECK(k >= 0 && k < K);
+    const SparsityTerm t = sparsity_term(out.omega[size_t(s)], loss.targets[size_t(k)],
+                                         loss.lambda1[size_t(k)], loss.lambda2[size_t(k)], weight);
+    out.sparsity_loss += t.loss;
+    out.d_lambda1[size_t(k)] += t.d_lambda1;
+    out.d_lambda2[size_t(k)] += t.d_lambda2;
+    omega_grad(s, t.d_omega);
+  }
+}
+
 template <typename T>
 TrainModel<T>::TrainModel(const ModelConfig& c, ParamSet<T> backbone, ParamSet<T> router)
     : config_(c), rope_(rope_frequencies(c.rope, c.head_dim)), backbone_(std::move(backbone)),
@@ -351,29 +375,12 @@ StepResult TrainModel<T>::step(const Batch& batch, const StepRouting& routing,
                                  loss.ce_scale);
 
   // Omega per sample and the sparsity loss; its gradient enters every z_FA of the sample.
-  const int64_t K = static_cast<int64_t>(loss.targets.size());
-  out.d_lambda1.assign(size_t(K), 0.0);
-  out.d_lambda2.assign(size_t(K), 0.0);
-  out.omega.assign(size_t(S), 0.0);
-  for (int64_t s = 0; s < S; ++s) {
-    double fa = 0;
-    for (int64_t i = 0; i < L * Hkv; ++i) fa += out.decisions[size_t(s * L * Hkv + i)];
-    out.omega[size_t(s)] = 1.0 - fa / static_cast<double>(L * Hkv);
-    const double weight = loss.sample_weight[size_t(s)];
-    if (weight == 0) continue;
-    const int64_t k = loss.task[size_t(s)];
-    ELASTIC_CHECK(k >= 0 && k < K);
-    const SparsityTerm t = sparsity_term(out.omega[size_t(s)], loss.targets[size_t(k)],
-                                         loss.lambda1[size_t(k)], loss.lambda2[size_t(k)], weight);
-    out.sparsity_loss += t.loss;
-    out.d_lambda1[size_t(k)] += t.d_lambda1;
-    out.d_lambda2[size_t(k)] += t.d_lambda2;
+  sparsity_loss_apply(out, loss, S, L, Hkv, [&](int64_t s, double d_omega) {
     if (routing.router)  // Omega = 1 - mean z_FA: d Omega / d z_FA = -1 / (L Hkv)
       for (int64_t l = 0; l < L; ++l)
         for (int64_t h = 0; h < Hkv; ++h)
-          routes[size_t(l)].dl_dzfa[size_t(s * Hkv + h)] -=
-              t.d_omega / static_cast<double>(L * Hkv);
-  }
+          routes[size_t(l)].dl_dzfa[size_t(s * Hkv + h)] -= d_omega / static_cast<double>(L * Hkv);
+  });
   if (!grads) return out;
 
   // Backward, last layer first, each layer recomputed from its stored input.

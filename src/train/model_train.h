@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "elastic/attention.h"
@@ -65,6 +66,13 @@ struct StepResult {
   std::vector<double> router_logits;  // [S, L, Hkv, 2] (SA, FA) before noise (router)
   std::vector<double> d_lambda1, d_lambda2;  // [K] d loss / d lambda (ascent direction)
 };
+
+// Omega of every sample (1 - mean z_FA over its layers and KV heads, from out.decisions
+// [S, L, Hkv]), the weighted sparsity loss and the multipliers' gradients, into `out`.
+// omega_grad(s, g) is called for every sample with a sparsity term, g = d loss / d Omega_s (the
+// router path adds -g / (L Hkv) to each of the sample's dL/dz_FA). Shared by every engine.
+void sparsity_loss_apply(StepResult& out, const StepLoss& loss, int64_t S, int64_t L, int64_t Hkv,
+                         const std::function<void(int64_t s, double d_omega)>& omega_grad);
 
 template <typename T>
 struct Gradients {

@@ -76,35 +76,6 @@ ParamLayout router_layout(const ModelConfig& c) {
 }
 
 template <typename T>
-BackboneParams<T> backbone_bind(ParamSet<T>& s, const ModelConfig& c) {
-  BackboneParams<T> b;
-  b.embed = s.ptr("model.embed_tokens.weight");
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    LayerParams<T> L;
-    L.input_norm = s.ptr(p + "input_layernorm.weight");
-    L.wq = s.ptr(p + "self_attn.q_proj.weight");
-    L.wk = s.ptr(p + "self_attn.k_proj.weight");
-    L.wv = s.ptr(p + "self_attn.v_proj.weight");
-    L.bq = s.find(p + "self_attn.q_proj.bias");
-    L.bk = s.find(p + "self_attn.k_proj.bias");
-    L.bv = s.find(p + "self_attn.v_proj.bias");
-    L.q_norm = s.find(p + "self_attn.q_norm.weight");
-    L.k_norm = s.find(p + "self_attn.k_norm.weight");
-    L.wo = s.ptr(p + "self_attn.o_proj.weight");
-    L.bo = s.find(p + "self_attn.o_proj.bias");
-    L.post_norm = s.ptr(p + "post_attention_layernorm.weight");
-    L.w_gate = s.ptr(p + "mlp.gate_proj.weight");
-    L.w_up = s.ptr(p + "mlp.up_proj.weight");
-    L.w_down = s.ptr(p + "mlp.down_proj.weight");
-    b.layers.push_back(L);
-  }
-  b.final_norm = s.ptr("model.norm.weight");
-  b.lm_head = c.tie_word_embeddings ? b.embed : s.ptr("lm_head.weight");
-  return b;
-}
-
-template <typename T>
 std::vector<RouterLayerParams<T>> router_bind(ParamSet<T>& s, const ModelConfig& c) {
   std::vector<RouterLayerParams<T>> r;
   for (int64_t i = 0; i < c.num_layers; ++i) {
@@ -180,8 +151,6 @@ std::vector<SafetensorsWriteItem> params_items(const ParamSet<T>& set, DType dty
   return items;
 }
 
-template BackboneParams<float> backbone_bind(ParamSet<float>&, const ModelConfig&);
-template BackboneParams<double> backbone_bind(ParamSet<double>&, const ModelConfig&);
 template std::vector<RouterLayerParams<float>> router_bind(ParamSet<float>&, const ModelConfig&);
 template std::vector<RouterLayerParams<double>> router_bind(ParamSet<double>&, const ModelConfig&);
 template void params_load(ParamSet<float>&, const WeightStore&);

@@ -83,8 +83,45 @@ struct RouterLayerParams {
   T *w5 = nullptr, *b5 = nullptr;                                // [2, d] [2]
 };
 
+// Pointers into any array of T laid out by `layout` (host or device memory: the CUDA engine binds
+// its bf16 weights and fp32 gradients with it).
 template <typename T>
-BackboneParams<T> backbone_bind(ParamSet<T>& set, const ModelConfig& c);
+BackboneParams<T> backbone_bind_at(T* base, const ParamLayout& layout, const ModelConfig& c) {
+  auto at = [&](const std::string& name) { return base + layout.at(name).offset; };
+  auto find = [&](const std::string& name) -> T* {
+    return layout.contains(name) ? at(name) : nullptr;
+  };
+  BackboneParams<T> b;
+  b.embed = at("model.embed_tokens.weight");
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    LayerParams<T> L;
+    L.input_norm = at(p + "input_layernorm.weight");
+    L.wq = at(p + "self_attn.q_proj.weight");
+    L.wk = at(p + "self_attn.k_proj.weight");
+    L.wv = at(p + "self_attn.v_proj.weight");
+    L.bq = find(p + "self_attn.q_proj.bias");
+    L.bk = find(p + "self_attn.k_proj.bias");
+    L.bv = find(p + "self_attn.v_proj.bias");
+    L.q_norm = find(p + "self_attn.q_norm.weight");
+    L.k_norm = find(p + "self_attn.k_norm.weight");
+    L.wo = at(p + "self_attn.o_proj.weight");
+    L.bo = find(p + "self_attn.o_proj.bias");
+    L.post_norm = at(p + "post_attention_layernorm.weight");
+    L.w_gate = at(p + "mlp.gate_proj.weight");
+    L.w_up = at(p + "mlp.up_proj.weight");
+    L.w_down = at(p + "mlp.down_proj.weight");
+    b.layers.push_back(L);
+  }
+  b.final_norm = at("model.norm.weight");
+  b.lm_head = c.tie_word_embeddings ? b.embed : at("lm_head.weight");
+  return b;
+}
+
+template <typename T>
+BackboneParams<T> backbone_bind(ParamSet<T>& set, const ModelConfig& c) {
+  return backbone_bind_at(set.data.data(), set.layout, c);
+}
 template <typename T>
 std::vector<RouterLayerParams<T>> router_bind(ParamSet<T>& set, const ModelConfig& c);
 
