@@ -132,7 +132,7 @@ grep -E "REG|HMMA" "$OUT/resources.txt" | sed -E 's/Function ([^ ]{0,60})[^ ]*/\
 # The training engine: kernels and whole steps against the CPU reference, the router-train-step
 # fixture, the sanitizers on its kernels, and the router-training benchmark.
 TT="$B/tests/cuda/test_train_cuda"
-timeout 300 "$TT" 2>&1 | tee "$OUT/tests-train.log" | grep -E "^\s+(attention|qwen|router-train)|OK|FAILED|PASSED|Failure|error|Expected|Which is|actual" | head -80
+timeout 240 "$TT" 2>&1 | tee "$OUT/tests-train.log" | grep -E "^\s+(attention|qwen|router-train)|OK|FAILED|PASSED|Failure|error|Expected|Which is|actual" | head -80
 if grep -q "^\[  PASSED  \]" "$OUT/tests-train.log" && ! grep -q "FAILED" "$OUT/tests-train.log"; then
   note "train tests: $(grep '^\[  PASSED  \]' "$OUT/tests-train.log")"
 else
@@ -140,12 +140,12 @@ else
 fi
 [[ $SANITIZE -eq 1 ]] && for tool in memcheck racecheck; do
   log="$OUT/sanitizer-$tool-test_train_cuda.log"
-  timeout 300 compute-sanitizer --tool "$tool" --error-exitcode 9 "$TT" --gtest_filter='CudaSanitizerTrain.*' > "$log" 2>&1
+  timeout 150 compute-sanitizer --tool "$tool" --error-exitcode 9 "$TT" --gtest_filter='CudaSanitizerTrain.*' > "$log" 2>&1
   rc=$?
   note "compute-sanitizer $tool test_train_cuda: rc $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | head -2 | tr '\n' ' ') $(grep -E '^\[  (PASSED|FAILED)' "$log" | head -1)"
 done
 if [[ $BENCH -eq 1 ]]; then
-  timeout 420 "$B/bin/bench_train_cuda" --tokens "$TRAIN_TOKENS" > "$OUT/bench-train.log" 2>&1
+  timeout 240 "$B/bin/bench_train_cuda" --tokens "$TRAIN_TOKENS" > "$OUT/bench-train.log" 2>&1
   note "bench_train_cuda rc $?"
   cat "$OUT/bench-train.log"
 fi

@@ -5,6 +5,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -428,6 +429,51 @@ class CudaTrainEngine final : public TrainEngine {
     ELASTIC_CUDA_CHECK(cudaStreamSynchronize(stream_));  // m8 dies here
   }
 
+  // The router part of TrainModel::layer_backward on the host: dL/dz_FA = dl_dzfa (Omega) +
+  // sign * dz (the mixture; sign -1 where SSA was chosen, as dz came from O_chosen - O_other),
+  // then the Gumbel and MLP backward of every (sample, KV head) into dpooled: [S, Hkv, d] and
+  // the router's layer-l weight gradients. Items run in parallel, each thread adding its weight
+  // gradients into its own copy of the layer's tensors, summed in thread order afterwards.
+  void router_backward_host(int64_t l, const std::vector<double>& dz, std::vector<double>& dpooled,
+                            const StepCtx& ctx, const StepRouting& routing) {
+    const int64_t items = ctx.S * c_.num_kv_heads, d = c_.head_dim;
+    const std::vector<AttnMode>& modes = ctx.modes[size_t(l)];
+    float* layer_grad = nullptr;  // the layer's slice of rgrad_ (tensors contiguous, in order)
+    int64_t layer_size = 0;
+    RouterLayerParams<float> rg;
+    if (opt_.router_grads) {
+      rg = router_bind(rgrad_, c_)[size_t(l)];
+      layer_grad = rg.w1;
+      layer_size = router_.layout.total() / c_.num_layers;
+    }
+    const int threads = std::max(1, std::min<int>(omp_get_max_threads(), int(items)));
+    std::vector<std::vector<float>> part(static_cast<size_t>(threads));
+#pragma omp parallel num_threads(threads)
+    {
+      const int t = omp_get_thread_num();
+      RouterLayerParams<float> mine;
+      if (layer_grad) {
+        part[size_t(t)].assign(size_t(layer_size), 0.f);
+        float* base = part[size_t(t)].data();
+        auto at = [&](float* p) { return base + (p - layer_grad); };
+        mine = {at(rg.w1), at(rg.b1), at(rg.w2), at(rg.b2), at(rg.w3),
+                at(rg.b3), at(rg.w4), at(rg.b4), at(rg.w5), at(rg.b5)};
+      }
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < items; ++i) {
+        const double sign = modes[size_t(i)] == AttnMode::fa ? 1.0 : -1.0;
+        const double dzfa = ctx.dl_dzfa[size_t(l)][size_t(i)] + sign * dz[size_t(i)];
+        double dzl[2];
+        gumbel_softmax_backward(dzl, dzfa, ctx.gumbel[size_t(l)][size_t(i)], routing.temperature);
+        router_mlp_backward(dpooled.data() + i * d, layer_grad ? &mine : nullptr, dzl,
+                            ctx.cache[size_t(l)][size_t(i)], R_[size_t(l)], d);
+      }
+    }
+    if (!layer_grad) return;
+    for (const std::vector<float>& p : part)
+      for (int64_t j = 0; j < layer_size; ++j) layer_grad[j] += p[size_t(j)];
+  }
+
   // TrainModel::layer_backward: s_.dx holds dL/dx_{l+1} and becomes dL/dx_l.
   void layer_backward(int64_t l, const bf16* x_in, StepCtx& ctx, const StepRouting& routing) {
     const LayerParams<bf16>& w = W_.layers[size_t(l)];
@@ -475,18 +521,8 @@ class CudaTrainEngine final : public TrainEngine {
       std::vector<double> dz(size_t(S * Hkv));
       download(dz.data(), ctx.dz, dz.size(), st);
       ELASTIC_CUDA_CHECK(cudaStreamSynchronize(st));
-      const std::vector<AttnMode>& modes = ctx.modes[size_t(l)];
-      std::vector<RouterLayerParams<float>> rg;
-      if (opt_.router_grads) rg = router_bind(rgrad_, c_);
       std::vector<double> dpooled(size_t(S * Hkv * d));
-      for (int64_t i = 0; i < S * Hkv; ++i) {  // serial: the router's weight gradients accumulate
-        const double sign = modes[size_t(i)] == AttnMode::fa ? 1.0 : -1.0;
-        const double dzfa = ctx.dl_dzfa[size_t(l)][size_t(i)] + sign * dz[size_t(i)];
-        double dzl[2];
-        gumbel_softmax_backward(dzl, dzfa, ctx.gumbel[size_t(l)][size_t(i)], routing.temperature);
-        router_mlp_backward(dpooled.data() + i * d, rg.empty() ? nullptr : &rg[size_t(l)], dzl,
-                            ctx.cache[size_t(l)][size_t(i)], R_[size_t(l)], d);
-      }
+      router_backward_host(l, dz, dpooled, ctx, routing);
       upload(ctx.pooled, dpooled.data(), dpooled.size(), st);
       ops::router_pool_backward(s_.dk_n, ctx.pooled, ctx.plan->seqs_dev(), S, Hkv, d, opt_.pool_tokens,
                                 opt_.pooling == RouterPooling::segment_mean, st);
