@@ -220,12 +220,15 @@ int main(int argc, char** argv) {
     }
     size_t free0 = 0, total = 0;
     ELASTIC_CUDA_CHECK(cudaMemGetInfo(&free0, &total));
-    auto engine = train_engine_cuda_synthetic(c, router, opt, 11, 0.02f);
+    CudaTrainOptions copt;
+    copt.profile = true;  // events at phase changes: a few hundred per layer, ~1 % of the step
+    auto engine = train_engine_cuda_synthetic(c, router, opt, 11, 0.02f, copt);
 
     struct Row {
       int64_t tokens;
       size_t samples;
       double step_s, eval_s, fa_share, gemm_tflop, attn_fwd_tflop, attn_bwd_tflop, ideal_s, peak_gib;
+      CudaTrainProfile prof;
     };
     std::vector<Row> rows;
     for (int64_t tokens : sizes) {
@@ -263,6 +266,7 @@ int main(int argc, char** argv) {
         times.push_back(seconds_since(t0));
         engine->zero_grad();
       }
+      const CudaTrainProfile prof = train_engine_cuda_profile(*engine);  // the last timed step
       std::sort(times.begin(), times.end());
       const auto t0 = std::chrono::steady_clock::now();
       engine->evaluate(batch, routing, loss);
@@ -296,7 +300,8 @@ int main(int argc, char** argv) {
       ELASTIC_CUDA_CHECK(cudaMemGetInfo(&free1, &total));
       rows.push_back({tokens, lengths.size(), times[times.size() / 2], eval_s,
                       fa_heads / double(S * L * Hkv), gemm * 1e-12, attn_fwd * 1e-12, attn_bwd * 1e-12,
-                      ideal, double(train_engine_cuda_device_bytes(*engine)) / (1 << 30)});
+                      ideal, double(train_engine_cuda_device_bytes(*engine)) / (1 << 30),
+                      prof});
       std::printf("%lld tokens: step %.2f s (evaluate %.2f s), device memory in use %.1f GiB\n",
                   (long long)tokens, times[times.size() / 2], eval_s, double(free0 - free1) / (1 << 30));
       std::fflush(stdout);
@@ -311,6 +316,18 @@ int main(int argc, char** argv) {
                   (long long)r.tokens, r.samples, r.fa_share, r.step_s, double(r.tokens) / r.step_s,
                   r.gemm_tflop, r.attn_fwd_tflop, r.attn_bwd_tflop, r.ideal_s, 100 * r.ideal_s / r.step_s,
                   r.peak_gib);
+    std::printf("\nphases of the last timed step (device timeline, s): GEMM (rate) | attention forward + "
+                "recompute (rate) | attention backward (rate) | lm_head + CE | router (host MLPs, "
+                "transfers) | elementwise\n");
+    for (const Row& r : rows) {
+      const CudaTrainProfile& p = r.prof;
+      const double lm = 4 * double(r.tokens) * double(c.vocab_size) * double(c.hidden_size);
+      std::printf("| %lld | %.2f (%.0f) | %.2f (%.0f) | %.2f (%.0f) | %.2f | %.2f | %.2f |\n",
+                  (long long)r.tokens, p.gemm_ms * 1e-3, (r.gemm_tflop - lm * 1e-12) / p.gemm_ms * 1e3,
+                  p.attention_forward_ms * 1e-3, r.attn_fwd_tflop / p.attention_forward_ms * 1e3,
+                  p.attention_backward_ms * 1e-3, r.attn_bwd_tflop / p.attention_backward_ms * 1e3,
+                  p.head_ms * 1e-3, p.router_ms * 1e-3, p.elementwise_ms * 1e-3);
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_train_cuda: %s\n", e.what());
     return 1;

@@ -98,6 +98,16 @@ __device__ __forceinline__ void cp_async4(void* smem, const void* gmem, int src_
                "l"(gmem), "r"(src_bytes));
 }
 
+// dst[0] += x, dst[1] += y in global memory (8-byte aligned): one vector atomic on sm_90.
+__device__ __forceinline__ void add_pair(float* dst, float x, float y) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float2*>(dst), make_float2(x, y));
+#else
+  atomicAdd(dst, x);
+  atomicAdd(dst + 1, y);
+#endif
+}
+
 // A fragment (16 rows m0.. x 16 columns k0..) from a tile stored transposed, T[k][m] (rows of
 // `chunks` 16-byte chunks, swizzled): ldmatrix.trans of the four 8x8 blocks.
 __device__ __forceinline__ void load_a_frag_trans(uint32_t (&a)[4], const __nv_bfloat16* tile,
@@ -496,10 +506,7 @@ __global__ void __launch_bounds__(Tr::kThreads) attention_train_backward_kernel(
         if (row >= n) continue;
         float* dst = p.dq + (int64_t(begin + row) * p.num_heads + hq) * D + col0 + half * DH + 2 * t4;
 #pragma unroll
-        for (int i = 0; i < DH / 8; ++i) {
-          atomicAdd(dst + i * 8, acc[i][2 * h] * p.scale);
-          atomicAdd(dst + i * 8 + 1, acc[i][2 * h + 1] * p.scale);
-        }
+        for (int i = 0; i < DH / 8; ++i) add_pair(dst + i * 8, acc[i][2 * h] * p.scale, acc[i][2 * h + 1] * p.scale);
       }
     }
     __syncthreads();  // stage `buf` and sdS are rewritten by the next step

@@ -77,6 +77,42 @@ std::vector<uint16_t> to_bf16_host(const float* x, size_t n) {
   return out;
 }
 
+// Phase timeline of a step: an event at every phase change on the engine's stream.
+enum class Phase { gemm, attention_forward, attention_backward, head, router, elementwise, count };
+
+class PhaseTimer {
+ public:
+  ~PhaseTimer() {
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);  // no throw from a destructor
+  }
+  void start() { used_ = 0, phases_.clear(); }
+  void mark(Phase p, cudaStream_t s) {
+    if (!phases_.empty() && phases_.back() == p) return;
+    if (used_ == events_.size()) {
+      cudaEvent_t e;
+      ELASTIC_CUDA_CHECK(cudaEventCreate(&e));
+      events_.push_back(e);
+    }
+    ELASTIC_CUDA_CHECK(cudaEventRecord(events_[used_++], s));
+    phases_.push_back(p);
+  }
+  // After the stream's last event completed: milliseconds per phase.
+  std::vector<double> collect() {
+    std::vector<double> ms(size_t(Phase::count), 0.0);
+    for (size_t i = 0; i + 1 < used_; ++i) {
+      float t = 0;
+      ELASTIC_CUDA_CHECK(cudaEventElapsedTime(&t, events_[i], events_[i + 1]));
+      ms[size_t(phases_[i])] += t;
+    }
+    return ms;
+  }
+
+ private:
+  std::vector<cudaEvent_t> events_;
+  std::vector<Phase> phases_;
+  size_t used_ = 0;
+};
+
 class CudaTrainEngine final : public TrainEngine {
  public:
   CudaTrainEngine(const ModelConfig& c, ParamSet<float>* backbone, ParamSet<float> router,
@@ -222,6 +258,8 @@ class CudaTrainEngine final : public TrainEngine {
     ELASTIC_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
+  const CudaTrainProfile& profile() const { return profile_; }
+
   size_t device_bytes() const {
     return persistent_.bytes() + scratch_.bytes() + step_.bytes() + (size_t(32) << 20);
   }
@@ -352,10 +390,13 @@ class CudaTrainEngine final : public TrainEngine {
     const int64_t Hq = c_.num_heads, Hkv = c_.num_kv_heads, d = c_.head_dim;
     const float eps = float(c_.rms_norm_eps);
     cudaStream_t st = stream_;
+    phase(Phase::elementwise);
     ops::rmsnorm_forward<bf16>(s_.xn1, s_.rstd1, x_in, w.input_norm, n, D, eps, st);
+    phase(Phase::gemm);
     gemm_->linear_forward(s_.q_raw, GemmOut::bf16, s_.xn1, w.wq, n, Hq * d, D, 0.f, st);
     gemm_->linear_forward(s_.k_raw, GemmOut::bf16, s_.xn1, w.wk, n, Hkv * d, D, 0.f, st);
     gemm_->linear_forward(s_.v, GemmOut::bf16, s_.xn1, w.wv, n, Hkv * d, D, 0.f, st);
+    phase(Phase::elementwise);
     if (w.bq) ops::bias_add(s_.q_raw, w.bq, n, Hq * d, st);
     if (w.bk) ops::bias_add(s_.k_raw, w.bk, n, Hkv * d, st);
     if (w.bv) ops::bias_add(s_.v, w.bv, n, Hkv * d, st);
@@ -367,12 +408,16 @@ class CudaTrainEngine final : public TrainEngine {
     ops::rope_forward(s_.q, s_.q_n, s_.cos, s_.sin, n, Hq, d, st);
     ops::rope_forward(s_.k, s_.k_n, s_.cos, s_.sin, n, Hkv, d, st);
     const uint8_t* modes = ctx.modes_dev + l * S * Hkv;
+    phase(Phase::attention_forward);
     cuda::attention_train_forward(s_.att, s_.lse, s_.q, s_.k, s_.v, modes, 0, *ctx.plan, st);
     if (both_modes)  // the other mode of every head: dL/dz needs O_FA - O_SA
       cuda::attention_train_forward(s_.other, s_.lse_other, s_.q, s_.k, s_.v, modes, 1, *ctx.plan, st);
     // x_mid = x_in + att Wo^T (+ bo), fp32.
+    phase(Phase::elementwise);
     ops::convert_bf16_to_f32(s_.x_mid, x_in, n * D, st);
+    phase(Phase::gemm);
     gemm_->linear_forward(s_.x_mid, GemmOut::f32, s_.att, w.wo, n, D, Hq * d, 1.f, st);
+    phase(Phase::elementwise);
     if (w.bo) ops::bias_add(s_.x_mid, w.bo, n, D, st);
     ops::rmsnorm_forward<float>(s_.xn2, s_.rstd2, s_.x_mid, w.post_norm, n, D, eps, st);
     if (!x_out) return;
@@ -380,12 +425,16 @@ class CudaTrainEngine final : public TrainEngine {
     const int64_t F = c_.intermediate_size;
     for (int64_t r0 = 0; r0 < n; r0 += s_.mlp_rows) {
       const int64_t m = std::min(s_.mlp_rows, n - r0);
+      phase(Phase::gemm);
       gemm_->linear_forward(s_.gate, GemmOut::bf16, s_.xn2 + r0 * D, w.w_gate, m, F, D, 0.f, st);
       gemm_->linear_forward(s_.up, GemmOut::bf16, s_.xn2 + r0 * D, w.w_up, m, F, D, 0.f, st);
+      phase(Phase::elementwise);
       ops::swiglu_forward(s_.act, s_.gate, s_.up, m * F, st);
       ELASTIC_CUDA_CHECK(cudaMemcpyAsync(s_.mlp_out, s_.x_mid + r0 * D, size_t(m * D) * sizeof(float),
                                          cudaMemcpyDeviceToDevice, st));
+      phase(Phase::gemm);
       gemm_->linear_forward(s_.mlp_out, GemmOut::f32, s_.act, w.w_down, m, D, F, 1.f, st);
+      phase(Phase::elementwise);
       ops::convert_f32_to_bf16(x_out + r0 * D, s_.mlp_out, m * D, st);
     }
   }
@@ -394,6 +443,7 @@ class CudaTrainEngine final : public TrainEngine {
   // Gumbel decision on the host, modes up.
   void route(int64_t l, StepCtx& ctx, const StepRouting& routing) {
     const int64_t S = ctx.S, Hkv = c_.num_kv_heads, d = c_.head_dim, L = c_.num_layers;
+    phase(Phase::router);
     std::vector<AttnMode>& modes = ctx.modes[size_t(l)];
     modes.assign(size_t(S * Hkv), AttnMode::fa);
     ctx.dl_dzfa[size_t(l)].assign(size_t(S * Hkv), 0.0);
@@ -427,6 +477,7 @@ class CudaTrainEngine final : public TrainEngine {
     for (size_t i = 0; i < modes.size(); ++i) m8[i] = uint8_t(modes[i]);
     upload(ctx.modes_dev + l * S * Hkv, m8.data(), m8.size(), stream_);
     ELASTIC_CUDA_CHECK(cudaStreamSynchronize(stream_));  // m8 dies here
+    phase(Phase::elementwise);
   }
 
   // The router part of TrainModel::layer_backward on the host: dL/dz_FA = dl_dzfa (Omega) +
@@ -484,19 +535,25 @@ class CudaTrainEngine final : public TrainEngine {
     cudaStream_t st = stream_;
 
     // MLP over row tiles (gate/up recomputed per tile): dxn = dL/dxn2.
+    phase(Phase::elementwise);
     ops::convert_f32_to_bf16(s_.dx_bf, s_.dx, n * D, st);
     for (int64_t r0 = 0; r0 < n; r0 += s_.mlp_rows) {
       const int64_t m = std::min(s_.mlp_rows, n - r0);
       const bf16* xn2 = s_.xn2 + r0 * D;
       const bf16* dy = s_.dx_bf + r0 * D;
+      phase(Phase::gemm);
       gemm_->linear_forward(s_.gate, GemmOut::bf16, xn2, w.w_gate, m, F, D, 0.f, st);
       gemm_->linear_forward(s_.up, GemmOut::bf16, xn2, w.w_up, m, F, D, 0.f, st);
       gemm_->linear_backward_input(s_.dact, GemmOut::bf16, dy, w.w_down, m, D, F, 0.f, st);
       if (g.w_down) {
+        phase(Phase::elementwise);
         ops::swiglu_forward(s_.act, s_.gate, s_.up, m * F, st);
+        phase(Phase::gemm);
         gemm_->linear_backward_weight(g.w_down, dy, s_.act, m, D, F, st);
       }
+      phase(Phase::elementwise);
       ops::swiglu_backward(s_.dgate, s_.dup, s_.dact, s_.gate, s_.up, m * F, st);
+      phase(Phase::gemm);
       gemm_->linear_backward_input(s_.dxn + r0 * D, GemmOut::f32, s_.dgate, w.w_gate, m, F, D, 0.f, st);
       gemm_->linear_backward_input(s_.dxn + r0 * D, GemmOut::f32, s_.dup, w.w_up, m, F, D, 1.f, st);
       if (g.w_gate) {
@@ -504,18 +561,22 @@ class CudaTrainEngine final : public TrainEngine {
         gemm_->linear_backward_weight(g.w_up, s_.dup, xn2, m, F, D, st);
       }
     }
+    phase(Phase::elementwise);
     ops::rmsnorm_backward<float>(s_.dx, g.post_norm, s_.dxn, s_.x_mid, w.post_norm, s_.rstd2, n, D, st);
 
     // Attention output projection: x_mid = x_in + att Wo^T (+ bo).
     ops::convert_f32_to_bf16(s_.dx_bf, s_.dx, n * D, st);
+    phase(Phase::gemm);
     gemm_->linear_backward_input(s_.datt, GemmOut::bf16, s_.dx_bf, w.wo, n, D, Hq * d, 0.f, st);
     if (g.wo) gemm_->linear_backward_weight(g.wo, s_.dx_bf, s_.att, n, D, Hq * d, st);
+    phase(Phase::elementwise);
     if (g.bo) ops::bias_backward(g.bo, s_.dx, n, D, st);
 
     // dL/dz_FA = dl_dzfa (Omega) + sign * sum datt . (O_chosen - O_other), then the router's
     // backward on the host; dL/dpooled enters dk_n.
     zero(s_.dk_n, n * Hkv * d, st);
     if (routing.router) {
+      phase(Phase::router);
       zero(ctx.dz, S * Hkv, st);
       ops::router_dz(ctx.dz, s_.datt, s_.att, s_.other, ctx.dz_chunks, ctx.dz_count, Hq, Hkv, d, st);
       std::vector<double> dz(size_t(S * Hkv));
@@ -527,14 +588,17 @@ class CudaTrainEngine final : public TrainEngine {
       ops::router_pool_backward(s_.dk_n, ctx.pooled, ctx.plan->seqs_dev(), S, Hkv, d, opt_.pool_tokens,
                                 opt_.pooling == RouterPooling::segment_mean, st);
       ELASTIC_CUDA_CHECK(cudaStreamSynchronize(st));  // dpooled dies here
+      phase(Phase::elementwise);
     }
 
     // Attention in each head's chosen mode.
     zero(s_.dq, n * Hq * d, st);
     zero(s_.dk, n * Hkv * d, st);
     zero(s_.dv, n * Hkv * d, st);
+    phase(Phase::attention_backward);
     cuda::attention_train_backward(s_.dq, s_.dk, s_.dv, s_.dsum, s_.datt, s_.att, s_.lse, s_.q, s_.k,
                                    s_.v, ctx.modes_dev + l * S * Hkv, 0, *ctx.plan, st);
+    phase(Phase::elementwise);
     zero(s_.dq_n, n * Hq * d, st);
     ops::rope_backward(s_.dq_n, s_.dq, s_.cos, s_.sin, n, Hq, d, st);
     ops::rope_backward(s_.dk_n, s_.dk, s_.cos, s_.sin, n, Hkv, d, st);
@@ -553,6 +617,7 @@ class CudaTrainEngine final : public TrainEngine {
     ops::convert_f32_to_bf16(s_.dq_bf, dq_raw, n * Hq * d, st);
     ops::convert_f32_to_bf16(s_.dk_bf, dk_raw, n * Hkv * d, st);
     ops::convert_f32_to_bf16(s_.dv_bf, s_.dv, n * Hkv * d, st);
+    phase(Phase::gemm);
     gemm_->linear_backward_input(s_.dxn, GemmOut::f32, s_.dq_bf, w.wq, n, Hq * d, D, 0.f, st);
     gemm_->linear_backward_input(s_.dxn, GemmOut::f32, s_.dk_bf, w.wk, n, Hkv * d, D, 1.f, st);
     gemm_->linear_backward_input(s_.dxn, GemmOut::f32, s_.dv_bf, w.wv, n, Hkv * d, D, 1.f, st);
@@ -561,6 +626,7 @@ class CudaTrainEngine final : public TrainEngine {
       gemm_->linear_backward_weight(g.wk, s_.dk_bf, s_.xn1, n, Hkv * d, D, st);
       gemm_->linear_backward_weight(g.wv, s_.dv_bf, s_.xn1, n, Hkv * d, D, st);
     }
+    phase(Phase::elementwise);
     if (g.bq) {
       ops::bias_backward(g.bq, dq_raw, n, Hq * d, st);
       ops::bias_backward(g.bk, dk_raw, n, Hkv * d, st);
@@ -577,6 +643,7 @@ class CudaTrainEngine final : public TrainEngine {
     const int64_t m = int64_t(idx.size()), D = c_.hidden_size, V = c_.vocab_size;
     if (m == 0) return 0;
     cudaStream_t st = stream_;
+    phase(Phase::head);
     upload(s_.head_idx, idx.data(), idx.size(), st);
     upload(s_.head_labels, labels.data(), labels.size(), st);
     for (int64_t c0 = 0; c0 < m; c0 += s_.head_rows) {
@@ -593,6 +660,7 @@ class CudaTrainEngine final : public TrainEngine {
     std::vector<double> loss(static_cast<size_t>(m));
     download(loss.data(), s_.head_loss, loss.size(), st);
     ELASTIC_CUDA_CHECK(cudaStreamSynchronize(st));
+    phase(Phase::elementwise);
     double sum = 0;
     for (double x : loss) sum += x;
     return sum * scale;
@@ -640,6 +708,8 @@ class CudaTrainEngine final : public TrainEngine {
     ensure_scratch(n);
     step_.clear();
     cudaStream_t st = stream_;
+    if (copt_.profile) timer_.start();
+    phase(Phase::elementwise);
     StepCtx ctx;
     ctx.batch = &batch;
     ctx.n = n;
@@ -708,6 +778,7 @@ class CudaTrainEngine final : public TrainEngine {
     });
     if (!backward) {
       ELASTIC_CUDA_CHECK(cudaStreamSynchronize(st));  // before the plan's buffers are freed
+      phase_collect();
       return out;
     }
 
@@ -722,6 +793,7 @@ class CudaTrainEngine final : public TrainEngine {
     }
     if (opt_.weight_grads) ops::embedding_backward(G_.embed, s_.dx, s_.ids, n, D, st);
     ELASTIC_CUDA_CHECK(cudaStreamSynchronize(st));
+    phase_collect();
     return out;
   }
 
@@ -741,6 +813,26 @@ class CudaTrainEngine final : public TrainEngine {
   ParamSet<float> router_, rgrad_, rm_, rv_;
   std::vector<RouterLayerParams<float>> R_;
   Scratch s_;
+  PhaseTimer timer_;
+  CudaTrainProfile profile_;
+
+  void phase(Phase p) {
+    if (copt_.profile) timer_.mark(p, stream_);
+  }
+  // Ends the timeline after the stream's final synchronisation.
+  void phase_collect() {
+    if (!copt_.profile) return;
+    timer_.mark(Phase::elementwise, stream_);
+    timer_.mark(Phase::gemm, stream_);  // a last event closing the timeline
+    ELASTIC_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    const std::vector<double> ms = timer_.collect();
+    profile_.gemm_ms = ms[size_t(Phase::gemm)];
+    profile_.attention_forward_ms = ms[size_t(Phase::attention_forward)];
+    profile_.attention_backward_ms = ms[size_t(Phase::attention_backward)];
+    profile_.head_ms = ms[size_t(Phase::head)];
+    profile_.router_ms = ms[size_t(Phase::router)];
+    profile_.elementwise_ms = ms[size_t(Phase::elementwise)];
+  }
 };
 
 }  // namespace
@@ -762,6 +854,11 @@ std::unique_ptr<TrainEngine> train_engine_cuda_synthetic(const ModelConfig& c,
 size_t train_engine_cuda_device_bytes(const TrainEngine& engine) {
   const auto* e = dynamic_cast<const CudaTrainEngine*>(&engine);
   return e ? e->device_bytes() : 0;
+}
+
+CudaTrainProfile train_engine_cuda_profile(const TrainEngine& engine) {
+  const auto* e = dynamic_cast<const CudaTrainEngine*>(&engine);
+  return e ? e->profile() : CudaTrainProfile{};
 }
 
 }  // namespace elastic::train

@@ -34,6 +34,16 @@ namespace elastic::train {
 struct CudaTrainOptions {
   int64_t mlp_chunk_rows = 16384;  // rows of one MLP tile ([rows, F] bf16 buffers x 6)
   int64_t head_chunk_rows = 4096;  // labelled rows of one lm_head tile ([rows, V] fp32 + bf16)
+  bool profile = false;            // time every step's phases (CUDA events between phases)
+};
+
+// Device time of the last step by phase (CudaTrainOptions::profile): the step's stream timeline
+// cut at every phase change, so the phases add up to the step. router: pooling, the transfers
+// and the host MLPs (the device waits meanwhile); head: the lm_head GEMMs and the fused CE;
+// elementwise: norms, RoPE, SwiGLU, conversions, reductions, memsets.
+struct CudaTrainProfile {
+  double gemm_ms = 0, attention_forward_ms = 0, attention_backward_ms = 0, head_ms = 0,
+         router_ms = 0, elementwise_ms = 0;
 };
 
 // The CUDA engine from host parameters (fp32 values, converted to bf16 for compute). router may
@@ -55,5 +65,7 @@ std::unique_ptr<TrainEngine> train_engine_cuda_synthetic(const ModelConfig& c,
 // Device bytes the engine holds (weights, state, activations, workspaces); its peak, since
 // buffers are kept for the largest batch seen. 0 for an engine of another backend.
 size_t train_engine_cuda_device_bytes(const TrainEngine& engine);
+// The phases of the engine's last step (zeros unless profiling, or for another backend).
+CudaTrainProfile train_engine_cuda_profile(const TrainEngine& engine);
 
 }  // namespace elastic::train
