@@ -58,6 +58,29 @@ class DevicePool {
   size_t bytes_ = 0;
 };
 
+// Pinned host allocations of one step (transfers that overlap device work), freed together.
+class PinnedPool {
+ public:
+  PinnedPool() = default;
+  PinnedPool(const PinnedPool&) = delete;
+  PinnedPool& operator=(const PinnedPool&) = delete;
+  ~PinnedPool() { clear(); }
+  template <typename T>
+  T* alloc(int64_t count) {
+    void* p = nullptr;
+    ELASTIC_CUDA_CHECK(cudaMallocHost(&p, std::max<size_t>(size_t(count) * sizeof(T), 64)));
+    ptrs_.push_back(p);
+    return static_cast<T*>(p);
+  }
+  void clear() {
+    for (void* p : ptrs_) cudaFreeHost(p);  // no throw: called from the destructor
+    ptrs_.clear();
+  }
+
+ private:
+  std::vector<void*> ptrs_;
+};
+
 template <typename T>
 void upload(T* dst, const T* src, size_t count, cudaStream_t s) {
   ELASTIC_CUDA_CHECK(cudaMemcpyAsync(dst, src, count * sizeof(T), cudaMemcpyHostToDevice, s));
@@ -125,6 +148,7 @@ class CudaTrainEngine final : public TrainEngine {
       throw Error("CUDA training engine: head_dim must be 16, 32, 64 or 128, got " + std::to_string(d));
     ELASTIC_CHECK(copt_.mlp_chunk_rows > 0 && copt_.head_chunk_rows > 0);
     ELASTIC_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    ELASTIC_CUDA_CHECK(cudaEventCreateWithFlags(&routed_, cudaEventDisableTiming));
     gemm_ = std::make_unique<cuda::GemmLt>();
     const int64_t total = layout_.total();
     w_ = persistent_.alloc<bf16>(total);
@@ -168,6 +192,8 @@ class CudaTrainEngine final : public TrainEngine {
 
   ~CudaTrainEngine() override {
     cudaStreamSynchronize(stream_);  // no throw from a destructor
+    host_.clear();
+    cudaEventDestroy(routed_);
     gemm_.reset();
     cudaStreamDestroy(stream_);
   }
@@ -374,8 +400,11 @@ class CudaTrainEngine final : public TrainEngine {
     uint8_t* modes_dev = nullptr;  // [L, S, Hkv]
     int4* dz_chunks = nullptr;     // [dz_count] (sequence, first row, end row)
     int64_t dz_count = 0;
-    double* pooled = nullptr;      // [S, Hkv, d] device
+    double* pooled = nullptr;      // [S, Hkv, d] device: pooled keys, then dL/dpooled
     double* dz = nullptr;          // [S, Hkv] device
+    double* pooled_host = nullptr;  // [S, Hkv, d] pinned
+    double* dz_host = nullptr;      // [S, Hkv] pinned
+    uint8_t* modes_host = nullptr;  // [L, S, Hkv] pinned
     std::vector<std::vector<AttnMode>> modes;            // [L][S * Hkv]
     std::vector<std::vector<GumbelDecision>> gumbel;     // [L][S * Hkv] (router)
     std::vector<std::vector<RouterCache>> cache;         // [L][S * Hkv] (router)
@@ -404,9 +433,12 @@ class CudaTrainEngine final : public TrainEngine {
       ops::rmsnorm_forward<bf16>(s_.q_n, s_.rstd_q, s_.q_raw, w.q_norm, n * Hq, d, eps, st);
       ops::rmsnorm_forward<bf16>(s_.k_n, s_.rstd_k, s_.k_raw, w.k_norm, n * Hkv, d, eps, st);
     }
-    if (decide) route(l, ctx, routing);
+    // Routing from the keys before RoPE; RoPE runs on the device while the host routes.
+    if (decide) route_begin(ctx, routing);
+    phase(Phase::elementwise);
     ops::rope_forward(s_.q, s_.q_n, s_.cos, s_.sin, n, Hq, d, st);
     ops::rope_forward(s_.k, s_.k_n, s_.cos, s_.sin, n, Hkv, d, st);
+    if (decide) route_end(l, ctx, routing);
     const uint8_t* modes = ctx.modes_dev + l * S * Hkv;
     phase(Phase::attention_forward);
     cuda::attention_train_forward(s_.att, s_.lse, s_.q, s_.k, s_.v, modes, 0, *ctx.plan, st);
@@ -441,18 +473,25 @@ class CudaTrainEngine final : public TrainEngine {
 
   // The routing block of TrainModel::layer_forward (decide): pooled keys down, the MLPs and the
   // Gumbel decision on the host, modes up.
-  void route(int64_t l, StepCtx& ctx, const StepRouting& routing) {
+  // Pooling on the device and the pooled keys' transfer to pinned memory (event routed_).
+  void route_begin(StepCtx& ctx, const StepRouting& routing) {
+    if (!routing.router) return;
+    const int64_t S = ctx.S, Hkv = c_.num_kv_heads, d = c_.head_dim;
+    phase(Phase::router);
+    ops::router_pool_forward(ctx.pooled, s_.k_n, ctx.plan->seqs_dev(), S, Hkv, d, opt_.pool_tokens,
+                             opt_.pooling == RouterPooling::segment_mean, stream_);
+    download(ctx.pooled_host, ctx.pooled, size_t(S * Hkv * d), stream_);
+    ELASTIC_CUDA_CHECK(cudaEventRecord(routed_, stream_));
+  }
+  void route_end(int64_t l, StepCtx& ctx, const StepRouting& routing) {
     const int64_t S = ctx.S, Hkv = c_.num_kv_heads, d = c_.head_dim, L = c_.num_layers;
     phase(Phase::router);
     std::vector<AttnMode>& modes = ctx.modes[size_t(l)];
     modes.assign(size_t(S * Hkv), AttnMode::fa);
     ctx.dl_dzfa[size_t(l)].assign(size_t(S * Hkv), 0.0);
     if (routing.router) {
-      std::vector<double> pooled(size_t(S * Hkv * d));
-      ops::router_pool_forward(ctx.pooled, s_.k_n, ctx.plan->seqs_dev(), S, Hkv, d, opt_.pool_tokens,
-                               opt_.pooling == RouterPooling::segment_mean, stream_);
-      download(pooled.data(), ctx.pooled, pooled.size(), stream_);
-      ELASTIC_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      ELASTIC_CUDA_CHECK(cudaEventSynchronize(routed_));
+      const double* pooled = ctx.pooled_host;
       auto& gumbel = ctx.gumbel[size_t(l)];
       auto& cache = ctx.cache[size_t(l)];
       gumbel.assign(size_t(S * Hkv), GumbelDecision{});
@@ -461,7 +500,7 @@ class CudaTrainEngine final : public TrainEngine {
       for (int64_t i = 0; i < S * Hkv; ++i) {
         const int64_t s = i / Hkv, h = i % Hkv;
         RouterCache& rc = cache[size_t(i)];
-        rc.x.assign(pooled.begin() + i * d, pooled.begin() + (i + 1) * d);
+        rc.x.assign(pooled + i * d, pooled + (i + 1) * d);
         router_mlp_forward(rc, R_[size_t(l)], d);
         const double* u = routing.gumbel_u.data() + ((s * L + l) * Hkv + h) * 2;
         gumbel[size_t(i)] = gumbel_softmax_forward(rc.z, u, routing.temperature);
@@ -473,10 +512,9 @@ class CudaTrainEngine final : public TrainEngine {
         modes[size_t(i)] = routing.fixed[size_t((s * L + l) * Hkv + h)] ? AttnMode::fa : AttnMode::ssa;
       }
     }
-    std::vector<uint8_t> m8(modes.size());
+    uint8_t* m8 = ctx.modes_host + l * S * Hkv;  // pinned, one slice per layer: no reuse
     for (size_t i = 0; i < modes.size(); ++i) m8[i] = uint8_t(modes[i]);
-    upload(ctx.modes_dev + l * S * Hkv, m8.data(), m8.size(), stream_);
-    ELASTIC_CUDA_CHECK(cudaStreamSynchronize(stream_));  // m8 dies here
+    upload(ctx.modes_dev + l * S * Hkv, m8, modes.size(), stream_);
     phase(Phase::elementwise);
   }
 
@@ -485,8 +523,9 @@ class CudaTrainEngine final : public TrainEngine {
   // then the Gumbel and MLP backward of every (sample, KV head) into dpooled: [S, Hkv, d] and
   // the router's layer-l weight gradients. Items run in parallel, each thread adding its weight
   // gradients into its own copy of the layer's tensors, summed in thread order afterwards.
-  void router_backward_host(int64_t l, const std::vector<double>& dz, std::vector<double>& dpooled,
-                            const StepCtx& ctx, const StepRouting& routing) {
+  // dz: [S, Hkv]; dpooled: [S, Hkv, d].
+  void router_backward_host(int64_t l, const double* dz, double* dpooled, const StepCtx& ctx,
+                            const StepRouting& routing) {
     const int64_t items = ctx.S * c_.num_kv_heads, d = c_.head_dim;
     const std::vector<AttnMode>& modes = ctx.modes[size_t(l)];
     float* layer_grad = nullptr;  // the layer's slice of rgrad_ (tensors contiguous, in order)
@@ -516,7 +555,7 @@ class CudaTrainEngine final : public TrainEngine {
         const double dzfa = ctx.dl_dzfa[size_t(l)][size_t(i)] + sign * dz[size_t(i)];
         double dzl[2];
         gumbel_softmax_backward(dzl, dzfa, ctx.gumbel[size_t(l)][size_t(i)], routing.temperature);
-        router_mlp_backward(dpooled.data() + i * d, layer_grad ? &mine : nullptr, dzl,
+        router_mlp_backward(dpooled + i * d, layer_grad ? &mine : nullptr, dzl,
                             ctx.cache[size_t(l)][size_t(i)], R_[size_t(l)], d);
       }
     }
@@ -572,22 +611,16 @@ class CudaTrainEngine final : public TrainEngine {
     phase(Phase::elementwise);
     if (g.bo) ops::bias_backward(g.bo, s_.dx, n, D, st);
 
-    // dL/dz_FA = dl_dzfa (Omega) + sign * sum datt . (O_chosen - O_other), then the router's
-    // backward on the host; dL/dpooled enters dk_n.
+    // dL/dz_FA = dl_dzfa (Omega) + sign * sum datt . (O_chosen - O_other): the reduction on the
+    // device, its transfer to pinned memory (event routed_); the host runs the router's backward
+    // while the device runs the attention backward, and dL/dpooled enters dk_n after RoPE's.
     zero(s_.dk_n, n * Hkv * d, st);
     if (routing.router) {
       phase(Phase::router);
       zero(ctx.dz, S * Hkv, st);
       ops::router_dz(ctx.dz, s_.datt, s_.att, s_.other, ctx.dz_chunks, ctx.dz_count, Hq, Hkv, d, st);
-      std::vector<double> dz(size_t(S * Hkv));
-      download(dz.data(), ctx.dz, dz.size(), st);
-      ELASTIC_CUDA_CHECK(cudaStreamSynchronize(st));
-      std::vector<double> dpooled(size_t(S * Hkv * d));
-      router_backward_host(l, dz, dpooled, ctx, routing);
-      upload(ctx.pooled, dpooled.data(), dpooled.size(), st);
-      ops::router_pool_backward(s_.dk_n, ctx.pooled, ctx.plan->seqs_dev(), S, Hkv, d, opt_.pool_tokens,
-                                opt_.pooling == RouterPooling::segment_mean, st);
-      ELASTIC_CUDA_CHECK(cudaStreamSynchronize(st));  // dpooled dies here
+      download(ctx.dz_host, ctx.dz, size_t(S * Hkv), st);
+      ELASTIC_CUDA_CHECK(cudaEventRecord(routed_, st));
       phase(Phase::elementwise);
     }
 
@@ -602,6 +635,16 @@ class CudaTrainEngine final : public TrainEngine {
     zero(s_.dq_n, n * Hq * d, st);
     ops::rope_backward(s_.dq_n, s_.dq, s_.cos, s_.sin, n, Hq, d, st);
     ops::rope_backward(s_.dk_n, s_.dk, s_.cos, s_.sin, n, Hkv, d, st);
+    if (routing.router) {
+      // The previous layer's dpooled upload precedes routed_ in stream order: pooled_host is free.
+      ELASTIC_CUDA_CHECK(cudaEventSynchronize(routed_));
+      router_backward_host(l, ctx.dz_host, ctx.pooled_host, ctx, routing);
+      phase(Phase::router);
+      upload(ctx.pooled, ctx.pooled_host, size_t(S * Hkv * d), st);
+      ops::router_pool_backward(s_.dk_n, ctx.pooled, ctx.plan->seqs_dev(), S, Hkv, d, opt_.pool_tokens,
+                                opt_.pooling == RouterPooling::segment_mean, st);
+      phase(Phase::elementwise);
+    }
 
     // q/k norms (dq, dk reused as dL/dq_raw, dL/dk_raw), then the projections.
     const float* dq_raw = s_.dq_n;
@@ -724,6 +767,10 @@ class CudaTrainEngine final : public TrainEngine {
     ctx.modes_dev = step_.alloc<uint8_t>(L * S * Hkv);
     ctx.pooled = step_.alloc<double>(S * Hkv * d);
     ctx.dz = step_.alloc<double>(S * Hkv);
+    host_.clear();
+    ctx.pooled_host = host_.alloc<double>(S * Hkv * d);
+    ctx.dz_host = host_.alloc<double>(S * Hkv);
+    ctx.modes_host = host_.alloc<uint8_t>(L * S * Hkv);
     std::vector<int4> chunks;
     for (int64_t s = 0; s < S; ++s) {
       const BatchSeq& q = batch.seqs[size_t(s)];
@@ -805,6 +852,8 @@ class CudaTrainEngine final : public TrainEngine {
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::GemmLt> gemm_;
   DevicePool persistent_, scratch_, step_;
+  PinnedPool host_;              // the step's pinned transfer buffers
+  cudaEvent_t routed_ = nullptr;  // the last router transfer to the host
   bf16* w_ = nullptr;  // [total] compute copy
   float *w32_ = nullptr, *g_ = nullptr, *m_ = nullptr, *v_ = nullptr;  // [total] (weight_grads)
   double* partials_ = nullptr;                                         // [kSumBlocks]
