@@ -94,7 +94,7 @@ void mode_pairs(int64_t n, const SsaOptions& ssa, int64_t& fa, int64_t& sa) {
 }
 
 struct Rates {
-  double gemm = 0, attn_fwd = 0, attn_bwd = 0, attn_bwd_v1 = 0, ssa_fwd = 0;  // FLOP/s
+  double gemm = 0, attn_fwd = 0, attn_bwd = 0, ssa_fwd = 0, ssa_bwd = 0;  // FLOP/s
 };
 
 // cuBLASLt bf16 GEMM rate on the MLP up projection of 16K rows (n x D x F) and its dX / dW.
@@ -120,9 +120,11 @@ double measure_gemm(const ModelConfig& c) {
   return 3 * flops / (t_fwd + t_dx + t_dw) * 1e3;
 }
 
-// Our training attention kernels on an all-FA (and all-SSA) packed batch of the step's samples.
-void measure_attention(const ModelConfig& c, const std::vector<int64_t>& lengths, const SsaOptions& ssa,
-                       Rates& r) {
+// Our training attention kernels on an all-FA and an all-SSA packed batch of the step's samples:
+// the forward, and the backward in each tile variant at d = 128 (attention_train_cuda.h); the
+// fastest FA backward variant is selected for the training steps that follow (returned).
+int measure_attention(const ModelConfig& c, const std::vector<int64_t>& lengths, const SsaOptions& ssa,
+                      Rates& r) {
   using bf16 = __nv_bfloat16;
   std::vector<BatchSeq> seqs;
   int64_t n = 0;
@@ -131,7 +133,6 @@ void measure_attention(const ModelConfig& c, const std::vector<int64_t>& lengths
   cuda::AttnTrainShape shape;
   shape.rows = n, shape.num_heads = int(Hq), shape.num_kv_heads = int(Hkv), shape.head_dim = int(d);
   shape.ssa = ssa;
-  cuda::AttnTrainPlan plan(shape, seqs, nullptr);
   bf16 *q, *k, *v, *o, *dout;
   float *lse, *dq, *dk, *dv, *dsum;
   uint8_t* modes;
@@ -146,34 +147,64 @@ void measure_attention(const ModelConfig& c, const std::vector<int64_t>& lengths
   ELASTIC_CUDA_CHECK(cudaMalloc(&dk, size_t(n * Hkv * d) * 4));
   ELASTIC_CUDA_CHECK(cudaMalloc(&dv, size_t(n * Hkv * d) * 4));
   ELASTIC_CUDA_CHECK(cudaMalloc(&modes, seqs.size() * size_t(Hkv)));
-  ELASTIC_CUDA_CHECK(cudaMemset(modes, 0, seqs.size() * size_t(Hkv)));  // all FA
+  ELASTIC_CUDA_CHECK(cudaMemset(modes, 0, seqs.size() * size_t(Hkv)));  // all FA; xor 1: all SSA
   cuda::train_ops::fill_random_bf16(q, n * Hq * d, 3, 1.f, nullptr);
   cuda::train_ops::fill_random_bf16(k, n * Hkv * d, 4, 1.f, nullptr);
   cuda::train_ops::fill_random_bf16(v, n * Hkv * d, 5, 1.f, nullptr);
   cuda::train_ops::fill_random_bf16(dout, n * Hq * d, 6, 1.f, nullptr);
-  const double fa = double(plan.fa_pairs) * double(Hq), sa = double(plan.ssa_pairs) * double(Hq);
-  auto fwd = [&](int x) { cuda::attention_train_forward(o, lse, q, k, v, modes, x, plan, nullptr); };
-  auto bwd = [&] {
-    cuda::attention_train_backward(dq, dk, dv, dsum, dout, o, lse, q, k, v, modes, 0, plan, nullptr);
+  double fa = 0, sa = 0;
+  auto fwd = [&](const cuda::AttnTrainPlan& plan, int x) {
+    cuda::attention_train_forward(o, lse, q, k, v, modes, x, plan, nullptr);
   };
-  const double t_fwd = median_ms([&] { fwd(0); }, 5);
-  fwd(0);
-  const double t_bwd = median_ms(bwd, 5);
-  cuda::attention_train_set_backward_variant(1);
-  const double t_bwd1 = median_ms(bwd, 3);
-  cuda::attention_train_set_backward_variant(0);
-  const double t_ssa = median_ms([&] { fwd(1); }, 5);
+  auto bwd = [&](const cuda::AttnTrainPlan& plan, int x) {
+    cuda::attention_train_backward(dq, dk, dv, dsum, dout, o, lse, q, k, v, modes, x, plan, nullptr);
+  };
+  double t_fwd = 0, t_ssa = 0, t_bwd_best = 1e30, t_bwd_ssa = 0;
+  int best = 0;
+  std::printf("attention, %lld tokens in %zu samples:", (long long)n, lengths.size());
+  for (int variant = 0; variant < 3; ++variant) {
+    cuda::attention_train_set_backward_variant(variant);
+    cuda::AttnTrainPlan plan(shape, seqs, nullptr);
+    fa = double(plan.fa_pairs) * double(Hq), sa = double(plan.ssa_pairs) * double(Hq);
+    if (variant == 0) {
+      t_fwd = median_ms([&] { fwd(plan, 0); }, 5);
+      t_ssa = median_ms([&] { fwd(plan, 1); }, 5);
+    }
+    fwd(plan, 0);
+    const double t = median_ms([&] { bwd(plan, 0); }, 3);
+    std::printf(" FA backward variant %d %.2f ms = %.1f TFLOP/s;", variant, t, 10.0 * double(d) * fa / t * 1e-9);
+    if (t < t_bwd_best) t_bwd_best = t, best = variant;
+  }
+  double t_mixed = 0, t_mixed_fwd = 0;
+  {
+    cuda::attention_train_set_backward_variant(best);
+    cuda::AttnTrainPlan plan(shape, seqs, nullptr);
+    fwd(plan, 1);
+    t_bwd_ssa = median_ms([&] { bwd(plan, 1); }, 3);
+    // Half the KV heads of every sample SSA (alternating), as a router step has them.
+    std::vector<uint8_t> half(seqs.size() * size_t(Hkv));
+    for (size_t i = 0; i < half.size(); ++i) half[i] = uint8_t(i % 2 ? AttnMode::ssa : AttnMode::fa);
+    ELASTIC_CUDA_CHECK(cudaMemcpy(modes, half.data(), half.size(), cudaMemcpyHostToDevice));
+    t_mixed_fwd = median_ms([&] { fwd(plan, 0); }, 3);
+    t_mixed = median_ms([&] { bwd(plan, 0); }, 3);
+  }
   r.attn_fwd = 4.0 * double(d) * fa / t_fwd * 1e3;
-  r.attn_bwd = 10.0 * double(d) * fa / t_bwd * 1e3;
-  r.attn_bwd_v1 = 10.0 * double(d) * fa / t_bwd1 * 1e3;
+  r.attn_bwd = 10.0 * double(d) * fa / t_bwd_best * 1e3;
   r.ssa_fwd = 4.0 * double(d) * sa / t_ssa * 1e3;
-  std::printf("attention, %lld tokens in %zu samples, FA: forward %.2f ms = %.1f TFLOP/s, backward %.2f ms = "
-              "%.1f TFLOP/s (variant 64 rows: %.1f); SSA forward %.2f ms = %.1f TFLOP/s\n",
-              (long long)n, lengths.size(), t_fwd, r.attn_fwd * 1e-12, t_bwd, r.attn_bwd * 1e-12,
-              r.attn_bwd_v1 * 1e-12, t_ssa, r.ssa_fwd * 1e-12);
+  r.ssa_bwd = 10.0 * double(d) * sa / t_bwd_ssa * 1e3;
+  std::printf("\n  FA forward %.2f ms = %.1f TFLOP/s, backward (variant %d) %.1f TFLOP/s; SSA forward %.2f ms = "
+              "%.1f TFLOP/s, backward %.2f ms = %.1f TFLOP/s\n",
+              t_fwd, r.attn_fwd * 1e-12, best, r.attn_bwd * 1e-12, t_ssa, r.ssa_fwd * 1e-12, t_bwd_ssa,
+              r.ssa_bwd * 1e-12);
+  const double mixed = 0.5 * (fa + sa);
+  std::printf("  half the KV heads SSA: forward %.2f ms = %.1f TFLOP/s (from the FA and SSA rates: %.2f ms), "
+              "backward %.2f ms = %.1f TFLOP/s (%.2f ms)\n",
+              t_mixed_fwd, 4.0 * double(d) * mixed / t_mixed_fwd * 1e-9, 0.5 * (t_fwd + t_ssa), t_mixed,
+              10.0 * double(d) * mixed / t_mixed * 1e-9, 0.5 * (t_bwd_best + t_bwd_ssa));
   for (void* p : {(void*)q, (void*)k, (void*)v, (void*)o, (void*)dout, (void*)lse, (void*)dsum, (void*)dq,
                   (void*)dk, (void*)dv, (void*)modes})
     cudaFree(p);
+  return best;
 }
 
 }  // namespace
@@ -233,6 +264,7 @@ int main(int argc, char** argv) {
     std::vector<Row> rows;
     for (int64_t tokens : sizes) {
       const std::vector<int64_t> lengths = sample_lengths(tokens);
+      // The steps below use the fastest FA backward variant (set globally, taken by the plans).
       measure_attention(c, lengths, opt.ssa, rates);
       Batch batch;
       StepLoss loss;
@@ -306,8 +338,10 @@ int main(int argc, char** argv) {
                   (long long)tokens, times[times.size() / 2], eval_s, double(free0 - free1) / (1 << 30));
       std::fflush(stdout);
     }
-    std::printf("\nrates measured above: GEMM %.0f TFLOP/s, attention forward %.0f, backward %.0f TFLOP/s\n",
-                rates.gemm * 1e-12, rates.attn_fwd * 1e-12, rates.attn_bwd * 1e-12);
+    std::printf("\nrates measured above (the last size): GEMM %.0f TFLOP/s, FA forward %.0f, backward %.0f; "
+                "SSA forward %.0f, backward %.0f TFLOP/s (the ideal uses the FA rates)\n",
+                rates.gemm * 1e-12, rates.attn_fwd * 1e-12, rates.attn_bwd * 1e-12, rates.ssa_fwd * 1e-12,
+                rates.ssa_bwd * 1e-12);
     std::printf("| tokens | samples | FA heads | step s | tokens/s | GEMM TFLOP | attn fwd+recompute TFLOP | "
                 "attn bwd TFLOP | ideal s | of ideal | peak GiB |\n");
     std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");

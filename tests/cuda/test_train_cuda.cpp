@@ -356,9 +356,10 @@ TEST(CudaTrainAttention, VarlenForwardBackwardMatchCpu) {
 
 TEST(CudaTrainAttention, BackwardVariantsAgree) {
   REQUIRE_GPU();
-  for (int variant : {0, 1}) {
+  for (int variant : {0, 1, 2}) {  // tile variants at d = 128 (attention_train_cuda.h)
+    SCOPED_TRACE("variant " + std::to_string(variant));
     cuda::attention_train_set_backward_variant(variant);
-    attention_case({{200, 67}, 8, 2, 128, ssa_small(16, 16, 48), 21}, 1e-2, 2e-2, false);
+    attention_case({{200, 67, 1, 130}, 8, 2, 128, ssa_small(16, 16, 48), 21}, 1e-2, 2e-2, false);
   }
   cuda::attention_train_set_backward_variant(0);
 }
@@ -671,7 +672,11 @@ TEST(CudaTrainEngine, RouterTrainStepFixture) {
 
 TEST(CudaSanitizerTrain, AttentionKernels) {
   REQUIRE_GPU();
-  attention_case({{1, 37, 70}, 8, 2, 128, ssa_small(16, 16, 32), 41}, 1e-2, 2e-2, false);
+  for (int variant : {0, 2}) {
+    cuda::attention_train_set_backward_variant(variant);
+    attention_case({{1, 37, 170}, 8, 2, 128, ssa_small(16, 16, 32), 41}, 1e-2, 2e-2, false);
+  }
+  cuda::attention_train_set_backward_variant(0);
   attention_case({{45, 2}, 4, 1, 64, ssa_small(16, 16, 16), 42}, 1e-2, 2e-2, false);
 }
 

@@ -291,9 +291,9 @@ __global__ void __launch_bounds__(Tr::kThreads) attention_train_forward_kernel(c
 // ---------------------------------------------------------------------------------------------
 // Backward.
 
-template <int D, int BM>
+template <int D, int BM, int Warps = 4>
 struct BwdTraits {
-  static constexpr int kWarps = 4, kThreads = 128;
+  static constexpr int kWarps = Warps, kThreads = 32 * Warps;
   static constexpr int kBlockN = 16 * kWarps;  // keys per CTA: 16 per warp
   static constexpr int kBlockM = BM;           // query rows per step
   // dQ tiles: kRowBlocks m16 blocks of query rows, each split over kColGroups warps.
@@ -563,13 +563,17 @@ void forward_d(const TrainAttnParams& p, int items, cudaStream_t stream) {
   launch(attention_train_forward_kernel<Tr, D>, items, Tr::kThreads, Tr::kSmemBytes, p, stream);
 }
 
-// Query rows per backward step (measured on the H200, docs/gpu-notes.md run 13): 64 at d <= 64;
-// at d = 128, 64 rows spill 188 bytes (255 registers), 32 rows none.
-int g_backward_variant = 0;  // 0 default, 1 the other row count at d = 128 (benchmark)
+// Backward tiles at d = 128 (docs/gpu-notes.md runs 13-15; d <= 64: 64 query rows, 4 warps):
+//   0: 4 warps x 16 keys (64 keys per CTA), 32 query rows per step (68 bytes spilled);
+//   1: the same with 64 query rows (228 bytes spilled): 132-173 TFLOP/s against 0's 142-181;
+//   2: 8 warps (128 keys per CTA), 32 query rows: each dQ atomic sums 128 keys instead of 64.
+int g_backward_variant = 0;
 
-template <int D, int BM>
+int backward_variant_for(int head_dim) { return head_dim == 128 ? g_backward_variant : 0; }
+
+template <int D, int BM, int Warps = 4>
 void backward_d(const TrainAttnParams& p, int items, int64_t rows, cudaStream_t stream) {
-  using Tr = BwdTraits<D, BM>;
+  using Tr = BwdTraits<D, BM, Warps>;
   const int64_t count = rows * p.num_heads;  // (row, head) pairs of dsum
   const int64_t blocks = (count * 32 + 255) / 256;
   if (blocks > 0) {
@@ -590,8 +594,13 @@ int attention_train_block_m(int head_dim) {
     default: return FwdTraitsFor<128>::kBlockM;
   }
 }
-int attention_train_block_n_backward(int head_dim) { return BwdTraits<128, 64>::kBlockN; }
-void attention_train_set_backward_variant(int variant) { g_backward_variant = variant; }
+int attention_train_block_n_backward(int head_dim) {
+  return backward_variant_for(head_dim) == 2 ? BwdTraits<128, 32, 8>::kBlockN : BwdTraits<128, 32>::kBlockN;
+}
+void attention_train_set_backward_variant(int variant) {
+  ELASTIC_CHECK(variant >= 0 && variant <= 2);
+  g_backward_variant = variant;
+}
 
 AttnTrainPlan::AttnTrainPlan(const AttnTrainShape& shape, const std::vector<BatchSeq>& seqs,
                              cudaStream_t stream)
@@ -606,6 +615,7 @@ AttnTrainPlan::AttnTrainPlan(const AttnTrainShape& shape, const std::vector<Batc
   const SsaOptions& ssa = shape.ssa;
   if (ssa.block <= 0 || ssa.sink_tokens < 0 || ssa.local_tokens <= 0)
     throw Error("CUDA training attention: SSA block/sink/local sizes must be positive");
+  backward_variant_ = backward_variant_for(d);
   const int bm = attention_train_block_m(d), bn = attention_train_block_n_backward(d);
   const int G = Hq / Hkv;
   std::vector<int2> spans;
@@ -695,8 +705,10 @@ void attention_train_backward(float* dq, float* dk, float* dv, float* dsum,
     case 32: backward_d<32, 64>(p, plan.backward_items(), rows, stream); break;
     case 64: backward_d<64, 64>(p, plan.backward_items(), rows, stream); break;
     default:
-      if (g_backward_variant == 1)
+      if (plan.backward_variant() == 1)
         backward_d<128, 64>(p, plan.backward_items(), rows, stream);
+      else if (plan.backward_variant() == 2)
+        backward_d<128, 32, 8>(p, plan.backward_items(), rows, stream);
       else
         backward_d<128, 32>(p, plan.backward_items(), rows, stream);
       break;

@@ -54,13 +54,16 @@ class AttnTrainPlan {
   int backward_items() const { return bwd_count_; }
   const int4* forward_work() const { return fwd_work_; }
   const int4* backward_work() const { return bwd_work_; }
+  // The backward tile variant the work list was made for (attention_train_set_backward_variant
+  // at construction).
+  int backward_variant() const { return backward_variant_; }
   // Query-key pairs each mode would compute over the whole batch (per query head), for the cost
   // model of the benchmark: fa_pairs = sum n (n + 1) / 2, ssa_pairs = pairs of the SSA rule.
   int64_t fa_pairs = 0, ssa_pairs = 0;
 
  private:
   AttnTrainShape shape_;
-  int num_seqs_ = 0, fwd_count_ = 0, bwd_count_ = 0;
+  int num_seqs_ = 0, fwd_count_ = 0, bwd_count_ = 0, backward_variant_ = 0;
   int2* seqs_ = nullptr;      // [S] (begin, length)
   int4* fwd_work_ = nullptr;  // [fwd_count] (sequence, query tile, query head, 0)
   int4* bwd_work_ = nullptr;  // [bwd_count] (sequence, key tile, KV head, 0)
@@ -85,8 +88,9 @@ void attention_train_backward(float* dq, float* dk, float* dv, float* dsum,
 // Query rows per forward work item and keys per backward work item (plan and tests).
 int attention_train_block_m(int head_dim);
 int attention_train_block_n_backward(int head_dim);
-// Backward tile variant at d = 128 (0 = default: 32 query rows per step, 1 = 64); for the
-// benchmark, set before running.
+// Backward tile variant at d = 128, taken by the plans made after the call (0 = default: 4 warps,
+// 64 keys per CTA, 32 query rows per step; 1 = 64 query rows; 2 = 8 warps, 128 keys per CTA).
+// Benchmarks and tests set it; not thread-safe.
 void attention_train_set_backward_variant(int variant);
 
 }  // namespace elastic::cuda

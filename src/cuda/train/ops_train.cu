@@ -122,28 +122,37 @@ __global__ void rmsnorm_backward_kernel(float* dinp, float* dweight, const float
   }
 }
 
+// One CTA per row (grid-stride over rows), threads over the row's (head, pair) in 32-bit math.
 __global__ void rope_forward_kernel(bf16* out, const bf16* x, const float* cos, const float* sin,
-                                    int64_t n, int64_t heads, int64_t d) {
-  const int64_t half = d / 2;
-  GRID_STRIDE(i, n * heads * half) {
-    const int64_t j = i % half, row = i / (heads * half), head = (i / half) % heads;
-    const int64_t base = (row * heads + head) * d;
-    const float c = cos[row * half + j], s = sin[row * half + j];
-    const float a = __bfloat162float(x[base + j]), b = __bfloat162float(x[base + j + half]);
-    out[base + j] = __float2bfloat16_rn(a * c - b * s);
-    out[base + j + half] = __float2bfloat16_rn(b * c + a * s);
+                                    int64_t n, int heads, int d) {
+  const int half = d / 2, per_row = heads * half;
+  for (int64_t row = blockIdx.x; row < n; row += gridDim.x) {
+    const float* cr = cos + row * half;
+    const float* sr = sin + row * half;
+    for (int e = threadIdx.x; e < per_row; e += blockDim.x) {
+      const int head = e / half, j = e - head * half;
+      const int64_t base = (row * heads + head) * d;
+      const float c = cr[j], s = sr[j];
+      const float a = __bfloat162float(x[base + j]), b = __bfloat162float(x[base + j + half]);
+      out[base + j] = __float2bfloat16_rn(a * c - b * s);
+      out[base + j + half] = __float2bfloat16_rn(b * c + a * s);
+    }
   }
 }
 __global__ void rope_backward_kernel(float* dx, const float* dout, const float* cos, const float* sin,
-                                     int64_t n, int64_t heads, int64_t d) {
-  const int64_t half = d / 2;
-  GRID_STRIDE(i, n * heads * half) {
-    const int64_t j = i % half, row = i / (heads * half), head = (i / half) % heads;
-    const int64_t base = (row * heads + head) * d;
-    const float c = cos[row * half + j], s = sin[row * half + j];
-    const float ga = dout[base + j], gb = dout[base + j + half];
-    dx[base + j] += ga * c + gb * s;
-    dx[base + j + half] += gb * c - ga * s;
+                                     int64_t n, int heads, int d) {
+  const int half = d / 2, per_row = heads * half;
+  for (int64_t row = blockIdx.x; row < n; row += gridDim.x) {
+    const float* cr = cos + row * half;
+    const float* sr = sin + row * half;
+    for (int e = threadIdx.x; e < per_row; e += blockDim.x) {
+      const int head = e / half, j = e - head * half;
+      const int64_t base = (row * heads + head) * d;
+      const float c = cr[j], s = sr[j];
+      const float ga = dout[base + j], gb = dout[base + j + half];
+      dx[base + j] += ga * c + gb * s;
+      dx[base + j + half] += gb * c - ga * s;
+    }
   }
 }
 
@@ -283,12 +292,12 @@ __global__ void router_pool_backward_kernel(float* dk, const double* dpooled, co
 __global__ void router_dz_kernel(double* dz, const bf16* datt, const bf16* att, const bf16* other,
                                  const int4* chunks, int64_t Hq, int64_t Hkv, int64_t d) {
   const int4 c = chunks[blockIdx.x];
-  const int64_t h = blockIdx.y, G = Hq / Hkv, per_row = G * d;
-  const int64_t count = int64_t(c.z - c.y) * per_row;
+  const int h = int(blockIdx.y), G = int(Hq / Hkv), per_row = G * int(d);
+  const int count = (c.z - c.y) * per_row;  // <= 256 rows x 8 heads x 128
   float acc = 0.f;
-  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
-    const int64_t row = c.y + i / per_row, within = i % per_row;
-    const int64_t at = (row * Hq + h * G) * d + within;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) {
+    const int r = i / per_row, within = i - r * per_row;
+    const int64_t at = (int64_t(c.y + r) * Hq + int64_t(h) * G) * d + within;
     acc += __bfloat162float(datt[at]) * (__bfloat162float(att[at]) - __bfloat162float(other[at]));
   }
   const double total = block_sum(double(acc));
@@ -410,13 +419,15 @@ template void rmsnorm_backward<bf16>(float*, float*, const float*, const bf16*, 
 void rope_forward(bf16* out, const bf16* x, const float* cos, const float* sin, int64_t n,
                   int64_t heads, int64_t d, cudaStream_t stream) {
   if (n == 0) return;
-  rope_forward_kernel<<<grid_for(n * heads * d / 2), kThreads, 0, stream>>>(out, x, cos, sin, n, heads, d);
+  const unsigned grid = unsigned(std::min<int64_t>(n, 132 * 16));
+  rope_forward_kernel<<<grid, kThreads, 0, stream>>>(out, x, cos, sin, n, int(heads), int(d));
   CHECK_LAUNCH();
 }
 void rope_backward(float* dx, const float* dout, const float* cos, const float* sin, int64_t n,
                    int64_t heads, int64_t d, cudaStream_t stream) {
   if (n == 0) return;
-  rope_backward_kernel<<<grid_for(n * heads * d / 2), kThreads, 0, stream>>>(dx, dout, cos, sin, n, heads, d);
+  const unsigned grid = unsigned(std::min<int64_t>(n, 132 * 16));
+  rope_backward_kernel<<<grid, kThreads, 0, stream>>>(dx, dout, cos, sin, n, int(heads), int(d));
   CHECK_LAUNCH();
 }
 
