@@ -63,7 +63,8 @@ double median_ms(F&& f, int reps) {
 
 ModelConfig qwen3_4b(int64_t layers) {
   const std::string json = R"({"model_type": "qwen3", "vocab_size": 151936, "hidden_size": 2560,
-      "intermediate_size": 9728, "num_hidden_layers": )" + std::to_string(layers) + R"(,
+      "intermediate_size": 9728, "num_hidden_layers": )" +
+                           std::to_string(layers) + R"(,
       "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "rms_norm_eps": 1e-6,
       "max_position_embeddings": 262144, "rope_theta": 1000000.0, "tie_word_embeddings": true})";
   return config_parse(json, "qwen3-4b-shape");
@@ -111,11 +112,15 @@ double measure_gemm(const ModelConfig& c) {
   cuda::train_ops::fill_random_bf16(w, F * D, 2, 0.02f, nullptr);
   cuda::GemmLt gemm;
   const double flops = 2.0 * double(n) * double(D) * double(F);
-  const double t_fwd = median_ms([&] { gemm.linear_forward(y, cuda::GemmOut::bf16, x, w, n, F, D, 0.f, nullptr); }, 10);
-  const double t_dx = median_ms([&] { gemm.linear_backward_input(y, cuda::GemmOut::bf16, x, w, n, F, D, 0.f, nullptr); }, 10);
-  const double t_dw = median_ms([&] { gemm.linear_backward_weight(dw, x, y, n, F, D, nullptr); }, 10);
-  std::printf("cuBLASLt bf16 %lldx%lldx%lld: forward %.1f, dX %.1f, dW %.1f TFLOP/s\n", (long long)n,
-              (long long)F, (long long)D, flops / t_fwd * 1e-9, flops / t_dx * 1e-9, flops / t_dw * 1e-9);
+  const double t_fwd = median_ms(
+      [&] { gemm.linear_forward(y, cuda::GemmOut::bf16, x, w, n, F, D, 0.f, nullptr); }, 10);
+  const double t_dx = median_ms(
+      [&] { gemm.linear_backward_input(y, cuda::GemmOut::bf16, x, w, n, F, D, 0.f, nullptr); }, 10);
+  const double t_dw =
+      median_ms([&] { gemm.linear_backward_weight(dw, x, y, n, F, D, nullptr); }, 10);
+  std::printf("cuBLASLt bf16 %lldx%lldx%lld: forward %.1f, dX %.1f, dW %.1f TFLOP/s\n",
+              (long long)n, (long long)F, (long long)D, flops / t_fwd * 1e-9, flops / t_dx * 1e-9,
+              flops / t_dw * 1e-9);
   cudaFree(x), cudaFree(w), cudaFree(y), cudaFree(dw);
   return 3 * flops / (t_fwd + t_dx + t_dw) * 1e3;
 }
@@ -123,8 +128,8 @@ double measure_gemm(const ModelConfig& c) {
 // Our training attention kernels on an all-FA and an all-SSA packed batch of the step's samples:
 // the forward, and the backward in each tile variant at d = 128 (attention_train_cuda.h); the
 // fastest FA backward variant is selected for the training steps that follow (returned).
-int measure_attention(const ModelConfig& c, const std::vector<int64_t>& lengths, const SsaOptions& ssa,
-                      Rates& r) {
+int measure_attention(const ModelConfig& c, const std::vector<int64_t>& lengths,
+                      const SsaOptions& ssa, Rates& r) {
   using bf16 = __nv_bfloat16;
   std::vector<BatchSeq> seqs;
   int64_t n = 0;
@@ -157,7 +162,8 @@ int measure_attention(const ModelConfig& c, const std::vector<int64_t>& lengths,
     cuda::attention_train_forward(o, lse, q, k, v, modes, x, plan, nullptr);
   };
   auto bwd = [&](const cuda::AttnTrainPlan& plan, int x) {
-    cuda::attention_train_backward(dq, dk, dv, dsum, dout, o, lse, q, k, v, modes, x, plan, nullptr);
+    cuda::attention_train_backward(dq, dk, dv, dsum, dout, o, lse, q, k, v, modes, x, plan,
+                                   nullptr);
   };
   double t_fwd = 0, t_ssa = 0, t_bwd_best = 1e30, t_bwd_ssa = 0;
   int best = 0;
@@ -172,7 +178,8 @@ int measure_attention(const ModelConfig& c, const std::vector<int64_t>& lengths,
     }
     fwd(plan, 0);
     const double t = median_ms([&] { bwd(plan, 0); }, 3);
-    std::printf(" FA backward variant %d %.2f ms = %.1f TFLOP/s;", variant, t, 10.0 * double(d) * fa / t * 1e-9);
+    std::printf(" FA backward variant %d %.2f ms = %.1f TFLOP/s;", variant, t,
+                10.0 * double(d) * fa / t * 1e-9);
     if (t < t_bwd_best) t_bwd_best = t, best = variant;
   }
   double t_mixed = 0, t_mixed_fwd = 0;
@@ -183,7 +190,8 @@ int measure_attention(const ModelConfig& c, const std::vector<int64_t>& lengths,
     t_bwd_ssa = median_ms([&] { bwd(plan, 1); }, 3);
     // Half the KV heads of every sample SSA (alternating), as a router step has them.
     std::vector<uint8_t> half(seqs.size() * size_t(Hkv));
-    for (size_t i = 0; i < half.size(); ++i) half[i] = uint8_t(i % 2 ? AttnMode::ssa : AttnMode::fa);
+    for (size_t i = 0; i < half.size(); ++i)
+      half[i] = uint8_t(i % 2 ? AttnMode::ssa : AttnMode::fa);
     ELASTIC_CUDA_CHECK(cudaMemcpy(modes, half.data(), half.size(), cudaMemcpyHostToDevice));
     t_mixed_fwd = median_ms([&] { fwd(plan, 0); }, 3);
     t_mixed = median_ms([&] { bwd(plan, 0); }, 3);
@@ -192,17 +200,21 @@ int measure_attention(const ModelConfig& c, const std::vector<int64_t>& lengths,
   r.attn_bwd = 10.0 * double(d) * fa / t_bwd_best * 1e3;
   r.ssa_fwd = 4.0 * double(d) * sa / t_ssa * 1e3;
   r.ssa_bwd = 10.0 * double(d) * sa / t_bwd_ssa * 1e3;
-  std::printf("\n  FA forward %.2f ms = %.1f TFLOP/s, backward (variant %d) %.1f TFLOP/s; SSA forward %.2f ms = "
-              "%.1f TFLOP/s, backward %.2f ms = %.1f TFLOP/s\n",
-              t_fwd, r.attn_fwd * 1e-12, best, r.attn_bwd * 1e-12, t_ssa, r.ssa_fwd * 1e-12, t_bwd_ssa,
-              r.ssa_bwd * 1e-12);
+  std::printf(
+      "\n  FA forward %.2f ms = %.1f TFLOP/s, backward (variant %d) %.1f TFLOP/s; SSA forward %.2f "
+      "ms = "
+      "%.1f TFLOP/s, backward %.2f ms = %.1f TFLOP/s\n",
+      t_fwd, r.attn_fwd * 1e-12, best, r.attn_bwd * 1e-12, t_ssa, r.ssa_fwd * 1e-12, t_bwd_ssa,
+      r.ssa_bwd * 1e-12);
   const double mixed = 0.5 * (fa + sa);
-  std::printf("  half the KV heads SSA: forward %.2f ms = %.1f TFLOP/s (from the FA and SSA rates: %.2f ms), "
-              "backward %.2f ms = %.1f TFLOP/s (%.2f ms)\n",
-              t_mixed_fwd, 4.0 * double(d) * mixed / t_mixed_fwd * 1e-9, 0.5 * (t_fwd + t_ssa), t_mixed,
-              10.0 * double(d) * mixed / t_mixed * 1e-9, 0.5 * (t_bwd_best + t_bwd_ssa));
-  for (void* p : {(void*)q, (void*)k, (void*)v, (void*)o, (void*)dout, (void*)lse, (void*)dsum, (void*)dq,
-                  (void*)dk, (void*)dv, (void*)modes})
+  std::printf(
+      "  half the KV heads SSA: forward %.2f ms = %.1f TFLOP/s (from the FA and SSA rates: %.2f "
+      "ms), "
+      "backward %.2f ms = %.1f TFLOP/s (%.2f ms)\n",
+      t_mixed_fwd, 4.0 * double(d) * mixed / t_mixed_fwd * 1e-9, 0.5 * (t_fwd + t_ssa), t_mixed,
+      10.0 * double(d) * mixed / t_mixed * 1e-9, 0.5 * (t_bwd_best + t_bwd_ssa));
+  for (void* p : {(void*)q, (void*)k, (void*)v, (void*)o, (void*)dout, (void*)lse, (void*)dsum,
+                  (void*)dq, (void*)dk, (void*)dv, (void*)modes})
     cudaFree(p);
   return best;
 }
@@ -228,7 +240,8 @@ int main(int argc, char** argv) {
     } else if (a == "--steps" && i + 1 < argc) {
       steps = std::atoi(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: bench_train_cuda [--tokens 32768,65536] [--layers 36] [--steps 2]\n");
+      std::fprintf(stderr,
+                   "usage: bench_train_cuda [--tokens 32768,65536] [--layers 36] [--steps 2]\n");
       return 2;
     }
   }
@@ -258,7 +271,8 @@ int main(int argc, char** argv) {
     struct Row {
       int64_t tokens;
       size_t samples;
-      double step_s, eval_s, fa_share, gemm_tflop, attn_fwd_tflop, attn_bwd_tflop, ideal_s, peak_gib;
+      double step_s, eval_s, fa_share, gemm_tflop, attn_fwd_tflop, attn_bwd_tflop, ideal_s,
+          peak_gib;
       CudaTrainProfile prof;
     };
     std::vector<Row> rows;
@@ -305,12 +319,14 @@ int main(int argc, char** argv) {
       const double eval_s = seconds_since(t0);
 
       // FLOPs of this step with its decisions.
-      const double n = double(batch.rows()), D = double(c.hidden_size), F = double(c.intermediate_size);
-      const double qd = double(c.num_heads * c.head_dim), kd = double(Hkv * c.head_dim), V = double(c.vocab_size);
+      const double n = double(batch.rows()), D = double(c.hidden_size),
+                   F = double(c.intermediate_size);
+      const double qd = double(c.num_heads * c.head_dim), kd = double(Hkv * c.head_dim),
+                   V = double(c.vocab_size);
       const double proj = 2 * n * D * (qd + 2 * kd) + 2 * n * qd * D;  // q/k/v + o
       const double mlp_up = 2 * n * D * 2 * F, mlp_down = 2 * n * F * D;
-      const double per_layer = (proj + mlp_up + mlp_down)   // forward
-                               + (proj + mlp_up)             // recompute (no down projection)
+      const double per_layer = (proj + mlp_up + mlp_down)     // forward
+                               + (proj + mlp_up)              // recompute (no down projection)
                                + (proj + mlp_up + mlp_down);  // backward dX
       const double gemm = double(L) * per_layer + 2 * 2 * double(labelled) * V * D;
       const double G = double(c.num_heads / Hkv), dh = double(c.head_dim);
@@ -327,40 +343,49 @@ int main(int argc, char** argv) {
           }
       }
       const double attn_fwd = 4 * dh * (chosen + both), attn_bwd = 10 * dh * chosen;
-      const double ideal = gemm / rates.gemm + attn_fwd / rates.attn_fwd + attn_bwd / rates.attn_bwd;
+      const double ideal =
+          gemm / rates.gemm + attn_fwd / rates.attn_fwd + attn_bwd / rates.attn_bwd;
       size_t free1 = 0;
       ELASTIC_CUDA_CHECK(cudaMemGetInfo(&free1, &total));
       rows.push_back({tokens, lengths.size(), times[times.size() / 2], eval_s,
-                      fa_heads / double(S * L * Hkv), gemm * 1e-12, attn_fwd * 1e-12, attn_bwd * 1e-12,
-                      ideal, double(train_engine_cuda_device_bytes(*engine)) / (1 << 30),
-                      prof});
+                      fa_heads / double(S * L * Hkv), gemm * 1e-12, attn_fwd * 1e-12,
+                      attn_bwd * 1e-12, ideal,
+                      double(train_engine_cuda_device_bytes(*engine)) / (1 << 30), prof});
       std::printf("%lld tokens: step %.2f s (evaluate %.2f s), device memory in use %.1f GiB\n",
-                  (long long)tokens, times[times.size() / 2], eval_s, double(free0 - free1) / (1 << 30));
+                  (long long)tokens, times[times.size() / 2], eval_s,
+                  double(free0 - free1) / (1 << 30));
       std::fflush(stdout);
     }
-    std::printf("\nrates measured above (the last size): GEMM %.0f TFLOP/s, FA forward %.0f, backward %.0f; "
-                "SSA forward %.0f, backward %.0f TFLOP/s (the ideal uses the FA rates)\n",
-                rates.gemm * 1e-12, rates.attn_fwd * 1e-12, rates.attn_bwd * 1e-12, rates.ssa_fwd * 1e-12,
-                rates.ssa_bwd * 1e-12);
-    std::printf("| tokens | samples | FA heads | step s | tokens/s | GEMM TFLOP | attn fwd+recompute TFLOP | "
-                "attn bwd TFLOP | ideal s | of ideal | peak GiB |\n");
+    std::printf(
+        "\nrates measured above (the last size): GEMM %.0f TFLOP/s, FA forward %.0f, backward "
+        "%.0f; "
+        "SSA forward %.0f, backward %.0f TFLOP/s (the ideal uses the FA rates)\n",
+        rates.gemm * 1e-12, rates.attn_fwd * 1e-12, rates.attn_bwd * 1e-12, rates.ssa_fwd * 1e-12,
+        rates.ssa_bwd * 1e-12);
+    std::printf(
+        "| tokens | samples | FA heads | step s | tokens/s | GEMM TFLOP | attn fwd+recompute TFLOP "
+        "| "
+        "attn bwd TFLOP | ideal s | of ideal | peak GiB |\n");
     std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (const Row& r : rows)
-      std::printf("| %lld | %zu | %.2f | %.2f | %.0f | %.0f | %.0f | %.0f | %.2f | %.0f %% | %.1f |\n",
-                  (long long)r.tokens, r.samples, r.fa_share, r.step_s, double(r.tokens) / r.step_s,
-                  r.gemm_tflop, r.attn_fwd_tflop, r.attn_bwd_tflop, r.ideal_s, 100 * r.ideal_s / r.step_s,
-                  r.peak_gib);
-    std::printf("\nphases of the last timed step (device timeline, s): GEMM (rate) | attention forward + "
-                "recompute (rate) | attention backward (rate) | lm_head + CE | router (host MLPs, "
-                "transfers) | elementwise\n");
+      std::printf(
+          "| %lld | %zu | %.2f | %.2f | %.0f | %.0f | %.0f | %.0f | %.2f | %.0f %% | %.1f |\n",
+          (long long)r.tokens, r.samples, r.fa_share, r.step_s, double(r.tokens) / r.step_s,
+          r.gemm_tflop, r.attn_fwd_tflop, r.attn_bwd_tflop, r.ideal_s, 100 * r.ideal_s / r.step_s,
+          r.peak_gib);
+    std::printf(
+        "\nphases of the last timed step (device timeline, s): GEMM (rate) | attention forward + "
+        "recompute (rate) | attention backward (rate) | lm_head + CE | router (host MLPs, "
+        "transfers) | elementwise\n");
     for (const Row& r : rows) {
       const CudaTrainProfile& p = r.prof;
       const double lm = 4 * double(r.tokens) * double(c.vocab_size) * double(c.hidden_size);
       std::printf("| %lld | %.2f (%.0f) | %.2f (%.0f) | %.2f (%.0f) | %.2f | %.2f | %.2f |\n",
-                  (long long)r.tokens, p.gemm_ms * 1e-3, (r.gemm_tflop - lm * 1e-12) / p.gemm_ms * 1e3,
-                  p.attention_forward_ms * 1e-3, r.attn_fwd_tflop / p.attention_forward_ms * 1e3,
-                  p.attention_backward_ms * 1e-3, r.attn_bwd_tflop / p.attention_backward_ms * 1e3,
-                  p.head_ms * 1e-3, p.router_ms * 1e-3, p.elementwise_ms * 1e-3);
+                  (long long)r.tokens, p.gemm_ms * 1e-3,
+                  (r.gemm_tflop - lm * 1e-12) / p.gemm_ms * 1e3, p.attention_forward_ms * 1e-3,
+                  r.attn_fwd_tflop / p.attention_forward_ms * 1e3, p.attention_backward_ms * 1e-3,
+                  r.attn_bwd_tflop / p.attention_backward_ms * 1e3, p.head_ms * 1e-3,
+                  p.router_ms * 1e-3, p.elementwise_ms * 1e-3);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_train_cuda: %s\n", e.what());

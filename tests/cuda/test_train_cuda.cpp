@@ -59,14 +59,17 @@ double rel_l2(const std::vector<float>& got, const std::vector<float>& want) {
   return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
 }
 double rel_l2(const std::vector<double>& got, const std::vector<double>& want) {
-  return rel_l2(std::vector<float>(got.begin(), got.end()), std::vector<float>(want.begin(), want.end()));
+  return rel_l2(std::vector<float>(got.begin(), got.end()),
+                std::vector<float>(want.begin(), want.end()));
 }
 
 // Device buffers for one test (freed at the end).
 struct Dev {
   cuda::DeviceArena arena{size_t(256) << 20};
   template <typename T>
-  T* up(const std::vector<T>& h) { return cuda_test::upload(arena, h); }
+  T* up(const std::vector<T>& h) {
+    return cuda_test::upload(arena, h);
+  }
   bf16* up_bf16(const std::vector<float>& h) {
     return reinterpret_cast<bf16*>(cuda_test::upload(arena, to_bf16(h)));
   }
@@ -103,7 +106,8 @@ TEST(CudaTrainOps, RmsNormForwardBackward) {
     std::vector<float> w = random_bf16_values(size_t(D), rng, 0.3f);
     for (float& v : w) v = bf16_to_f32(f32_to_bf16(v + 1.f));
     const std::vector<float> dy = random_bf16_values(size_t(rows * D), rng);
-    std::vector<float> out(x.size()), rstd(static_cast<size_t>(rows)), dx(x.size(), 0.5f), dw(size_t(D), 0.25f);
+    std::vector<float> out(x.size()), rstd(static_cast<size_t>(rows)), dx(x.size(), 0.5f),
+        dw(size_t(D), 0.25f);
     rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), rows, D, 1e-6);
     rmsnorm_backward(dx.data(), dw.data(), dy.data(), x.data(), w.data(), rstd.data(), rows, D);
     for (bool fp32_input : {false, true}) {
@@ -115,11 +119,13 @@ TEST(CudaTrainOps, RmsNormForwardBackward) {
       if (fp32_input) {
         const float* x_d = dev.up(x);
         cuda::train_ops::rmsnorm_forward<float>(out_d, rstd_d, x_d, w_d, rows, D, 1e-6f, nullptr);
-        cuda::train_ops::rmsnorm_backward<float>(dx_d, dw_d, dev.up(dy), x_d, w_d, rstd_d, rows, D, nullptr);
+        cuda::train_ops::rmsnorm_backward<float>(dx_d, dw_d, dev.up(dy), x_d, w_d, rstd_d, rows, D,
+                                                 nullptr);
       } else {
         const bf16* x_d = dev.up_bf16(x);
         cuda::train_ops::rmsnorm_forward<bf16>(out_d, rstd_d, x_d, w_d, rows, D, 1e-6f, nullptr);
-        cuda::train_ops::rmsnorm_backward<bf16>(dx_d, dw_d, dev.up(dy), x_d, w_d, rstd_d, rows, D, nullptr);
+        cuda::train_ops::rmsnorm_backward<bf16>(dx_d, dw_d, dev.up(dy), x_d, w_d, rstd_d, rows, D,
+                                                nullptr);
       }
       EXPECT_LE(rel_l2(down_bf16(out_d, out.size()), out), 4e-3);
       EXPECT_LE(rel_l2(down(rstd_d, rstd.size()), rstd), 1e-5);
@@ -159,12 +165,14 @@ TEST(CudaTrainOps, RopeSwigluEmbeddingBias) {
 
   // SwiGLU.
   const int64_t count = 1001;
-  const std::vector<float> gate = random_bf16_values(count, rng, 2.f), up = random_bf16_values(count, rng);
+  const std::vector<float> gate = random_bf16_values(count, rng, 2.f),
+                           up = random_bf16_values(count, rng);
   const std::vector<float> dout = random_bf16_values(count, rng);
   std::vector<float> act(count), dgate(count, 0.f), dup(count, 0.f);
   swiglu_forward(act.data(), gate.data(), up.data(), 1, count);
   swiglu_backward(dgate.data(), dup.data(), dout.data(), gate.data(), up.data(), 1, count);
-  bf16 *act_d = dev.zeros<bf16>(count), *dgate_d = dev.zeros<bf16>(count), *dup_d = dev.zeros<bf16>(count);
+  bf16 *act_d = dev.zeros<bf16>(count), *dgate_d = dev.zeros<bf16>(count),
+       *dup_d = dev.zeros<bf16>(count);
   const bf16 *gate_d = dev.up_bf16(gate), *up_d = dev.up_bf16(up);
   cuda::train_ops::swiglu_forward(act_d, gate_d, up_d, count, nullptr);
   cuda::train_ops::swiglu_backward(dgate_d, dup_d, dev.up_bf16(dout), gate_d, up_d, count, nullptr);
@@ -192,7 +200,8 @@ TEST(CudaTrainOps, RopeSwigluEmbeddingBias) {
 
   // Bias add and its gradient (column sums).
   const int64_t br = 77, bc = 40;
-  const std::vector<float> bias = random_bf16_values(bc, rng), dy = random_bf16_values(size_t(br * bc), rng);
+  const std::vector<float> bias = random_bf16_values(bc, rng),
+                           dy = random_bf16_values(size_t(br * bc), rng);
   std::vector<float> dbias(bc, 0.5f);
   for (int64_t r = 0; r < br; ++r)
     for (int64_t c = 0; c < bc; ++c) dbias[size_t(c)] += dy[size_t(r * bc + c)];
@@ -201,7 +210,8 @@ TEST(CudaTrainOps, RopeSwigluEmbeddingBias) {
   EXPECT_LE(rel_l2(down(db_d, dbias.size()), dbias), 1e-6);
   std::vector<float> yb(size_t(br * bc), 0.f);
   for (int64_t r = 0; r < br; ++r)
-    for (int64_t c = 0; c < bc; ++c) yb[size_t(r * bc + c)] = dy[size_t(r * bc + c)] + bias[size_t(c)];
+    for (int64_t c = 0; c < bc; ++c)
+      yb[size_t(r * bc + c)] = dy[size_t(r * bc + c)] + bias[size_t(c)];
   float* yb_d = dev.up(dy);
   cuda::train_ops::bias_add(yb_d, dev.up_bf16(bias), br, bc, nullptr);
   EXPECT_LE(rel_l2(down(yb_d, yb.size()), yb), 1e-7);
@@ -211,15 +221,18 @@ TEST(CudaTrainOps, LinearForwardBackwardAccumulate) {
   REQUIRE_GPU();
   std::mt19937 rng(3);
   cuda::GemmLt gemm;
-  for (auto [n, N, K] : {std::tuple<int64_t, int64_t, int64_t>{37, 96, 64}, {1, 64, 192}, {300, 40, 512}}) {
+  for (auto [n, N, K] :
+       {std::tuple<int64_t, int64_t, int64_t>{37, 96, 64}, {1, 64, 192}, {300, 40, 512}}) {
     SCOPED_TRACE("n " + std::to_string(n) + " N " + std::to_string(N) + " K " + std::to_string(K));
     Dev dev;
-    const std::vector<float> x = random_bf16_values(size_t(n * K), rng), W = random_bf16_values(size_t(N * K), rng);
+    const std::vector<float> x = random_bf16_values(size_t(n * K), rng),
+                             W = random_bf16_values(size_t(N * K), rng);
     const std::vector<float> dy = random_bf16_values(size_t(n * N), rng);
     std::vector<float> y(size_t(n * N)), dx(x.size(), 0.f), dW = random_bf16_values(W.size(), rng);
     const std::vector<float> dW0 = dW;
     linear_forward(y.data(), x.data(), W.data(), static_cast<const float*>(nullptr), n, N, K);
-    linear_backward(dx.data(), dW.data(), static_cast<float*>(nullptr), dy.data(), x.data(), W.data(), n, N, K);
+    linear_backward(dx.data(), dW.data(), static_cast<float*>(nullptr), dy.data(), x.data(),
+                    W.data(), n, N, K);
     const bf16 *x_d = dev.up_bf16(x), *W_d = dev.up_bf16(W), *dy_d = dev.up_bf16(dy);
     float* y_d = dev.zeros<float>(y.size());
     bf16* yb_d = dev.zeros<bf16>(y.size());
@@ -254,11 +267,13 @@ TEST(CudaTrainOps, CrossEntropyForwardBackward) {
     const double lse = mx + std::log(s);
     loss[size_t(r)] = lse - z[size_t(r * V + labels[size_t(r)])];
     for (int64_t v = 0; v < V; ++v)
-      dz[size_t(r * V + v)] = float((std::exp(z[size_t(r * V + v)] - lse) - (v == labels[size_t(r)])) * scale);
+      dz[size_t(r * V + v)] =
+          float((std::exp(z[size_t(r * V + v)] - lse) - (v == labels[size_t(r)])) * scale);
   }
   bf16* dz_d = dev.zeros<bf16>(dz.size());
   double* loss_d = dev.zeros<double>(size_t(rows));
-  cuda::train_ops::cross_entropy_forward_backward(dz_d, loss_d, dev.up(z), dev.up(labels), rows, V, float(scale), nullptr);
+  cuda::train_ops::cross_entropy_forward_backward(dz_d, loss_d, dev.up(z), dev.up(labels), rows, V,
+                                                  float(scale), nullptr);
   EXPECT_LE(rel_l2(down(loss_d, size_t(rows)), loss), 1e-6);
   EXPECT_LE(rel_l2(down_bf16(dz_d, dz.size()), dz), 4e-3);
 }
@@ -294,14 +309,17 @@ void attention_case(const AttnCase& c, double tol_fwd, double tol_bwd, bool prin
   const std::vector<float> v = random_bf16_values(size_t(n * Hkv * d), rng);
   const std::vector<float> dout = random_bf16_values(size_t(n * Hq * d), rng);
   std::vector<AttnMode> modes(size_t(S * Hkv));
-  for (size_t i = 0; i < modes.size(); ++i) modes[i] = (i * 7 + c.seed) % 3 == 0 ? AttnMode::fa : AttnMode::ssa;
+  for (size_t i = 0; i < modes.size(); ++i)
+    modes[i] = (i * 7 + c.seed) % 3 == 0 ? AttnMode::fa : AttnMode::ssa;
   Dev dev;
-  const bf16 *q_d = dev.up_bf16(q), *k_d = dev.up_bf16(k), *v_d = dev.up_bf16(v), *do_d = dev.up_bf16(dout);
+  const bf16 *q_d = dev.up_bf16(q), *k_d = dev.up_bf16(k), *v_d = dev.up_bf16(v),
+             *do_d = dev.up_bf16(dout);
   std::vector<uint8_t> m8(modes.size());
   for (size_t i = 0; i < modes.size(); ++i) m8[i] = uint8_t(modes[i]);
   const uint8_t* modes_d = dev.up(m8);
   cuda::AttnTrainShape shape;
-  shape.rows = n, shape.num_heads = c.Hq, shape.num_kv_heads = c.Hkv, shape.head_dim = c.d, shape.ssa = c.ssa;
+  shape.rows = n, shape.num_heads = c.Hq, shape.num_kv_heads = c.Hkv, shape.head_dim = c.d,
+  shape.ssa = c.ssa;
   cuda::AttnTrainPlan plan(shape, b.seqs, nullptr);
   for (int mode_xor : {0, 1}) {
     std::vector<AttnMode> cpu_modes = modes;
@@ -311,17 +329,20 @@ void attention_case(const AttnCase& c, double tol_fwd, double tol_bwd, bool prin
     a.q = q.data(), a.k = k.data(), a.v = v.data();
     a.seqs = b.seqs.data(), a.num_seqs = S, a.modes = cpu_modes.data();
     a.num_heads = Hq, a.num_kv_heads = Hkv, a.head_dim = d, a.ssa = c.ssa;
-    std::vector<float> out(q.size()), lse(size_t(n * Hq)), dq(q.size(), 0.f), dk(k.size(), 0.f), dv(v.size(), 0.f);
+    std::vector<float> out(q.size()), lse(size_t(n * Hq)), dq(q.size(), 0.f), dk(k.size(), 0.f),
+        dv(v.size(), 0.f);
     attention_train_forward(out.data(), lse.data(), a);
-    attention_train_backward(dq.data(), dk.data(), dv.data(), dout.data(), out.data(), lse.data(), a);
+    attention_train_backward(dq.data(), dk.data(), dv.data(), dout.data(), out.data(), lse.data(),
+                             a);
 
     bf16* out_d = dev.zeros<bf16>(out.size());
     float* lse_d = dev.zeros<float>(lse.size());
-    float *dq_d = dev.zeros<float>(dq.size()), *dk_d = dev.zeros<float>(dk.size()), *dv_d = dev.zeros<float>(dv.size());
+    float *dq_d = dev.zeros<float>(dq.size()), *dk_d = dev.zeros<float>(dk.size()),
+          *dv_d = dev.zeros<float>(dv.size());
     float* dsum_d = dev.zeros<float>(lse.size());
     cuda::attention_train_forward(out_d, lse_d, q_d, k_d, v_d, modes_d, mode_xor, plan, nullptr);
-    cuda::attention_train_backward(dq_d, dk_d, dv_d, dsum_d, do_d, out_d, lse_d, q_d, k_d, v_d, modes_d,
-                                   mode_xor, plan, nullptr);
+    cuda::attention_train_backward(dq_d, dk_d, dv_d, dsum_d, do_d, out_d, lse_d, q_d, k_d, v_d,
+                                   modes_d, mode_xor, plan, nullptr);
     const double e_out = rel_l2(down_bf16(out_d, out.size()), out);
     const double e_lse = rel_l2(down(lse_d, lse.size()), lse);
     const double e_dq = rel_l2(down(dq_d, dq.size()), dq), e_dk = rel_l2(down(dk_d, dk.size()), dk);
@@ -332,24 +353,27 @@ void attention_case(const AttnCase& c, double tol_fwd, double tol_bwd, bool prin
     EXPECT_LE(e_dk, tol_bwd) << "mode_xor " << mode_xor;
     EXPECT_LE(e_dv, tol_bwd) << "mode_xor " << mode_xor;
     if (print)
-      std::printf("  attention S=%lld n=%lld Hq=%d Hkv=%d d=%d xor=%d: out %.1e lse %.1e dq %.1e dk %.1e dv %.1e\n",
-                  (long long)S, (long long)n, c.Hq, c.Hkv, c.d, mode_xor, e_out, e_lse, e_dq, e_dk, e_dv);
+      std::printf(
+          "  attention S=%lld n=%lld Hq=%d Hkv=%d d=%d xor=%d: out %.1e lse %.1e dq %.1e dk %.1e "
+          "dv %.1e\n",
+          (long long)S, (long long)n, c.Hq, c.Hkv, c.d, mode_xor, e_out, e_lse, e_dq, e_dk, e_dv);
   }
 }
 
 TEST(CudaTrainAttention, VarlenForwardBackwardMatchCpu) {
   REQUIRE_GPU();
   const std::vector<AttnCase> cases = {
-      {{1, 17, 200, 64, 129}, 8, 2, 64, ssa_small(16, 16, 48), 11},      // GQA 4, length 1
-      {{300, 1, 77}, 4, 4, 128, ssa_small(16, 16, 48), 12},              // GQA 1
-      {{513, 250}, 16, 2, 128, ssa_small(32, 32, 96), 13},               // GQA 8
-      {{100, 33, 1}, 2, 1, 32, ssa_small(16, 16, 32), 14},               // d 32
-      {{90, 3}, 4, 2, 16, ssa_small(16, 16, 16), 15},                    // d 16, window of 1 block
-      {{700}, 8, 1, 64, ssa_small(64, 64, 128), 16},                     // GQA 8, one sample
-      {{129, 128, 127}, 4, 1, 128, ssa_small(128, 100, 200), 17},        // rounded-up sink/local
+      {{1, 17, 200, 64, 129}, 8, 2, 64, ssa_small(16, 16, 48), 11},  // GQA 4, length 1
+      {{300, 1, 77}, 4, 4, 128, ssa_small(16, 16, 48), 12},          // GQA 1
+      {{513, 250}, 16, 2, 128, ssa_small(32, 32, 96), 13},           // GQA 8
+      {{100, 33, 1}, 2, 1, 32, ssa_small(16, 16, 32), 14},           // d 32
+      {{90, 3}, 4, 2, 16, ssa_small(16, 16, 16), 15},                // d 16, window of 1 block
+      {{700}, 8, 1, 64, ssa_small(64, 64, 128), 16},                 // GQA 8, one sample
+      {{129, 128, 127}, 4, 1, 128, ssa_small(128, 100, 200), 17},    // rounded-up sink/local
   };
   for (const AttnCase& c : cases) {
-    SCOPED_TRACE("d " + std::to_string(c.d) + " Hq " + std::to_string(c.Hq) + " Hkv " + std::to_string(c.Hkv));
+    SCOPED_TRACE("d " + std::to_string(c.d) + " Hq " + std::to_string(c.Hq) + " Hkv " +
+                 std::to_string(c.Hkv));
     attention_case(c, 1e-2, 2e-2, true);
   }
 }
@@ -361,7 +385,7 @@ TEST(CudaTrainAttention, BackwardVariantsAgree) {
     cuda::attention_train_set_backward_variant(variant);
     attention_case({{200, 67, 1, 130}, 8, 2, 128, ssa_small(16, 16, 48), 21}, 1e-2, 2e-2, false);
   }
-  cuda::attention_train_set_backward_variant(0);
+  cuda::attention_train_set_backward_variant(cuda::kAttentionTrainBackwardDefault);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -388,19 +412,23 @@ TEST(CudaTrainRouter, PoolingAndDz) {
     for (double& x : dpooled) x = nd(rng);
     for (int64_t s = 0; s < S; ++s)
       for (int64_t h = 0; h < Hkv; ++h) {
-        router_pool_forward(pooled.data() + (s * Hkv + h) * d, k.data(), b.seqs[size_t(s)], h, Hkv, d, P, pooling);
-        router_pool_backward(dk.data(), dpooled.data() + (s * Hkv + h) * d, b.seqs[size_t(s)], h, Hkv, d, P, pooling);
+        router_pool_forward(pooled.data() + (s * Hkv + h) * d, k.data(), b.seqs[size_t(s)], h, Hkv,
+                            d, P, pooling);
+        router_pool_backward(dk.data(), dpooled.data() + (s * Hkv + h) * d, b.seqs[size_t(s)], h,
+                             Hkv, d, P, pooling);
       }
     double* pooled_d = dev.zeros<double>(pooled.size());
     float* dk_d = dev.zeros<float>(dk.size());
     cuda::train_ops::router_pool_forward(pooled_d, k_d, spans_d, S, Hkv, d, P, seg, nullptr);
-    cuda::train_ops::router_pool_backward(dk_d, dev.up(dpooled), spans_d, S, Hkv, d, P, seg, nullptr);
+    cuda::train_ops::router_pool_backward(dk_d, dev.up(dpooled), spans_d, S, Hkv, d, P, seg,
+                                          nullptr);
     EXPECT_EQ(down(pooled_d, pooled.size()), pooled);  // same bf16 inputs, same order, double
     EXPECT_LE(rel_l2(down(dk_d, dk.size()), dk), 1e-7);
   }
   // dz[s, h] = sum over the rows of s and the query heads of h of datt . (att - other).
   const std::vector<float> datt = random_bf16_values(size_t(n * Hq * d), rng);
-  const std::vector<float> att = random_bf16_values(datt.size(), rng), other = random_bf16_values(datt.size(), rng);
+  const std::vector<float> att = random_bf16_values(datt.size(), rng),
+                           other = random_bf16_values(datt.size(), rng);
   std::vector<double> dz(size_t(S * Hkv), 0.0);
   for (int64_t s = 0; s < S; ++s)
     for (int64_t t = b.seqs[size_t(s)].begin; t < b.seqs[size_t(s)].end(); ++t)
@@ -412,10 +440,11 @@ TEST(CudaTrainRouter, PoolingAndDz) {
   std::vector<int4> chunks;
   for (int64_t s = 0; s < S; ++s)
     for (int64_t r = b.seqs[size_t(s)].begin; r < b.seqs[size_t(s)].end(); r += 64)
-      chunks.push_back(make_int4(int(s), int(r), int(std::min(b.seqs[size_t(s)].end(), r + 64)), 0));
+      chunks.push_back(
+          make_int4(int(s), int(r), int(std::min(b.seqs[size_t(s)].end(), r + 64)), 0));
   double* dz_d = dev.zeros<double>(dz.size());
-  cuda::train_ops::router_dz(dz_d, dev.up_bf16(datt), dev.up_bf16(att), dev.up_bf16(other), dev.up(chunks),
-                             int64_t(chunks.size()), Hq, Hkv, d, nullptr);
+  cuda::train_ops::router_dz(dz_d, dev.up_bf16(datt), dev.up_bf16(att), dev.up_bf16(other),
+                             dev.up(chunks), int64_t(chunks.size()), Hq, Hkv, d, nullptr);
   EXPECT_LE(rel_l2(down(dz_d, dz.size()), dz), 1e-6);
 }
 
@@ -456,10 +485,12 @@ TEST(CudaTrainOptim, AdamWMatchesHostUpdate) {
 ModelConfig tiny_config(bool qwen3, bool tied, int64_t d, int64_t Hq, int64_t Hkv) {
   const std::string json = std::string(R"({"model_type": ")") + (qwen3 ? "qwen3" : "qwen2") +
                            R"(", "vocab_size": 104, "hidden_size": 64, "intermediate_size": 96,
-      "num_hidden_layers": 2, "num_attention_heads": )" + std::to_string(Hq) +
-                           R"(, "num_key_value_heads": )" + std::to_string(Hkv) + R"(, "head_dim": )" +
-                           std::to_string(d) + R"(, "rms_norm_eps": 1e-6, "max_position_embeddings": 4096,
-      "rope_theta": 1000000.0, "tie_word_embeddings": )" + (tied ? "true" : "false") + "}";
+      "num_hidden_layers": 2, "num_attention_heads": )" +
+                           std::to_string(Hq) + R"(, "num_key_value_heads": )" +
+                           std::to_string(Hkv) + R"(, "head_dim": )" + std::to_string(d) +
+                           R"(, "rms_norm_eps": 1e-6, "max_position_embeddings": 4096,
+      "rope_theta": 1000000.0, "tie_word_embeddings": )" +
+                           (tied ? "true" : "false") + "}";
   return config_parse(json, "tiny");
 }
 
@@ -479,7 +510,8 @@ struct StepCase {
   StepLoss loss;
 };
 
-StepCase step_case(const ModelConfig& c, const std::vector<int64_t>& lengths, bool router, std::mt19937& rng) {
+StepCase step_case(const ModelConfig& c, const std::vector<int64_t>& lengths, bool router,
+                   std::mt19937& rng) {
   StepCase sc;
   std::uniform_int_distribution<int64_t> tok(0, c.vocab_size - 1);
   int64_t labelled = 0;
@@ -508,7 +540,8 @@ StepCase step_case(const ModelConfig& c, const std::vector<int64_t>& lengths, bo
   if (router)
     for (int64_t i = 0; i < S * L * Hkv * 2; ++i) sc.routing.gumbel_u.push_back(u(rng));
   else
-    for (int64_t i = 0; i < S * L * Hkv; ++i) sc.routing.fixed.push_back(uint8_t((i * 5 + 1) % 3 != 0));
+    for (int64_t i = 0; i < S * L * Hkv; ++i)
+      sc.routing.fixed.push_back(uint8_t((i * 5 + 1) % 3 != 0));
   return sc;
 }
 
@@ -535,7 +568,8 @@ void compare_engines(const ModelConfig& c, const std::vector<int64_t>& lengths, 
   if (router) {
     EXPECT_LE(rel_l2(b.router_logits, a.router_logits), 1e-2);
   }
-  std::printf("  %s %s: ce %.6f vs %.6f", c.model_type.c_str(), router ? "router" : "fixed", b.ce, a.ce);
+  std::printf("  %s %s: ce %.6f vs %.6f", c.model_type.c_str(), router ? "router" : "fixed", b.ce,
+              a.ce);
   for (ParamGroup g : {ParamGroup::router, ParamGroup::backbone}) {
     if (!cpu->has(g)) continue;
     ASSERT_TRUE(gpu->has(g));
@@ -653,18 +687,21 @@ TEST(CudaTrainEngine, RouterTrainStepFixture) {
     check("omega." + i, {float(r.omega[size_t(s)])});
     const std::vector<int64_t> dec = want.get("decisions." + i).to_i64();
     for (int64_t j = 0; j < L * Hkv; ++j)
-      EXPECT_EQ(int64_t(r.decisions[size_t(s * L * Hkv + j)]), dec[size_t(j)]) << "decisions." << i << "[" << j << "]";
+      EXPECT_EQ(int64_t(r.decisions[size_t(s * L * Hkv + j)]), dec[size_t(j)])
+          << "decisions." << i << "[" << j << "]";
   }
   const std::vector<float> g = gpu->get(ParamGroup::router, ParamState::grad);
   int compared = 0;
   for (const ParamInfo& p : gpu->layout(ParamGroup::router).tensors()) {
-    check("grad." + p.name, std::vector<float>(g.begin() + p.offset, g.begin() + p.offset + p.numel()));
+    check("grad." + p.name,
+          std::vector<float>(g.begin() + p.offset, g.begin() + p.offset + p.numel()));
     ++compared;
   }
   check("grad.lambda1", std::vector<float>(r.d_lambda1.begin(), r.d_lambda1.end()));
   check("grad.lambda2", std::vector<float>(r.d_lambda2.begin(), r.d_lambda2.end()));
   EXPECT_EQ(compared, 30);
-  std::printf("  router-train-step on CUDA: worst relative error %.2e (%s)\n", worst, worst_name.c_str());
+  std::printf("  router-train-step on CUDA: worst relative error %.2e (%s)\n", worst,
+              worst_name.c_str());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -676,7 +713,7 @@ TEST(CudaSanitizerTrain, AttentionKernels) {
     cuda::attention_train_set_backward_variant(variant);
     attention_case({{1, 37, 170}, 8, 2, 128, ssa_small(16, 16, 32), 41}, 1e-2, 2e-2, false);
   }
-  cuda::attention_train_set_backward_variant(0);
+  cuda::attention_train_set_backward_variant(cuda::kAttentionTrainBackwardDefault);
   attention_case({{45, 2}, 4, 1, 64, ssa_small(16, 16, 16), 42}, 1e-2, 2e-2, false);
 }
 

@@ -21,11 +21,11 @@
 #include <numeric>
 #include <string>
 
+#include "cuda/train/attention_train_cuda.h"
 #include "elastic/cuda/cuda_check.h"
 #include "elastic/error.h"
 #include "mma.cuh"
 #include "prefill_common.cuh"
-#include "cuda/train/attention_train_cuda.h"
 
 namespace elastic::cuda {
 namespace {
@@ -49,14 +49,14 @@ struct TrainAttnParams {
   const __nv_bfloat16* q;  // [rows, Hq, d]
   const __nv_bfloat16* k;  // [rows, Hkv, d]
   const __nv_bfloat16* v;
-  __nv_bfloat16* out;      // forward: [rows, Hq, d]
-  float* lse;              // forward: [rows, Hq]
+  __nv_bfloat16* out;         // forward: [rows, Hq, d]
+  float* lse;                 // forward: [rows, Hq]
   const __nv_bfloat16* dout;  // backward
   const __nv_bfloat16* o;
   const float* lse_in;
   const float* dsum;
   float *dq, *dk, *dv;
-  const int2* seqs;     // [S] (begin, length)
+  const int2* seqs;      // [S] (begin, length)
   const uint8_t* modes;  // [S, Hkv]
   int mode_xor;
   const int4* work;
@@ -151,7 +151,8 @@ template <int D>
 using FwdTraitsFor = FwdTraits<D, D == 128 ? 32 : 64>;
 
 template <class Tr, int D>
-__global__ void __launch_bounds__(Tr::kThreads) attention_train_forward_kernel(const TrainAttnParams p) {
+__global__ void __launch_bounds__(Tr::kThreads)
+    attention_train_forward_kernel(const TrainAttnParams p) {
   constexpr int BM = Tr::kBlockM, BN = Tr::kBlockN, MI = Tr::kRowBlocks, CH = Tr::kChunks;
   constexpr int NT = Tr::kThreads;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -249,7 +250,8 @@ __global__ void __launch_bounds__(Tr::kThreads) attention_train_forward_kernel(c
       uint32_t a[MI][4];
 #pragma unroll
       for (int mi = 0; mi < MI; ++mi)
-        detail::p_a_fragment(a[mi], [&](int nb, int c) -> float& { return s[mi][nb][c]; }, kk);
+        detail::p_a_fragment(
+            a[mi], [&](int nb, int c) -> float& { return s[mi][nb][c]; }, kk);
 #pragma unroll
       for (int db = 0; db < D / 16; ++db) {
         uint32_t b[4];
@@ -329,17 +331,18 @@ __global__ void attention_train_dsum_kernel(float* dsum, const __nv_bfloat16* do
 }
 
 template <class Tr, int D>
-__global__ void __launch_bounds__(Tr::kThreads) attention_train_backward_kernel(const TrainAttnParams p) {
+__global__ void __launch_bounds__(Tr::kThreads)
+    attention_train_backward_kernel(const TrainAttnParams p) {
   constexpr int BM = Tr::kBlockM, BN = Tr::kBlockN, CH = Tr::kChunks, NT = Tr::kThreads;
   constexpr int SCH = BM / 8;  // chunks of a dS^T row (BM queries)
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __nv_bfloat16* sK = reinterpret_cast<__nv_bfloat16*>(smem_raw);
   __nv_bfloat16* sV = sK + Tr::kKvElems;
-  __nv_bfloat16* sQ = sV + Tr::kKvElems;        // 2 stages
-  __nv_bfloat16* sdO = sQ + 2 * Tr::kQElems;    // 2 stages
-  __nv_bfloat16* sdS = sdO + 2 * Tr::kQElems;   // [BN][BM]
+  __nv_bfloat16* sQ = sV + Tr::kKvElems;                            // 2 stages
+  __nv_bfloat16* sdO = sQ + 2 * Tr::kQElems;                        // 2 stages
+  __nv_bfloat16* sdS = sdO + 2 * Tr::kQElems;                       // [BN][BM]
   float* sL = reinterpret_cast<float*>(smem_raw + Tr::kTileBytes);  // 2 stages of [BM]
-  float* sDs = sL + 2 * BM;                                        // 2 stages of [BM]
+  float* sDs = sL + 2 * BM;                                         // 2 stages of [BM]
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t4 = lane % 4;
@@ -423,11 +426,12 @@ __global__ void __launch_bounds__(Tr::kThreads) attention_train_backward_kernel(
         const float pv = fast_exp2(fmaf(s[nb][c], p.scale_log2, -Ls[ql] * kLog2e));
         s[nb][c] = (full || mask.allowed(qa + ql, key)) ? pv : 0.f;
       }
-    // dV += P^T dO.
+      // dV += P^T dO.
 #pragma unroll
     for (int kk = 0; kk < BM / 16; ++kk) {
       uint32_t a[4];
-      detail::p_a_fragment(a, [&](int nb, int c) -> float& { return s[nb][c]; }, kk);
+      detail::p_a_fragment(
+          a, [&](int nb, int c) -> float& { return s[nb][c]; }, kk);
 #pragma unroll
       for (int db = 0; db < D / 16; ++db) {
         uint32_t b[4];
@@ -455,12 +459,14 @@ __global__ void __launch_bounds__(Tr::kThreads) attention_train_backward_kernel(
 #pragma unroll
     for (int nb = 0; nb < BM / 8; ++nb)
 #pragma unroll
-      for (int c = 0; c < 4; ++c) dp[nb][c] = s[nb][c] * (dp[nb][c] - Dss[nb * 8 + 2 * t4 + (c & 1)]);
-    // dK += dS^T Q; dS^T to shared memory ([key][query], bf16) for dQ.
+      for (int c = 0; c < 4; ++c)
+        dp[nb][c] = s[nb][c] * (dp[nb][c] - Dss[nb * 8 + 2 * t4 + (c & 1)]);
+        // dK += dS^T Q; dS^T to shared memory ([key][query], bf16) for dQ.
 #pragma unroll
     for (int kk = 0; kk < BM / 16; ++kk) {
       uint32_t a[4];
-      detail::p_a_fragment(a, [&](int nb, int c) -> float& { return dp[nb][c]; }, kk);
+      detail::p_a_fragment(
+          a, [&](int nb, int c) -> float& { return dp[nb][c]; }, kk);
 #pragma unroll
       for (int db = 0; db < D / 16; ++db) {
         uint32_t b[4];
@@ -504,9 +510,11 @@ __global__ void __launch_bounds__(Tr::kThreads) attention_train_backward_kernel(
       for (int h = 0; h < 2; ++h) {
         const int row = qa + qrow0 + g + 8 * h;
         if (row >= n) continue;
-        float* dst = p.dq + (int64_t(begin + row) * p.num_heads + hq) * D + col0 + half * DH + 2 * t4;
+        float* dst =
+            p.dq + (int64_t(begin + row) * p.num_heads + hq) * D + col0 + half * DH + 2 * t4;
 #pragma unroll
-        for (int i = 0; i < DH / 8; ++i) add_pair(dst + i * 8, acc[i][2 * h] * p.scale, acc[i][2 * h + 1] * p.scale);
+        for (int i = 0; i < DH / 8; ++i)
+          add_pair(dst + i * 8, acc[i][2 * h] * p.scale, acc[i][2 * h + 1] * p.scale);
       }
     }
     __syncthreads();  // stage `buf` and sdS are rewritten by the next step
@@ -535,7 +543,8 @@ template <class Kernel>
 void launch(Kernel kernel, int grid, int threads, size_t smem, const TrainAttnParams& p,
             cudaStream_t stream) {
   if (grid == 0) return;
-  ELASTIC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  ELASTIC_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   kernel<<<grid, threads, smem, stream>>>(p);
   ELASTIC_CUDA_CHECK(cudaGetLastError());
 }
@@ -563,11 +572,15 @@ void forward_d(const TrainAttnParams& p, int items, cudaStream_t stream) {
   launch(attention_train_forward_kernel<Tr, D>, items, Tr::kThreads, Tr::kSmemBytes, p, stream);
 }
 
-// Backward tiles at d = 128 (docs/gpu-notes.md runs 13-15; d <= 64: 64 query rows, 4 warps):
-//   0: 4 warps x 16 keys (64 keys per CTA), 32 query rows per step (68 bytes spilled);
-//   1: the same with 64 query rows (228 bytes spilled): 132-173 TFLOP/s against 0's 142-181;
-//   2: 8 warps (128 keys per CTA), 32 query rows: each dQ atomic sums 128 keys instead of 64.
-int g_backward_variant = 0;
+// Backward tiles at d = 128 (docs/gpu-notes.md runs 13-15, H100, FA, 32K / 64K packed tokens;
+// d <= 64: 64 query rows, 4 warps):
+//   0: 4 warps x 16 keys (64 keys per CTA), 32 query rows per step, 68 bytes spilled: 184 / 181
+//      TFLOP/s;
+//   1: the same with 64 query rows, 228 bytes spilled: 174 / 138;
+//   2: 8 warps (128 keys per CTA), 32 query rows, 80 bytes spilled: each dQ atomic carries 128
+//      keys instead of 64: 185 / 186, and 161 against 0's 130 inside a 64K training step: the
+//      default.
+int g_backward_variant = kAttentionTrainBackwardDefault;
 
 int backward_variant_for(int head_dim) { return head_dim == 128 ? g_backward_variant : 0; }
 
@@ -577,8 +590,8 @@ void backward_d(const TrainAttnParams& p, int items, int64_t rows, cudaStream_t 
   const int64_t count = rows * p.num_heads;  // (row, head) pairs of dsum
   const int64_t blocks = (count * 32 + 255) / 256;
   if (blocks > 0) {
-    attention_train_dsum_kernel<D><<<unsigned(blocks), 256, 0, stream>>>(const_cast<float*>(p.dsum),
-                                                                       p.dout, p.o, count);
+    attention_train_dsum_kernel<D>
+        <<<unsigned(blocks), 256, 0, stream>>>(const_cast<float*>(p.dsum), p.dout, p.o, count);
     ELASTIC_CUDA_CHECK(cudaGetLastError());
   }
   launch(attention_train_backward_kernel<Tr, D>, items, Tr::kThreads, Tr::kSmemBytes, p, stream);
@@ -588,14 +601,19 @@ void backward_d(const TrainAttnParams& p, int items, int64_t rows, cudaStream_t 
 
 int attention_train_block_m(int head_dim) {
   switch (head_dim) {
-    case 16: return FwdTraitsFor<16>::kBlockM;
-    case 32: return FwdTraitsFor<32>::kBlockM;
-    case 64: return FwdTraitsFor<64>::kBlockM;
-    default: return FwdTraitsFor<128>::kBlockM;
+    case 16:
+      return FwdTraitsFor<16>::kBlockM;
+    case 32:
+      return FwdTraitsFor<32>::kBlockM;
+    case 64:
+      return FwdTraitsFor<64>::kBlockM;
+    default:
+      return FwdTraitsFor<128>::kBlockM;
   }
 }
 int attention_train_block_n_backward(int head_dim) {
-  return backward_variant_for(head_dim) == 2 ? BwdTraits<128, 32, 8>::kBlockN : BwdTraits<128, 32>::kBlockN;
+  return backward_variant_for(head_dim) == 2 ? BwdTraits<128, 32, 8>::kBlockN
+                                             : BwdTraits<128, 32>::kBlockN;
 }
 void attention_train_set_backward_variant(int variant) {
   ELASTIC_CHECK(variant >= 0 && variant <= 2);
@@ -607,7 +625,8 @@ AttnTrainPlan::AttnTrainPlan(const AttnTrainShape& shape, const std::vector<Batc
     : shape_(shape), num_seqs_(int(seqs.size())) {
   const int d = shape.head_dim, Hq = shape.num_heads, Hkv = shape.num_kv_heads;
   if (d != 16 && d != 32 && d != 64 && d != 128)
-    throw Error("CUDA training attention: head_dim must be 16, 32, 64 or 128, got " + std::to_string(d));
+    throw Error("CUDA training attention: head_dim must be 16, 32, 64 or 128, got " +
+                std::to_string(d));
   if (Hq <= 0 || Hkv <= 0 || Hq % Hkv != 0)
     throw Error("CUDA training attention: num_heads must be a positive multiple of num_kv_heads");
   if (shape.rows <= 0 || shape.rows >= (int64_t(1) << 31) / std::max(Hq, 1))
@@ -625,8 +644,9 @@ AttnTrainPlan::AttnTrainPlan(const AttnTrainShape& shape, const std::vector<Batc
   for (size_t s = 0; s < seqs.size(); ++s) {
     const BatchSeq& q = seqs[s];
     if (q.pos0 != 0)
-      throw Error("CUDA training attention: sequence " + std::to_string(s) + " starts at position " +
-                  std::to_string(q.pos0) + " (training samples start at 0)");
+      throw Error("CUDA training attention: sequence " + std::to_string(s) +
+                  " starts at position " + std::to_string(q.pos0) +
+                  " (training samples start at 0)");
     ELASTIC_CHECK(q.begin == covered && q.length > 0);
     covered += q.length;
     spans.push_back(make_int2(int(q.begin), int(q.length)));
@@ -652,7 +672,8 @@ AttnTrainPlan::AttnTrainPlan(const AttnTrainShape& shape, const std::vector<Batc
   auto sorted = [](const std::vector<int4>& w, const std::vector<int64_t>& cost) {
     std::vector<size_t> order(w.size());
     std::iota(order.begin(), order.end(), size_t(0));
-    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return cost[a] > cost[b]; });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return cost[a] > cost[b]; });
     std::vector<int4> out(w.size());
     for (size_t i = 0; i < order.size(); ++i) out[i] = w[order[i]];
     return out;
@@ -664,9 +685,12 @@ AttnTrainPlan::AttnTrainPlan(const AttnTrainShape& shape, const std::vector<Batc
   ELASTIC_CUDA_CHECK(cudaMalloc(&seqs_, spans.size() * sizeof(int2)));
   ELASTIC_CUDA_CHECK(cudaMalloc(&fwd_work_, fwd.size() * sizeof(int4)));
   ELASTIC_CUDA_CHECK(cudaMalloc(&bwd_work_, bwd.size() * sizeof(int4)));
-  ELASTIC_CUDA_CHECK(cudaMemcpyAsync(seqs_, spans.data(), spans.size() * sizeof(int2), cudaMemcpyHostToDevice, stream));
-  ELASTIC_CUDA_CHECK(cudaMemcpyAsync(fwd_work_, fwd.data(), fwd.size() * sizeof(int4), cudaMemcpyHostToDevice, stream));
-  ELASTIC_CUDA_CHECK(cudaMemcpyAsync(bwd_work_, bwd.data(), bwd.size() * sizeof(int4), cudaMemcpyHostToDevice, stream));
+  ELASTIC_CUDA_CHECK(cudaMemcpyAsync(seqs_, spans.data(), spans.size() * sizeof(int2),
+                                     cudaMemcpyHostToDevice, stream));
+  ELASTIC_CUDA_CHECK(cudaMemcpyAsync(fwd_work_, fwd.data(), fwd.size() * sizeof(int4),
+                                     cudaMemcpyHostToDevice, stream));
+  ELASTIC_CUDA_CHECK(cudaMemcpyAsync(bwd_work_, bwd.data(), bwd.size() * sizeof(int4),
+                                     cudaMemcpyHostToDevice, stream));
   ELASTIC_CUDA_CHECK(cudaStreamSynchronize(stream));  // the host vectors die here
 }
 
@@ -683,10 +707,18 @@ void attention_train_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16
   p.q = q, p.k = k, p.v = v, p.out = out, p.lse = lse;
   p.work = plan.forward_work();
   switch (plan.shape().head_dim) {
-    case 16: forward_d<16>(p, plan.forward_items(), stream); break;
-    case 32: forward_d<32>(p, plan.forward_items(), stream); break;
-    case 64: forward_d<64>(p, plan.forward_items(), stream); break;
-    default: forward_d<128>(p, plan.forward_items(), stream); break;
+    case 16:
+      forward_d<16>(p, plan.forward_items(), stream);
+      break;
+    case 32:
+      forward_d<32>(p, plan.forward_items(), stream);
+      break;
+    case 64:
+      forward_d<64>(p, plan.forward_items(), stream);
+      break;
+    default:
+      forward_d<128>(p, plan.forward_items(), stream);
+      break;
   }
 }
 
@@ -701,9 +733,15 @@ void attention_train_backward(float* dq, float* dk, float* dv, float* dsum,
   p.work = plan.backward_work();
   const int64_t rows = plan.shape().rows;
   switch (plan.shape().head_dim) {
-    case 16: backward_d<16, 64>(p, plan.backward_items(), rows, stream); break;
-    case 32: backward_d<32, 64>(p, plan.backward_items(), rows, stream); break;
-    case 64: backward_d<64, 64>(p, plan.backward_items(), rows, stream); break;
+    case 16:
+      backward_d<16, 64>(p, plan.backward_items(), rows, stream);
+      break;
+    case 32:
+      backward_d<32, 64>(p, plan.backward_items(), rows, stream);
+      break;
+    case 64:
+      backward_d<64, 64>(p, plan.backward_items(), rows, stream);
+      break;
     default:
       if (plan.backward_variant() == 1)
         backward_d<128, 64>(p, plan.backward_items(), rows, stream);

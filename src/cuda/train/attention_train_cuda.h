@@ -42,7 +42,8 @@ class AttnTrainPlan {
  public:
   AttnTrainPlan() = default;
   // Throws elastic::Error for an unsupported shape (head_dim, heads) or a span with pos0 != 0.
-  AttnTrainPlan(const AttnTrainShape& shape, const std::vector<BatchSeq>& seqs, cudaStream_t stream);
+  AttnTrainPlan(const AttnTrainShape& shape, const std::vector<BatchSeq>& seqs,
+                cudaStream_t stream);
   ~AttnTrainPlan();
   AttnTrainPlan(const AttnTrainPlan&) = delete;
   AttnTrainPlan& operator=(const AttnTrainPlan&) = delete;
@@ -88,9 +89,10 @@ void attention_train_backward(float* dq, float* dk, float* dv, float* dsum,
 // Query rows per forward work item and keys per backward work item (plan and tests).
 int attention_train_block_m(int head_dim);
 int attention_train_block_n_backward(int head_dim);
-// Backward tile variant at d = 128, taken by the plans made after the call (0 = default: 4 warps,
-// 64 keys per CTA, 32 query rows per step; 1 = 64 query rows; 2 = 8 warps, 128 keys per CTA).
+// Backward tile variant at d = 128, taken by the plans made after the call (0: 4 warps, 64 keys
+// per CTA, 32 query rows per step; 1: 64 query rows; 2 (default): 8 warps, 128 keys per CTA).
 // Benchmarks and tests set it; not thread-safe.
+constexpr int kAttentionTrainBackwardDefault = 2;
 void attention_train_set_backward_variant(int variant);
 
 }  // namespace elastic::cuda

@@ -13,14 +13,14 @@
 #include <string>
 #include <vector>
 
+#include "cuda/train/attention_train_cuda.h"
+#include "cuda/train/gemm_lt.h"
+#include "cuda/train/ops_train_cuda.h"
 #include "elastic/cpu_ops.h"
 #include "elastic/cuda/cuda_check.h"
 #include "elastic/dtype.h"
 #include "elastic/error.h"
-#include "cuda/train/attention_train_cuda.h"
-#include "cuda/train/gemm_lt.h"
 #include "train/model_train.h"
-#include "cuda/train/ops_train_cuda.h"
 #include "train/router_train.h"
 
 namespace elastic::train {
@@ -139,13 +139,19 @@ class PhaseTimer {
 class CudaTrainEngine final : public TrainEngine {
  public:
   CudaTrainEngine(const ModelConfig& c, ParamSet<float>* backbone, ParamSet<float> router,
-                  const TrainOptions& opt, const CudaTrainOptions& copt, uint64_t seed, float stddev)
-      : c_(c), opt_(opt), copt_(copt), rope_(rope_frequencies(c.rope, c.head_dim)),
-        layout_(backbone_layout(c)), router_(std::move(router)) {
+                  const TrainOptions& opt, const CudaTrainOptions& copt, uint64_t seed,
+                  float stddev)
+      : c_(c),
+        opt_(opt),
+        copt_(copt),
+        rope_(rope_frequencies(c.rope, c.head_dim)),
+        layout_(backbone_layout(c)),
+        router_(std::move(router)) {
     if (cuda::cuda_device_count() == 0) throw Error("CUDA training engine: no CUDA device present");
     const int64_t d = c.head_dim;
     if (d != 16 && d != 32 && d != 64 && d != 128)
-      throw Error("CUDA training engine: head_dim must be 16, 32, 64 or 128, got " + std::to_string(d));
+      throw Error("CUDA training engine: head_dim must be 16, 32, 64 or 128, got " +
+                  std::to_string(d));
     ELASTIC_CHECK(copt_.mlp_chunk_rows > 0 && copt_.head_chunk_rows > 0);
     ELASTIC_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     ELASTIC_CUDA_CHECK(cudaEventCreateWithFlags(&routed_, cudaEventDisableTiming));
@@ -167,7 +173,8 @@ class CudaTrainEngine final : public TrainEngine {
         if (norm)
           ops::fill_bf16(w_ + p.offset, p.numel(), 1.f, stream_);
         else
-          ops::fill_random_bf16(w_ + p.offset, p.numel(), seed + uint64_t(p.offset), stddev, stream_);
+          ops::fill_random_bf16(w_ + p.offset, p.numel(), seed + uint64_t(p.offset), stddev,
+                                stream_);
       }
     }
     W_ = backbone_bind_at(w_, layout_, c_);
@@ -296,22 +303,29 @@ class CudaTrainEngine final : public TrainEngine {
 
   ParamSet<float>& host_set(ParamState s) {
     switch (s) {
-      case ParamState::value: return router_;
+      case ParamState::value:
+        return router_;
       case ParamState::grad:
         ELASTIC_CHECK_MSG(opt_.router_grads, "router group without gradients");
         return rgrad_;
-      case ParamState::adam_m: return rm_;
-      case ParamState::adam_v: return rv_;
+      case ParamState::adam_m:
+        return rm_;
+      case ParamState::adam_v:
+        return rv_;
     }
     return router_;
   }
   float* device_state(ParamState s) {
     ELASTIC_CHECK_MSG(opt_.weight_grads, "backbone group without gradients or optimizer state");
     switch (s) {
-      case ParamState::value: return w32_;
-      case ParamState::grad: return g_;
-      case ParamState::adam_m: return m_;
-      case ParamState::adam_v: return v_;
+      case ParamState::value:
+        return w32_;
+      case ParamState::grad:
+        return g_;
+      case ParamState::adam_m:
+        return m_;
+      case ParamState::adam_v:
+        return v_;
     }
     return w32_;
   }
@@ -321,20 +335,21 @@ class CudaTrainEngine final : public TrainEngine {
   struct Scratch {
     int64_t rows = 0, mlp_rows = 0, head_rows = 0;
     bf16* x = nullptr;  // [L + 1, n, D] residual entering every layer
-    bf16 *xn1 = nullptr, *q_raw = nullptr, *k_raw = nullptr, *v = nullptr;  // [n, D] [n, Hq d] [n, Hkv d] x2
-    bf16 *q_n = nullptr, *k_n = nullptr, *q = nullptr, *k = nullptr;        // after norms / RoPE
+    bf16 *xn1 = nullptr, *q_raw = nullptr, *k_raw = nullptr,
+         *v = nullptr;  // [n, D] [n, Hq d] [n, Hkv d] x2
+    bf16 *q_n = nullptr, *k_n = nullptr, *q = nullptr, *k = nullptr;  // after norms / RoPE
     float *rstd1 = nullptr, *rstd_q = nullptr, *rstd_k = nullptr, *rstd2 = nullptr;
     bf16 *att = nullptr, *other = nullptr;  // [n, Hq, d] chosen and other mode
     float *lse = nullptr, *lse_other = nullptr, *dsum = nullptr;  // [n, Hq]
-    float* x_mid = nullptr;  // [n, D]
-    bf16* xn2 = nullptr;     // [n, D]
-    bf16 *gate = nullptr, *up = nullptr, *act = nullptr;  // [mlp_rows, F]
+    float* x_mid = nullptr;                                       // [n, D]
+    bf16* xn2 = nullptr;                                          // [n, D]
+    bf16 *gate = nullptr, *up = nullptr, *act = nullptr;          // [mlp_rows, F]
     bf16 *dact = nullptr, *dgate = nullptr, *dup = nullptr;
-    float* mlp_out = nullptr;  // [mlp_rows, D]
-    float *dx = nullptr, *dxn = nullptr;  // [n, D]
-    bf16* dx_bf = nullptr;                // [n, D]
-    bf16* datt = nullptr;                 // [n, Hq d]
-    float *dq = nullptr, *dq_n = nullptr;  // [n, Hq d]
+    float* mlp_out = nullptr;                             // [mlp_rows, D]
+    float *dx = nullptr, *dxn = nullptr;                  // [n, D]
+    bf16* dx_bf = nullptr;                                // [n, D]
+    bf16* datt = nullptr;                                 // [n, Hq d]
+    float *dq = nullptr, *dq_n = nullptr;                 // [n, Hq d]
     float *dk = nullptr, *dk_n = nullptr, *dv = nullptr;  // [n, Hkv d]
     bf16 *dq_bf = nullptr, *dk_bf = nullptr, *dv_bf = nullptr;
     float* cos = nullptr;  // [n, d/2]
@@ -343,10 +358,10 @@ class CudaTrainEngine final : public TrainEngine {
     float* dxf = nullptr;    // [n, D] dL/d(final norm output)
     bf16* xf = nullptr;      // [n, D]
     float* rstd_f = nullptr;
-    bf16* head_x = nullptr;     // [head_rows, D]
-    float* head_dx = nullptr;   // [head_rows, D]
-    float* logits = nullptr;    // [head_rows, V]
-    bf16* dlogits = nullptr;    // [head_rows, V]
+    bf16* head_x = nullptr;                               // [head_rows, D]
+    float* head_dx = nullptr;                             // [head_rows, D]
+    float* logits = nullptr;                              // [head_rows, V]
+    bf16* dlogits = nullptr;                              // [head_rows, V]
     int32_t *head_idx = nullptr, *head_labels = nullptr;  // [n]
     double* head_loss = nullptr;                          // [n]
   };
@@ -357,7 +372,8 @@ class CudaTrainEngine final : public TrainEngine {
     if (n <= s_.rows && mlp_rows <= s_.mlp_rows && head_rows <= s_.head_rows) return;
     ELASTIC_CUDA_CHECK(cudaStreamSynchronize(stream_));
     scratch_.clear();
-    const int64_t D = c_.hidden_size, F = c_.intermediate_size, V = c_.vocab_size, L = c_.num_layers;
+    const int64_t D = c_.hidden_size, F = c_.intermediate_size, V = c_.vocab_size,
+                  L = c_.num_layers;
     const int64_t qd = c_.num_heads * c_.head_dim, kd = c_.num_kv_heads * c_.head_dim;
     const int64_t Hq = c_.num_heads, Hkv = c_.num_kv_heads;
     Scratch s;
@@ -374,21 +390,26 @@ class CudaTrainEngine final : public TrainEngine {
     }
     s.rstd1 = P.alloc<float>(n), s.rstd2 = P.alloc<float>(n);
     s.att = P.alloc<bf16>(n * qd), s.other = P.alloc<bf16>(n * qd);
-    s.lse = P.alloc<float>(n * Hq), s.lse_other = P.alloc<float>(n * Hq), s.dsum = P.alloc<float>(n * Hq);
+    s.lse = P.alloc<float>(n * Hq), s.lse_other = P.alloc<float>(n * Hq),
+    s.dsum = P.alloc<float>(n * Hq);
     s.x_mid = P.alloc<float>(n * D), s.xn2 = P.alloc<bf16>(n * D);
-    s.gate = P.alloc<bf16>(mlp_rows * F), s.up = P.alloc<bf16>(mlp_rows * F), s.act = P.alloc<bf16>(mlp_rows * F);
-    s.dact = P.alloc<bf16>(mlp_rows * F), s.dgate = P.alloc<bf16>(mlp_rows * F), s.dup = P.alloc<bf16>(mlp_rows * F);
+    s.gate = P.alloc<bf16>(mlp_rows * F), s.up = P.alloc<bf16>(mlp_rows * F),
+    s.act = P.alloc<bf16>(mlp_rows * F);
+    s.dact = P.alloc<bf16>(mlp_rows * F), s.dgate = P.alloc<bf16>(mlp_rows * F),
+    s.dup = P.alloc<bf16>(mlp_rows * F);
     s.mlp_out = P.alloc<float>(mlp_rows * D);
     s.dx = P.alloc<float>(n * D), s.dxn = P.alloc<float>(n * D), s.dx_bf = P.alloc<bf16>(n * D);
     s.datt = P.alloc<bf16>(n * qd), s.dq = P.alloc<float>(n * qd), s.dq_n = P.alloc<float>(n * qd);
     s.dk = P.alloc<float>(n * kd), s.dk_n = P.alloc<float>(n * kd), s.dv = P.alloc<float>(n * kd);
-    s.dq_bf = P.alloc<bf16>(n * qd), s.dk_bf = P.alloc<bf16>(n * kd), s.dv_bf = P.alloc<bf16>(n * kd);
+    s.dq_bf = P.alloc<bf16>(n * qd), s.dk_bf = P.alloc<bf16>(n * kd),
+    s.dv_bf = P.alloc<bf16>(n * kd);
     s.cos = P.alloc<float>(n * c_.head_dim / 2), s.sin = P.alloc<float>(n * c_.head_dim / 2);
     s.ids = P.alloc<int32_t>(n);
     s.dxf = P.alloc<float>(n * D), s.xf = P.alloc<bf16>(n * D), s.rstd_f = P.alloc<float>(n);
     s.head_x = P.alloc<bf16>(head_rows * D), s.head_dx = P.alloc<float>(head_rows * D);
     s.logits = P.alloc<float>(head_rows * V), s.dlogits = P.alloc<bf16>(head_rows * V);
-    s.head_idx = P.alloc<int32_t>(n), s.head_labels = P.alloc<int32_t>(n), s.head_loss = P.alloc<double>(n);
+    s.head_idx = P.alloc<int32_t>(n), s.head_labels = P.alloc<int32_t>(n),
+    s.head_loss = P.alloc<double>(n);
     s_ = s;
   }
 
@@ -400,15 +421,15 @@ class CudaTrainEngine final : public TrainEngine {
     uint8_t* modes_dev = nullptr;  // [L, S, Hkv]
     int4* dz_chunks = nullptr;     // [dz_count] (sequence, first row, end row)
     int64_t dz_count = 0;
-    double* pooled = nullptr;      // [S, Hkv, d] device: pooled keys, then dL/dpooled
-    double* dz = nullptr;          // [S, Hkv] device
-    double* pooled_host = nullptr;  // [S, Hkv, d] pinned
-    double* dz_host = nullptr;      // [S, Hkv] pinned
-    uint8_t* modes_host = nullptr;  // [L, S, Hkv] pinned
-    std::vector<std::vector<AttnMode>> modes;            // [L][S * Hkv]
-    std::vector<std::vector<GumbelDecision>> gumbel;     // [L][S * Hkv] (router)
-    std::vector<std::vector<RouterCache>> cache;         // [L][S * Hkv] (router)
-    std::vector<std::vector<double>> dl_dzfa;            // [L][S * Hkv]
+    double* pooled = nullptr;                  // [S, Hkv, d] device: pooled keys, then dL/dpooled
+    double* dz = nullptr;                      // [S, Hkv] device
+    double* pooled_host = nullptr;             // [S, Hkv, d] pinned
+    double* dz_host = nullptr;                 // [S, Hkv] pinned
+    uint8_t* modes_host = nullptr;             // [L, S, Hkv] pinned
+    std::vector<std::vector<AttnMode>> modes;  // [L][S * Hkv]
+    std::vector<std::vector<GumbelDecision>> gumbel;  // [L][S * Hkv] (router)
+    std::vector<std::vector<RouterCache>> cache;      // [L][S * Hkv] (router)
+    std::vector<std::vector<double>> dl_dzfa;         // [L][S * Hkv]
   };
 
   // TrainModel::layer_forward: x_out null = the backward's recompute (no MLP; routing reused).
@@ -443,7 +464,8 @@ class CudaTrainEngine final : public TrainEngine {
     phase(Phase::attention_forward);
     cuda::attention_train_forward(s_.att, s_.lse, s_.q, s_.k, s_.v, modes, 0, *ctx.plan, st);
     if (both_modes)  // the other mode of every head: dL/dz needs O_FA - O_SA
-      cuda::attention_train_forward(s_.other, s_.lse_other, s_.q, s_.k, s_.v, modes, 1, *ctx.plan, st);
+      cuda::attention_train_forward(s_.other, s_.lse_other, s_.q, s_.k, s_.v, modes, 1, *ctx.plan,
+                                    st);
     // x_mid = x_in + att Wo^T (+ bo), fp32.
     phase(Phase::elementwise);
     ops::convert_bf16_to_f32(s_.x_mid, x_in, n * D, st);
@@ -462,8 +484,9 @@ class CudaTrainEngine final : public TrainEngine {
       gemm_->linear_forward(s_.up, GemmOut::bf16, s_.xn2 + r0 * D, w.w_up, m, F, D, 0.f, st);
       phase(Phase::elementwise);
       ops::swiglu_forward(s_.act, s_.gate, s_.up, m * F, st);
-      ELASTIC_CUDA_CHECK(cudaMemcpyAsync(s_.mlp_out, s_.x_mid + r0 * D, size_t(m * D) * sizeof(float),
-                                         cudaMemcpyDeviceToDevice, st));
+      ELASTIC_CUDA_CHECK(cudaMemcpyAsync(s_.mlp_out, s_.x_mid + r0 * D,
+                                         size_t(m * D) * sizeof(float), cudaMemcpyDeviceToDevice,
+                                         st));
       phase(Phase::gemm);
       gemm_->linear_forward(s_.mlp_out, GemmOut::f32, s_.act, w.w_down, m, D, F, 1.f, st);
       phase(Phase::elementwise);
@@ -509,7 +532,8 @@ class CudaTrainEngine final : public TrainEngine {
     } else {
       for (int64_t i = 0; i < S * Hkv; ++i) {
         const int64_t s = i / Hkv, h = i % Hkv;
-        modes[size_t(i)] = routing.fixed[size_t((s * L + l) * Hkv + h)] ? AttnMode::fa : AttnMode::ssa;
+        modes[size_t(i)] =
+            routing.fixed[size_t((s * L + l) * Hkv + h)] ? AttnMode::fa : AttnMode::ssa;
       }
     }
     uint8_t* m8 = ctx.modes_host + l * S * Hkv;  // pinned, one slice per layer: no reuse
@@ -593,7 +617,8 @@ class CudaTrainEngine final : public TrainEngine {
       phase(Phase::elementwise);
       ops::swiglu_backward(s_.dgate, s_.dup, s_.dact, s_.gate, s_.up, m * F, st);
       phase(Phase::gemm);
-      gemm_->linear_backward_input(s_.dxn + r0 * D, GemmOut::f32, s_.dgate, w.w_gate, m, F, D, 0.f, st);
+      gemm_->linear_backward_input(s_.dxn + r0 * D, GemmOut::f32, s_.dgate, w.w_gate, m, F, D, 0.f,
+                                   st);
       gemm_->linear_backward_input(s_.dxn + r0 * D, GemmOut::f32, s_.dup, w.w_up, m, F, D, 1.f, st);
       if (g.w_gate) {
         gemm_->linear_backward_weight(g.w_gate, s_.dgate, xn2, m, F, D, st);
@@ -601,7 +626,8 @@ class CudaTrainEngine final : public TrainEngine {
       }
     }
     phase(Phase::elementwise);
-    ops::rmsnorm_backward<float>(s_.dx, g.post_norm, s_.dxn, s_.x_mid, w.post_norm, s_.rstd2, n, D, st);
+    ops::rmsnorm_backward<float>(s_.dx, g.post_norm, s_.dxn, s_.x_mid, w.post_norm, s_.rstd2, n, D,
+                                 st);
 
     // Attention output projection: x_mid = x_in + att Wo^T (+ bo).
     ops::convert_f32_to_bf16(s_.dx_bf, s_.dx, n * D, st);
@@ -618,7 +644,8 @@ class CudaTrainEngine final : public TrainEngine {
     if (routing.router) {
       phase(Phase::router);
       zero(ctx.dz, S * Hkv, st);
-      ops::router_dz(ctx.dz, s_.datt, s_.att, s_.other, ctx.dz_chunks, ctx.dz_count, Hq, Hkv, d, st);
+      ops::router_dz(ctx.dz, s_.datt, s_.att, s_.other, ctx.dz_chunks, ctx.dz_count, Hq, Hkv, d,
+                     st);
       download(ctx.dz_host, ctx.dz, size_t(S * Hkv), st);
       ELASTIC_CUDA_CHECK(cudaEventRecord(routed_, st));
       phase(Phase::elementwise);
@@ -629,8 +656,8 @@ class CudaTrainEngine final : public TrainEngine {
     zero(s_.dk, n * Hkv * d, st);
     zero(s_.dv, n * Hkv * d, st);
     phase(Phase::attention_backward);
-    cuda::attention_train_backward(s_.dq, s_.dk, s_.dv, s_.dsum, s_.datt, s_.att, s_.lse, s_.q, s_.k,
-                                   s_.v, ctx.modes_dev + l * S * Hkv, 0, *ctx.plan, st);
+    cuda::attention_train_backward(s_.dq, s_.dk, s_.dv, s_.dsum, s_.datt, s_.att, s_.lse, s_.q,
+                                   s_.k, s_.v, ctx.modes_dev + l * S * Hkv, 0, *ctx.plan, st);
     phase(Phase::elementwise);
     zero(s_.dq_n, n * Hq * d, st);
     ops::rope_backward(s_.dq_n, s_.dq, s_.cos, s_.sin, n, Hq, d, st);
@@ -641,8 +668,8 @@ class CudaTrainEngine final : public TrainEngine {
       router_backward_host(l, ctx.dz_host, ctx.pooled_host, ctx, routing);
       phase(Phase::router);
       upload(ctx.pooled, ctx.pooled_host, size_t(S * Hkv * d), st);
-      ops::router_pool_backward(s_.dk_n, ctx.pooled, ctx.plan->seqs_dev(), S, Hkv, d, opt_.pool_tokens,
-                                opt_.pooling == RouterPooling::segment_mean, st);
+      ops::router_pool_backward(s_.dk_n, ctx.pooled, ctx.plan->seqs_dev(), S, Hkv, d,
+                                opt_.pool_tokens, opt_.pooling == RouterPooling::segment_mean, st);
       phase(Phase::elementwise);
     }
 
@@ -652,8 +679,10 @@ class CudaTrainEngine final : public TrainEngine {
     if (w.q_norm) {
       zero(s_.dq, n * Hq * d, st);
       zero(s_.dk, n * Hkv * d, st);
-      ops::rmsnorm_backward<bf16>(s_.dq, g.q_norm, s_.dq_n, s_.q_raw, w.q_norm, s_.rstd_q, n * Hq, d, st);
-      ops::rmsnorm_backward<bf16>(s_.dk, g.k_norm, s_.dk_n, s_.k_raw, w.k_norm, s_.rstd_k, n * Hkv, d, st);
+      ops::rmsnorm_backward<bf16>(s_.dq, g.q_norm, s_.dq_n, s_.q_raw, w.q_norm, s_.rstd_q, n * Hq,
+                                  d, st);
+      ops::rmsnorm_backward<bf16>(s_.dk, g.k_norm, s_.dk_n, s_.k_raw, w.k_norm, s_.rstd_k, n * Hkv,
+                                  d, st);
       dq_raw = s_.dq;
       dk_raw = s_.dk;
     }
@@ -676,7 +705,8 @@ class CudaTrainEngine final : public TrainEngine {
       ops::bias_backward(g.bv, s_.dv, n, Hkv * d, st);
     }
     // dx (dL/dx_mid) flows to x_in unchanged, plus the input norm's share.
-    ops::rmsnorm_backward<bf16>(s_.dx, g.input_norm, s_.dxn, x_in, w.input_norm, s_.rstd1, n, D, st);
+    ops::rmsnorm_backward<bf16>(s_.dx, g.input_norm, s_.dxn, x_in, w.input_norm, s_.rstd1, n, D,
+                                st);
   }
 
   // lm_head_cross_entropy over row tiles of the labelled rows; returns the loss share (sum x
@@ -693,12 +723,14 @@ class CudaTrainEngine final : public TrainEngine {
       const int64_t mc = std::min(s_.head_rows, m - c0);
       ops::gather_rows(s_.head_x, s_.xf, s_.head_idx + c0, mc, D, st);
       gemm_->linear_forward(s_.logits, GemmOut::f32, s_.head_x, W_.lm_head, mc, V, D, 0.f, st);
-      ops::cross_entropy_forward_backward(s_.dlogits, s_.head_loss + c0, s_.logits, s_.head_labels + c0,
-                                          mc, V, float(scale), st);
+      ops::cross_entropy_forward_backward(s_.dlogits, s_.head_loss + c0, s_.logits,
+                                          s_.head_labels + c0, mc, V, float(scale), st);
       if (!backward) continue;
-      gemm_->linear_backward_input(s_.head_dx, GemmOut::f32, s_.dlogits, W_.lm_head, mc, V, D, 0.f, st);
+      gemm_->linear_backward_input(s_.head_dx, GemmOut::f32, s_.dlogits, W_.lm_head, mc, V, D, 0.f,
+                                   st);
       ops::scatter_add_rows(s_.dxf, s_.head_dx, s_.head_idx + c0, mc, D, st);
-      if (opt_.weight_grads) gemm_->linear_backward_weight(G_.lm_head, s_.dlogits, s_.head_x, mc, V, D, st);
+      if (opt_.weight_grads)
+        gemm_->linear_backward_weight(G_.lm_head, s_.dlogits, s_.head_x, mc, V, D, st);
     }
     std::vector<double> loss(static_cast<size_t>(m));
     download(loss.data(), s_.head_loss, loss.size(), st);
@@ -710,7 +742,8 @@ class CudaTrainEngine final : public TrainEngine {
   }
 
   // TrainModel::step.
-  StepResult run(const Batch& batch, const StepRouting& routing, const StepLoss& loss, bool backward) {
+  StepResult run(const Batch& batch, const StepRouting& routing, const StepLoss& loss,
+                 bool backward) {
     batch_validate(batch);
     const int64_t n = batch.rows(), S = batch.num_seqs(), D = c_.hidden_size, V = c_.vocab_size;
     const int64_t L = c_.num_layers, Hkv = c_.num_kv_heads, d = c_.head_dim;
@@ -786,7 +819,8 @@ class CudaTrainEngine final : public TrainEngine {
     ctx.dl_dzfa.resize(size_t(L));
     std::vector<float> cos(size_t(n * d / 2)), sin(size_t(n * d / 2));
     for (const BatchSeq& q : batch.seqs)
-      rope_table_fill(cos.data() + q.begin * d / 2, sin.data() + q.begin * d / 2, rope_, q.pos0, q.length);
+      rope_table_fill(cos.data() + q.begin * d / 2, sin.data() + q.begin * d / 2, rope_, q.pos0,
+                      q.length);
     upload(s_.cos, cos.data(), cos.size(), st);
     upload(s_.sin, sin.data(), sin.size(), st);
     upload(s_.ids, ids.data(), ids.size(), st);
@@ -794,8 +828,8 @@ class CudaTrainEngine final : public TrainEngine {
     // Forward: the residual stream entering every layer is kept, x: [L + 1, n, D].
     ops::embedding_forward(s_.x, s_.ids, n, W_.embed, D, st);
     for (int64_t l = 0; l < L; ++l)
-      layer_forward(l, s_.x + l * n * D, s_.x + (l + 1) * n * D, /*decide=*/true, /*both_modes=*/false,
-                    ctx, routing);
+      layer_forward(l, s_.x + l * n * D, s_.x + (l + 1) * n * D, /*decide=*/true,
+                    /*both_modes=*/false, ctx, routing);
 
     StepResult out;
     out.decisions.resize(size_t(S * L * Hkv));
@@ -835,7 +869,8 @@ class CudaTrainEngine final : public TrainEngine {
                                 s_.x + L * n * D, W_.final_norm, s_.rstd_f, n, D, st);
     for (int64_t l = L - 1; l >= 0; --l) {
       const bf16* x_in = s_.x + l * n * D;
-      layer_forward(l, x_in, nullptr, /*decide=*/false, /*both_modes=*/routing.router, ctx, routing);
+      layer_forward(l, x_in, nullptr, /*decide=*/false, /*both_modes=*/routing.router, ctx,
+                    routing);
       layer_backward(l, x_in, ctx, routing);
     }
     if (opt_.weight_grads) ops::embedding_backward(G_.embed, s_.dx, s_.ids, n, D, st);
@@ -852,9 +887,9 @@ class CudaTrainEngine final : public TrainEngine {
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::GemmLt> gemm_;
   DevicePool persistent_, scratch_, step_;
-  PinnedPool host_;              // the step's pinned transfer buffers
+  PinnedPool host_;               // the step's pinned transfer buffers
   cudaEvent_t routed_ = nullptr;  // the last router transfer to the host
-  bf16* w_ = nullptr;  // [total] compute copy
+  bf16* w_ = nullptr;             // [total] compute copy
   float *w32_ = nullptr, *g_ = nullptr, *m_ = nullptr, *v_ = nullptr;  // [total] (weight_grads)
   double* partials_ = nullptr;                                         // [kSumBlocks]
   BackboneParams<bf16> W_;

@@ -7,13 +7,13 @@
 #include "elastic/cuda/cuda_check.h"
 #include "elastic/error.h"
 
-#define ELASTIC_LT_CHECK(expr)                                                                 \
-  do {                                                                                         \
-    const cublasStatus_t elastic_lt_status_ = (expr);                                          \
-    if (elastic_lt_status_ != CUBLAS_STATUS_SUCCESS)                                           \
+#define ELASTIC_LT_CHECK(expr)                                                                     \
+  do {                                                                                             \
+    const cublasStatus_t elastic_lt_status_ = (expr);                                              \
+    if (elastic_lt_status_ != CUBLAS_STATUS_SUCCESS)                                               \
       throw ::elastic::InternalError(std::string("cuBLASLt call failed: ") + #expr + " (status " + \
-                                     std::to_string(int(elastic_lt_status_)) + ") at " +       \
-                                     __FILE__ + ":" + std::to_string(__LINE__));              \
+                                     std::to_string(int(elastic_lt_status_)) + ") at " +           \
+                                     __FILE__ + ":" + std::to_string(__LINE__));                   \
   } while (0)
 
 namespace elastic::cuda {
@@ -43,8 +43,10 @@ const GemmLt::Plan& GemmLt::plan(const Key& key) {
   // Column-major first operand: B (row-major [K, N] = col-major N x K, or [N, K] = K x N, T).
   const cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
-  ELASTIC_LT_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
-  ELASTIC_LT_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+  ELASTIC_LT_CHECK(
+      cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+  ELASTIC_LT_CHECK(
+      cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
   if (tb)
     ELASTIC_LT_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, uint64_t(K), uint64_t(N), K));
   else
@@ -57,10 +59,11 @@ const GemmLt::Plan& GemmLt::plan(const Key& key) {
   ELASTIC_LT_CHECK(cublasLtMatrixLayoutCreate(&p.c, ct, uint64_t(N), uint64_t(M), N));
   cublasLtMatmulPreference_t pref = nullptr;
   ELASTIC_LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-  ELASTIC_LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                        &workspace_bytes_, sizeof workspace_bytes_));
+  ELASTIC_LT_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes_, sizeof workspace_bytes_));
   // cuBLASLt's operand A is our B (and its B our A).
-  const uint32_t al[4] = {uint32_t(align_b), uint32_t(align_a), uint32_t(align_c), uint32_t(align_c)};
+  const uint32_t al[4] = {uint32_t(align_b), uint32_t(align_a), uint32_t(align_c),
+                          uint32_t(align_c)};
   const cublasLtMatmulPreferenceAttributes_t attr[4] = {
       CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
       CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};

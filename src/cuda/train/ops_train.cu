@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "cuda/train/ops_train_cuda.h"
 #include "elastic/cuda/cuda_check.h"
 #include "elastic/router_pool.h"
-#include "cuda/train/ops_train_cuda.h"
 
 namespace elastic::cuda::train_ops {
 namespace {
@@ -19,7 +19,7 @@ unsigned grid_for(int64_t count, int threads = kThreads) {
   return unsigned(std::clamp<int64_t>(blocks, 1, 132 * 32));
 }
 
-#define GRID_STRIDE(i, count)                                                         \
+#define GRID_STRIDE(i, count)                                                   \
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (count); \
        i += int64_t(gridDim.x) * blockDim.x)
 
@@ -61,8 +61,8 @@ __global__ void add_bf16_f32_kernel(float* out, const bf16* a, const float* b, i
   GRID_STRIDE(i, count) out[i] = __bfloat162float(a[i]) + b[i];
 }
 
-__global__ void embedding_forward_kernel(bf16* out, const int32_t* ids, int64_t n, const bf16* table,
-                                         int64_t D) {
+__global__ void embedding_forward_kernel(bf16* out, const int32_t* ids, int64_t n,
+                                         const bf16* table, int64_t D) {
   GRID_STRIDE(i, n * D) out[i] = table[int64_t(ids[i / D]) * D + i % D];
 }
 __global__ void embedding_backward_kernel(float* dtable, const float* dout, const int32_t* ids,
@@ -93,8 +93,9 @@ __global__ void rmsnorm_forward_kernel(bf16* out, float* rstd, const TIn* inp, c
 // dx = r (w dy) - x r^3 / D sum(w dy x); dw[i] += sum_rows dy x r (shared-memory partials of the
 // CTA's rows, then one global atomic per column and CTA).
 template <typename TIn>
-__global__ void rmsnorm_backward_kernel(float* dinp, float* dweight, const float* dout, const TIn* inp,
-                                        const bf16* w, const float* rstd, int64_t rows, int64_t D) {
+__global__ void rmsnorm_backward_kernel(float* dinp, float* dweight, const float* dout,
+                                        const TIn* inp, const bf16* w, const float* rstd,
+                                        int64_t rows, int64_t D) {
   extern __shared__ float dw_part[];  // [D] when dweight
   if (dweight) {
     for (int64_t i = threadIdx.x; i < D; i += blockDim.x) dw_part[i] = 0.f;
@@ -139,8 +140,8 @@ __global__ void rope_forward_kernel(bf16* out, const bf16* x, const float* cos, 
     }
   }
 }
-__global__ void rope_backward_kernel(float* dx, const float* dout, const float* cos, const float* sin,
-                                     int64_t n, int heads, int d) {
+__global__ void rope_backward_kernel(float* dx, const float* dout, const float* cos,
+                                     const float* sin, int64_t n, int heads, int d) {
   const int half = d / 2, per_row = heads * half;
   for (int64_t row = blockIdx.x; row < n; row += gridDim.x) {
     const float* cr = cos + row * half;
@@ -220,9 +221,11 @@ __global__ void cross_entropy_kernel(bf16* dlogits, double* loss, const float* l
   __shared__ float s_max[32], s_sum[32];
   __shared__ float s_lse;
   for (int off = 16; off > 0; off >>= 1) {
-    const float om = __shfl_xor_sync(0xffffffffu, mx, off), os = __shfl_xor_sync(0xffffffffu, sum, off);
+    const float om = __shfl_xor_sync(0xffffffffu, mx, off),
+                os = __shfl_xor_sync(0xffffffffu, sum, off);
     const float m = fmaxf(mx, om);
-    sum = (mx == -INFINITY ? 0.f : sum * __expf(mx - m)) + (om == -INFINITY ? 0.f : os * __expf(om - m));
+    sum = (mx == -INFINITY ? 0.f : sum * __expf(mx - m)) +
+          (om == -INFINITY ? 0.f : os * __expf(om - m));
     mx = m;
   }
   if (threadIdx.x % 32 == 0) s_max[threadIdx.x / 32] = mx, s_sum[threadIdx.x / 32] = sum;
@@ -231,7 +234,8 @@ __global__ void cross_entropy_kernel(bf16* dlogits, double* loss, const float* l
     float m = -INFINITY;
     for (unsigned w = 0; w < blockDim.x / 32; ++w) m = fmaxf(m, s_max[w]);
     double s = 0;
-    for (unsigned w = 0; w < blockDim.x / 32; ++w) s += double(s_sum[w]) * exp(double(s_max[w] - m));
+    for (unsigned w = 0; w < blockDim.x / 32; ++w)
+      s += double(s_sum[w]) * exp(double(s_max[w] - m));
     const double lse = double(m) + log(s);
     s_lse = float(lse);
     loss[r] = lse - double(z[labels[r]]);
@@ -244,7 +248,8 @@ __global__ void cross_entropy_kernel(bf16* dlogits, double* loss, const float* l
     dz[i] = __float2bfloat16_rn((__expf(z[i] - lse) - (i == y ? 1.f : 0.f)) * scale);
 }
 
-__global__ void gather_rows_kernel(bf16* out, const bf16* in, const int32_t* idx, int64_t m, int64_t D) {
+__global__ void gather_rows_kernel(bf16* out, const bf16* in, const int32_t* idx, int64_t m,
+                                   int64_t D) {
   GRID_STRIDE(i, m * D) out[i] = in[int64_t(idx[i / D]) * D + i % D];
 }
 __global__ void scatter_add_rows_kernel(float* out, const float* in, const int32_t* idx, int64_t m,
@@ -259,7 +264,9 @@ __global__ void router_pool_forward_kernel(double* pooled, const bf16* k, const 
   const int2 span = seqs[s];
   const RouterPoolRange pool{span.y, P};
   for (int64_t e = threadIdx.x; e < d; e += blockDim.x) {
-    auto at = [&](int64_t t) { return double(__bfloat162float(k[((span.x + t) * Hkv + h) * d + e])); };
+    auto at = [&](int64_t t) {
+      return double(__bfloat162float(k[((span.x + t) * Hkv + h) * d + e]));
+    };
     double acc = 0;
     double count;
     if (segment_mean) {
@@ -388,8 +395,8 @@ template <typename TIn>
 void rmsnorm_forward(bf16* out, float* rstd, const TIn* inp, const bf16* weight, int64_t rows,
                      int64_t D, float eps, cudaStream_t stream) {
   if (rows == 0) return;
-  rmsnorm_forward_kernel<TIn><<<row_warps_grid(rows), kThreads, 0, stream>>>(out, rstd, inp, weight,
-                                                                            rows, D, eps);
+  rmsnorm_forward_kernel<TIn>
+      <<<row_warps_grid(rows), kThreads, 0, stream>>>(out, rstd, inp, weight, rows, D, eps);
   CHECK_LAUNCH();
 }
 template <typename TIn>
@@ -401,16 +408,16 @@ void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const TIn*
   // With a weight gradient, fewer CTAs: each folds many rows into its shared partials.
   const unsigned grid = dweight ? std::min(row_warps_grid(rows), 132u * 2) : row_warps_grid(rows);
   if (smem > 48 * 1024)
-    ELASTIC_CUDA_CHECK(cudaFuncSetAttribute(rmsnorm_backward_kernel<TIn>,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  rmsnorm_backward_kernel<TIn><<<grid, kThreads, smem, stream>>>(dinp, dweight, dout, inp, weight,
-                                                                 rstd, rows, D);
+    ELASTIC_CUDA_CHECK(cudaFuncSetAttribute(
+        rmsnorm_backward_kernel<TIn>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  rmsnorm_backward_kernel<TIn>
+      <<<grid, kThreads, smem, stream>>>(dinp, dweight, dout, inp, weight, rstd, rows, D);
   CHECK_LAUNCH();
 }
-template void rmsnorm_forward<float>(bf16*, float*, const float*, const bf16*, int64_t, int64_t, float,
-                                     cudaStream_t);
-template void rmsnorm_forward<bf16>(bf16*, float*, const bf16*, const bf16*, int64_t, int64_t, float,
-                                    cudaStream_t);
+template void rmsnorm_forward<float>(bf16*, float*, const float*, const bf16*, int64_t, int64_t,
+                                     float, cudaStream_t);
+template void rmsnorm_forward<bf16>(bf16*, float*, const bf16*, const bf16*, int64_t, int64_t,
+                                    float, cudaStream_t);
 template void rmsnorm_backward<float>(float*, float*, const float*, const float*, const bf16*,
                                       const float*, int64_t, int64_t, cudaStream_t);
 template void rmsnorm_backward<bf16>(float*, float*, const float*, const bf16*, const bf16*,
@@ -431,7 +438,8 @@ void rope_backward(float* dx, const float* dout, const float* cos, const float* 
   CHECK_LAUNCH();
 }
 
-void swiglu_forward(bf16* out, const bf16* gate, const bf16* up, int64_t count, cudaStream_t stream) {
+void swiglu_forward(bf16* out, const bf16* gate, const bf16* up, int64_t count,
+                    cudaStream_t stream) {
   if (count == 0) return;
   swiglu_forward_kernel<<<grid_for(count), kThreads, 0, stream>>>(out, gate, up, count);
   CHECK_LAUNCH();
@@ -439,7 +447,8 @@ void swiglu_forward(bf16* out, const bf16* gate, const bf16* up, int64_t count, 
 void swiglu_backward(bf16* dgate, bf16* dup, const bf16* dout, const bf16* gate, const bf16* up,
                      int64_t count, cudaStream_t stream) {
   if (count == 0) return;
-  swiglu_backward_kernel<<<grid_for(count), kThreads, 0, stream>>>(dgate, dup, dout, gate, up, count);
+  swiglu_backward_kernel<<<grid_for(count), kThreads, 0, stream>>>(dgate, dup, dout, gate, up,
+                                                                   count);
   CHECK_LAUNCH();
 }
 
@@ -456,7 +465,8 @@ void bias_add(float* y, const bf16* bias, int64_t rows, int64_t cols, cudaStream
 template <typename T>
 void bias_backward_t(float* dbias, const T* dy, int64_t rows, int64_t cols, cudaStream_t stream) {
   if (rows * cols == 0) return;
-  const dim3 grid(unsigned((cols + 31) / 32), unsigned(std::clamp<int64_t>((rows + 255) / 256, 1, 64)));
+  const dim3 grid(unsigned((cols + 31) / 32),
+                  unsigned(std::clamp<int64_t>((rows + 255) / 256, 1, 64)));
   bias_backward_kernel<T><<<grid, dim3(32, 8), 0, stream>>>(dbias, dy, rows, cols);
   CHECK_LAUNCH();
 }
@@ -471,11 +481,13 @@ void cross_entropy_forward_backward(bf16* dlogits, double* loss, const float* lo
                                     const int32_t* labels, int64_t rows, int64_t V, float scale,
                                     cudaStream_t stream) {
   if (rows == 0) return;
-  cross_entropy_kernel<<<unsigned(rows), 1024, 0, stream>>>(dlogits, loss, logits, labels, V, scale);
+  cross_entropy_kernel<<<unsigned(rows), 1024, 0, stream>>>(dlogits, loss, logits, labels, V,
+                                                            scale);
   CHECK_LAUNCH();
 }
 
-void gather_rows(bf16* out, const bf16* in, const int32_t* idx, int64_t m, int64_t D, cudaStream_t stream) {
+void gather_rows(bf16* out, const bf16* in, const int32_t* idx, int64_t m, int64_t D,
+                 cudaStream_t stream) {
   if (m == 0) return;
   gather_rows_kernel<<<grid_for(m * D), kThreads, 0, stream>>>(out, in, idx, m, D);
   CHECK_LAUNCH();
@@ -507,8 +519,8 @@ void router_pool_backward(float* dk, const double* dpooled, const int2* seqs, in
 void router_dz(double* dz, const bf16* datt, const bf16* att, const bf16* other, const int4* chunks,
                int64_t count, int64_t Hq, int64_t Hkv, int64_t d, cudaStream_t stream) {
   if (count == 0) return;
-  router_dz_kernel<<<dim3(unsigned(count), unsigned(Hkv)), kThreads, 0, stream>>>(dz, datt, att, other,
-                                                                                 chunks, Hq, Hkv, d);
+  router_dz_kernel<<<dim3(unsigned(count), unsigned(Hkv)), kThreads, 0, stream>>>(
+      dz, datt, att, other, chunks, Hq, Hkv, d);
   CHECK_LAUNCH();
 }
 

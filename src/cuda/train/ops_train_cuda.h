@@ -48,7 +48,8 @@ void rope_backward(float* dx, const float* dout, const float* cos, const float* 
                    int64_t heads, int64_t d, cudaStream_t stream);
 
 // SwiGLU: out = silu(gate) * up. [count] bf16.
-void swiglu_forward(bf16* out, const bf16* gate, const bf16* up, int64_t count, cudaStream_t stream);
+void swiglu_forward(bf16* out, const bf16* gate, const bf16* up, int64_t count,
+                    cudaStream_t stream);
 // dgate = dout * up * silu'(gate), dup = dout * silu(gate) (written). [count] bf16.
 void swiglu_backward(bf16* dgate, bf16* dup, const bf16* dout, const bf16* gate, const bf16* up,
                      int64_t count, cudaStream_t stream);
@@ -69,7 +70,8 @@ void cross_entropy_forward_backward(bf16* dlogits, double* loss, const float* lo
                                     cudaStream_t stream);
 
 // out[i, :] = in[idx[i], :] (bf16). out: [m, D]; idx: [m].
-void gather_rows(bf16* out, const bf16* in, const int32_t* idx, int64_t m, int64_t D, cudaStream_t stream);
+void gather_rows(bf16* out, const bf16* in, const int32_t* idx, int64_t m, int64_t D,
+                 cudaStream_t stream);
 // out[idx[i], :] += in[i, :] (distinct idx). out: [*, D]; in: [m, D] fp32.
 void scatter_add_rows(float* out, const float* in, const int32_t* idx, int64_t m, int64_t D,
                       cudaStream_t stream);
