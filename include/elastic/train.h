@@ -26,6 +26,7 @@ struct TrainStepRequest {
   int64_t pool_tokens = 100;
   bool segment_mean_pooling = false;  // the reference's training pooling instead of boundary
   bool float64 = false;               // the double-precision reference (test mode)
+  std::string backend = "cpu";        // training engine (cpu, or cuda where registered)
 };
 
 struct TrainStepResult {

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -60,11 +61,15 @@ class TrainEngine {
 std::unique_ptr<TrainEngine> train_engine_cpu(const ModelConfig& c, ParamSet<float> backbone,
                                               ParamSet<float> router, const TrainOptions& opt);
 
-// The engine of a backend name ("cpu", or "cuda" in builds with the CUDA trainer); an
-// elastic::Error names the backend otherwise.
+// The engine of a backend name: "cpu", or one a front end registered (the CLI registers "cuda"
+// in builds with the CUDA trainer, which the core library does not link); an elastic::Error
+// names the backend otherwise.
 std::unique_ptr<TrainEngine> train_engine_create(const std::string& backend, const ModelConfig& c,
                                                  ParamSet<float> backbone, ParamSet<float> router,
                                                  const TrainOptions& opt);
+using TrainEngineFactory = std::function<std::unique_ptr<TrainEngine>(
+    const ModelConfig&, ParamSet<float>, ParamSet<float>, const TrainOptions&)>;
+void train_engine_register(const std::string& backend, TrainEngineFactory factory);
 
 // AdamW on host arrays (the CPU engine's update; the reference for other backends).
 // p, g, m, v: [n].

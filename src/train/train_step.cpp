@@ -3,11 +3,13 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <type_traits>
 
 #include "elastic/batch.h"
 #include "elastic/config.h"
 #include "elastic/error.h"
 #include "elastic/train.h"
+#include "train/engine.h"
 #include "train/model_train.h"
 
 namespace elastic {
@@ -51,11 +53,6 @@ TrainStepResult run(const TrainStepRequest& rq, const ModelConfig& c, const Weig
     throw Error("train-step: " + std::to_string(rq.targets.size()) + " targets for " +
                 std::to_string(S) + " samples (one target per sample)");
   if (!(rq.temperature > 0)) throw Error("train-step: temperature must be > 0");
-
-  ParamSet<T> backbone(backbone_layout(c)), router(router_layout(c));
-  params_load(backbone, model);
-  params_load(router, model);
-  TrainModel<T> tm(c, std::move(backbone), std::move(router));
 
   const TensorView l1 = batch_tensor(bstore, "lambda1", {});
   const TensorView l2 = batch_tensor(bstore, "lambda2", {});
@@ -101,8 +98,21 @@ TrainStepResult run(const TrainStepRequest& rq, const ModelConfig& c, const Weig
   opt.ssa = rq.ssa;
   opt.pool_tokens = rq.pool_tokens;
   opt.pooling = rq.segment_mean_pooling ? RouterPooling::segment_mean : RouterPooling::boundary;
-  Gradients<T> grads = tm.gradients(opt);
-  const StepResult r = tm.step(batch, routing, loss, opt, &grads);
+  ParamSet<T> backbone(backbone_layout(c)), router(router_layout(c));
+  params_load(backbone, model);
+  params_load(router, model);
+  StepResult r;
+  ParamSet<float> grads(router_layout(c));  // d loss / d router tensors
+  if constexpr (std::is_same_v<T, double>) {  // the float64 reference runs the model directly
+    TrainModel<double> tm(c, std::move(backbone), std::move(router));
+    Gradients<double> g = tm.gradients(opt);
+    r = tm.step(batch, routing, loss, opt, &g);
+    std::copy(g.router.data.begin(), g.router.data.end(), grads.data.begin());
+  } else {
+    auto eng = train_engine_create(rq.backend, c, std::move(backbone), std::move(router), opt);
+    r = eng->step(batch, routing, loss);
+    grads.data = eng->get(ParamGroup::router, ParamState::grad);
+  }
 
   TrainStepResult out;
   out.ce = r.ce;
@@ -120,7 +130,7 @@ TrainStepResult run(const TrainStepRequest& rq, const ModelConfig& c, const Weig
     out.items.push_back(item_f32("omega." + i, {1}, {r.omega[size_t(s)]}));
     out.items.push_back(item_i64("decisions." + i, {L, Hkv}, dec));
   }
-  for (SafetensorsWriteItem& it : params_items(grads.router, DType::f32, "grad."))
+  for (SafetensorsWriteItem& it : params_items(grads, DType::f32, "grad."))
     out.items.push_back(std::move(it));
   out.items.push_back(item_f32("grad.lambda1", {K}, r.d_lambda1));
   out.items.push_back(item_f32("grad.lambda2", {K}, r.d_lambda2));
