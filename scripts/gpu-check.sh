@@ -17,7 +17,7 @@
 #   [--e2e-sizes=32768,131072] [--train] [--train-tokens=32768,65536]", carry=[".debs", ".gpu-shared"])
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-DEBS=(nlohmann-json3-dev libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3
+DEBS=(nlohmann-json3-dev libcli11-dev libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3
       libutf8proc-dev libutf8proc2 libpng-dev libpng16-16 zlib1g-dev libgtest-dev pkgconf
       libpkgconf3 pkgconf-bin)
 

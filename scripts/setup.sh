@@ -2,7 +2,7 @@
 # Installs every build and test dependency by package name (Debian), idempotently.
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config
-      nlohmann-json3-dev libpcre2-dev libutf8proc-dev libpng-dev libgtest-dev
+      nlohmann-json3-dev libcli11-dev libpcre2-dev libutf8proc-dev libpng-dev libgtest-dev
       libcairo2-dev fonts-dejavu-core
       clang libclang-rt-14-dev libfuzzer-14-dev libomp-14-dev)
 missing=()

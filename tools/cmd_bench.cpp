@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "backend_profile.h"
-#include "cli_args.h"
+#include "cli_options.h"
 #include "commands.h"
 #include "elastic/cpu_peaks.h"
 #include "elastic/model.h"
@@ -59,71 +59,49 @@ double median(std::vector<double> v) {
 double attention_flops(const ModelConfig& c, int64_t pos0, int64_t n) {
   double pairs = 0;
   for (int64_t i = 0; i < n; ++i) pairs += static_cast<double>(pos0 + i + 1);
-  return 4.0 * static_cast<double>(c.head_dim) * pairs * static_cast<double>(c.num_heads * c.num_layers);
+  return 4.0 * static_cast<double>(c.head_dim) * pairs *
+         static_cast<double>(c.num_heads * c.num_layers);
 }
 
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
-  std::string model_dir, synthetic;
-  int64_t prompt_tokens = 512, decode_tokens = 32, threads = 0;
-  uint64_t seed = 1;
+  std::string names;
+  for (const auto& n : model_synthetic_names()) names += (names.empty() ? "" : ", ") + n;
+  CommandLine cl(
+      "bench", "(--synthetic NAME | -m MODEL) [-p N] [-n N] [-t N] [--profile] [--json]",
+      "Measures prefill and decode tokens/s of the CPU forward pass, and in the same run the\n"
+      "machine's memory bandwidth and fp32 FMA peak, and prints the fraction of each that\n"
+      "the forward pass reaches:\n"
+      "  decode:  (weight bytes + KV bytes read per token) x tok/s / bandwidth: the median\n"
+      "           over decode steps, each against the bandwidth sampled right after it (the\n"
+      "           fraction of the best bandwidth of the whole run is printed beside it)\n"
+      "  prefill: (2 x matmul params x tokens + attention FLOPs) / time / FMA peak");
+  std::string synthetic;
+  ModelOptions mo;
+  int64_t prompt_tokens = 512, decode_tokens = 32, threads = 0, seed = 1;
   bool json = false, profile = false;
   std::string step_bandwidth = "auto";
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "-h" || a == "--help") {
-      std::string names;
-      for (const auto& n : model_synthetic_names()) names += (names.empty() ? "" : ", ") + n;
-      std::printf(
-          "usage: elastic bench (--synthetic NAME | -m MODEL) [-p N] [-n N] [-t N] [--profile] [--json]\n\n"
-          "Measures prefill and decode tokens/s of the CPU forward pass, and in the same run the\n"
-          "machine's memory bandwidth and fp32 FMA peak, and prints the fraction of each that\n"
-          "the forward pass reaches:\n"
-          "  decode:  (weight bytes + KV bytes read per token) x tok/s / bandwidth: the median\n"
-          "           over decode steps, each against the bandwidth sampled right after it (the\n"
-          "           fraction of the best bandwidth of the whole run is printed beside it)\n"
-          "  prefill: (2 x matmul params x tokens + attention FLOPs) / time / FMA peak\n\n"
-          "  --synthetic NAME   random bf16 weights in memory with the shape of NAME (%s);\n"
-          "                     no download needed, output is labelled SYNTHETIC\n"
-          "  -m, --model DIR    an HF model folder instead\n"
-          "  -p, --n-prompt N   prompt tokens for the prefill (default 512)\n"
-          "  -n, --n-gen N      tokens to decode after it (default 32)\n"
-          "  -t, --threads N    CPU threads (default: all cores)\n"
-          "  --seed S           seed of the synthetic weights and prompt ids (default 1)\n"
-          "  --step-bandwidth auto|on|off\n"
-          "                     sample the bandwidth after every decode step (auto: when a step\n"
-          "                     reads more than 4x the L3 cache; a sample evicts a model that\n"
-          "                     fits in the caches, so small models are timed without them)\n"
-          "  --profile          also time every backend op during decode (ms per token, share,\n"
-          "                     GB/s of each linear layer's weights)\n"
-          "  --json             print one JSON object instead of the table\n",
-          names.c_str());
-      return 0;
-    } else if (a == "--synthetic") {
-      synthetic = option_value(argc, argv, i);
-    } else if (a == "-m" || a == "--model") {
-      model_dir = option_value(argc, argv, i);
-    } else if (a == "-p" || a == "--n-prompt") {
-      prompt_tokens = parse_int(a, option_value(argc, argv, i), 1);
-    } else if (a == "-n" || a == "--n-gen") {
-      decode_tokens = parse_int(a, option_value(argc, argv, i), 1);
-    } else if (a == "-t" || a == "--threads") {
-      threads = parse_int(a, option_value(argc, argv, i), 0);
-    } else if (a == "--seed") {
-      seed = static_cast<uint64_t>(parse_int(a, option_value(argc, argv, i), 0));
-    } else if (a == "--json") {
-      json = true;
-    } else if (a == "--profile") {
-      profile = true;
-    } else if (a == "--step-bandwidth") {
-      step_bandwidth = option_value(argc, argv, i);
-      if (step_bandwidth != "auto" && step_bandwidth != "on" && step_bandwidth != "off")
-        throw Error("--step-bandwidth: expected auto, on or off, got '" + step_bandwidth + "'");
-    } else {
-      throw Error("unknown option '" + a + "' (see elastic bench --help)");
-    }
-  }
+  const std::string synthetic_help =
+      "random bf16 weights in memory with the shape of NAME, one of\n" + names +
+      ";\nno download needed, output is labelled SYNTHETIC";
+  cl.text("--synthetic", synthetic, "NAME", synthetic_help);
+  model_options_add(cl, mo, /*tokenizer=*/false, "an HF model folder instead");
+  cl.integer("-p,--n-prompt", prompt_tokens, "N", "prompt tokens for the prefill (default 512)",
+             {1});
+  cl.integer("-n,--n-gen", decode_tokens, "N", "tokens to decode after it (default 32)", {1});
+  threads_option_add(cl, threads);
+  cl.integer("--seed", seed, "S", "seed of the synthetic weights and prompt ids (default 1)", {0});
+  cl.choice("--step-bandwidth", step_bandwidth, {"auto", "on", "off"},
+            "sample the bandwidth after every decode step (auto: when a step\n"
+            "reads more than 4x the L3 cache; a sample evicts a model that\n"
+            "fits in the caches, so small models are timed without them)");
+  cl.flag("--profile", profile,
+          "also time every backend op during decode (ms per token, share,\n"
+          "GB/s of each linear layer's weights)");
+  json_option_add(cl, json, "print one JSON object instead of the table");
+  if (!cl.parse(argc, argv)) return 0;
+  const std::string& model_dir = mo.dir;
   if (model_dir.empty() == synthetic.empty())
     throw Error("give exactly one of --synthetic NAME or -m MODEL (see elastic bench --help)");
   if (!synthetic.empty()) {
@@ -137,7 +115,8 @@ int cmd_bench(int argc, char** argv) {
   auto t_load = Clock::now();
   std::fprintf(stderr, "bench: %s model %s ...\n", synthetic.empty() ? "loading" : "generating",
                synthetic.empty() ? model_dir.c_str() : synthetic.c_str());
-  Model model = synthetic.empty() ? model_load(model_dir) : model_synthetic(synthetic, seed);
+  Model model = synthetic.empty() ? model_load(model_dir)
+                                  : model_synthetic(synthetic, static_cast<uint64_t>(seed));
   const double load_s = seconds_since(t_load);
   const ModelConfig& c = model.config;
   std::shared_ptr<ProfilingBackend> profiler;
@@ -153,7 +132,7 @@ int cmd_bench(int argc, char** argv) {
   const double peak_before = measure_fma_peak_gflops(nthreads);
 
   // Prompt: deterministic random ids.
-  std::mt19937_64 rng(seed);
+  std::mt19937_64 rng(static_cast<uint64_t>(seed));
   std::vector<int64_t> prompt(static_cast<size_t>(prompt_tokens));
   for (auto& t : prompt) t = static_cast<int64_t>(rng() % static_cast<uint64_t>(c.vocab_size));
 
@@ -177,7 +156,8 @@ int cmd_bench(int argc, char** argv) {
   // the caches: the sample would evict it and slow the next step down.
   const double weight_bytes = static_cast<double>(model.weight_bytes_per_token());
   const double cache_bytes = l3_cache_bytes();
-  const bool pair_steps = step_bandwidth == "on" || (step_bandwidth == "auto" && weight_bytes > 4 * cache_bytes);
+  const bool pair_steps =
+      step_bandwidth == "on" || (step_bandwidth == "auto" && weight_bytes > 4 * cache_bytes);
   std::unique_ptr<BandwidthMeter> probe;
   if (pair_steps) probe = std::make_unique<BandwidthMeter>(size_t{256} << 20, nthreads);
   if (profiler) profiler->reset();
@@ -186,7 +166,8 @@ int cmd_bench(int argc, char** argv) {
   const double kv_bytes_per_position =
       static_cast<double>(c.num_layers * c.num_kv_heads * 2 * c.head_dim * sizeof(float));
   for (int64_t i = 0; i < decode_tokens; ++i) {
-    std::fprintf(stderr, "\rbench: decode %lld/%lld ...", (long long)i + 1, (long long)decode_tokens);
+    std::fprintf(stderr, "\rbench: decode %lld/%lld ...", (long long)i + 1,
+                 (long long)decode_tokens);
     const double kv = kv_bytes_per_position * static_cast<double>(req.length);  // keys < position
     kv_bytes_read += kv;
     auto t1 = Clock::now();
@@ -206,7 +187,8 @@ int cmd_bench(int argc, char** argv) {
   const bool disturbed = std::min(bandwidth_before, bandwidth_after) < 0.8 * bandwidth_gbs ||
                          std::min(peak_before, peak_after) < 0.8 * peak_gflops;
   if (disturbed)
-    std::fprintf(stderr, "bench: warning: the peaks moved by more than 20 %% during the run "
+    std::fprintf(stderr,
+                 "bench: warning: the peaks moved by more than 20 %% during the run "
                  "(bandwidth %.1f/%.1f GB/s, FMA %.1f/%.1f GFLOP/s before/after): other processes "
                  "or the host are using the cores or memory, so the fractions of the best peak "
                  "understate the engine (the decode fraction pairs each step with its own "
@@ -228,7 +210,8 @@ int cmd_bench(int argc, char** argv) {
   const double median_step_s = median(step_s);
   const double decode_tps = 1.0 / median_step_s;
   const double decode_tps_mean = static_cast<double>(decode_tokens) / decode_s;
-  const double decode_bytes_per_token = weight_bytes + kv_bytes_read / static_cast<double>(decode_tokens);
+  const double decode_bytes_per_token =
+      weight_bytes + kv_bytes_read / static_cast<double>(decode_tokens);
   const double decode_gbs = decode_bytes_per_token * decode_tps / 1e9;
   const double prefill_fraction = prefill_gflops / peak_gflops;
   const double decode_fraction_best_bw = decode_gbs / bandwidth_gbs;
@@ -236,7 +219,8 @@ int cmd_bench(int argc, char** argv) {
   for (size_t i = 0; i < step_bw.size(); ++i)
     step_fraction[i] = step_bytes[i] / step_s[i] / 1e9 / step_bw[i];
   const double decode_fraction = pair_steps ? median(step_fraction) : decode_fraction_best_bw;
-  const double decode_fraction_mean = decode_bytes_per_token * decode_tps_mean / 1e9 / bandwidth_gbs;
+  const double decode_fraction_mean =
+      decode_bytes_per_token * decode_tps_mean / 1e9 / bandwidth_gbs;
   const std::string label = synthetic.empty() ? model_dir : "SYNTHETIC " + synthetic;
 
   if (json) {
@@ -250,67 +234,92 @@ int cmd_bench(int argc, char** argv) {
     j["memory_bandwidth_gbs"] = bandwidth_gbs;
     j["fma_peak_gflops"] = peak_gflops;
     j["peaks_disturbed"] = disturbed;
-    j["prefill"] = {{"tokens", prompt_tokens},          {"seconds", prefill_s},
-                    {"tokens_per_s", prefill_tps},      {"gflop", prefill_flops / 1e9},
-                    {"gflops", prefill_gflops},         {"fraction_of_fma_peak", prefill_fraction}};
-    j["decode"] = {{"tokens", decode_tokens},           {"seconds", decode_s},
-                   {"tokens_per_s", decode_tps},        {"bytes_per_token", decode_bytes_per_token},
-                   {"gbs", decode_gbs},                 {"fraction_of_bandwidth", decode_fraction},
+    j["prefill"] = {{"tokens", prompt_tokens},     {"seconds", prefill_s},
+                    {"tokens_per_s", prefill_tps}, {"gflop", prefill_flops / 1e9},
+                    {"gflops", prefill_gflops},    {"fraction_of_fma_peak", prefill_fraction}};
+    j["decode"] = {{"tokens", decode_tokens},
+                   {"seconds", decode_s},
+                   {"tokens_per_s", decode_tps},
+                   {"bytes_per_token", decode_bytes_per_token},
+                   {"gbs", decode_gbs},
+                   {"fraction_of_bandwidth", decode_fraction},
                    {"tokens_per_s_mean", decode_tps_mean},
                    {"fraction_of_best_bandwidth", decode_fraction_best_bw},
                    {"fraction_of_best_bandwidth_mean", decode_fraction_mean},
-                   {"step_seconds", step_s},            {"step_bytes", step_bytes},
-                   {"step_bandwidth_gbs", step_bw},     {"steps_paired", pair_steps}};
+                   {"step_seconds", step_s},
+                   {"step_bytes", step_bytes},
+                   {"step_bandwidth_gbs", step_bw},
+                   {"steps_paired", pair_steps}};
     if (profiler)
       for (const auto& [op, t] : profiler->times())
-        j["decode"]["profile"][op] = {{"seconds", t.seconds}, {"calls", t.calls}, {"weight_bytes", t.bytes}};
+        j["decode"]["profile"][op] = {
+            {"seconds", t.seconds}, {"calls", t.calls}, {"weight_bytes", t.bytes}};
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
   if (!synthetic.empty())
-    std::printf("SYNTHETIC model '%s': random bf16 weights with this checkpoint's shape, not a "
-                "trained model (speed only)\n", synthetic.c_str());
-  std::printf("model      %s: %lld layers, hidden %lld, ffn %lld, %lld/%lld heads x %lld, vocab %lld\n",
-              label.c_str(), (long long)c.num_layers, (long long)c.hidden_size,
-              (long long)c.intermediate_size, (long long)c.num_heads, (long long)c.num_kv_heads,
-              (long long)c.head_dim, (long long)c.vocab_size);
+    std::printf(
+        "SYNTHETIC model '%s': random bf16 weights with this checkpoint's shape, not a "
+        "trained model (speed only)\n",
+        synthetic.c_str());
+  std::printf(
+      "model      %s: %lld layers, hidden %lld, ffn %lld, %lld/%lld heads x %lld, vocab %lld\n",
+      label.c_str(), (long long)c.num_layers, (long long)c.hidden_size,
+      (long long)c.intermediate_size, (long long)c.num_heads, (long long)c.num_kv_heads,
+      (long long)c.head_dim, (long long)c.vocab_size);
   std::printf("weights    %.1f M matmul params, %.3f GB read per decoded token (%s)\n",
               model.matmul_params_per_token() / 1e6, weight_bytes / 1e9,
               std::string(dtype_name(model.weights.lm_head.dtype)).c_str());
-  std::printf("machine    %d threads, memory bandwidth %.1f GB/s, fp32 FMA peak %.1f GFLOP/s (measured now)\n\n",
-              nthreads, bandwidth_gbs, peak_gflops);
+  std::printf(
+      "machine    %d threads, memory bandwidth %.1f GB/s, fp32 FMA peak %.1f GFLOP/s (measured "
+      "now)\n\n",
+      nthreads, bandwidth_gbs, peak_gflops);
   // Ideal: the speed at 100 % of the measured peak (the cost model of the fractions above).
-  std::printf("| phase   | tokens | seconds | tokens/s | ideal tok/s | work              | achieved        | of peak           |\n");
-  std::printf("|---------|--------|---------|----------|-------------|-------------------|-----------------|-------------------|\n");
-  std::printf("| prefill | %6lld | %7.2f | %8.1f | %11.1f | %8.1f GFLOP    | %7.1f GFLOP/s | %5.1f %% FMA peak  |\n",
-              (long long)prompt_tokens, prefill_s, prefill_tps, prefill_tps / prefill_fraction,
-              prefill_flops / 1e9, prefill_gflops, 100 * prefill_fraction);
-  std::printf("| decode  | %6lld | %7.2f | %8.2f | %11.2f | %8.3f GB/token | %7.1f GB/s    | %5.1f %% bandwidth |\n",
-              (long long)decode_tokens, decode_s, decode_tps, decode_tps / decode_fraction,
-              decode_bytes_per_token / 1e9, decode_gbs, 100 * decode_fraction);
+  std::printf(
+      "| phase   | tokens | seconds | tokens/s | ideal tok/s | work              | achieved        "
+      "| of peak           |\n");
+  std::printf(
+      "|---------|--------|---------|----------|-------------|-------------------|-----------------"
+      "|-------------------|\n");
+  std::printf(
+      "| prefill | %6lld | %7.2f | %8.1f | %11.1f | %8.1f GFLOP    | %7.1f GFLOP/s | %5.1f %% FMA "
+      "peak  |\n",
+      (long long)prompt_tokens, prefill_s, prefill_tps, prefill_tps / prefill_fraction,
+      prefill_flops / 1e9, prefill_gflops, 100 * prefill_fraction);
+  std::printf(
+      "| decode  | %6lld | %7.2f | %8.2f | %11.2f | %8.3f GB/token | %7.1f GB/s    | %5.1f %% "
+      "bandwidth |\n",
+      (long long)decode_tokens, decode_s, decode_tps, decode_tps / decode_fraction,
+      decode_bytes_per_token / 1e9, decode_gbs, 100 * decode_fraction);
   if (pair_steps)
-    std::printf("\ndecode: tokens/s and GB/s of the median step; %% of bandwidth = median over steps of "
-                "the step's GB/s / the bandwidth sampled right after it (%.1f-%.1f GB/s).\n"
-                "against the best bandwidth of the whole run (%.1f GB/s): %.1f %% (median step), "
-                "%.1f %% (mean over all %lld steps, %.2f tokens/s)\n",
-                *std::min_element(step_bw.begin(), step_bw.end()),
-                *std::max_element(step_bw.begin(), step_bw.end()), bandwidth_gbs,
-                100 * decode_fraction_best_bw, 100 * decode_fraction_mean, (long long)decode_tokens,
-                decode_tps_mean);
+    std::printf(
+        "\ndecode: tokens/s and GB/s of the median step; %% of bandwidth = median over steps of "
+        "the step's GB/s / the bandwidth sampled right after it (%.1f-%.1f GB/s).\n"
+        "against the best bandwidth of the whole run (%.1f GB/s): %.1f %% (median step), "
+        "%.1f %% (mean over all %lld steps, %.2f tokens/s)\n",
+        *std::min_element(step_bw.begin(), step_bw.end()),
+        *std::max_element(step_bw.begin(), step_bw.end()), bandwidth_gbs,
+        100 * decode_fraction_best_bw, 100 * decode_fraction_mean, (long long)decode_tokens,
+        decode_tps_mean);
   else
-    std::printf("\ndecode: tokens/s and GB/s of the median step, %% of the best bandwidth of the run; "
-                "a step reads %.1f MB, within 4x the %.0f MiB L3, so it runs from the caches (no "
-                "per-step bandwidth samples: they would evict it). mean over all %lld steps: %.2f "
-                "tokens/s (%.1f %%)\n",
-                decode_bytes_per_token / 1e6, cache_bytes / (1 << 20), (long long)decode_tokens,
-                decode_tps_mean, 100 * decode_fraction_mean);
+    std::printf(
+        "\ndecode: tokens/s and GB/s of the median step, %% of the best bandwidth of the run; "
+        "a step reads %.1f MB, within 4x the %.0f MiB L3, so it runs from the caches (no "
+        "per-step bandwidth samples: they would evict it). mean over all %lld steps: %.2f "
+        "tokens/s (%.1f %%)\n",
+        decode_bytes_per_token / 1e6, cache_bytes / (1 << 20), (long long)decode_tokens,
+        decode_tps_mean, 100 * decode_fraction_mean);
   if (profiler)
     std::printf("\ndecode profile (wall time per backend op, %lld tokens):\n%s",
-                (long long)decode_tokens, profile_table(profiler->times(), decode_s, decode_tokens).c_str());
-  std::printf("\ntargets (issue 2, synthetic qwen3-0.6b on the 2-core CI machine): prefill >= 40 %% of "
-              "FMA peak, decode >= 60 %% of bandwidth\n");
-  std::fprintf(stderr, "bench: load/generate %.1f s; timings are wall clock, so other load on the "
-               "machine lowers them\n", load_s);
+                (long long)decode_tokens,
+                profile_table(profiler->times(), decode_s, decode_tokens).c_str());
+  std::printf(
+      "\ntargets (issue 2, synthetic qwen3-0.6b on the 2-core CI machine): prefill >= 40 %% of "
+      "FMA peak, decode >= 60 %% of bandwidth\n");
+  std::fprintf(stderr,
+               "bench: load/generate %.1f s; timings are wall clock, so other load on the "
+               "machine lowers them\n",
+               load_s);
   return 0;
 }
 

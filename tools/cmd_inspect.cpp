@@ -3,6 +3,7 @@
 #include <map>
 #include <string>
 
+#include "cli_options.h"
 #include "commands.h"
 #include "elastic/config.h"
 #include "elastic/error.h"
@@ -11,41 +12,31 @@
 namespace elastic::cli {
 
 int cmd_inspect(int argc, char** argv) {
+  CommandLine cl(
+      "inspect", "MODEL [--no-tensors]",
+      "Reads MODEL (an HF folder with config.json and model.safetensors or a sharded\n"
+      "model.safetensors.index.json) and prints the configuration, every tensor with its\n"
+      "dtype and shape, the parameter count and the weight memory.");
   std::string model;
   bool list = true;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "-h" || a == "--help") {
-      std::printf(
-          "usage: elastic inspect MODEL [--no-tensors]\n\n"
-          "Reads MODEL (an HF folder with config.json and model.safetensors or a sharded\n"
-          "model.safetensors.index.json) and prints the configuration, every tensor with its\n"
-          "dtype and shape, the parameter count and the weight memory.\n\n"
-          "  --no-tensors   print the summary only\n");
-      return 0;
-    } else if (a == "--no-tensors") {
-      list = false;
-    } else if (a == "-m" || a == "--model") {
-      if (++i >= argc) throw Error("option " + a + " needs a value");
-      model = argv[i];
-    } else if (!a.empty() && a[0] == '-') {
-      throw Error("unknown option '" + a + "' (see elastic inspect --help)");
-    } else {
-      model = a;
-    }
-  }
-  if (model.empty()) throw Error("missing MODEL (see elastic inspect --help)");
+  cl.positional("MODEL", model, "HF model folder (or give it as -m MODEL)");
+  cl.text("-m,--model", model, "DIR", "HF model folder");
+  cl.flag("--no-tensors", list, "print the summary only", false);
+  if (!cl.parse(argc, argv)) return 0;
+  if (model.empty()) throw Error(cl.missing("MODEL"));
   ModelConfig c = config_load(model);
   WeightStore ws = WeightStore::open(model);
   std::printf("model:        %s\n", model.c_str());
-  std::printf("model_type:   %s%s\n", c.model_type.c_str(), c.elastic.present ? " (Elastic router)" : "");
+  std::printf("model_type:   %s%s\n", c.model_type.c_str(),
+              c.elastic.present ? " (Elastic router)" : "");
   std::printf("layers:       %lld\n", (long long)c.num_layers);
   std::printf("hidden:       %lld  ffn: %lld  vocab: %lld\n", (long long)c.hidden_size,
               (long long)c.intermediate_size, (long long)c.vocab_size);
   std::printf("heads:        %lld q / %lld kv, head_dim %lld\n", (long long)c.num_heads,
               (long long)c.num_kv_heads, (long long)c.head_dim);
   const char* rope = c.rope.type == RopeType::standard ? "default"
-                     : c.rope.type == RopeType::llama3 ? "llama3" : "yarn";
+                     : c.rope.type == RopeType::llama3 ? "llama3"
+                                                       : "yarn";
   std::printf("rope:         %s theta %g factor %g\n", rope, c.rope.theta, c.rope.factor);
   std::printf("tied embed:   %s\n", c.tie_word_embeddings ? "yes" : "no");
   int64_t params = 0;
@@ -56,8 +47,9 @@ int cmd_inspect(int argc, char** argv) {
     params += t.numel();
     bytes += t.nbytes();
     by_dtype[std::string(dtype_name(t.dtype))] += t.numel();
-    if (list) std::printf("  %-64s %-5s %s\n", n.c_str(), std::string(dtype_name(t.dtype)).c_str(),
-                          shape_str(t.shape).c_str());
+    if (list)
+      std::printf("  %-64s %-5s %s\n", n.c_str(), std::string(dtype_name(t.dtype)).c_str(),
+                  shape_str(t.shape).c_str());
   }
   std::printf("tensors:      %zu\n", ws.names().size());
   std::printf("parameters:   %lld (%.3f M)\n", (long long)params, params / 1e6);

@@ -2,10 +2,11 @@
 // the routing decisions (layer x KV head), the router logits, rho per query head, the model
 // and effective sparsity ratios, KV-cache bytes and attention FLOPs against the dense model.
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
-#include "cli_args.h"
+#include "cli_options.h"
 #include "commands.h"
 #include "elastic/config.h"
 #include "elastic/model.h"
@@ -16,62 +17,48 @@
 namespace elastic::cli {
 
 int cmd_route(int argc, char** argv) {
-  std::string model_dir;
+  CommandLine cl(
+      "route", "-m MODEL (--input-ids \"1 2 3\" | -p TEXT) [--json] [options]",
+      "Runs one prefill of the token ids with Elastic Attention and prints the routing map\n"
+      "(1 = retrieval mode, 0 = sparse mode, per layer and KV head), rho per query head\n"
+      "(fraction of causal query-key pairs skipped), Omega_MSR (fraction of heads routed\n"
+      "sparse), Omega_ESR (mean rho of the last layer and of all layers), KV-cache bytes and\n"
+      "attention FLOPs against the dense model.");
+  ModelOptions mo;
+  model_options_add(cl, mo, /*tokenizer=*/true,
+                    "HF model folder (an Elastic Paw* checkpoint, or a backbone)");
   std::vector<int64_t> ids;
-  std::string prompt, tokenizer_path;
-  bool have_prompt = false;
+  std::optional<std::string> prompt;
   bool json = false;
+  int64_t threads = 0;
+  std::string backend = "cpu";
   ElasticOptions eo;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "-h" || a == "--help") {
-      std::printf(
-          "usage: elastic route -m MODEL (--input-ids \"1 2 3\" | -p TEXT) [--json] [options]\n\n"
-          "Runs one prefill of the token ids with Elastic Attention and prints the routing map\n"
-          "(1 = retrieval mode, 0 = sparse mode, per layer and KV head), rho per query head\n"
-          "(fraction of causal query-key pairs skipped), Omega_MSR (fraction of heads routed\n"
-          "sparse), Omega_ESR (mean rho of the last layer and of all layers), KV-cache bytes and\n"
-          "attention FLOPs against the dense model.\n\n"
-          "  -m, --model DIR        HF model folder (an Elastic Paw* checkpoint, or a backbone)\n"
-          "  --input-ids IDS        token ids, separated by spaces or commas\n"
-          "  -p, --prompt TEXT      text, encoded with the model's tokenizer (no special tokens added)\n"
-          "  --tokenizer PATH       tokenizer for -p (default: the model folder)\n"
-          "  --json                 print one JSON object: decisions [L][Hkv], modes,\n"
-          "                         router_logits [L][Hkv][2] (SA, retrieval; null without a\n"
-          "                         router), rho [L][Hq], omega_msr, omega_esr_last,\n"
-          "                         omega_esr_all, kv_cache_bytes(_dense), attention_flops(_dense)\n"
-          "  -t, --threads N        CPU threads (default: all cores)\n\n%s",
-          kElasticOptionsHelp);
-      return 0;
-    } else if (a == "-m" || a == "--model") {
-      model_dir = option_value(argc, argv, i);
-    } else if (a == "--input-ids") {
-      ids = parse_ids(a, option_value(argc, argv, i));
-    } else if (a == "-p" || a == "--prompt") {
-      prompt = option_value(argc, argv, i);
-      have_prompt = true;
-    } else if (a == "--tokenizer") {
-      tokenizer_path = option_value(argc, argv, i);
-    } else if (a == "--json") {
-      json = true;
-    } else if (a == "-t" || a == "--threads") {
-      set_threads(parse_int(a, option_value(argc, argv, i), 0));
-    } else if (!elastic_options_parse(eo, argc, argv, i)) {
-      throw Error("unknown option '" + a + "' (see elastic route --help)");
-    }
-  }
-  if (model_dir.empty()) throw Error("missing -m MODEL (see elastic route --help)");
-  if (have_prompt && !ids.empty()) throw Error("options --input-ids and -p exclude each other");
-  if (have_prompt) {
-    const Tokenizer tok = Tokenizer::load(tokenizer_path.empty() ? model_dir : tokenizer_path);
-    for (int32_t id : tok.encode(prompt)) ids.push_back(id);
+  input_ids_option_add(cl, ids);
+  cl.text("-p,--prompt", prompt, "TEXT",
+          "text, encoded with the model's tokenizer (no special tokens added)");
+  json_option_add(cl, json,
+                  "print one JSON object: decisions [L][Hkv], modes,\n"
+                  "router_logits [L][Hkv][2] (SA, retrieval; null without a\n"
+                  "router), rho [L][Hq], omega_msr, omega_esr_last,\n"
+                  "omega_esr_all, kv_cache_bytes(_dense), attention_flops(_dense)");
+  threads_option_add(cl, threads);
+  backend_option_add(cl, backend);
+  elastic_options_add(cl, eo);
+  if (!cl.parse(argc, argv)) return 0;
+  set_threads(threads);
+
+  if (mo.dir.empty()) throw Error(cl.missing("-m MODEL"));
+  if (prompt && !ids.empty()) throw Error("options --input-ids and -p exclude each other");
+  if (prompt) {
+    const Tokenizer tok = Tokenizer::load(mo.tokenizer_path());
+    for (int32_t id : tok.encode(*prompt)) ids.push_back(id);
     if (ids.empty()) throw Error("option -p: the prompt encodes to no tokens");
   }
-  if (ids.empty()) throw Error("missing --input-ids or -p (see elastic route --help)");
+  if (ids.empty()) throw Error(cl.missing("--input-ids or -p"));
 
-  Model model = model_load(model_dir, elastic_backend(eo));
-  ElasticSetup setup = elastic_setup(eo, model.config, model_dir);
-  Request req = elastic_request_start(model, setup);
+  Model model = model_load(mo.dir, backend_create(backend));
+  const RoutingSetup setup = routing_setup(eo.routing, model.config, WeightStore::open(mo.dir));
+  Request req = request_start(model, setup);
   const int64_t T = static_cast<int64_t>(ids.size());
   PrefillOptions po;
   po.logits = LogitsOutput::none;
@@ -81,29 +68,34 @@ int cmd_route(int argc, char** argv) {
 
   if (json) {
     nlohmann::json j = report_json(r);
-    j["model"] = model_dir;
+    j["model"] = mo.dir;
     j["policy"] = setup.description;
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
-  std::printf("model:    %s (%lld tokens)\npolicy:   %s\n", model_dir.c_str(), (long long)T, setup.description.c_str());
+  std::printf("model:    %s (%lld tokens)\npolicy:   %s\n", mo.dir.c_str(), (long long)T,
+              setup.description.c_str());
   std::printf("routing (rows = layers, columns = KV heads; upper case = retrieval mode):\n");
   for (int64_t l = 0; l < r.layers; ++l) {
     std::printf("  %3lld  ", (long long)l);
     for (int64_t h = 0; h < r.kv_heads; ++h) {
       const char* m = attn_mode_name(r.modes[l][h]);
-      std::printf(" %c%c", r.decisions[l][h] ? m[0] - 32 : m[0], r.decisions[l][h] ? m[1] - 32 : m[1]);
+      std::printf(" %c%c", r.decisions[l][h] ? m[0] - 32 : m[0],
+                  r.decisions[l][h] ? m[1] - 32 : m[1]);
     }
     double rho = 0;
     for (double x : r.rho[l]) rho += x;
     std::printf("   mean rho %.3f\n", rho / r.heads);
   }
-  std::printf("omega_msr %.4f  omega_esr_last %.4f  omega_esr_all %.4f\n", r.omega_msr, r.omega_esr_last,
-              r.omega_esr_all);
-  std::printf("kv cache  %.3f MiB of %.3f MiB dense (%.1f%%)\n", r.kv_bytes / 1048576.0, r.kv_bytes_dense / 1048576.0,
+  std::printf("omega_msr %.4f  omega_esr_last %.4f  omega_esr_all %.4f\n", r.omega_msr,
+              r.omega_esr_last, r.omega_esr_all);
+  std::printf("kv cache  %.3f MiB of %.3f MiB dense (%.1f%%)\n", r.kv_bytes / 1048576.0,
+              r.kv_bytes_dense / 1048576.0,
               r.kv_bytes_dense ? 100.0 * r.kv_bytes / r.kv_bytes_dense : 100.0);
-  std::printf("attention %.3g FLOPs of %.3g dense (%.1f%%, XA estimation %.3g)\n", r.attn_flops, r.attn_flops_dense,
-              r.attn_flops_dense > 0 ? 100.0 * r.attn_flops / r.attn_flops_dense : 100.0, r.xa_estimate_flops);
+  std::printf("attention %.3g FLOPs of %.3g dense (%.1f%%, XA estimation %.3g)\n", r.attn_flops,
+              r.attn_flops_dense,
+              r.attn_flops_dense > 0 ? 100.0 * r.attn_flops / r.attn_flops_dense : 100.0,
+              r.xa_estimate_flops);
   if (!eo.routing_map.empty()) std::printf("routing map written to %s\n", eo.routing_map.c_str());
   return 0;
 }

@@ -3,9 +3,11 @@
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "cli_options.h"
 #include "commands.h"
 #include "elastic/error.h"
 #include "elastic/tokenizer.h"
@@ -28,56 +30,33 @@ std::string ids_line(const std::vector<int32_t>& ids) {
   return out;
 }
 
-const char* kTokenizeHelp =
-    "usage: elastic tokenize -m MODEL [--json] [--no-special] [--add-special] [--text TEXT]\n\n"
-    "Encodes text with the tokenizer of MODEL (a model folder, or a tokenizer.json /\n"
-    "tokenizer.model / vocab.json file) and prints the token ids, space separated, on one line.\n"
-    "The text is --text, else all of standard input, byte for byte (a trailing newline is "
-    "text).\n\n"
-    "  --json         read JSON lines {\"text\": ...} from stdin and write one line\n"
-    "                 {\"ids\": [...]} per input line, in order (empty lines are skipped)\n"
-    "  --no-special   special-token strings in the text are plain text, not special ids\n"
-    "  --add-special  apply the post-processor (e.g. prepend BOS)\n";
-
-const char* kDetokenizeHelp =
-    "usage: elastic detokenize -m MODEL [--ids \"1 2 3\"] [--skip-special]\n\n"
-    "Decodes token ids (from --ids, else standard input; separated by spaces, commas or\n"
-    "newlines) and writes the text to stdout exactly, with no newline added.\n\n"
-    "  --skip-special  leave special tokens out of the text\n";
-
 }  // namespace
 
 int cmd_tokenize(int argc, char** argv) {
-  std::string model, text;
-  bool json_mode = false, have_text = false;
+  CommandLine cl(
+      "tokenize", "-m MODEL [--json] [--no-special] [--add-special] [--text TEXT]",
+      "Encodes text with the tokenizer of MODEL (a model folder, or a tokenizer.json /\n"
+      "tokenizer.model / vocab.json file) and prints the token ids, space separated, on\n"
+      "one line. The text is --text, else all of standard input, byte for byte (a trailing\n"
+      "newline is text).");
+  std::string model;
+  std::optional<std::string> text;
+  bool json_mode = false;
   EncodeOptions opt;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "-h" || a == "--help") {
-      std::fputs(kTokenizeHelp, stdout);
-      return 0;
-    } else if (a == "-m" || a == "--model") {
-      if (++i >= argc) throw Error("option " + a + " needs a value");
-      model = argv[i];
-    } else if (a == "--text") {
-      if (++i >= argc) throw Error("option --text needs a value");
-      text = argv[i];
-      have_text = true;
-    } else if (a == "--json") {
-      json_mode = true;
-    } else if (a == "--no-special") {
-      opt.parse_special = false;
-    } else if (a == "--add-special") {
-      opt.add_special = true;
-    } else {
-      throw Error("unknown argument '" + a + "' (see elastic tokenize --help)");
-    }
-  }
-  if (model.empty()) throw Error("missing -m MODEL (see elastic tokenize --help)");
+  cl.text("-m,--model", model, "MODEL", "model folder or tokenizer file");
+  cl.text("--text", text, "TEXT", "the text to encode (default: standard input)");
+  json_option_add(cl, json_mode,
+                  "read JSON lines {\"text\": ...} from stdin and write one line\n"
+                  "{\"ids\": [...]} per input line, in order (empty lines are skipped)");
+  cl.flag("--no-special", opt.parse_special,
+          "special-token strings in the text are plain text, not special ids", false);
+  cl.flag("--add-special", opt.add_special, "apply the post-processor (e.g. prepend BOS)");
+  if (!cl.parse(argc, argv)) return 0;
+  if (model.empty()) throw Error(cl.missing("-m MODEL"));
   Tokenizer tok = Tokenizer::load(model);
   if (!json_mode) {
-    if (!have_text) text = read_stdin();
-    std::string line = ids_line(tok.encode(text, opt)) + "\n";
+    if (!text) text = read_stdin();
+    std::string line = ids_line(tok.encode(*text, opt)) + "\n";
     std::fwrite(line.data(), 1, line.size(), stdout);
     return 0;
   }
@@ -102,28 +81,19 @@ int cmd_tokenize(int argc, char** argv) {
 }
 
 int cmd_detokenize(int argc, char** argv) {
-  std::string model, ids_text;
-  bool have_ids = false, skip_special = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "-h" || a == "--help") {
-      std::fputs(kDetokenizeHelp, stdout);
-      return 0;
-    } else if (a == "-m" || a == "--model") {
-      if (++i >= argc) throw Error("option " + a + " needs a value");
-      model = argv[i];
-    } else if (a == "--ids") {
-      if (++i >= argc) throw Error("option --ids needs a value");
-      ids_text = argv[i];
-      have_ids = true;
-    } else if (a == "--skip-special") {
-      skip_special = true;
-    } else {
-      throw Error("unknown argument '" + a + "' (see elastic detokenize --help)");
-    }
-  }
-  if (model.empty()) throw Error("missing -m MODEL (see elastic detokenize --help)");
-  if (!have_ids) ids_text = read_stdin();
+  CommandLine cl(
+      "detokenize", "-m MODEL [--ids \"1 2 3\"] [--skip-special]",
+      "Decodes token ids (from --ids, else standard input; separated by spaces, commas or\n"
+      "newlines) and writes the text to stdout exactly, with no newline added.");
+  std::string model;
+  std::optional<std::string> ids_arg;
+  bool skip_special = false;
+  cl.text("-m,--model", model, "MODEL", "model folder or tokenizer file");
+  cl.text("--ids", ids_arg, "IDS", "token ids (default: standard input)");
+  cl.flag("--skip-special", skip_special, "leave special tokens out of the text");
+  if (!cl.parse(argc, argv)) return 0;
+  if (model.empty()) throw Error(cl.missing("-m MODEL"));
+  const std::string ids_text = ids_arg ? *ids_arg : read_stdin();
   std::vector<int32_t> ids;
   size_t i = 0;
   while (i < ids_text.size()) {

@@ -1,7 +1,6 @@
 // elastic: the command-line front end. Errors from the library are printed as one line and
 // turned into a non-zero exit code here (library code never exits).
 #include <cstdio>
-#include <cstring>
 #include <exception>
 #include <string>
 
@@ -21,18 +20,48 @@ const Command kCommands[] = {
     {"tokenize", elastic::cli::cmd_tokenize, "text (stdin) to token ids; --json for JSON lines"},
     {"detokenize", elastic::cli::cmd_detokenize, "token ids to text"},
     {"logits", elastic::cli::cmd_logits, "logits (and hidden states) of token ids, to safetensors"},
-    {"generate", elastic::cli::cmd_generate, "generate text (or ids) from a prompt, streaming; sparsity report"},
+    {"generate", elastic::cli::cmd_generate,
+     "generate text (or ids) from a prompt, streaming; sparsity report"},
     {"chat", elastic::cli::cmd_chat, "interactive chat with the model's chat template"},
-    {"route", elastic::cli::cmd_route, "Elastic Attention routing map, sparsity ratios, KV/FLOP savings"},
+    {"route", elastic::cli::cmd_route,
+     "Elastic Attention routing map, sparsity ratios, KV/FLOP savings"},
     {"bench", elastic::cli::cmd_bench, "prefill/decode speed vs measured bandwidth and FMA peak"},
 };
 
 void usage(FILE* f) {
   std::fprintf(f,
-               "usage: elastic COMMAND [options]\n\n"
+               "usage: elastic COMMAND [options]\n"
+               "       elastic help COMMAND | elastic --version\n\n"
                "Elastic: long-context LLM inference with Elastic Attention.\n\ncommands:\n");
   for (const auto& c : kCommands) std::fprintf(f, "  %-11s %s\n", c.name, c.help);
-  std::fprintf(f, "\nRun 'elastic COMMAND --help' for the options of a command.\n");
+  std::fprintf(f,
+               "\nRun 'elastic COMMAND --help' (or 'elastic help COMMAND') for the options of a "
+               "command.\n");
+}
+
+const Command* command_find(const std::string& name) {
+  for (const auto& c : kCommands)
+    if (name == c.name) return &c;
+  return nullptr;
+}
+
+// Runs a command; library and option errors become one line on stderr and exit code 1.
+int command_run(const Command& c, int argc, char** argv) {
+  try {
+    return c.run(argc, argv);
+  } catch (const elastic::Error& e) {
+    std::fprintf(stderr, "elastic %s: error: %s\n", c.name, e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "elastic %s: internal error: %s\n", c.name, e.what());
+    return 3;
+  }
+}
+
+int unknown_command(const std::string& name) {
+  std::fprintf(stderr, "elastic: unknown command '%s'\n", name.c_str());
+  usage(stderr);
+  return 2;
 }
 
 }  // namespace
@@ -42,25 +71,23 @@ int main(int argc, char** argv) {
     usage(stderr);
     return 2;
   }
-  std::string cmd = argv[1];
-  if (cmd == "-h" || cmd == "--help" || cmd == "help") {
+  const std::string cmd = argv[1];
+  if (cmd == "--version") {
+    std::printf("elastic %s\n", ELASTIC_VERSION);
+    return 0;
+  }
+  if (cmd == "-h" || cmd == "--help" || (cmd == "help" && argc == 2)) {
     usage(stdout);
     return 0;
   }
-  for (const auto& c : kCommands) {
-    if (cmd == c.name) {
-      try {
-        return c.run(argc - 1, argv + 1);
-      } catch (const elastic::Error& e) {
-        std::fprintf(stderr, "elastic %s: error: %s\n", c.name, e.what());
-        return 1;
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "elastic %s: internal error: %s\n", c.name, e.what());
-        return 3;
-      }
-    }
+  if (cmd == "help") {  // elastic help COMMAND: the command's --help
+    const Command* c = command_find(argv[2]);
+    if (!c) return unknown_command(argv[2]);
+    char help_flag[] = "--help";
+    char* help_argv[] = {argv[2], help_flag, nullptr};
+    return command_run(*c, 2, help_argv);
   }
-  std::fprintf(stderr, "elastic: unknown command '%s'\n", cmd.c_str());
-  usage(stderr);
-  return 2;
+  const Command* c = command_find(cmd);
+  if (!c) return unknown_command(cmd);
+  return command_run(*c, argc - 1, argv + 1);
 }
