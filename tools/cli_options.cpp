@@ -3,6 +3,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -185,7 +186,9 @@ CLI::Option* CommandLine::flag(const std::string& names, bool& target, const std
                                bool value) {
   CLI::Option* opt = app_.add_flag_callback(
       names, [&target, value] { target = value; }, help);
-  opt->multi_option_policy(CLI::MultiOptionPolicy::TakeLast)->group(section_);
+  // A flag takes no value: "--json=false" is an error, not a silent no-op.
+  opt->disable_flag_override()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  opt->group(section_);
   return opt;
 }
 
@@ -284,14 +287,22 @@ bool CommandLine::parse(int argc, char** argv) {
     std::fputs(help().c_str(), stdout);
     return false;
   } catch (const CLI::ExtrasError&) {
-    const std::vector<std::string> rest = app_.remaining();
-    throw Error(unknown_argument_message(rest.empty() ? "?" : rest.front(), command_));
+    std::vector<std::string> rest = app_.remaining();
+    rest.erase(std::remove(rest.begin(), rest.end(), "--"), rest.end());
+    throw Error(unknown_argument_message(rest.empty() ? "--" : rest.front(), command_));
   } catch (const CLI::ArgumentMismatch& e) {
-    // "--block: 1 required  missing": the value is missing at the end of the command line.
+    // "--block: 1 required  missing": the value is missing at the end of the command line;
+    // "--json was given a disallowed flag override": a value given to a flag.
     const std::string what = e.what();
     const size_t colon = what.find(':');
     if (colon != std::string::npos && what.find("required") != std::string::npos)
       throw Error("option " + what.substr(0, colon) + " needs a value");
+    const size_t flag_end = what.find(" was given a disallowed flag override");
+    if (flag_end != std::string::npos) {  // CLI11 names the flag without its dashes
+      const std::string flag = what.substr(0, flag_end);
+      throw Error("option " + std::string(flag.size() == 1 ? "-" : "--") + flag +
+                  " takes no value");
+    }
     throw Error(what + " (see elastic " + command_ + " --help)");
   } catch (const CLI::ParseError& e) {
     throw Error(std::string(e.what()) + " (see elastic " + command_ + " --help)");

@@ -159,6 +159,12 @@ TEST(CliOptionsBadInput, UnknownOptionsAndMissingValuesAreNamed) {
   expect_one_line_error(test::cli_run(eq), "generate", {"unknown option '--tmp'"}, eq);
   const std::string stray = runnable("route") + " stray";
   expect_one_line_error(test::cli_run(stray), "route", {"unexpected argument 'stray'"}, stray);
+  const std::string after_dashes = runnable("route") + " -- stray";
+  expect_one_line_error(test::cli_run(after_dashes), "route", {"unexpected argument 'stray'"},
+                        after_dashes);
+  const std::string flag_value = runnable("route") + " --json=false";  // not a silent no-op
+  expect_one_line_error(test::cli_run(flag_value), "route", {"option --json takes no value"},
+                        flag_value);
   for (const char* opt : {"--temp", "-m", "--sparsity-bias"}) {
     const std::string args = runnable("generate") + " " + opt;
     expect_one_line_error(
