@@ -92,7 +92,7 @@ std::string choices_text(const std::vector<std::string>& choices) {
   return s;
 }
 
-// The options of an argument CLI11 did not expect: "--bogus=1" -> "--bogus".
+// The message for an argument no option took: "--bogus=1" names "--bogus".
 std::string unknown_argument_message(const std::string& arg, const std::string& command) {
   const std::string see = " (see elastic " + command + " --help)";
   if (arg.size() > 1 && arg[0] == '-')
