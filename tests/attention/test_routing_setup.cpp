@@ -2,11 +2,14 @@
 // modes and policy, overrides, conflicting options, and the evaluator's routing specs.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "elastic/error.h"
+#include "elastic/fileio.h"
 #include "elastic/router.h"
 #include "elastic/routing_setup.h"
 
@@ -58,6 +61,25 @@ TEST(RoutingSetup, CheckpointDefaultsAreTheRouterAndTheConfigSizes) {
   const auto* xa = dynamic_cast<const RouterRouting*>(routing_setup({}, kXaSsa).policy.get());
   ASSERT_NE(xa, nullptr);
   EXPECT_EQ(xa->options().retrieval_mode, AttnMode::xa);
+}
+
+TEST(RoutingSetup, ConfigKeysSetTheBlockAndThePooling) {
+  // A copy of the FA-SSA checkpoint whose config names its SSA block and router pooling.
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(::testing::TempDir()) / "routing_setup_config_keys";
+  fs::create_directories(dir);
+  fs::copy_file(kFaSsa + "/model.safetensors", dir / "model.safetensors",
+                fs::copy_options::overwrite_existing);
+  nlohmann::json config = nlohmann::json::parse(read_file(kFaSsa + "/config.json"));
+  config["block_size"] = 32;
+  config["pool_tokens"] = 50;
+  std::ofstream(dir / "config.json") << config.dump();
+  const RoutingSetup s = routing_setup({}, dir.string());
+  EXPECT_EQ(s.attn.ssa.block, 32);
+  const auto* router = dynamic_cast<const RouterRouting*>(s.policy.get());
+  ASSERT_NE(router, nullptr);
+  EXPECT_EQ(router->options().pool_tokens, 50);
+  fs::remove_all(dir);
 }
 
 TEST(RoutingSetup, OverridesReachThePolicyAndTheSizes) {
