@@ -26,6 +26,10 @@ const Command kCommands[] = {
     {"route", elastic::cli::cmd_route,
      "Elastic Attention routing map, sparsity ratios, KV/FLOP savings"},
     {"bench", elastic::cli::cmd_bench, "prefill/decode speed vs measured bandwidth and FMA peak"},
+    {"train-router", elastic::cli::cmd_train_router,
+     "train the Attention Routers of a frozen backbone; writes an Elastic checkpoint"},
+    {"train-step", elastic::cli::cmd_train_step,
+     "one router-training step on a given batch: loss terms and every gradient"},
 };
 
 void usage(FILE* f) {

@@ -20,10 +20,10 @@ struct RouterPoolRange {
   int64_t n = 0;  // tokens of the prompt (> 0)
   int64_t P = 0;  // pool_tokens (> 0)
 
-  ELASTIC_HOST_DEVICE int64_t span() const { return n < P ? n : P; }  // m
-  ELASTIC_HOST_DEVICE int64_t head_end() const { return span(); }      // head range [0, m)
+  ELASTIC_HOST_DEVICE int64_t span() const { return n < P ? n : P; }     // m
+  ELASTIC_HOST_DEVICE int64_t head_end() const { return span(); }        // head range [0, m)
   ELASTIC_HOST_DEVICE int64_t tail_begin() const { return n - span(); }  // tail range [n - m, n)
-  ELASTIC_HOST_DEVICE int64_t count() const { return 2 * span(); }     // rows of the concatenation
+  ELASTIC_HOST_DEVICE int64_t count() const { return 2 * span(); }  // rows of the concatenation
   // Weight of token t in the mean (its count in the concatenation over count()): the gradient
   // of the pooled vector with respect to row t.
   ELASTIC_HOST_DEVICE double weight(int64_t t) const {

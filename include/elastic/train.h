@@ -19,10 +19,10 @@ namespace elastic {
 struct TrainStepRequest {
   std::string model_dir;   // an Elastic checkpoint (backbone + mask_allocator tensors)
   std::string batch_path;  // safetensors: input_ids.i, labels.i, gumbel_u.i [L, Hkv, 2], lambda1/2
-  std::vector<int64_t> tasks;    // [samples] task id of every sample
-  std::vector<double> targets;   // [samples] target Omega of every sample's task
+  std::vector<int64_t> tasks;   // [samples] task id of every sample
+  std::vector<double> targets;  // [samples] target Omega of every sample's task
   double temperature = 1.0;
-  SsaOptions ssa;                // block, sink, local of the sparse mode
+  SsaOptions ssa;  // block, sink, local of the sparse mode
   int64_t pool_tokens = 100;
   bool segment_mean_pooling = false;  // the reference's training pooling instead of boundary
   bool float64 = false;               // the double-precision reference (test mode)
@@ -51,32 +51,33 @@ struct RouterTrainConfig {
   std::string backend = "cpu";
   std::string chat_template = "auto";  // auto, none, chatml, llama3
   int64_t steps = 300;
-  int64_t batch = 48;           // packed sequences per optimizer step (gradient accumulation)
-  int64_t max_tokens = 65536;   // tokens per packed sequence
+  int64_t batch = 48;          // packed sequences per optimizer step (gradient accumulation)
+  int64_t max_tokens = 65536;  // tokens per packed sequence
   double lr = 5e-4, lambda_lr = 1e-3, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95;
   double warmup = 0.2, clip = 5.0;
   double temp_start = 1.5, temp_end = 1.0, temp_fraction = 0.6;
   std::string temp_schedule = "cosine";  // cosine | exp
   bool answer_only_labels = false;
   bool segment_mean_pooling = false;
-  std::string lambda_init = "zero";      // zero | uniform (the reference: U[0, 0.5))
-  std::string router_init = "auto";      // auto (the checkpoint's router, else fa-bias), default, fa-bias
+  std::string lambda_init = "zero";  // zero | uniform (the reference: U[0, 0.5))
+  std::string router_init =
+      "auto";  // auto (the checkpoint's router, else fa-bias), default, fa-bias
   uint64_t seed = 1;
   int64_t save_every = 50;  // optimizer steps between checkpoints (and at the end)
   bool resume = false;
-  SsaOptions ssa;           // sink/local default to the model's Elastic config (or 128/2048)
+  SsaOptions ssa;  // sink/local default to the model's Elastic config (or 128/2048)
   int64_t pool_tokens = 100;
 };
 
 struct RouterTrainMetrics {
   int64_t step = 0, steps = 0;  // 1-based step just finished, total
   double loss = 0, ce = 0, sparsity_loss = 0, grad_norm = 0, lr = 0, temperature = 0;
-  std::vector<std::string> tasks;             // [K]
-  std::vector<double> targets;                // [K]
-  std::vector<double> omega;                  // [K] mean Omega of the step's samples (NaN: none)
-  std::vector<double> lambda1, lambda2;       // [K] after the update
-  int64_t tokens = 0;                         // tokens of the step
-  double seconds = 0;                         // wall time of the step
+  std::vector<std::string> tasks;        // [K]
+  std::vector<double> targets;           // [K]
+  std::vector<double> omega;             // [K] mean Omega of the step's samples (NaN: none)
+  std::vector<double> lambda1, lambda2;  // [K] after the update
+  int64_t tokens = 0;                    // tokens of the step
+  double seconds = 0;                    // wall time of the step
 };
 
 struct RouterTrainCallbacks {

@@ -30,9 +30,8 @@ void args_check(const AttnTrainArgs<T>& a) {
   ELASTIC_CHECK(a.num_kv_heads > 0 && a.num_heads % a.num_kv_heads == 0 && a.head_dim > 0);
   for (int64_t s = 0; s < a.num_seqs; ++s) {
     if (a.seqs[s].pos0 != 0)
-      throw Error("training attention: sequence " + std::to_string(s) +
-                  " starts at position " + std::to_string(a.seqs[s].pos0) +
-                  " (training samples start at 0)");
+      throw Error("training attention: sequence " + std::to_string(s) + " starts at position " +
+                  std::to_string(a.seqs[s].pos0) + " (training samples start at 0)");
     for (int64_t h = 0; h < a.num_kv_heads; ++h) {
       const AttnMode m = a.modes[s * a.num_kv_heads + h];
       if (m != AttnMode::fa && m != AttnMode::ssa)

@@ -19,9 +19,9 @@ namespace elastic::train {
 
 template <typename T>
 struct AttnTrainArgs {
-  const T* q = nullptr;  // [rows, Hq, d] after RoPE
-  const T* k = nullptr;  // [rows, Hkv, d] after RoPE
-  const T* v = nullptr;  // [rows, Hkv, d]
+  const T* q = nullptr;            // [rows, Hq, d] after RoPE
+  const T* k = nullptr;            // [rows, Hkv, d] after RoPE
+  const T* v = nullptr;            // [rows, Hkv, d]
   const BatchSeq* seqs = nullptr;  // [S], pos0 == 0 (whole samples)
   int64_t num_seqs = 0;
   const AttnMode* modes = nullptr;  // [S, Hkv] fa or ssa

@@ -84,7 +84,8 @@ void router_train_curves_write(const std::string& metrics_path,
     p_l1.series.push_back(a);
     p_l2.series.push_back(b);
   }
-  PlotPanel p_t{"Temperature and learning rate (x 1000)", "step", "", {series("temperature", temperature)}};
+  PlotPanel p_t{
+      "Temperature and learning rate (x 1000)", "step", "", {series("temperature", temperature)}};
   std::vector<double> lr_k(lr.size());
   for (size_t i = 0; i < lr.size(); ++i) lr_k[i] = lr[i] * 1000.0;
   p_t.series.push_back(series("lr x 1000", lr_k));

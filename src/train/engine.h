@@ -37,8 +37,7 @@ class TrainEngine {
   virtual const TrainOptions& options() const = 0;
 
   // Forward + backward of one micro-batch; gradients are added to the engine's.
-  virtual StepResult step(const Batch& batch, const StepRouting& routing,
-                          const StepLoss& loss) = 0;
+  virtual StepResult step(const Batch& batch, const StepRouting& routing, const StepLoss& loss) = 0;
   // Loss terms only (no gradients), e.g. for held-out evaluation.
   virtual StepResult evaluate(const Batch& batch, const StepRouting& routing,
                               const StepLoss& loss) = 0;

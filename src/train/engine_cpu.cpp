@@ -97,10 +97,14 @@ class CpuTrainEngine final : public TrainEngine {
   }
   ParamSet<float>& set_of(ParamGroup g, ParamState s) {
     switch (s) {
-      case ParamState::value: return value_set(g);
-      case ParamState::grad: return grad_set(g);
-      case ParamState::adam_m: return moment(g, true);
-      case ParamState::adam_v: return moment(g, false);
+      case ParamState::value:
+        return value_set(g);
+      case ParamState::grad:
+        return grad_set(g);
+      case ParamState::adam_m:
+        return moment(g, true);
+      case ParamState::adam_v:
+        return moment(g, false);
     }
     ELASTIC_CHECK(false);
     return value_set(g);

@@ -14,26 +14,26 @@ namespace elastic::train {
 // Activations of one layer over the batch (recomputed in the backward).
 template <typename T>
 struct TrainModel<T>::LayerActs {
-  std::vector<T> xn1, rstd1;            // [rows, D], [rows]
-  std::vector<T> q_raw, k_raw, v;       // [rows, Hq d], [rows, Hkv d] x2 after the projection
-  std::vector<T> q_n, rstd_q;           // [rows, Hq, d] after q_norm (= q_raw without), [rows Hq]
-  std::vector<T> k_n, rstd_k;           // [rows, Hkv, d] after k_norm: the router's input
-  std::vector<T> q, k;                  // after RoPE
-  std::vector<T> o_fa, lse_fa;          // [rows, Hq, d], [rows, Hq] every head FA (router)
-  std::vector<T> o_sa, lse_sa;          // every head SSA (router)
-  std::vector<T> att, lse;              // each head in its chosen mode
-  std::vector<T> x_mid;                 // [rows, D] residual after attention
-  std::vector<T> xn2, rstd2;            // [rows, D], [rows]
-  std::vector<T> gate, up, act;         // [rows, F]
+  std::vector<T> xn1, rstd1;       // [rows, D], [rows]
+  std::vector<T> q_raw, k_raw, v;  // [rows, Hq d], [rows, Hkv d] x2 after the projection
+  std::vector<T> q_n, rstd_q;      // [rows, Hq, d] after q_norm (= q_raw without), [rows Hq]
+  std::vector<T> k_n, rstd_k;      // [rows, Hkv, d] after k_norm: the router's input
+  std::vector<T> q, k;             // after RoPE
+  std::vector<T> o_fa, lse_fa;     // [rows, Hq, d], [rows, Hq] every head FA (router)
+  std::vector<T> o_sa, lse_sa;     // every head SSA (router)
+  std::vector<T> att, lse;         // each head in its chosen mode
+  std::vector<T> x_mid;            // [rows, D] residual after attention
+  std::vector<T> xn2, rstd2;       // [rows, D], [rows]
+  std::vector<T> gate, up, act;    // [rows, F]
 };
 
 // Routing of one layer for every (sample, KV head), from the forward pass.
 template <typename T>
 struct TrainModel<T>::LayerRouting {
-  std::vector<AttnMode> modes;          // [S, Hkv] chosen mode
-  std::vector<GumbelDecision> gumbel;   // [S, Hkv] (router)
-  std::vector<RouterCache> cache;       // [S, Hkv] (router)
-  std::vector<double> dl_dzfa;          // [S, Hkv] dL/dz_FA, filled by the backward
+  std::vector<AttnMode> modes;         // [S, Hkv] chosen mode
+  std::vector<GumbelDecision> gumbel;  // [S, Hkv] (router)
+  std::vector<RouterCache> cache;      // [S, Hkv] (router)
+  std::vector<double> dl_dzfa;         // [S, Hkv] dL/dz_FA, filled by the backward
 };
 
 template <typename T>
@@ -78,7 +78,9 @@ void sparsity_loss_apply(StepResult& out, const StepLoss& loss, int64_t S, int64
 
 template <typename T>
 TrainModel<T>::TrainModel(const ModelConfig& c, ParamSet<T> backbone, ParamSet<T> router)
-    : config_(c), rope_(rope_frequencies(c.rope, c.head_dim)), backbone_(std::move(backbone)),
+    : config_(c),
+      rope_(rope_frequencies(c.rope, c.head_dim)),
+      backbone_(std::move(backbone)),
       router_(std::move(router)) {
   ELASTIC_CHECK(backbone_.layout.total() == backbone_layout(c).total());
   W_ = backbone_bind(backbone_, c);
@@ -94,9 +96,9 @@ Gradients<T> TrainModel<T>::gradients(const TrainOptions& o) const {
 }
 
 template <typename T>
-void TrainModel<T>::layer_forward(int64_t l, const T* x_in, T* x_out, LayerActs& a,
-                                  LayerRouting& r, bool decide, const BatchContext& ctx,
-                                  const StepRouting& routing, const TrainOptions& opt) {
+void TrainModel<T>::layer_forward(int64_t l, const T* x_in, T* x_out, LayerActs& a, LayerRouting& r,
+                                  bool decide, const BatchContext& ctx, const StepRouting& routing,
+                                  const TrainOptions& opt) {
   const ModelConfig& c = config_;
   const LayerParams<T>& w = W_.layers[size_t(l)];
   const int64_t n = ctx.rows, S = ctx.S, D = c.hidden_size, F = c.intermediate_size;
@@ -139,8 +141,8 @@ void TrainModel<T>::layer_forward(int64_t l, const T* x_in, T* x_out, LayerActs&
     } else {
       for (int64_t i = 0; i < S * Hkv; ++i) {
         const int64_t s = i / Hkv, h = i % Hkv;
-        r.modes[size_t(i)] = routing.fixed[size_t((s * L + l) * Hkv + h)] ? AttnMode::fa
-                                                                          : AttnMode::ssa;
+        r.modes[size_t(i)] =
+            routing.fixed[size_t((s * L + l) * Hkv + h)] ? AttnMode::fa : AttnMode::ssa;
       }
     }
   }
@@ -214,15 +216,16 @@ void TrainModel<T>::layer_backward(int64_t l, const T* x_in, T* dx, LayerActs& a
   if (grads && opt.weight_grads) g = backbone_bind(grads->backbone, c).layers[size_t(l)];
 
   // MLP: x_out = x_mid + down(act); dx holds dL/dx_out and becomes dL/dx_mid.
-  std::vector<T> dact(static_cast<size_t>(n * F), T(0)), dgate(static_cast<size_t>(n * F), T(0)), dup(static_cast<size_t>(n * F), T(0));
-  linear_backward(dact.data(), g.w_down, static_cast<T*>(nullptr), dx, a.act.data(), w.w_down, n,
-                  D, F);
+  std::vector<T> dact(static_cast<size_t>(n * F), T(0)), dgate(static_cast<size_t>(n * F), T(0)),
+      dup(static_cast<size_t>(n * F), T(0));
+  linear_backward(dact.data(), g.w_down, static_cast<T*>(nullptr), dx, a.act.data(), w.w_down, n, D,
+                  F);
   swiglu_backward(dgate.data(), dup.data(), dact.data(), a.gate.data(), a.up.data(), n, F);
   std::vector<T> dxn(static_cast<size_t>(n * D), T(0));
   linear_backward(dxn.data(), g.w_gate, static_cast<T*>(nullptr), dgate.data(), a.xn2.data(),
                   w.w_gate, n, F, D);
-  linear_backward(dxn.data(), g.w_up, static_cast<T*>(nullptr), dup.data(), a.xn2.data(), w.w_up,
-                  n, F, D);
+  linear_backward(dxn.data(), g.w_up, static_cast<T*>(nullptr), dup.data(), a.xn2.data(), w.w_up, n,
+                  F, D);
   rmsnorm_backward(dx, g.post_norm, dxn.data(), a.x_mid.data(), w.post_norm, a.rstd2.data(), n, D);
 
   // Attention output projection: x_mid = x_in + att Wo^T (+ bo).
@@ -263,8 +266,8 @@ void TrainModel<T>::layer_backward(int64_t l, const T* x_in, T* dx, LayerActs& a
   }
 
   // Attention in each head's chosen mode.
-  std::vector<T> dq(static_cast<size_t>(n * Hq * d), T(0)), dk(static_cast<size_t>(n * Hkv * d), T(0)),
-      dv(size_t(n * Hkv * d), T(0));
+  std::vector<T> dq(static_cast<size_t>(n * Hq * d), T(0)),
+      dk(static_cast<size_t>(n * Hkv * d), T(0)), dv(size_t(n * Hkv * d), T(0));
   AttnTrainArgs<T> at;
   at.q = a.q.data();
   at.k = a.k.data();
@@ -276,8 +279,8 @@ void TrainModel<T>::layer_backward(int64_t l, const T* x_in, T* dx, LayerActs& a
   at.num_kv_heads = Hkv;
   at.head_dim = d;
   at.ssa = opt.ssa;
-  attention_train_backward(dq.data(), dk.data(), dv.data(), datt.data(), a.att.data(),
-                           a.lse.data(), at);
+  attention_train_backward(dq.data(), dk.data(), dv.data(), datt.data(), a.att.data(), a.lse.data(),
+                           at);
   std::vector<T> dq_n(static_cast<size_t>(n * Hq * d), T(0));
   rope_backward(dq_n.data(), dq.data(), ctx.cos.data(), ctx.sin.data(), n, Hq, d);
   rope_backward(dk_n.data(), dk.data(), ctx.cos.data(), ctx.sin.data(), n, Hkv, d);
@@ -303,11 +306,9 @@ void TrainModel<T>::layer_backward(int64_t l, const T* x_in, T* dx, LayerActs& a
   rmsnorm_backward(dx, g.input_norm, dxn.data(), x_in, w.input_norm, a.rstd1.data(), n, D);
 }
 
-
 template <typename T>
-StepResult TrainModel<T>::step(const Batch& batch, const StepRouting& routing,
-                               const StepLoss& loss, const TrainOptions& opt,
-                               Gradients<T>* grads) {
+StepResult TrainModel<T>::step(const Batch& batch, const StepRouting& routing, const StepLoss& loss,
+                               const TrainOptions& opt, Gradients<T>* grads) {
   const ModelConfig& c = config_;
   batch_validate(batch);
   const int64_t n = batch.rows(), S = batch.num_seqs(), D = c.hidden_size, V = c.vocab_size;
@@ -365,14 +366,14 @@ StepResult TrainModel<T>::step(const Batch& batch, const StepRouting& routing,
       }
 
   // Output head and CE: dx = dL/dx_L.
-  std::vector<T> xf(static_cast<size_t>(n * D)), rstd_f(static_cast<size_t>(n)), dxf(static_cast<size_t>(n * D), T(0));
+  std::vector<T> xf(static_cast<size_t>(n * D)), rstd_f(static_cast<size_t>(n)),
+      dxf(static_cast<size_t>(n * D), T(0));
   rmsnorm_forward(xf.data(), rstd_f.data(), x.data() + L * n * D, W_.final_norm, n, D,
                   c.rms_norm_eps);
   BackboneParams<T> gb;  // weight gradients (null pointers when off)
   if (grads && opt.weight_grads) gb = backbone_bind(grads->backbone, c);
   out.ce = lm_head_cross_entropy(grads ? dxf.data() : static_cast<T*>(nullptr), gb.lm_head,
-                                 xf.data(), W_.lm_head, loss.labels.data(), n, D, V,
-                                 loss.ce_scale);
+                                 xf.data(), W_.lm_head, loss.labels.data(), n, D, V, loss.ce_scale);
 
   // Omega per sample and the sparsity loss; its gradient enters every z_FA of the sample.
   sparsity_loss_apply(out, loss, S, L, Hkv, [&](int64_t s, double d_omega) {
@@ -389,8 +390,8 @@ StepResult TrainModel<T>::step(const Batch& batch, const StepRouting& routing,
                    rstd_f.data(), n, D);
   for (int64_t l = L - 1; l >= 0; --l) {
     const T* x_in = x.data() + l * n * D;
-    layer_forward(l, x_in, scratch.data(), acts, routes[size_t(l)], /*decide=*/false, ctx,
-                  routing, opt);
+    layer_forward(l, x_in, scratch.data(), acts, routes[size_t(l)], /*decide=*/false, ctx, routing,
+                  opt);
     layer_backward(l, x_in, dx.data(), acts, routes[size_t(l)], ctx, routing, opt, grads);
   }
   if (gb.embed) embedding_backward(gb.embed, dx.data(), batch.tokens.data(), n, D);

@@ -40,30 +40,30 @@ struct TrainOptions {
 
 // How the KV heads of one step are routed.
 struct StepRouting {
-  bool router = true;             // the Attention Router with Gumbel noise, else `fixed`
-  std::vector<double> gumbel_u;   // [S, L, Hkv, 2] uniforms in [0, 1) (router)
-  double temperature = 1.0;       // Gumbel-softmax temperature (router)
-  std::vector<uint8_t> fixed;     // [S, L, Hkv] 1 = retrieval (FA), 0 = sparse (SSA) (!router)
+  bool router = true;            // the Attention Router with Gumbel noise, else `fixed`
+  std::vector<double> gumbel_u;  // [S, L, Hkv, 2] uniforms in [0, 1) (router)
+  double temperature = 1.0;      // Gumbel-softmax temperature (router)
+  std::vector<uint8_t> fixed;    // [S, L, Hkv] 1 = retrieval (FA), 0 = sparse (SSA) (!router)
 };
 
 // The loss of one micro-batch as its share of the global batch's loss: the CE is divided by the
 // labelled tokens of the global batch, the sparsity term weighted per sample by
 // 1 / (tasks present in the global batch x samples of the sample's task in it).
 struct StepLoss {
-  std::vector<int64_t> labels;        // [rows] next-token labels, -100 = ignored
-  double ce_scale = 0;                // 1 / labelled tokens of the global batch
-  std::vector<int64_t> task;          // [S] task id of every sample
-  std::vector<double> sample_weight;  // [S] weight of its sparsity term (0 = none)
-  std::vector<double> targets;        // [K] target Omega per task
+  std::vector<int64_t> labels;           // [rows] next-token labels, -100 = ignored
+  double ce_scale = 0;                   // 1 / labelled tokens of the global batch
+  std::vector<int64_t> task;             // [S] task id of every sample
+  std::vector<double> sample_weight;     // [S] weight of its sparsity term (0 = none)
+  std::vector<double> targets;           // [K] target Omega per task
   std::vector<double> lambda1, lambda2;  // [K] multipliers
 };
 
 struct StepResult {
-  double ce = 0;             // share of the CE: sum of token losses x ce_scale
-  double sparsity_loss = 0;  // share of the sparsity loss
-  std::vector<double> omega;          // [S] Omega_MSR of every sample (1 - mean z_FA)
-  std::vector<uint8_t> decisions;     // [S, L, Hkv] 1 = retrieval
-  std::vector<double> router_logits;  // [S, L, Hkv, 2] (SA, FA) before noise (router)
+  double ce = 0;                             // share of the CE: sum of token losses x ce_scale
+  double sparsity_loss = 0;                  // share of the sparsity loss
+  std::vector<double> omega;                 // [S] Omega_MSR of every sample (1 - mean z_FA)
+  std::vector<uint8_t> decisions;            // [S, L, Hkv] 1 = retrieval
+  std::vector<double> router_logits;         // [S, L, Hkv, 2] (SA, FA) before noise (router)
   std::vector<double> d_lambda1, d_lambda2;  // [K] d loss / d lambda (ascent direction)
 };
 
@@ -105,13 +105,12 @@ class TrainModel {
   struct LayerActs;
   struct LayerRouting;
   struct BatchContext;
-  void layer_forward(int64_t l, const T* x_in, T* x_out, LayerActs& a, LayerRouting& r,
-                     bool decide, const BatchContext& ctx, const StepRouting& routing,
-                     const TrainOptions& opt);
+  void layer_forward(int64_t l, const T* x_in, T* x_out, LayerActs& a, LayerRouting& r, bool decide,
+                     const BatchContext& ctx, const StepRouting& routing, const TrainOptions& opt);
   // dx: dL/dx_{l+1} in, dL/dx_l out; a: layer_forward's activations of x_in = x_l.
   void layer_backward(int64_t l, const T* x_in, T* dx, LayerActs& a, const LayerRouting& r,
-                      const BatchContext& ctx, const StepRouting& routing,
-                      const TrainOptions& opt, Gradients<T>* grads);
+                      const BatchContext& ctx, const StepRouting& routing, const TrainOptions& opt,
+                      Gradients<T>* grads);
 
   ModelConfig config_;
   RopeFrequencies rope_;

@@ -236,8 +236,8 @@ double lm_head_cross_entropy(T* dx, T* dW, const T* x, const T* W, const int64_t
       z[y] -= scale;
     }
     for (int64_t r = c0; r < c1; ++r) loss += row_loss[size_t(r - c0)];  // fixed order
-    if (!dx) continue;  // loss only: no gradients
-    // dx[row] += dlogits W
+    if (!dx) continue;                                                   // loss only: no gradients
+                                                                         // dx[row] += dlogits W
 #pragma omp parallel for schedule(static) if ((c1 - c0) * V * D >= kParallelMin)
     for (int64_t r = c0; r < c1; ++r) {
       const double* g = logits.data() + (r - c0) * V;

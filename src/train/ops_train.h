@@ -41,8 +41,8 @@ void linear_backward(T* dinp, T* dW, T* dbias, const T* dout, const T* inp, cons
 
 // "Rotate half" RoPE of x: [n, heads, d] into out (out == x allowed); cos, sin: [n, d/2] per row.
 template <typename T>
-void rope_forward(T* out, const T* x, const float* cos, const float* sin, int64_t n,
-                  int64_t heads, int64_t d);
+void rope_forward(T* out, const T* x, const float* cos, const float* sin, int64_t n, int64_t heads,
+                  int64_t d);
 // dx += R^T dout (the rotation by -angle). dx, dout: [n, heads, d].
 template <typename T>
 void rope_backward(T* dx, const T* dout, const float* cos, const float* sin, int64_t n,

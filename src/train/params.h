@@ -60,11 +60,12 @@ std::string router_tensor_prefix(int64_t layer);
 
 template <typename T>
 struct LayerParams {
-  T *input_norm = nullptr, *wq = nullptr, *wk = nullptr, *wv = nullptr;  // [D] [Hq d, D] [Hkv d, D] x2
-  T *bq = nullptr, *bk = nullptr, *bv = nullptr;  // q/k/v biases or null
-  T *q_norm = nullptr, *k_norm = nullptr;         // [d] or null
-  T *wo = nullptr, *bo = nullptr;                 // [D, Hq d], [D] or null
-  T *post_norm = nullptr;                         // [D]
+  T *input_norm = nullptr, *wq = nullptr, *wk = nullptr,
+    *wv = nullptr;                                          // [D] [Hq d, D] [Hkv d, D] x2
+  T *bq = nullptr, *bk = nullptr, *bv = nullptr;            // q/k/v biases or null
+  T *q_norm = nullptr, *k_norm = nullptr;                   // [d] or null
+  T *wo = nullptr, *bo = nullptr;                           // [D, Hq d], [D] or null
+  T* post_norm = nullptr;                                   // [D]
   T *w_gate = nullptr, *w_up = nullptr, *w_down = nullptr;  // [F, D] [F, D] [D, F]
 };
 
@@ -79,8 +80,9 @@ struct BackboneParams {
 template <typename T>
 struct RouterLayerParams {
   T *w1 = nullptr, *b1 = nullptr, *w2 = nullptr, *b2 = nullptr;  // task MLP [4d,d] [4d] [d,4d] [d]
-  T *w3 = nullptr, *b3 = nullptr, *w4 = nullptr, *b4 = nullptr;  // router MLP [4d,d] [4d] [d,4d] [d]
-  T *w5 = nullptr, *b5 = nullptr;                                // [2, d] [2]
+  T *w3 = nullptr, *b3 = nullptr, *w4 = nullptr,
+    *b4 = nullptr;                 // router MLP [4d,d] [4d] [d,4d] [d]
+  T *w5 = nullptr, *b5 = nullptr;  // [2, d] [2]
 };
 
 // Pointers into any array of T laid out by `layout` (host or device memory: the CUDA engine binds

@@ -23,8 +23,8 @@ std::vector<double> gumbel_uniforms(uint64_t seed, int64_t step, int64_t sample,
   for (int64_t l = 0; l < L; ++l)
     for (int64_t h = 0; h < Hkv; ++h) {
       // counter: (step, sample, layer * 65536 + head, stream 0x47554d42 "GUMB")
-      const std::array<uint32_t, 4> r =
-          philox4x32_10({uint32_t(step), uint32_t(sample), uint32_t(l * 65536 + h), 0x47554d42u}, key);
+      const std::array<uint32_t, 4> r = philox4x32_10(
+          {uint32_t(step), uint32_t(sample), uint32_t(l * 65536 + h), 0x47554d42u}, key);
       for (int c = 0; c < 2; ++c) {  // 53-bit uniform in [0, 1) from two words
         const uint64_t bits = (uint64_t(r[2 * c]) << 21) ^ (uint64_t(r[2 * c + 1]) >> 11);
         u[size_t((l * Hkv + h) * 2 + c)] = double(bits & ((uint64_t(1) << 53) - 1)) * 0x1p-53;

@@ -27,7 +27,8 @@ std::vector<RouterEvalTask> router_eval_omega(const std::string& dir, const std:
     model_prefill(model, req, r.prompt.data(), static_cast<int64_t>(r.prompt.size()), po);
     double fa = 0, heads = 0;
     for (const LayerRoute& route : req.routes)
-      for (size_t h = 0; h < route.modes.size(); ++h, ++heads) fa += layer_route_is_retrieval(route, h);
+      for (size_t h = 0; h < route.modes.size(); ++h, ++heads)
+        fa += layer_route_is_retrieval(route, h);
     RouterEvalTask& t = by_task[r.task];
     t.task = r.task;
     t.omega_msr += 1.0 - fa / heads;

@@ -67,9 +67,8 @@ void router_pool_backward(T* dk, const double* dpooled, const BatchSeq& seq, int
                           int64_t Hkv, int64_t d, int64_t P, RouterPooling pooling) {
   const RouterPoolRange pool{seq.length, P};
   for (int64_t t = 0; t < seq.length; ++t) {
-    const double w = pooling == RouterPooling::segment_mean
-                         ? 1.0 / static_cast<double>(seq.length)
-                         : pool.weight(t);
+    const double w = pooling == RouterPooling::segment_mean ? 1.0 / static_cast<double>(seq.length)
+                                                            : pool.weight(t);
     if (w == 0) continue;
     T* row = dk + ((seq.begin + t) * Hkv + kvh) * d;
     for (int64_t e = 0; e < d; ++e) row[e] += static_cast<T>(w * dpooled[e]);
@@ -101,7 +100,8 @@ void router_mlp_backward(double* dx, RouterLayerParams<T>* dw, const double dz[2
   const int64_t h = 4 * d;
   RouterLayerParams<T> none;
   RouterLayerParams<T>& g = dw ? *dw : none;
-  std::vector<double> a(static_cast<size_t>(h)), da(static_cast<size_t>(h)), du(static_cast<size_t>(d));
+  std::vector<double> a(static_cast<size_t>(h)), da(static_cast<size_t>(h)),
+      du(static_cast<size_t>(d));
   // z = W5 silu(h4) + b5
   for (int64_t i = 0; i < d; ++i) a[i] = silu(c.h4[i]);
   linear_back(da.data(), g.w5, g.b5, dz, w.w5, a.data(), 2, d);
@@ -157,13 +157,13 @@ SparsityTerm sparsity_term(double omega, double target, double lambda1, double l
   return t;
 }
 
-#define ELASTIC_ROUTER_TRAIN_INSTANTIATE(T)                                                      \
-  template void router_pool_forward<T>(double*, const T*, const BatchSeq&, int64_t, int64_t,     \
-                                       int64_t, int64_t, RouterPooling);                         \
-  template void router_pool_backward<T>(T*, const double*, const BatchSeq&, int64_t, int64_t,    \
-                                        int64_t, int64_t, RouterPooling);                        \
-  template void router_mlp_forward<T>(RouterCache&, const RouterLayerParams<T>&, int64_t);       \
-  template void router_mlp_backward<T>(double*, RouterLayerParams<T>*, const double[2],          \
+#define ELASTIC_ROUTER_TRAIN_INSTANTIATE(T)                                                   \
+  template void router_pool_forward<T>(double*, const T*, const BatchSeq&, int64_t, int64_t,  \
+                                       int64_t, int64_t, RouterPooling);                      \
+  template void router_pool_backward<T>(T*, const double*, const BatchSeq&, int64_t, int64_t, \
+                                        int64_t, int64_t, RouterPooling);                     \
+  template void router_mlp_forward<T>(RouterCache&, const RouterLayerParams<T>&, int64_t);    \
+  template void router_mlp_backward<T>(double*, RouterLayerParams<T>*, const double[2],       \
                                        const RouterCache&, const RouterLayerParams<T>&, int64_t);
 
 ELASTIC_ROUTER_TRAIN_INSTANTIATE(float)

@@ -20,8 +20,8 @@ enum class RouterPooling {
 // pooled: [d] for KV head `kvh` of the rows of `seq`; k: [rows, Hkv, d] (after k_norm, before
 // RoPE).
 template <typename T>
-void router_pool_forward(double* pooled, const T* k, const BatchSeq& seq, int64_t kvh,
-                         int64_t Hkv, int64_t d, int64_t pool_tokens, RouterPooling pooling);
+void router_pool_forward(double* pooled, const T* k, const BatchSeq& seq, int64_t kvh, int64_t Hkv,
+                         int64_t d, int64_t pool_tokens, RouterPooling pooling);
 // dk rows of `seq`, head kvh += weight(t) * dpooled.
 template <typename T>
 void router_pool_backward(T* dk, const double* dpooled, const BatchSeq& seq, int64_t kvh,
@@ -60,10 +60,10 @@ void gumbel_softmax_backward(double dz[2], double dl_dzfa, const GumbelDecision&
 // The sparsity term of one sample of task k (SPEC §7), weighted by w = 1 / (tasks present x
 // samples of task k) of the global batch:  w (lambda1 |Omega - t| + lambda2 (Omega - t)^2).
 struct SparsityTerm {
-  double loss = 0;         // the weighted term
-  double d_omega = 0;      // d loss / d Omega
-  double d_lambda1 = 0;    // d loss / d lambda1[k]
-  double d_lambda2 = 0;    // d loss / d lambda2[k]
+  double loss = 0;       // the weighted term
+  double d_omega = 0;    // d loss / d Omega
+  double d_lambda1 = 0;  // d loss / d lambda1[k]
+  double d_lambda2 = 0;  // d loss / d lambda2[k]
 };
 SparsityTerm sparsity_term(double omega, double target, double lambda1, double lambda2,
                            double weight);

@@ -130,8 +130,8 @@ std::string elastic_config_json(const std::string& model_dir, const ModelConfig&
 }
 
 struct State {
-  int64_t step = 0;        // optimizer steps done
-  int64_t epoch = 0;       // data position: epoch and next pack
+  int64_t step = 0;   // optimizer steps done
+  int64_t epoch = 0;  // data position: epoch and next pack
   int64_t pack = 0;
   std::vector<float> lambda1, lambda2, l1_m, l1_v, l2_m, l2_v;  // [K]
 };
@@ -158,11 +158,13 @@ json state_fingerprint(const RouterTrainConfig& rc, const ModelConfig& c, const 
   return f;
 }
 
-void state_save(const std::string& out, TrainEngine& eng, const State& st, const json& fingerprint) {
+void state_save(const std::string& out, TrainEngine& eng, const State& st,
+                const json& fingerprint) {
   std::vector<SafetensorsWriteItem> items;
   const ParamLayout& lay = eng.layout(ParamGroup::router);
-  const std::pair<ParamState, const char*> parts[] = {
-      {ParamState::value, "router."}, {ParamState::adam_m, "adam_m."}, {ParamState::adam_v, "adam_v."}};
+  const std::pair<ParamState, const char*> parts[] = {{ParamState::value, "router."},
+                                                      {ParamState::adam_m, "adam_m."},
+                                                      {ParamState::adam_v, "adam_v."}};
   for (auto [state, prefix] : parts) {
     const std::vector<float> v = eng.get(ParamGroup::router, state);
     for (const ParamInfo& p : lay.tensors())
@@ -170,7 +172,7 @@ void state_save(const std::string& out, TrainEngine& eng, const State& st, const
   }
   const int64_t K = static_cast<int64_t>(st.lambda1.size());
   const std::pair<const std::vector<float>*, const char*> lam[] = {
-      {&st.lambda1, "lambda1"}, {&st.lambda2, "lambda2"}, {&st.l1_m, "lambda1.adam_m"},
+      {&st.lambda1, "lambda1"},     {&st.lambda2, "lambda2"},     {&st.l1_m, "lambda1.adam_m"},
       {&st.l1_v, "lambda1.adam_v"}, {&st.l2_m, "lambda2.adam_m"}, {&st.l2_v, "lambda2.adam_v"}};
   for (auto [v, name] : lam) items.push_back(safetensors_item_f32(name, {K}, v->data()));
   json meta;
@@ -200,22 +202,25 @@ State state_load(const std::string& out, TrainEngine& eng, const json& fingerpri
   const json& saved = meta["fingerprint"];
   for (const auto& [key, value] : fingerprint.items())
     if (!saved.contains(key) || saved[key] != value)
-      throw Error(path + ": the saved run has " + key + " = " +
-                  (saved.contains(key) ? saved[key].dump() : std::string("(none)")) +
-                  ", this run " + value.dump() +
-                  " (resume with the same model shape, data tasks and options, or use another --out)");
+      throw Error(
+          path + ": the saved run has " + key + " = " +
+          (saved.contains(key) ? saved[key].dump() : std::string("(none)")) + ", this run " +
+          value.dump() +
+          " (resume with the same model shape, data tasks and options, or use another --out)");
   const ParamLayout& lay = eng.layout(ParamGroup::router);
   auto read = [&](const std::string& name, const Shape& shape) {
     if (!file->contains(name))
-      throw Error(path + ": tensor '" + name + "' is missing (a router checkpoint to resume needs it)");
+      throw Error(path + ": tensor '" + name +
+                  "' is missing (a router checkpoint to resume needs it)");
     const TensorView t = file->get(name);
     if (t.shape != shape)
-      throw Error(path + ": tensor '" + name + "' has shape " + shape_str(t.shape) +
-                  ", expected " + shape_str(shape) + " for this model");
+      throw Error(path + ": tensor '" + name + "' has shape " + shape_str(t.shape) + ", expected " +
+                  shape_str(shape) + " for this model");
     return t.to_f32();
   };
-  const std::pair<ParamState, const char*> parts[] = {
-      {ParamState::value, "router."}, {ParamState::adam_m, "adam_m."}, {ParamState::adam_v, "adam_v."}};
+  const std::pair<ParamState, const char*> parts[] = {{ParamState::value, "router."},
+                                                      {ParamState::adam_m, "adam_m."},
+                                                      {ParamState::adam_v, "adam_v."}};
   for (auto [state, prefix] : parts) {
     std::vector<float> v(static_cast<size_t>(lay.total()));
     for (const ParamInfo& p : lay.tensors()) {
@@ -251,7 +256,8 @@ void export_checkpoint(const std::string& out, TrainEngine& eng, const WeightSto
   for (const std::string& name : backbone.names())
     if (name.find(".mask_allocator.") == std::string::npos) map[name] = "backbone.safetensors";
   for (const ParamInfo& p : lay.tensors()) map[p.name] = "router.safetensors";
-  write_file_atomic((fs::path(out) / "model.safetensors.index.json").string(), index.dump(2) + "\n");
+  write_file_atomic((fs::path(out) / "model.safetensors.index.json").string(),
+                    index.dump(2) + "\n");
 }
 
 // Once per output folder: the backbone tensors (as stored, without router tensors), the
@@ -309,8 +315,8 @@ TrainStatus router_train_run(const RouterTrainConfig& rc, const RouterTrainCallb
   const ModelConfig c = config_load(rc.model_dir);
   const WeightStore store = WeightStore::open(rc.model_dir);
   const Tokenizer tok = Tokenizer::load(rc.model_dir);
-  const TaskTable tasks = rc.task_targets.empty() ? task_table_default()
-                                                  : task_table_load(rc.task_targets);
+  const TaskTable tasks =
+      rc.task_targets.empty() ? task_table_default() : task_table_load(rc.task_targets);
   DatasetOptions dopt;
   dopt.labels = rc.answer_only_labels ? LabelMode::answer : LabelMode::all;
   dopt.max_tokens = rc.max_tokens;
@@ -336,7 +342,8 @@ TrainStatus router_train_run(const RouterTrainConfig& rc, const RouterTrainCallb
 
   ParamSet<float> backbone(backbone_layout(c)), router(router_layout(c));
   params_load(backbone, store);
-  const bool has_router = store.contains(router_tensor_prefix(0) + "cls_router_head_agnostic.4.weight");
+  const bool has_router =
+      store.contains(router_tensor_prefix(0) + "cls_router_head_agnostic.4.weight");
   if (rc.router_init == "auto" && has_router)
     params_load(router, store);
   else
@@ -347,7 +354,8 @@ TrainStatus router_train_run(const RouterTrainConfig& rc, const RouterTrainCallb
   State st;
   if (rc.resume) {
     st = state_load(rc.out_dir, *eng, fingerprint, K);
-    if (cb.on_note) cb.on_note("resuming at step " + std::to_string(st.step) + " of " + std::to_string(rc.steps));
+    if (cb.on_note)
+      cb.on_note("resuming at step " + std::to_string(st.step) + " of " + std::to_string(rc.steps));
   } else {
     st.lambda1.assign(size_t(K), 0.f);
     st.lambda2.assign(size_t(K), 0.f);
@@ -364,8 +372,10 @@ TrainStatus router_train_run(const RouterTrainConfig& rc, const RouterTrainCallb
   }
   prepare_output(rc, c, store, opt.ssa);
   const std::string metrics_path = (out / "metrics.jsonl").string();
-  if (rc.resume) metrics_truncate(metrics_path, st.step);
-  else write_file_atomic(metrics_path, "");
+  if (rc.resume)
+    metrics_truncate(metrics_path, st.step);
+  else
+    write_file_atomic(metrics_path, "");
   std::vector<std::pair<std::string, double>> targets;
   for (const TaskSpec& t : tasks.tasks) targets.emplace_back(t.name, t.target);
   auto save = [&] {
@@ -373,7 +383,8 @@ TrainStatus router_train_run(const RouterTrainConfig& rc, const RouterTrainCallb
     state_save(rc.out_dir, *eng, st, fingerprint);
     if (st.step > 0 && plot_available())
       router_train_curves_write(metrics_path, targets, (out / "curves.png").string());
-    if (cb.on_note) cb.on_note("checkpoint at step " + std::to_string(st.step) + " in " + rc.out_dir);
+    if (cb.on_note)
+      cb.on_note("checkpoint at step " + std::to_string(st.step) + " in " + rc.out_dir);
   };
   if (!rc.resume) save();  // step 0: a valid Elastic checkpoint exists from the start
 
@@ -409,7 +420,8 @@ TrainStatus router_train_run(const RouterTrainConfig& rc, const RouterTrainCallb
     m.steps = rc.steps;
     m.temperature = temperature;
     m.tokens = tokens;
-    std::vector<double> omega_sum(static_cast<size_t>(K), 0.0), d1(static_cast<size_t>(K), 0.0), d2(static_cast<size_t>(K), 0.0);
+    std::vector<double> omega_sum(static_cast<size_t>(K), 0.0), d1(static_cast<size_t>(K), 0.0),
+        d2(static_cast<size_t>(K), 0.0);
     eng->zero_grad();
     for (const Pack& pk : mine) {
       const Pack* p = &pk;
@@ -434,8 +446,7 @@ TrainStatus router_train_run(const RouterTrainConfig& rc, const RouterTrainCallb
       const StepResult r = eng->step(batch, routing, loss);
       m.ce += r.ce;
       m.sparsity_loss += r.sparsity_loss;
-      for (size_t i = 0; i < p->samples.size(); ++i)
-        omega_sum[size_t(loss.task[i])] += r.omega[i];
+      for (size_t i = 0; i < p->samples.size(); ++i) omega_sum[size_t(loss.task[i])] += r.omega[i];
       for (int64_t k = 0; k < K; ++k) {
         d1[size_t(k)] += r.d_lambda1[size_t(k)];
         d2[size_t(k)] += r.d_lambda2[size_t(k)];
@@ -451,9 +462,12 @@ TrainStatus router_train_run(const RouterTrainConfig& rc, const RouterTrainCallb
     const AdamWConfig lambda_opt{lr_at(rc, rc.lambda_lr, step0), rc.beta1, rc.beta2, 1e-8,
                                  rc.weight_decay};
     std::vector<float> g1(static_cast<size_t>(K)), g2(static_cast<size_t>(K));
-    for (int64_t k = 0; k < K; ++k) g1[size_t(k)] = float(-d1[size_t(k)]), g2[size_t(k)] = float(-d2[size_t(k)]);
-    adamw_update(st.lambda1.data(), g1.data(), st.l1_m.data(), st.l1_v.data(), K, lambda_opt, 1.0, step0 + 1);
-    adamw_update(st.lambda2.data(), g2.data(), st.l2_m.data(), st.l2_v.data(), K, lambda_opt, 1.0, step0 + 1);
+    for (int64_t k = 0; k < K; ++k)
+      g1[size_t(k)] = float(-d1[size_t(k)]), g2[size_t(k)] = float(-d2[size_t(k)]);
+    adamw_update(st.lambda1.data(), g1.data(), st.l1_m.data(), st.l1_v.data(), K, lambda_opt, 1.0,
+                 step0 + 1);
+    adamw_update(st.lambda2.data(), g2.data(), st.l2_m.data(), st.l2_v.data(), K, lambda_opt, 1.0,
+                 step0 + 1);
     st.step = step0 + 1;
 
     for (int64_t k = 0; k < K; ++k) {
@@ -466,9 +480,14 @@ TrainStatus router_train_run(const RouterTrainConfig& rc, const RouterTrainCallb
       m.lambda2.push_back(st.lambda2[size_t(k)]);
     }
     m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    json line = {{"step", m.step},       {"loss", m.loss},        {"ce", m.ce},
-                 {"sparsity_loss", m.sparsity_loss}, {"grad_norm", m.grad_norm}, {"lr", m.lr},
-                 {"temperature", m.temperature}, {"tokens", m.tokens}};
+    json line = {{"step", m.step},
+                 {"loss", m.loss},
+                 {"ce", m.ce},
+                 {"sparsity_loss", m.sparsity_loss},
+                 {"grad_norm", m.grad_norm},
+                 {"lr", m.lr},
+                 {"temperature", m.temperature},
+                 {"tokens", m.tokens}};
     for (int64_t k = 0; k < K; ++k) {
       const std::string& t = m.tasks[size_t(k)];
       line["omega"][t] = std::isnan(m.omega[size_t(k)]) ? json(nullptr) : json(m.omega[size_t(k)]);

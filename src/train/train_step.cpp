@@ -83,8 +83,8 @@ TrainStepResult run(const TrainStepRequest& rq, const ModelConfig& c, const Weig
     for (int64_t y : lab) labelled += y != -100;
     const int64_t k = rq.tasks[size_t(s)];
     if (k < 0 || k >= K)
-      throw Error("train-step: task " + std::to_string(k) + " of sample " + i +
-                  " is outside the " + std::to_string(K) + " multipliers of the batch");
+      throw Error("train-step: task " + std::to_string(k) + " of sample " + i + " is outside the " +
+                  std::to_string(K) + " multipliers of the batch");
     loss.targets[size_t(k)] = rq.targets[size_t(s)];
     loss.task.push_back(k);
     ++per_task[k];
@@ -102,7 +102,7 @@ TrainStepResult run(const TrainStepRequest& rq, const ModelConfig& c, const Weig
   params_load(backbone, model);
   params_load(router, model);
   StepResult r;
-  ParamSet<float> grads(router_layout(c));  // d loss / d router tensors
+  ParamSet<float> grads(router_layout(c));    // d loss / d router tensors
   if constexpr (std::is_same_v<T, double>) {  // the float64 reference runs the model directly
     TrainModel<double> tm(c, std::move(backbone), std::move(router));
     Gradients<double> g = tm.gradients(opt);

@@ -79,7 +79,8 @@ TEST(BackwardFd, RmsNorm) {
 
 TEST(BackwardFd, LinearWithBias) {
   const int64_t n = 4, N = 6, K = 5;
-  std::vector<double> x = randn(n * K, 1), W = randn(N * K, 2), b = randn(N, 3), c = randn(n * N, 4);
+  std::vector<double> x = randn(n * K, 1), W = randn(N * K, 2), b = randn(N, 3),
+                      c = randn(n * N, 4);
   std::vector<double> out(n * N), dx(n * K, 0), dW(N * K, 0), db(N, 0);
   auto f = [&] {
     linear_forward(out.data(), x.data(), W.data(), b.data(), n, N, K);
@@ -154,8 +155,8 @@ struct AttnCase {
 // never leaks across a sample boundary because each sample's rows only see their own keys.
 TEST(BackwardFd, AttentionFaSsaGqaPacked) {
   const std::vector<AttnCase> cases = {
-      {2, 2, 8, {13}, AttnMode::fa},         {4, 1, 8, {9, 1, 17}, AttnMode::fa},
-      {8, 2, 4, {23, 5}, AttnMode::ssa},     {8, 1, 8, {1, 31}, AttnMode::ssa},
+      {2, 2, 8, {13}, AttnMode::fa},        {4, 1, 8, {9, 1, 17}, AttnMode::fa},
+      {8, 2, 4, {23, 5}, AttnMode::ssa},    {8, 1, 8, {1, 31}, AttnMode::ssa},
       {4, 4, 6, {11, 7, 3}, AttnMode::ssa},
   };
   uint64_t seed = 10;
@@ -174,7 +175,8 @@ TEST(BackwardFd, AttentionFaSsaGqaPacked) {
     // for odd, so one call exercises both in a packed batch.
     std::vector<AttnMode> modes(size_t(S * Hkv));
     for (int64_t i = 0; i < S * Hkv; ++i)
-      modes[size_t(i)] = (i % 2 == 0) ? tc.mode : (tc.mode == AttnMode::fa ? AttnMode::ssa : AttnMode::fa);
+      modes[size_t(i)] =
+          (i % 2 == 0) ? tc.mode : (tc.mode == AttnMode::fa ? AttnMode::ssa : AttnMode::fa);
     AttnTrainArgs<double> a;
     a.q = q.data();
     a.k = k.data();
@@ -271,7 +273,8 @@ ModelConfig tiny_config(bool qwen3, bool tied) {
                            R"(", "vocab_size": 19, "hidden_size": 12, "intermediate_size": 10,
       "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 6,
       "rms_norm_eps": 1e-6, "max_position_embeddings": 64, "rope_theta": 10000.0,
-      "tie_word_embeddings": )" + (tied ? "true" : "false") + "}";
+      "tie_word_embeddings": )" +
+                           (tied ? "true" : "false") + "}";
   return config_parse(json, "tiny");
 }
 

@@ -40,10 +40,12 @@ std::string toy_data(const std::string& dir, int n) {
     if (i % 2 == 0)
       f << R"({"prompt": "Read the story and answer the question. )" << story
         << R"( Question: What did the child play with? Answer:", "answer": " a )"
-        << things[(i / 4) % 4] << R"(.", "task": "qa"})" << "\n";
+        << things[(i / 4) % 4] << R"(.", "task": "qa"})"
+        << "\n";
     else
       f << R"({"prompt": "Write a one-line summary of the story. )" << story
-        << R"( Summary:", "answer": " A child played.", "task": "summary"})" << "\n";
+        << R"( Summary:", "answer": " A child played.", "task": "summary"})"
+        << "\n";
   }
   return path;
 }
@@ -101,8 +103,9 @@ TEST(RouterTrainer, ResumeAfterInterruptEqualsStraightRun) {
   EXPECT_EQ(png.substr(1, 3), "PNG");
   // The export loads as an Elastic checkpoint and routes a held-out prompt.
   const std::string heldout = dir + "/heldout.jsonl";
-  std::ofstream(heldout) << R"({"prompt": "Write a one-line summary of the story. A dog ran.", "answer": "x", "task": "summary"})"
-                         << "\n";
+  std::ofstream(heldout)
+      << R"({"prompt": "Write a one-line summary of the story. A dog ran.", "answer": "x", "task": "summary"})"
+      << "\n";
   const std::vector<RouterEvalTask> ev = router_eval_omega(straight.out_dir, heldout);
   ASSERT_EQ(ev.size(), 1u);
   EXPECT_EQ(ev[0].n, 1);
@@ -123,11 +126,15 @@ TEST(RouterTrainer, BadDataNamesTheLine) {
   const std::string dir = temp_dir("baddata");
   RouterTrainConfig c = toy_config(dir, dir + "/d.jsonl");
   const std::pair<std::string, std::string> cases[] = {
-      {"{\"prompt\": \"a\", \"answer\": \"b\", \"task\": \"qa\"}\n{not json\n", "d.jsonl:2: not valid JSON"},
-      {"{\"prompt\": \"a\", \"answer\": \"b\", \"task\": \"poetry\"}\n", "d.jsonl:1: unknown task \"poetry\""},
-      {"{\"prompt\": \"a\", \"answer\": \"  \", \"task\": \"qa\"}\n", "d.jsonl:1: the answer is empty"},
+      {"{\"prompt\": \"a\", \"answer\": \"b\", \"task\": \"qa\"}\n{not json\n",
+       "d.jsonl:2: not valid JSON"},
+      {"{\"prompt\": \"a\", \"answer\": \"b\", \"task\": \"poetry\"}\n",
+       "d.jsonl:1: unknown task \"poetry\""},
+      {"{\"prompt\": \"a\", \"answer\": \"  \", \"task\": \"qa\"}\n",
+       "d.jsonl:1: the answer is empty"},
       {"{\"prompt\": \"a\", \"task\": \"qa\"}\n", "d.jsonl:1: missing field \"answer\""},
-      {"{\"prompt\": 3, \"answer\": \"b\", \"task\": \"qa\"}\n", "field \"prompt\" must be a string"},
+      {"{\"prompt\": 3, \"answer\": \"b\", \"task\": \"qa\"}\n",
+       "field \"prompt\" must be a string"},
       {"\n\n", "no records"},
   };
   for (const auto& [text, needle] : cases) {
@@ -136,7 +143,8 @@ TEST(RouterTrainer, BadDataNamesTheLine) {
   }
   std::string longp(3000, 'a');
   for (size_t i = 1; i < longp.size(); i += 2) longp[i] = ' ';
-  std::ofstream(c.data_path) << "{\"prompt\": \"" << longp << "\", \"answer\": \"b\", \"task\": \"qa\"}\n";
+  std::ofstream(c.data_path) << "{\"prompt\": \"" << longp
+                             << "\", \"answer\": \"b\", \"task\": \"qa\"}\n";
   expect_error(c, "more than --max-tokens 400");
   EXPECT_FALSE(fs::exists(c.out_dir + "/train_state.safetensors"));  // nothing started
 }

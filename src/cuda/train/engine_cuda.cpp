@@ -2,6 +2,7 @@
 // function below names its CPU counterpart; shapes in the comments are per packed batch
 // (n rows, S samples).
 #include "cuda/train/engine_cuda.h"
+#include "elastic/cuda/train_cuda.h"
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -946,3 +947,15 @@ CudaTrainProfile train_engine_cuda_profile(const TrainEngine& engine) {
 }
 
 }  // namespace elastic::train
+
+namespace elastic {
+
+void train_engine_cuda_register() {
+  train::train_engine_register("cuda", [](const ModelConfig& c, train::ParamSet<float> backbone,
+                                          train::ParamSet<float> router,
+                                          const train::TrainOptions& opt) {
+    return train::train_engine_cuda(c, std::move(backbone), std::move(router), opt);
+  });
+}
+
+}  // namespace elastic
