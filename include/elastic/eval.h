@@ -1,0 +1,134 @@
+// The evaluation suite (issue 10 §1, SPEC §8): RULER-like long-context tasks, RULER's scoring
+// rules, JSON-lines task files, the evaluator that runs every sample under several routing
+// configurations, and the DuoAttention-like calibration of a static head assignment.
+//
+// Prompt layout of every generated task (SPEC §5: the router pools the prompt's two ends):
+//   line 1          the task's instruction
+//   lines 2..       the body: a haystack grown until the prompt reaches the length budget
+//   last line       "Question: ... Answer:" (the model's completion is the answer)
+// Generators are exact and deterministic: one std::mt19937_64 (its output sequence is fixed by
+// the C++ standard) and integer arithmetic only (no std:: distributions, whose results differ
+// between standard libraries, and no floating point), so a (task, length, seed, index) gives
+// the same sample on every platform for the same token counter.
+//
+// Vocabularies are small lists of plain lower-case English words (EvalVocab), so that a small
+// word-level tokenizer represents every key and value as one token; eval_vocab_words() lists
+// every word a generator can emit, for building such a tokenizer.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "elastic/attention.h"
+
+namespace elastic {
+
+struct Model;     // model.h
+class Tokenizer;  // tokenizer.h
+
+// ---- Tasks -------------------------------------------------------------------------------
+
+// sensitive: the answer needs exact retrieval from anywhere in the prompt (keeps FA heads);
+// robust: the answer depends only on the last few hundred tokens (any head may go sparse).
+enum class TaskKind { sensitive, robust };
+
+// RULER's rules on a prediction and the reference answers (see eval_score).
+enum class ScoreRule { exact, contains, all_of };
+
+const char* task_kind_name(TaskKind k);    // "sensitive" | "robust"
+const char* score_rule_name(ScoreRule r);  // "exact" | "contains" | "all-of"
+// Throws elastic::Error naming `what` and listing the rules when `text` is none of them.
+ScoreRule score_rule_parse(const std::string& text, const std::string& what);
+
+struct TaskInfo {
+  std::string name;  // e.g. "niah_single"
+  TaskKind kind = TaskKind::sensitive;
+  ScoreRule score = ScoreRule::contains;
+  std::string description;  // one line
+};
+
+// Every generator task, in a fixed order (sensitive first).
+const std::vector<TaskInfo>& eval_tasks();
+// Throws elastic::Error listing the known names when `name` is not a task.
+const TaskInfo& eval_task_find(const std::string& name);
+
+// Word lists the generators draw from. Invariants (eval_vocab_validate): every list non-empty,
+// every entry one lower-case word of letters, keys / values / filler pairwise disjoint, at
+// least 8 keys and 8 values, and no key or value among the words of the noise sentences or of
+// the task templates (so a key or value in a prompt is always a needle, never template text).
+struct EvalVocab {
+  std::vector<std::string> keys;    // needle keys, variable names, words to count
+  std::vector<std::string> values;  // needle values, pattern words
+  std::vector<std::string> filler;  // random-word haystack
+  std::vector<std::string> noise;   // RULER's noise haystack: sentences repeated in order
+};
+
+const EvalVocab& eval_vocab_default();
+// Throws elastic::Error naming the list and the entry that breaks an invariant above.
+void eval_vocab_validate(const EvalVocab& v);
+// Every word (maximal run of letters or digits) a generator can emit with this vocabulary,
+// sorted and unique; generated prompts and answers consist of these words, spaces, newlines
+// and the punctuation . , : ?
+std::vector<std::string> eval_vocab_words(const EvalVocab& v = eval_vocab_default());
+
+// ---- Samples -----------------------------------------------------------------------------
+
+struct EvalSample {
+  std::string task;
+  std::string prompt;
+  std::vector<std::string> answers;  // >= 1, none empty
+  ScoreRule score = ScoreRule::contains;
+  int64_t length = 0;  // target length in tokens it was built for; 0 = unknown (imported)
+};
+
+// The completion a model should produce after the prompt: " " + answers joined by ", "
+// (all-of: every answer, in the listed order) or " " + answers[0].
+std::string eval_sample_completion(const EvalSample& s);
+
+// Tokens of a text in the model's tokenizer (with whatever special tokens the evaluator adds).
+using TokenCounter = std::function<int64_t(const std::string&)>;
+TokenCounter eval_token_counter(const Tokenizer& tokenizer, bool add_special);
+
+// Sample `index` of `task` built to at most `target_tokens` tokens: the haystack grows (by
+// bisection over its unit count) to the largest size whose prompt still fits. Throws
+// elastic::Error when even the smallest haystack exceeds the budget.
+EvalSample eval_generate(const std::string& task, int64_t target_tokens, uint64_t seed,
+                         int64_t index, const TokenCounter& count,
+                         const EvalVocab& vocab = eval_vocab_default());
+// Samples 0..n-1.
+std::vector<EvalSample> eval_generate_set(const std::string& task, int64_t target_tokens, int64_t n,
+                                          uint64_t seed, const TokenCounter& count,
+                                          const EvalVocab& vocab = eval_vocab_default());
+
+// ---- Scoring -----------------------------------------------------------------------------
+
+// RULER's normalisation of a prediction (postprocess_pred): control characters become spaces,
+// runs of whitespace one space, leading and trailing whitespace stripped; then, as RULER's
+// string_match_* compare, lower case (ASCII; other bytes unchanged). Answers are normalised
+// the same way before comparing.
+std::string eval_normalize(std::string_view text);
+
+// Score in [0, 1] of a prediction against the reference answers (both normalised):
+//   exact:    1 when the prediction, without trailing . , : ; ! ?, equals one of the answers
+//   contains: 1 when one of the answers is a substring of the prediction (string_match_part)
+//   all-of:   the fraction of the answers that are substrings (string_match_all)
+double eval_score(ScoreRule rule, std::string_view prediction,
+                  const std::vector<std::string>& answers);
+
+// ---- JSON lines --------------------------------------------------------------------------
+
+// One record per line: {"prompt": str, "answer": str | [str, ...], "task": str,
+// "score": "exact" | "contains" | "all-of" (optional; default all-of for a list answer,
+// contains for a string), "length": int (optional)}. Blank lines are skipped. Throws
+// elastic::Error "SOURCE:LINE: ..." for bad JSON, a missing field, a wrong type, an empty
+// answer or an unknown score rule.
+std::vector<EvalSample> eval_samples_parse_jsonl(std::string_view text, const std::string& source);
+std::vector<EvalSample> eval_samples_read_jsonl(const std::string& path);
+// The same format (answer as a string when there is one, "score" and "length" always).
+std::string eval_samples_to_jsonl(const std::vector<EvalSample>& samples);
+void eval_samples_write_jsonl(const std::string& path, const std::vector<EvalSample>& samples);
+
+}  // namespace elastic
