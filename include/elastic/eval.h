@@ -18,11 +18,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "elastic/attention.h"
+#include "elastic/routing.h"
 
 namespace elastic {
 
@@ -130,5 +132,74 @@ std::vector<EvalSample> eval_samples_read_jsonl(const std::string& path);
 // The same format (answer as a string when there is one, "score" and "length" always).
 std::string eval_samples_to_jsonl(const std::vector<EvalSample>& samples);
 void eval_samples_write_jsonl(const std::string& path, const std::vector<EvalSample>& samples);
+
+// ---- Evaluator ---------------------------------------------------------------------------
+
+// One routing configuration: the policy (must outlive eval_run) and the attention sizes.
+struct EvalConfig {
+  std::string name;  // "dense", "all-sa", "static:0.5", "elastic", ...
+  std::shared_ptr<RoutingPolicy> policy;
+  AttnOptions attn;
+};
+
+struct EvalOptions {
+  bool add_special = true;    // encode prompts with the tokenizer's post-processor (BOS)
+  int64_t answer_margin = 8;  // decode at most (answer tokens + margin) tokens
+};
+
+// One (sample, config) run.
+struct EvalSampleResult {
+  std::string task, config;
+  int64_t length = 0, prompt_tokens = 0;
+  std::string prediction;  // decoded greedy completion
+  double score = 0, omega_msr = 0, omega_esr = 0, omega_esr_last = 0, prefill_s = 0;
+};
+
+// Means over the n samples of one (task, length, config).
+struct EvalResult {
+  std::string task, config;
+  int64_t length = 0, n = 0;
+  double accuracy = 0;  // mean score in [0, 1]
+  double omega_msr = 0, omega_esr = 0, omega_esr_last = 0, prefill_s = 0;
+};
+
+// done of total (sample, config) runs finished; `what` names the run just finished.
+using EvalProgress = std::function<void(int64_t done, int64_t total, const std::string& what)>;
+
+// For every sample and config: a fresh request with the config's policy and sizes, the
+// prompt's prefill through model_prefill (timed), greedy decoding of up to answer tokens +
+// margin tokens, stopping at EOS or at a newline after some non-blank text; the completion is
+// scored with the sample's rule, the sparsity from report_build (omega_esr = all-layer mean of
+// rho, omega_esr_last = last layer). Results are grouped by (task, length) in order of first
+// appearance, configs in the given order. `per_sample` (optional) receives every run.
+std::vector<EvalResult> eval_run(const Model& model, const Tokenizer& tokenizer,
+                                 const std::vector<EvalSample>& samples,
+                                 const std::vector<EvalConfig>& configs,
+                                 const EvalOptions& options = {}, const EvalProgress& progress = {},
+                                 std::vector<EvalSampleResult>* per_sample = nullptr);
+
+// ---- Calibration (DuoAttention-like static baseline) -------------------------------------
+
+struct CalibrateOptions {
+  AttnOptions attn;  // sizes of the sparse mode
+  AttnMode retrieval_mode = AttnMode::fa;
+  AttnMode sparse_mode = AttnMode::ssa;
+  bool add_special = true;
+};
+
+// scores: [L][Hkv], the sensitivity of each KV head: the mean over samples of the drop in the
+// log-probability of the sample's completion (eval_sample_completion, teacher-forced after the
+// prompt) when that head alone runs the sparse mode and every other head the retrieval mode.
+// High = the head matters for retrieval. progress counts (sample, head) prefills.
+std::vector<std::vector<double>> eval_calibrate(const Model& model, const Tokenizer& tokenizer,
+                                                const std::vector<EvalSample>& samples,
+                                                const CalibrateOptions& options,
+                                                const EvalProgress& progress = {});
+
+// The score file static_assignment_top_scores reads (routing.h): '#' comment lines (the
+// `comment` text), then one line per layer with one score per KV head. One file serves every
+// ratio: the round(R * L * Hkv) lowest-scoring heads go sparse.
+std::string eval_scores_file_text(const std::vector<std::vector<double>>& scores,
+                                  const std::string& comment);
 
 }  // namespace elastic
