@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "elastic/attention.h"
+#include "elastic/plot.h"
 #include "elastic/routing.h"
 
 namespace elastic {
@@ -177,6 +178,26 @@ std::vector<EvalResult> eval_run(const Model& model, const Tokenizer& tokenizer,
                                  const std::vector<EvalConfig>& configs,
                                  const EvalOptions& options = {}, const EvalProgress& progress = {},
                                  std::vector<EvalSampleResult>* per_sample = nullptr);
+
+// ---- Figure ------------------------------------------------------------------------------
+
+// One point of the figure: the means over the tasks of one kind at one (config, length).
+struct EvalPlotPoint {
+  int kind = 0;  // 0 sensitive, 1 robust, 2 tasks the suite does not know (imported)
+  std::string config;
+  int64_t length = 0;
+  double omega_msr = 0, accuracy = 0;  // accuracy in [0, 1]
+};
+// In order of first appearance in `results`.
+std::vector<EvalPlotPoint> eval_plot_points(const std::vector<EvalResult>& results);
+
+// Accuracy (%) against Omega_MSR, the paper's figure style: one panel per task kind present
+// (sensitive, robust, other), one colour and marker per configuration (the same in every
+// panel), one point per length (labelled with it when there are several lengths). Written
+// atomically as PNG; returns each panel's area (plot.h). Throws elastic::Error naming the path
+// (also in builds without the plot module).
+std::vector<PlotArea> eval_plot_write_png(const std::vector<EvalResult>& results,
+                                          const std::string& path, const std::string& title = "");
 
 // ---- Calibration (DuoAttention-like static baseline) -------------------------------------
 
