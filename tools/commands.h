@@ -14,5 +14,7 @@ int cmd_route(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_train_router(int argc, char** argv);
 int cmd_train_step(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
+int cmd_calibrate(int argc, char** argv);
 
 }  // namespace elastic::cli

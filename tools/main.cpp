@@ -30,6 +30,10 @@ const Command kCommands[] = {
      "train the Attention Routers of a frozen backbone; writes an Elastic checkpoint"},
     {"train-step", elastic::cli::cmd_train_step,
      "one router-training step on a given batch: loss terms and every gradient"},
+    {"eval", elastic::cli::cmd_eval,
+     "long-context task suite: accuracy and sparsity per task, length and routing"},
+    {"calibrate", elastic::cli::cmd_calibrate,
+     "per-head sensitivity scores for the static (DuoAttention-like) baseline"},
 };
 
 void usage(FILE* f) {

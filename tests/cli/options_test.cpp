@@ -14,7 +14,8 @@ namespace {
 
 const std::string kModel = std::string(ELASTIC_SHARED_DIR) + "/fixtures/hf/elastic-qwen3-fa-ssa";
 const std::vector<std::string> kCommands = {"inspect",  "tokenize", "detokenize", "logits",
-                                            "generate", "chat",     "route",      "bench"};
+                                            "generate", "chat",     "route",      "bench",
+                                            "eval",     "calibrate"};
 
 // A valid command line of `cmd` (logits, generate and route run on the fixture as they are).
 std::string runnable(const std::string& cmd) {
