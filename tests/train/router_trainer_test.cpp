@@ -3,6 +3,8 @@
 // what was written intact.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -20,7 +22,7 @@ namespace fs = std::filesystem;
 const std::string kModel = std::string(ELASTIC_SHARED_DIR) + "/data/tinystories-656k";
 
 std::string temp_dir(const std::string& name) {
-  const fs::path p = fs::path(::testing::TempDir()) / ("router_trainer_" + name);
+  const fs::path p = fs::path(::testing::TempDir()) / ("router_trainer_" + std::to_string(getpid()) + "_" + name);
   fs::remove_all(p);
   fs::create_directories(p);
   return p.string();

@@ -28,7 +28,7 @@ const std::string kModel = kShared + "/data/tinystories-656k";
 const std::string kBin = std::string(ELASTIC_BIN_DIR) + "/elastic";
 
 std::string temp_dir(const std::string& name) {
-  const fs::path p = fs::path(::testing::TempDir()) / ("train_cli_" + name);
+  const fs::path p = fs::path(::testing::TempDir()) / ("train_cli_" + std::to_string(getpid()) + "_" + name);
   fs::remove_all(p);
   fs::create_directories(p);
   return p.string();
