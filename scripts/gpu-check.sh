@@ -110,8 +110,9 @@ rc=$?
 if [[ $rc -eq 0 ]]; then
   targets=(test_fixtures_cuda test_attention_cuda test_backend_cuda test_chunked_cuda bench_prefill_cuda)
   [[ $BENCH -eq 1 ]] && targets+=(elastic_attn_bench)
-  targets+=(test_router_cuda test_sampling_cuda elastic_cli test_train_cuda bench_train_cuda)
-  [[ $TRAIN_ONLY -eq 1 ]] && targets=(test_train_cuda bench_train_cuda)
+  targets+=(test_router_cuda test_sampling_cuda elastic_cli test_train_cuda test_train_cli_cuda
+            bench_train_cuda)
+  [[ $TRAIN_ONLY -eq 1 ]] && targets=(elastic_cli test_train_cuda test_train_cli_cuda bench_train_cuda)
   ninja -C "$B" -j16 "${targets[@]}" >> "$OUT/build.log" 2>&1
   rc=$?
 fi
@@ -138,6 +139,8 @@ if grep -q "^\[  PASSED  \]" "$OUT/tests-train.log" && ! grep -q "FAILED" "$OUT/
 else
   note "train tests: FAILED, see tests-train.log"
 fi
+timeout 120 "$B/tests/cuda/test_train_cli_cuda" > "$OUT/tests-train-cli.log" 2>&1
+note "train-step --backend cuda (CLI): $(grep -E 'worst relative' "$OUT/tests-train-cli.log" | sed 's/^ *//') $(grep -E '^\[  (PASSED|FAILED)' "$OUT/tests-train-cli.log" | head -1)"
 [[ $SANITIZE -eq 1 ]] && for tool in memcheck racecheck; do
   log="$OUT/sanitizer-$tool-test_train_cuda.log"
   timeout 150 compute-sanitizer --tool "$tool" --error-exitcode 9 "$TT" --gtest_filter='CudaSanitizerTrain.*' > "$log" 2>&1

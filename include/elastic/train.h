@@ -101,13 +101,22 @@ void router_train_curves_write(const std::string& metrics_path,
 
 // Held-out evaluation of an Elastic checkpoint: the mean Omega_MSR per task of the prompts of a
 // JSON-lines file, routed by the inference engine (deterministic argmax, no noise).
+struct RouterEvalSample {
+  std::string task;
+  std::vector<int64_t> prompt_ids;  // what was prefilled (elastic route --input-ids reproduces it)
+  std::vector<uint8_t> decisions;   // [L * Hkv] 1 = retrieval
+  double omega_msr = 0;
+};
 struct RouterEvalTask {
   std::string task;
   int64_t n = 0;
-  double omega_msr = 0;
+  double omega_msr = 0;  // mean over the task's samples
 };
-std::vector<RouterEvalTask> router_eval_omega(const std::string& checkpoint_dir,
-                                              const std::string& data_path,
-                                              const std::string& chat_template = "auto");
+struct RouterEval {
+  std::vector<RouterEvalTask> tasks;  // by task name
+  std::vector<RouterEvalSample> samples;
+};
+RouterEval router_eval_omega(const std::string& checkpoint_dir, const std::string& data_path,
+                             const std::string& chat_template = "auto");
 
 }  // namespace elastic

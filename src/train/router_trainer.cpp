@@ -501,10 +501,19 @@ TrainStatus router_train_run(const RouterTrainConfig& rc, const RouterTrainCallb
     if (stop && st.step < rc.steps) return TrainStatus::interrupted;
   }
   if (!rc.eval_path.empty()) {
-    json ev = json::array();
-    for (const RouterEvalTask& t : router_eval_omega(rc.out_dir, rc.eval_path, rc.chat_template))
-      ev.push_back({{"task", t.task}, {"n", t.n}, {"omega_msr", t.omega_msr}});
-    write_file_atomic((out / "eval.json").string(), json{{"heldout", ev}}.dump(2) + "\n");
+    const RouterEval ev = router_eval_omega(rc.out_dir, rc.eval_path, rc.chat_template);
+    json tasks_j = json::array(), samples_j = json::array();
+    for (const RouterEvalTask& t : ev.tasks)
+      tasks_j.push_back({{"task", t.task}, {"n", t.n}, {"omega_msr", t.omega_msr}});
+    for (const RouterEvalSample& smp : ev.samples)
+      samples_j.push_back({{"task", smp.task}, {"omega_msr", smp.omega_msr},
+                           {"decisions", smp.decisions}, {"prompt_ids", smp.prompt_ids}});
+    write_file_atomic((out / "eval.json").string(),
+                      json{{"heldout", tasks_j}, {"samples", samples_j}}.dump() + "\n");
+    if (cb.on_note)
+      for (const RouterEvalTask& t : ev.tasks)
+        cb.on_note("held-out " + t.task + ": Omega_MSR " + std::to_string(t.omega_msr) + " over " +
+                   std::to_string(t.n) + " prompts");
   }
   return TrainStatus::finished;
 }

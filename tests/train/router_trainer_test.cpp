@@ -108,11 +108,13 @@ TEST(RouterTrainer, ResumeAfterInterruptEqualsStraightRun) {
   std::ofstream(heldout)
       << R"({"prompt": "Write a one-line summary of the story. A dog ran.", "answer": "x", "task": "summary"})"
       << "\n";
-  const std::vector<RouterEvalTask> ev = router_eval_omega(straight.out_dir, heldout);
-  ASSERT_EQ(ev.size(), 1u);
-  EXPECT_EQ(ev[0].n, 1);
-  EXPECT_GE(ev[0].omega_msr, 0.0);
-  EXPECT_LE(ev[0].omega_msr, 1.0);
+  const RouterEval ev = router_eval_omega(straight.out_dir, heldout);
+  ASSERT_EQ(ev.tasks.size(), 1u);
+  EXPECT_EQ(ev.tasks[0].n, 1);
+  ASSERT_EQ(ev.samples.size(), 1u);
+  EXPECT_EQ(ev.samples[0].decisions.size(), 8u);  // 2 layers x 4 KV heads
+  EXPECT_GE(ev.tasks[0].omega_msr, 0.0);
+  EXPECT_LE(ev.tasks[0].omega_msr, 1.0);
 }
 
 void expect_error(const RouterTrainConfig& c, const std::string& needle) {
