@@ -41,7 +41,7 @@ if [[ "${1:-}" == "--fetch" ]]; then
   done
   mkdir -p "$ROOT/.gpu-shared/fixtures/real" "$ROOT/.gpu-shared/data/tinystories-656k"
   cp -r "$ROOT/../shared/fixtures/real/tinystories-656k" "$ROOT/.gpu-shared/fixtures/real/"
-  cp "$ROOT/../shared/data/tinystories-656k/"{config.json,generation_config.json,model.safetensors} \
+  cp "$ROOT/../shared/data/tinystories-656k/"{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json,special_tokens_map.json} \
     "$ROOT/.gpu-shared/data/tinystories-656k/"
   chmod -R u+w "$ROOT/.gpu-shared"
   # The carried tree must stay under 64 MiB with the repo and .debs: the larger safetensors travel

@@ -2,11 +2,17 @@
 // every output within 2e-2 of the float64 fixture (bf16 activations and frozen weights with fp32
 // accumulation: the router gradients land near 5e-3, the issue's bar is 2e-2), decisions exact.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 
 #include "cli_run.h"
 #include "cuda_test_util.h"
@@ -44,6 +50,88 @@ TEST(CudaTrainStepCli, BackendCudaMatchesFixture) {
   std::printf("  train-step --backend cuda: worst relative error %.2e over %zu outputs\n", worst,
               got.names().size());
   std::filesystem::remove(out);
+}
+
+// Resume on CUDA (issue 9, acceptance 4): 10 steps straight against 5 steps, SIGKILL during
+// step 6+, --resume, 5 more. The CUDA engine sums dQ with atomics and the host router backward
+// in per-thread partial sums, so two runs of the same step differ in the last bits of fp32; the
+// router weights and the per-step losses must agree within 1e-3 relative (the drift of ten
+// AdamW steps on bf16-rounded activations, ~100x the run-to-run spread seen), the decisions and
+// the data order exactly.
+TEST(CudaTrainRouterCli, KillNineAndResumeMatchesStraightRun) {
+  REQUIRE_GPU();
+  namespace fs = std::filesystem;
+  const std::string shared = ELASTIC_SHARED_DIR;
+  const std::string dir = ::testing::TempDir() + "/train_resume_cuda_" + std::to_string(getpid());
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  {
+    std::ofstream f(dir + "/data.jsonl");
+    for (int i = 0; i < 12; ++i) {
+      std::string story = "Once upon a time, there was a girl named Lily.";
+      for (int k = 0; k < 8 + i % 5; ++k) story += " The sun was warm and the sky was blue.";
+      f << (i % 2 ? R"({"prompt": "Say the name of the girl. )" : R"({"prompt": "Say the name of the boy. )")
+        << story << R"( Her name was", "answer": " Lily.", "task": ")" << (i % 2 ? "qa" : "summary")
+        << "\"}\n";
+    }
+  }
+  auto args = [&](const std::string& out) {
+    return "train-router --backend cuda -m " + shared + "/data/tinystories-656k --data " + dir +
+           "/data.jsonl --out " + out + " --steps 10 --batch 2 --max-tokens 400 --lr 2e-3 "
+           "--save-every 5 --block 32 --sink 32 --local 64 --pool-tokens 16 --seed 3";
+  };
+  const test::CliResult straight = test::cli_run(args(dir + "/straight"));
+  ASSERT_EQ(straight.exit_code, 0) << straight.err;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const std::string cmd = "exec " + std::string(ELASTIC_BIN_DIR) + "/elastic " + args(dir + "/killed") +
+                            " >/dev/null 2>&1";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  auto lines = [](const std::string& p) {
+    std::ifstream f(p);
+    int n = 0;
+    std::string l;
+    while (std::getline(f, l)) n += !l.empty();
+    return n;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
+  while (lines(dir + "/killed/metrics.jsonl") < 6 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the run ended before it was killed";
+  const test::CliResult resumed = test::cli_run(args(dir + "/killed") + " --resume");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  const WeightStore a = WeightStore::open(dir + "/straight/router.safetensors"),
+                    b = WeightStore::open(dir + "/killed/router.safetensors");
+  double worst = 0;
+  for (const std::string& name : a.names()) {
+    const std::vector<float> x = a.get(name).to_f32(), y = b.get(name).to_f32();
+    double num = 0, den = 0;
+    for (size_t i = 0; i < x.size(); ++i) num += (x[i] - y[i]) * double(x[i] - y[i]), den += double(x[i]) * x[i];
+    worst = std::max(worst, std::sqrt(num) / std::max(std::sqrt(den), 1e-30));
+  }
+  EXPECT_LE(worst, 1e-3);
+  std::ifstream ma(dir + "/straight/metrics.jsonl"), mb(dir + "/killed/metrics.jsonl");
+  std::string la, lb;
+  int steps = 0;
+  double worst_loss = 0;
+  while (std::getline(ma, la) && std::getline(mb, lb)) {
+    const nlohmann::json ja = nlohmann::json::parse(la), jb = nlohmann::json::parse(lb);
+    EXPECT_EQ(ja["step"], jb["step"]);
+    EXPECT_EQ(ja["tokens"], jb["tokens"]);  // the same packs
+    EXPECT_EQ(ja["omega"], jb["omega"]);    // the same decisions
+    worst_loss = std::max(worst_loss, std::fabs(ja["loss"].get<double>() - jb["loss"].get<double>()) /
+                                          std::fabs(ja["loss"].get<double>()));
+    ++steps;
+  }
+  EXPECT_EQ(steps, 10);
+  EXPECT_LE(worst_loss, 1e-3);
+  std::printf("  CUDA resume: router weights differ by %.2e relative, losses by %.2e\n", worst,
+              worst_loss);
 }
 
 }  // namespace
