@@ -95,6 +95,42 @@ Gradients<T> TrainModel<T>::gradients(const TrainOptions& o) const {
   return g;
 }
 
+void step_inputs_check(const ModelConfig& c, const Batch& batch, const StepRouting& routing,
+                       const StepLoss& loss, bool has_router) {
+  batch_validate(batch);
+  const int64_t n = batch.rows(), S = batch.num_seqs(), L = c.num_layers, Hkv = c.num_kv_heads;
+  for (int64_t s = 0; s < S; ++s)
+    if (batch.seqs[size_t(s)].pos0 != 0)
+      throw Error("training batch: sequence " + std::to_string(s) + " starts at position " +
+                  std::to_string(batch.seqs[size_t(s)].pos0) + " (samples start at 0)");
+  ELASTIC_CHECK(static_cast<int64_t>(loss.labels.size()) == n);
+  ELASTIC_CHECK(static_cast<int64_t>(loss.task.size()) == S &&
+                static_cast<int64_t>(loss.sample_weight.size()) == S);
+  if (routing.router) {
+    if (!has_router) throw Error("router training step on a model without router weights");
+    ELASTIC_CHECK(static_cast<int64_t>(routing.gumbel_u.size()) == S * L * Hkv * 2);
+    ELASTIC_CHECK(routing.temperature > 0);
+  } else {
+    ELASTIC_CHECK(static_cast<int64_t>(routing.fixed.size()) == S * L * Hkv);
+  }
+}
+
+template <typename T>
+AttnTrainArgs<T> TrainModel<T>::attention_args(const LayerActs& a, const BatchContext& ctx,
+                                               const TrainOptions& opt) const {
+  AttnTrainArgs<T> at;  // modes: set by the caller
+  at.q = a.q.data();
+  at.k = a.k.data();
+  at.v = a.v.data();
+  at.seqs = ctx.batch->seqs.data();
+  at.num_seqs = ctx.S;
+  at.num_heads = config_.num_heads;
+  at.num_kv_heads = config_.num_kv_heads;
+  at.head_dim = config_.head_dim;
+  at.ssa = opt.ssa;
+  return at;
+}
+
 template <typename T>
 void TrainModel<T>::layer_forward(int64_t l, const T* x_in, T* x_out, LayerActs& a, LayerRouting& r,
                                   bool decide, const BatchContext& ctx, const StepRouting& routing,
@@ -151,16 +187,7 @@ void TrainModel<T>::layer_forward(int64_t l, const T* x_in, T* x_out, LayerActs&
   rope_forward(a.q.data(), a.q_n.data(), ctx.cos.data(), ctx.sin.data(), n, Hq, d);
   rope_forward(a.k.data(), a.k_n.data(), ctx.cos.data(), ctx.sin.data(), n, Hkv, d);
 
-  AttnTrainArgs<T> at;
-  at.q = a.q.data();
-  at.k = a.k.data();
-  at.v = a.v.data();
-  at.seqs = ctx.batch->seqs.data();
-  at.num_seqs = S;
-  at.num_heads = Hq;
-  at.num_kv_heads = Hkv;
-  at.head_dim = d;
-  at.ssa = opt.ssa;
+  AttnTrainArgs<T> at = attention_args(a, ctx, opt);
   resize(a.att, n * Hq * d), resize(a.lse, n * Hq);
   if (routing.router) {  // both outputs of every head (dL/dz needs them), then the chosen one
     const std::vector<AttnMode> all_fa(static_cast<size_t>(S * Hkv), AttnMode::fa),
@@ -268,17 +295,8 @@ void TrainModel<T>::layer_backward(int64_t l, const T* x_in, T* dx, LayerActs& a
   // Attention in each head's chosen mode.
   std::vector<T> dq(static_cast<size_t>(n * Hq * d), T(0)),
       dk(static_cast<size_t>(n * Hkv * d), T(0)), dv(size_t(n * Hkv * d), T(0));
-  AttnTrainArgs<T> at;
-  at.q = a.q.data();
-  at.k = a.k.data();
-  at.v = a.v.data();
-  at.seqs = ctx.batch->seqs.data();
-  at.num_seqs = S;
+  AttnTrainArgs<T> at = attention_args(a, ctx, opt);
   at.modes = r.modes.data();
-  at.num_heads = Hq;
-  at.num_kv_heads = Hkv;
-  at.head_dim = d;
-  at.ssa = opt.ssa;
   attention_train_backward(dq.data(), dk.data(), dv.data(), datt.data(), a.att.data(), a.lse.data(),
                            at);
   std::vector<T> dq_n(static_cast<size_t>(n * Hq * d), T(0));
@@ -310,23 +328,9 @@ template <typename T>
 StepResult TrainModel<T>::step(const Batch& batch, const StepRouting& routing, const StepLoss& loss,
                                const TrainOptions& opt, Gradients<T>* grads) {
   const ModelConfig& c = config_;
-  batch_validate(batch);
+  step_inputs_check(c, batch, routing, loss, !R_.empty());
   const int64_t n = batch.rows(), S = batch.num_seqs(), D = c.hidden_size, V = c.vocab_size;
   const int64_t L = c.num_layers, Hkv = c.num_kv_heads, d = c.head_dim;
-  for (int64_t s = 0; s < S; ++s)
-    if (batch.seqs[size_t(s)].pos0 != 0)
-      throw Error("training batch: sequence " + std::to_string(s) + " starts at position " +
-                  std::to_string(batch.seqs[size_t(s)].pos0) + " (samples start at 0)");
-  ELASTIC_CHECK(static_cast<int64_t>(loss.labels.size()) == n);
-  ELASTIC_CHECK(static_cast<int64_t>(loss.task.size()) == S &&
-                static_cast<int64_t>(loss.sample_weight.size()) == S);
-  if (routing.router) {
-    if (R_.empty()) throw Error("router training step on a model without router weights");
-    ELASTIC_CHECK(static_cast<int64_t>(routing.gumbel_u.size()) == S * L * Hkv * 2);
-    ELASTIC_CHECK(routing.temperature > 0);
-  } else {
-    ELASTIC_CHECK(static_cast<int64_t>(routing.fixed.size()) == S * L * Hkv);
-  }
   if (grads && opt.router_grads && routing.router)
     ELASTIC_CHECK(grads->router.layout.total() == router_.layout.total());
   if (grads && opt.weight_grads)

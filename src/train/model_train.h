@@ -25,6 +25,7 @@
 #include "elastic/batch.h"
 #include "elastic/config.h"
 #include "elastic/cpu_ops.h"
+#include "train/attention_train.h"
 #include "train/params.h"
 #include "train/router_train.h"
 
@@ -74,6 +75,13 @@ struct StepResult {
 void sparsity_loss_apply(StepResult& out, const StepLoss& loss, int64_t S, int64_t L, int64_t Hkv,
                          const std::function<void(int64_t s, double d_omega)>& omega_grad);
 
+// Checks the inputs of one step against the model shape, as every engine reads them: whole
+// samples (pos0 = 0), one label per row, one task and weight per sample, the Gumbel uniforms
+// [S, L, Hkv, 2] of a router step (with router weights) or the fixed modes [S, L, Hkv].
+// Throws elastic::Error for bad input, ELASTIC_CHECK for a caller's shape bug.
+void step_inputs_check(const ModelConfig& c, const Batch& batch, const StepRouting& routing,
+                       const StepLoss& loss, bool has_router);
+
 template <typename T>
 struct Gradients {
   ParamSet<T> router;    // router layout (zero-size when router_grads is off)
@@ -108,6 +116,8 @@ class TrainModel {
   void layer_forward(int64_t l, const T* x_in, T* x_out, LayerActs& a, LayerRouting& r, bool decide,
                      const BatchContext& ctx, const StepRouting& routing, const TrainOptions& opt);
   // dx: dL/dx_{l+1} in, dL/dx_l out; a: layer_forward's activations of x_in = x_l.
+  AttnTrainArgs<T> attention_args(const LayerActs& a, const BatchContext& ctx,
+                                  const TrainOptions& opt) const;
   void layer_backward(int64_t l, const T* x_in, T* dx, LayerActs& a, const LayerRouting& r,
                       const BatchContext& ctx, const StepRouting& routing, const TrainOptions& opt,
                       Gradients<T>* grads);

@@ -745,23 +745,9 @@ class CudaTrainEngine final : public TrainEngine {
   // TrainModel::step.
   StepResult run(const Batch& batch, const StepRouting& routing, const StepLoss& loss,
                  bool backward) {
-    batch_validate(batch);
+    step_inputs_check(c_, batch, routing, loss, !R_.empty());
     const int64_t n = batch.rows(), S = batch.num_seqs(), D = c_.hidden_size, V = c_.vocab_size;
     const int64_t L = c_.num_layers, Hkv = c_.num_kv_heads, d = c_.head_dim;
-    for (int64_t s = 0; s < S; ++s)
-      if (batch.seqs[size_t(s)].pos0 != 0)
-        throw Error("training batch: sequence " + std::to_string(s) + " starts at position " +
-                    std::to_string(batch.seqs[size_t(s)].pos0) + " (samples start at 0)");
-    ELASTIC_CHECK(static_cast<int64_t>(loss.labels.size()) == n);
-    ELASTIC_CHECK(static_cast<int64_t>(loss.task.size()) == S &&
-                  static_cast<int64_t>(loss.sample_weight.size()) == S);
-    if (routing.router) {
-      if (R_.empty()) throw Error("router training step on a model without router weights");
-      ELASTIC_CHECK(static_cast<int64_t>(routing.gumbel_u.size()) == S * L * Hkv * 2);
-      ELASTIC_CHECK(routing.temperature > 0);
-    } else {
-      ELASTIC_CHECK(static_cast<int64_t>(routing.fixed.size()) == S * L * Hkv);
-    }
     std::vector<int32_t> ids(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) {
       const int64_t t = batch.tokens[size_t(i)];
