@@ -133,6 +133,20 @@ double parse_real(const std::string& opt, const std::string& text, RealRange ran
   return v;
 }
 
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : text + ",") {
+    if (c != ',') {
+      if (c != ' ') cur += c;
+    } else if (!cur.empty()) {
+      out.push_back(cur);
+      cur.clear();
+    }
+  }
+  return out;
+}
+
 std::vector<int64_t> parse_ids(const std::string& opt, const std::string& text) {
   std::vector<int64_t> ids;
   std::string cur;

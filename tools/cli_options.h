@@ -137,6 +137,8 @@ std::string option_display_name(const std::string& names);
 // Values, as the options parse them; each throws elastic::Error("option OPT: expected ...").
 int64_t parse_int(const std::string& opt, const std::string& text, IntRange range);
 double parse_real(const std::string& opt, const std::string& text, RealRange range);
+// "a, b,c" -> {"a", "b", "c"}: comma-separated items, spaces dropped, empty items skipped.
+std::vector<std::string> split_list(const std::string& text);
 // "1 2 3" or "1,2,3" -> ids (each >= 0; at least one).
 std::vector<int64_t> parse_ids(const std::string& opt, const std::string& text);
 

@@ -27,16 +27,7 @@ namespace elastic::cli {
 namespace {
 
 std::vector<std::string> split_configs(const std::string& text) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char c : text + ",") {
-    if (c != ',') {
-      if (c != ' ') cur += c;
-    } else if (!cur.empty()) {
-      out.push_back(cur);
-      cur.clear();
-    }
-  }
+  std::vector<std::string> out = split_list(text);
   if (out.empty()) throw Error("option --configs: expected configurations, got '" + text + "'");
   return out;
 }

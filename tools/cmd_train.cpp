@@ -30,29 +30,15 @@ extern "C" void train_signal_handler(int sig) { g_stop_signal.store(sig); }
 // "1,3" -> {1, 3}
 std::vector<int64_t> parse_int_list(const std::string& opt, const std::string& text) {
   std::vector<int64_t> v;
-  size_t at = 0;
-  while (at <= text.size()) {
-    const size_t comma = text.find(',', at);
-    const std::string item =
-        text.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+  for (const std::string& item : split_list(text))
     v.push_back(parse_int(opt, item, IntRange{0, 1 << 20}));
-    if (comma == std::string::npos) break;
-    at = comma + 1;
-  }
   return v;
 }
 
 std::vector<double> parse_real_list(const std::string& opt, const std::string& text) {
   std::vector<double> v;
-  size_t at = 0;
-  while (at <= text.size()) {
-    const size_t comma = text.find(',', at);
-    const std::string item =
-        text.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+  for (const std::string& item : split_list(text))
     v.push_back(parse_real(opt, item, RealRange{0.0, 1.0}));
-    if (comma == std::string::npos) break;
-    at = comma + 1;
-  }
   return v;
 }
 

@@ -8,24 +8,6 @@
 
 namespace elastic::cli {
 
-namespace {
-
-std::vector<std::string> split_commas(const std::string& text) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char c : text + ",") {
-    if (c != ',') {
-      if (c != ' ') cur += c;
-    } else if (!cur.empty()) {
-      out.push_back(cur);
-      cur.clear();
-    }
-  }
-  return out;
-}
-
-}  // namespace
-
 std::string eval_model_dir(const CommandLine& cl, const std::string& dir) {
   if (!dir.empty()) return dir;
   if (*kDefaultEvalModel) return kDefaultEvalModel;
@@ -61,7 +43,7 @@ std::vector<std::string> eval_tasks_select(const std::string& text) {
   auto add = [&out](const std::string& name) {
     if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
   };
-  const std::vector<std::string> items = split_commas(text);
+  const std::vector<std::string> items = split_list(text);
   if (items.empty()) throw Error("option --tasks: expected task names, got '" + text + "'");
   for (const std::string& item : items) {
     if (item == "all" || item == "sensitive" || item == "robust") {
@@ -80,7 +62,7 @@ std::vector<std::string> eval_tasks_select(const std::string& text) {
 
 std::vector<int64_t> eval_lengths_parse(const std::string& text) {
   std::vector<int64_t> out;
-  for (const std::string& item : split_commas(text))
+  for (const std::string& item : split_list(text))
     out.push_back(parse_int("--lengths", item, {16, int64_t{1} << 24}));
   if (out.empty()) throw Error("option --lengths: expected token counts, got '" + text + "'");
   return out;
