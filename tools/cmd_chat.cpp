@@ -70,8 +70,10 @@ int cmd_chat(int argc, char** argv) {
   std::vector<int64_t> in_cache;  // the token ids the request holds
   std::string line;
   std::fprintf(stderr,
-               "elastic chat: %s (%s template). Empty line or Ctrl-D ends, /reset clears.\n",
-               mo.dir.c_str(), std::string(chat_template_name(format.kind)).c_str());
+               "elastic chat: %s (%s template, decode KV %s). Empty line or Ctrl-D ends, /reset "
+               "clears.\n",
+               mo.dir.c_str(), std::string(chat_template_name(format.kind)).c_str(),
+               decode_kv_name(setup.attn.decode_kv));
   while (true) {
     std::fprintf(stderr, "> ");
     if (!std::getline(std::cin, line) || line.empty()) break;

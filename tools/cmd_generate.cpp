@@ -150,10 +150,11 @@ int cmd_generate(int argc, char** argv) {
         decode_tps);
     std::fprintf(
         stderr,
-        "sparsity: omega_msr %.3f, omega_esr %.3f (all layers); KV cache %.1f%% of dense, "
-        "attention FLOPs %.1f%% of dense\n",
+        "sparsity: omega_msr %.3f, omega_esr %.3f (all layers); KV cache %.1f%% of dense "
+        "(decode KV %s), attention FLOPs %.1f%% of dense\n",
         report.omega_msr, report.omega_esr_all,
         report.kv_bytes_dense ? 100.0 * report.kv_bytes / report.kv_bytes_dense : 100.0,
+        decode_kv_name(report.decode_kv),
         report.attn_flops_dense > 0 ? 100.0 * report.attn_flops / report.attn_flops_dense : 100.0);
   }
   return 0;

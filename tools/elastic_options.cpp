@@ -52,6 +52,12 @@ void elastic_options_add(CommandLine& cl, ElasticOptions& o) {
              {1, kMaxTokens});
   cl.real("--sparsity-bias", r.sparsity_bias, "B",
           "added to the router's sparse logit: > 0 routes more heads sparse", {});
+  cl.choice("--decode-kv", {"bounded", "full"},
+            "KV cache after the prefill (default bounded): bounded = SSA heads\n"
+            "keep their sinks + local window and decode with the SSA rule;\n"
+            "full = every head keeps its whole cache, and decode steps and\n"
+            "later chunks run full attention on every head (the reference)",
+            [&r](const std::string& v) { r.decode_kv = decode_kv_parse(v, "--decode-kv"); });
   cl.text("--routing-map", o.routing_map, "FILE",
           "write the routing map (layers x KV heads) as a PNG heatmap");
   cl.section("Options");

@@ -22,7 +22,7 @@ struct ElasticOptions {
 
 // The "Elastic Attention" section of --help: --retrieval --sparse --router --static
 // --static-scores --static-ratio --sink --local --block --xa-block --xa-stride --xa-threshold
-// --pool-tokens --sparsity-bias --routing-map.
+// --pool-tokens --sparsity-bias --decode-kv --routing-map.
 void elastic_options_add(CommandLine& cl, ElasticOptions& o);
 
 // Report of a request after its first prefill of `tokens` tokens.

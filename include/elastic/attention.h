@@ -11,7 +11,8 @@
 // antidiagonal scores and attends the selected key blocks; it is a prefill operation: a call
 // with n = 1 (decode) runs XA heads as FA (SPEC §4), and a call with n > 1 and pos0 > 0
 // (chunked prefill) needs pos0 to be a multiple of the XA block so that the estimation of the
-// chunk equals that of the whole prompt.
+// chunk equals that of the whole prompt (the model's forward runs the XA heads of a later chunk
+// that starts elsewhere as FA, as the reference does: attn_call_modes in model.h).
 #pragma once
 
 #include <cstdint>
@@ -47,9 +48,22 @@ struct XaOptions {
   int64_t chunk = 16384;   // query rows per estimation chunk (multiple of block); no effect on results
 };
 
+// What a request's KV cache keeps after its first prefill, and how the calls after it attend
+// (SPEC §4). bounded (the default): an SSA head keeps only its sinks and local window (a ring)
+// and decodes with the SSA rule; FA and XA heads keep every position and decode with FA. full
+// (the reference's behaviour): every head keeps every position, and every call after the first
+// prefill (decode steps, later chunks) runs FA on every head. The first prefill runs each
+// head's routed mode either way. Read by the model's forward (model.h), not by the kernels.
+enum class DecodeKv : uint8_t { bounded = 0, full = 1 };
+
+const char* decode_kv_name(DecodeKv k);
+// "bounded" | "full"; throws elastic::Error naming `what` otherwise.
+DecodeKv decode_kv_parse(const std::string& text, const std::string& what);
+
 struct AttnOptions {
   SsaOptions ssa;
   XaOptions xa;
+  DecodeKv decode_kv = DecodeKv::bounded;
 };
 
 // Throws elastic::Error naming the option when a size is not positive, the XA block is not a

@@ -18,6 +18,11 @@
 
 namespace elastic {
 
+// How a request's cache keeps each head: the modes to give configure_layer, from the modes its
+// first prefill routed ([Hkv]): those modes when decode_kv is bounded (SSA heads become rings);
+// every head whole (SSA as FA) when full.
+std::vector<AttnMode> kv_cache_modes(const std::vector<AttnMode>& routed, DecodeKv decode_kv);
+
 // Smallest growth step, in rows, when a head runs out of room after its first allocation.
 constexpr int64_t kKvGrowRows = 256;
 

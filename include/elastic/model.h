@@ -5,7 +5,8 @@
 // One request = one sequence with its KV cache and routing decisions (Request). prefill() runs
 // a chunk of tokens through all layers, layer by layer over the whole chunk (the router needs
 // the whole prompt's keys per layer): the first call routes every layer, later calls (chunked
-// prefill, decode = one token) reuse those decisions.
+// prefill, decode = one token, a chat's next turn) reuse those decisions, in the modes
+// attn_call_modes gives (request.attn.decode_kv: bounded or full, SPEC §4).
 #pragma once
 
 #include <cstdint>
@@ -101,6 +102,21 @@ struct Request {
 
 // A fresh request for `model`; `routing` (may be null: dense) must outlive the request.
 Request request_start(const Model& model, RoutingPolicy* routing = nullptr);
+
+// The modes a request's attention runs in one layer for the call at positions pos0..pos0+n-1,
+// from the modes its first prefill routed (routed: [Hkv]; SPEC §3-4):
+//   the first prefill        the routed modes
+//   a later call, full       FA on every head: the reference attends the whole cache with FA
+//                            in every call after the first (decode steps and later chunks)
+//   a later call, bounded    the routed modes (an SSA head attends its sinks and window),
+//                            except an XA head in a chunk (n > 1) that does not start at a
+//                            multiple of the XA block: FA, as the reference runs later chunks.
+//                            A chunk that starts at a block boundary estimates XA as the whole
+//                            sequence's prefill would; one that starts inside a block cannot
+//                            (the earlier queries of that block are gone). A decode step runs
+//                            XA heads as FA in the attention itself.
+std::vector<AttnMode> attn_call_modes(const std::vector<AttnMode>& routed, bool first_prefill,
+                                      int64_t pos0, int64_t n, const AttnOptions& attn);
 
 enum class LogitsOutput { none, last, all };
 

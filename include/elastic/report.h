@@ -24,7 +24,9 @@ struct RequestReport {
   double omega_esr_last = 0;  // mean rho of the last layer
   double omega_esr_all = 0;   // mean rho of all layers
   // KV cache after the prefill: fp32 K and V rows, N per full head, min(N, sink + window) per
-  // SSA head (kv_rows_kept), against N for every head.
+  // SSA head (kv_rows_kept) when decode_kv is bounded, N per head when full; against N for
+  // every head.
+  DecodeKv decode_kv = DecodeKv::bounded;
   uint64_t kv_bytes = 0, kv_bytes_dense = 0;
   // Attention FLOPs of the prefill: 4 d per attended (query, key) pair and query head, plus
   // the XA estimation (2 s d per strided score), against dense causal attention.
@@ -35,13 +37,14 @@ struct RequestReport {
 int64_t kv_rows_kept(AttnMode m, int64_t n, const SsaOptions& ssa);
 
 // routes: [L] from the first prefill; stats: [L] the AttnStats of that prefill's attention
-// calls (pos0 = 0, n = tokens).
+// calls (pos0 = 0, n = tokens); opt: the request's attention options (sizes, decode_kv).
 RequestReport report_build(int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t tokens,
                            const std::vector<LayerRoute>& routes, const std::vector<AttnStats>& stats,
                            const AttnOptions& opt);
 
 // {"tokens", "decisions" [L][Hkv], "modes", "router_logits" [L][Hkv][2] (when a router ran),
-//  "rho" [L][Hq], "omega_msr", "omega_esr_last", "omega_esr_all", "kv_cache_bytes",
+//  "rho" [L][Hq], "omega_msr", "omega_esr_last", "omega_esr_all", "decode_kv" (bounded|full),
+//  "kv_cache_bytes",
 //  "kv_cache_bytes_dense", "kv_cache_ratio", "attention_flops", "attention_flops_dense",
 //  "attention_flops_ratio", "xa_estimate_flops"}
 nlohmann::json report_json(const RequestReport& r);

@@ -5,6 +5,8 @@
 //   attention sizes   SSA sink/local/block from sink_size/local_window_size/block_size, XA
 //                     block 128, stride 16, threshold 0.9; each may be overridden; validated
 //                     together; router pooling P from pool_tokens
+//   decode KV         bounded (default: SSA heads keep sinks + window) or full (every head
+//                     keeps its whole cache and decodes with FA, as the reference; SPEC §4)
 //   head modes        retrieval mode (decision 1) from retrieval_mode, sparse mode (decision 0)
 //                     from toggle_type
 //   policy            a static assignment when one is given (all-fa, all-sa, a head-list file,
@@ -45,12 +47,13 @@ struct RoutingOptions {
   std::optional<double> xa_threshold;      // --xa-threshold
   std::optional<int64_t> pool_tokens;      // --pool-tokens (router boundary pooling)
   std::optional<double> sparsity_bias;     // --sparsity-bias (added to the router's SA logit)
+  std::optional<DecodeKv> decode_kv;       // --decode-kv (default bounded)
 };
 
 struct RoutingSetup {
-  AttnOptions attn;
+  AttnOptions attn;                       // sizes and decode_kv
   std::unique_ptr<RoutingPolicy> policy;  // never null
-  std::string description;                // one line: modes, policy, sizes
+  std::string description;                // one line: modes, policy, sizes, decode KV
 };
 
 // Resolves `options` against a model's config and weights (the store is read for router

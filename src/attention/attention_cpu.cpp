@@ -47,6 +47,14 @@ AttnMode attn_mode_parse(const std::string& text, const std::string& what) {
   throw Error(what + ": expected fa, ssa or xa, got '" + text + "'");
 }
 
+const char* decode_kv_name(DecodeKv k) { return k == DecodeKv::full ? "full" : "bounded"; }
+
+DecodeKv decode_kv_parse(const std::string& text, const std::string& what) {
+  if (text == "bounded") return DecodeKv::bounded;
+  if (text == "full") return DecodeKv::full;
+  throw Error(what + ": expected bounded or full, got '" + text + "'");
+}
+
 void attn_options_validate(const AttnOptions& o) {
   auto positive = [](int64_t v, const char* name) {
     if (v <= 0) throw Error(std::string("attention option ") + name + " must be > 0, got " + std::to_string(v));

@@ -15,7 +15,8 @@ std::string sizes_description(const AttnOptions& a) {
   return "; SSA block " + std::to_string(a.ssa.block) + " sink " +
          std::to_string(a.ssa.sink_tokens) + " local " + std::to_string(a.ssa.local_tokens) +
          "; XA block " + std::to_string(a.xa.block) + " stride " + std::to_string(a.xa.stride) +
-         " threshold " + std::to_string(a.xa.threshold);
+         " threshold " + std::to_string(a.xa.threshold) + "; decode KV " +
+         decode_kv_name(a.decode_kv);
 }
 
 }  // namespace
@@ -29,6 +30,7 @@ RoutingSetup routing_setup(const RoutingOptions& o, const ModelConfig& c,
   s.attn.xa.block = o.xa_block.value_or(128);
   s.attn.xa.stride = o.xa_stride.value_or(16);
   s.attn.xa.threshold = o.xa_threshold.value_or(0.9);
+  s.attn.decode_kv = o.decode_kv.value_or(DecodeKv::bounded);
   attn_options_validate(s.attn);
 
   const AttnMode retrieval = o.retrieval_mode.value_or(

@@ -2,8 +2,9 @@
 //
 //   x = embed(ids)
 //   per layer: xn = rmsnorm(x); q,k,v = xn Wqkv^T (+b); q,k = rmsnorm per head (qwen3);
-//              [first prefill: modes = route(k before RoPE)]; q,k = rope(q,k);
-//              att = attention(q, k, v, cache, modes); cache += k,v; x += att Wo^T;
+//              [first prefill: routed = route(k before RoPE)]; q,k = rope(q,k);
+//              att = attention(q, k, v, cache, attn_call_modes(routed)); cache += k,v;
+//              x += att Wo^T;
 //              xn = rmsnorm(x); g,u = xn Wgu^T; x += (silu(g) * u) Wd^T   (MLP in token tiles)
 //   logits = rmsnorm(x) Wlm^T
 //
@@ -77,6 +78,19 @@ void mlp_block_forward(Backend& be, float* x, float* xn, float* proj, float* gat
 
 }  // namespace
 
+std::vector<AttnMode> attn_call_modes(const std::vector<AttnMode>& routed, bool first_prefill,
+                                      int64_t pos0, int64_t n, const AttnOptions& attn) {
+  if (first_prefill) return routed;
+  std::vector<AttnMode> modes = routed;
+  for (AttnMode& m : modes) {
+    if (attn.decode_kv == DecodeKv::full)
+      m = AttnMode::fa;
+    else if (m == AttnMode::xa && n > 1 && pos0 % attn.xa.block != 0)
+      m = AttnMode::fa;
+  }
+  return modes;
+}
+
 Request request_start(const Model& model, RoutingPolicy* routing) {
   const ModelConfig& c = model.config;
   Request r;
@@ -98,6 +112,7 @@ const std::vector<float>& model_prefill(const Model& model, Request& req, const 
   const int64_t L = c.num_layers, V = c.vocab_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
   if (n <= 0) throw Error("prefill needs at least one token");
+  attn_options_validate(req.attn);  // before attn_call_modes divides by the XA block
   const int64_t pos0 = req.length;
   const int64_t logits_rows = opt.logits == LogitsOutput::all ? n : opt.logits == LogitsOutput::last ? 1 : 0;
   Workspace& ws = req.ws;
@@ -137,11 +152,14 @@ const std::vector<float>& model_prefill(const Model& model, Request& req, const 
       if (static_cast<int64_t>(route.modes.size()) != Hkv)
         throw Error("routing policy returned " + std::to_string(route.modes.size()) +
                     " modes for layer " + std::to_string(l) + " (expected " + std::to_string(Hkv) + ")");
+      const std::vector<AttnMode> kept = kv_cache_modes(route.modes, req.attn.decode_kv);
       if (req.kv_store)
-        req.kv_store->configure_layer(l, route.modes, req.attn.ssa);
+        req.kv_store->configure_layer(l, kept, req.attn.ssa);
       else
-        req.cache.configure_layer(l, route.modes, req.attn.ssa);
+        req.cache.configure_layer(l, kept, req.attn.ssa);
     }
+    const std::vector<AttnMode> modes =
+        attn_call_modes(route.modes, first_prefill, pos0, n, req.attn);  // [Hkv]
     be.rope_forward(q, cos, sin, n, Hq, d);
     be.rope_forward(k, cos, sin, n, Hkv, d);
 
@@ -153,7 +171,7 @@ const std::vector<float>& model_prefill(const Model& model, Request& req, const 
     a.k = k;
     a.v = v;
     a.past = req.kv_store ? nullptr : past.data();
-    a.modes = route.modes.data();
+    a.modes = modes.data();
     a.n = n;
     a.pos0 = pos0;
     a.num_heads = Hq;

@@ -11,6 +11,14 @@
 
 namespace elastic {
 
+std::vector<AttnMode> kv_cache_modes(const std::vector<AttnMode>& routed, DecodeKv decode_kv) {
+  std::vector<AttnMode> kept = routed;
+  if (decode_kv == DecodeKv::full)
+    for (AttnMode& m : kept)
+      if (m == AttnMode::ssa) m = AttnMode::fa;
+  return kept;
+}
+
 KvCache::KvCache(int64_t num_layers, int64_t num_kv_heads, int64_t head_dim)
     : num_layers_(num_layers),
       num_kv_heads_(num_kv_heads),

@@ -1,4 +1,6 @@
 // Per-request sparsity report, its JSON and its routing heatmap.
+#include "elastic/report.h"
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -6,8 +8,8 @@
 #include <string>
 
 #include "elastic/error.h"
+#include "elastic/kv_cache.h"
 #include "elastic/plot.h"
-#include "elastic/report.h"
 
 namespace elastic {
 
@@ -23,6 +25,7 @@ RequestReport report_build(int64_t Hq, int64_t Hkv, int64_t d, int64_t N, const 
     throw Error("report: " + std::to_string(stats.size()) + " attention stats for " + std::to_string(L) + " layers");
   RequestReport r;
   r.tokens = N, r.layers = L, r.heads = Hq, r.kv_heads = Hkv, r.head_dim = d;
+  r.decode_kv = opt.decode_kv;
   const double pairs = 0.5 * static_cast<double>(N) * static_cast<double>(N + 1);
   double retrieval = 0, rho_all = 0;
   for (int64_t l = 0; l < L; ++l) {
@@ -30,10 +33,11 @@ RequestReport report_build(int64_t Hq, int64_t Hkv, int64_t d, int64_t N, const 
     const AttnStats& st = stats[l];
     ELASTIC_CHECK(static_cast<int64_t>(route.modes.size()) == Hkv && static_cast<int64_t>(st.rho.size()) == Hq);
     std::vector<uint8_t> dec(static_cast<size_t>(Hkv));
+    const std::vector<AttnMode> kept = kv_cache_modes(route.modes, opt.decode_kv);
     for (int64_t h = 0; h < Hkv; ++h) {
       dec[h] = layer_route_is_retrieval(route, static_cast<size_t>(h));
       retrieval += dec[h];
-      const uint64_t rows = static_cast<uint64_t>(kv_rows_kept(route.modes[h], N, opt.ssa));
+      const uint64_t rows = static_cast<uint64_t>(kv_rows_kept(kept[h], N, opt.ssa));
       r.kv_bytes += rows * d * 2 * sizeof(float);
       r.kv_bytes_dense += static_cast<uint64_t>(N) * d * 2 * sizeof(float);
     }
@@ -95,6 +99,7 @@ nlohmann::json report_json(const RequestReport& r) {
   j["omega_msr"] = r.omega_msr;
   j["omega_esr_last"] = r.omega_esr_last;
   j["omega_esr_all"] = r.omega_esr_all;
+  j["decode_kv"] = decode_kv_name(r.decode_kv);
   j["kv_cache_bytes"] = r.kv_bytes;
   j["kv_cache_bytes_dense"] = r.kv_bytes_dense;
   j["kv_cache_ratio"] = r.kv_bytes_dense ? double(r.kv_bytes) / double(r.kv_bytes_dense) : 1.0;

@@ -1,6 +1,7 @@
 // Text in, text out: `elastic generate -p` reproduces HF's greedy continuation of the real
 // TinyStories model (issue 3, acceptance 3), stop strings cut the stream, and `elastic chat`
-// answers each turn exactly as a one-shot generate of the same formatted conversation.
+// answers each turn exactly as a one-shot generate of the same formatted conversation, with XA
+// heads in its later turns too.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -98,6 +99,27 @@ TEST(Chat, EachTurnEqualsOneShotGenerateOfTheConversation) {
   const std::string reply2 = one_shot({{"user", turn1}, {"assistant", reply1}, {"user", turn2}});
   EXPECT_FALSE(reply1.empty());
   EXPECT_EQ(chat.out, reply1 + "\n" + reply2 + "\n");
+}
+
+// A chat's later turns with XA heads: each turn's new tokens are one chunk that starts wherever
+// the conversation stands, mostly inside an XA block (such a chunk threw before: issue 13 item
+// 3); those chunks run their XA heads with FA, as the reference does. With threshold 1 XA keeps
+// every causal block, so the whole conversation must print what the dense chat prints.
+TEST(Chat, XaHeadsAnswerEveryTurnLikeFaAtThresholdOne) {
+  const std::string turns = "Tom had a red ball.\nLily saw a cat.\nThey went to the park.\n";
+  const std::string base = "chat -m " + kModel + " --chat-template chatml -n 12 -t 2";
+  const test::CliResult dense = test::cli_run(base + " --static all-fa", turns);
+  ASSERT_EQ(dense.exit_code, 0) << dense.err;
+  const std::string xa_heads =
+      " --static all-sa --sparse xa --xa-block 16 --xa-stride 4 "
+      "--xa-threshold 1 --decode-kv ";
+  for (const std::string decode_kv : {"bounded", "full"}) {
+    const test::CliResult xa = test::cli_run(base + xa_heads + decode_kv, turns);
+    ASSERT_EQ(xa.exit_code, 0) << decode_kv << ": " << xa.err;
+    EXPECT_NE(xa.err.find("decode KV " + decode_kv), std::string::npos) << xa.err;
+    EXPECT_EQ(xa.out, dense.out) << decode_kv;
+    EXPECT_EQ(std::count(xa.err.begin(), xa.err.end(), '['), 3) << "a summary per turn: " << xa.err;
+  }
 }
 
 }  // namespace

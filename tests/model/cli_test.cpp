@@ -79,6 +79,35 @@ TEST(Cli, GenerateJsonPrintsHfGreedyIds) {
   EXPECT_EQ(j["prompt_tokens"], 29);
 }
 
+// --decode-kv reaches the request (full keeps every head's whole cache: KV ratio 1), and the
+// JSON report and policy line say which one ran; bounded is the default.
+TEST(Cli, GenerateReportsDecodeKv) {
+  const std::string dir = test::fixture_dir("hf/elastic-qwen3-fa-ssa");
+  std::vector<int64_t> ids =
+      WeightStore::open(dir + "/expected.safetensors").get("input_ids").to_i64();
+  ids.resize(300);  // > sink + window (32 + 96 with the case's sizes)
+  const std::string base = "generate -m " + dir + " --input-ids " + ids_arg(ids) +
+                           " --block 32 --sink 32 --local 96 -n 4 --json";
+  for (const std::string mode : {"", "bounded", "full"}) {
+    const RunResult r = run(base + (mode.empty() ? "" : " --decode-kv " + mode) + " 2>/dev/null");
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    const nlohmann::json j = nlohmann::json::parse(r.out);
+    const std::string want = mode.empty() ? "bounded" : mode;
+    EXPECT_EQ(j["report"]["decode_kv"].get<std::string>(), want);
+    EXPECT_NE(j["policy"].get<std::string>().find("decode KV " + want), std::string::npos)
+        << j["policy"];
+    EXPECT_GT(j["report"]["omega_msr"].get<double>(), 0.0) << "the router routes some heads to SSA";
+    if (want == "full")
+      EXPECT_EQ(j["report"]["kv_cache_ratio"].get<double>(), 1.0);
+    else
+      EXPECT_LT(j["report"]["kv_cache_ratio"].get<double>(), 1.0);
+  }
+  const RunResult bad = run(base + " --decode-kv window");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_EQ(std::count(bad.out.begin(), bad.out.end(), '\n'), 1) << bad.out;
+  EXPECT_NE(bad.out.find("--decode-kv"), std::string::npos) << bad.out;
+}
+
 TEST(Cli, BadInputFailsWithOneLine) {
   const std::string dir = test::fixture_dir("hf/qwen3-tiny");
   for (const std::string& args : std::vector<std::string>

@@ -9,7 +9,8 @@
 //
 // Attention support: head_dim 16, 32, 64, 128, every mode; prefill of a whole prompt (pos0 = 0)
 // or of a chunk (pos0 > 0, n > 1: chunked prefill, a chat turn; XA heads need pos0 to be a
-// multiple of the XA block, as on the CPU), stats filled like the CPU's, and single-token decode
+// multiple of the XA block, as on the CPU: the model's forward runs the XA heads of other chunks
+// as FA, attn_call_modes in model.h), stats filled like the CPU's, and single-token decode
 // (n = 1). The past comes from the KvStore (attention_forward_stored: gathered on the device for
 // a chunk, read in place for decode) or, for a direct attention_forward call, from host
 // KvHeadViews in AttnArgs::past (uploaded per call: a correctness path).
