@@ -110,7 +110,7 @@ rc=$?
 if [[ $rc -eq 0 ]]; then
   targets=(test_fixtures_cuda test_attention_cuda test_backend_cuda test_chunked_cuda bench_prefill_cuda)
   [[ $BENCH -eq 1 ]] && targets+=(elastic_attn_bench)
-  targets+=(test_router_cuda test_sampling_cuda elastic_cli test_train_cuda test_train_cli_cuda
+  targets+=(test_router_cuda test_sampling_cuda test_decode_kv_cuda elastic_cli test_train_cuda test_train_cli_cuda
             bench_train_cuda)
   [[ $TRAIN_ONLY -eq 1 ]] && targets=(elastic_cli test_train_cuda test_train_cli_cuda bench_train_cuda)
   ninja -C "$B" -j16 "${targets[@]}" >> "$OUT/build.log" 2>&1
@@ -200,8 +200,9 @@ else
 fi
 
 # The router and sampling on the device (device mode: the router reads k where the forward left
-# it, sampling returns one id), and `elastic route/generate --backend cuda`.
-for t in test_router_cuda test_sampling_cuda; do
+# it, sampling returns one id), a chat's later chunks and decode with --decode-kv bounded/full
+# against the CPU, and `elastic route/generate --backend cuda`.
+for t in test_router_cuda test_sampling_cuda test_decode_kv_cuda; do
   timeout 300 "$B/tests/cuda/$t" 2>&1 | tee "$OUT/tests-$t.log" | grep -E "^\s+(router|sampl|elastic-qwen3|qwen|llama)|OK|FAILED|PASSED|Failure|error" | head -60
   if grep -q "^\[  PASSED  \]" "$OUT/tests-$t.log" && ! grep -q "FAILED" "$OUT/tests-$t.log"; then
     note "$t: $(grep '^\[  PASSED  \]' "$OUT/tests-$t.log")"
