@@ -1,6 +1,8 @@
 // elastic generate: prefill a prompt (token ids or text), then sample new tokens until EOS, a
-// stop string or -n. Text prompts stream their continuation as it is decoded.
+// stop string or -n. The prompt is echoed, then the continuation streams as it is decoded (as
+// llama-cli does); the prompt and -n are checked against the context before anything runs.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -14,6 +16,7 @@
 #include "elastic/sampling.h"
 #include "elastic/tokenizer.h"
 #include "elastic_options.h"
+#include "generation_cli.h"
 
 namespace elastic::cli {
 
@@ -24,8 +27,12 @@ int cmd_generate(int argc, char** argv) {
       "                        [sampling options] [Elastic options] [--json]",
       "Prefills the prompt, then generates up to N new tokens, stopping after the model's\n"
       "end-of-sequence id (config eos_token_id, or the tokenizer's) or at a stop string.\n"
-      "A text prompt streams the continuation as text on stdout; an id prompt prints ids.\n"
-      "Speed and the request's sparsity report go to stderr.");
+      "The prompt is echoed on stdout (--no-display-prompt: not), then a text prompt's\n"
+      "continuation streams as text; an id prompt prints ids. Prompt + N must fit in the\n"
+      "context (-c, default the model's max_position_embeddings). A long prompt shows its\n"
+      "prefill progress on stderr; load time, speed (tokens/s, ms/token) and the request's\n"
+      "sparsity report follow there. --json: finish_reason is eos, stop (a stop string) or\n"
+      "length (N reached).");
   ModelOptions mo;
   std::vector<int64_t> ids;
   std::optional<std::string> prompt;
@@ -34,7 +41,8 @@ int cmd_generate(int argc, char** argv) {
   SamplingParams sp;
   EncodeOptions enc;
   enc.add_special = true;  // the tokenizer's post-processor (e.g. BOS), as HF does by default
-  bool json = false;
+  bool json = false, display_prompt = true;
+  ContextOptions ctx_opt;
   int64_t threads = 0;
   std::string backend = "cpu";
   ElasticOptions eo;
@@ -54,6 +62,8 @@ int cmd_generate(int argc, char** argv) {
             });
   cl.integer("-n,--n-predict", gen.max_new_tokens, "N", "new tokens at most (default 32)", {0});
   cl.flag("--ignore-eos", gen.stop_at_eos, "do not stop at the end-of-sequence id", false);
+  context_options_add(cl, ctx_opt, /*truncate=*/true);
+  cl.flag("--no-display-prompt", display_prompt, "do not echo the prompt before the output", false);
   json_option_add(cl, json, "print one JSON object (text, ids, counts, speed, report)");
   threads_option_add(cl, threads);
   backend_option_add(cl, backend);
@@ -69,17 +79,33 @@ int cmd_generate(int argc, char** argv) {
   Sampler sampler(sp);  // validates the sampling options before the model loads
 
   std::optional<Tokenizer> tok;
-  if (prompt) {
-    tok = Tokenizer::load(mo.tokenizer_path());
-    for (int32_t id : tok->encode(*prompt, enc)) ids.push_back(id);
-    if (ids.empty()) throw Error("option -p: the prompt encodes to no tokens");
-  }
+  if (prompt) tok = Tokenizer::load(mo.tokenizer_path());
 
+  const auto load_start = std::chrono::steady_clock::now();
   Model model = model_load(mo.dir, backend_create(backend));
+  const double load_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
   if (tok && tok->vocab_size() > model.config.vocab_size)
     throw Error(tok->source() + ": tokenizer has " + std::to_string(tok->vocab_size()) +
                 " ids but the model's vocab_size is " + std::to_string(model.config.vocab_size) +
                 " (wrong --tokenizer?)");
+  const int64_t ctx = context_size(ctx_opt, model.config);
+  const std::string context_hint = "shorten it, lower -n, or pass --truncate to keep its end";
+  const int64_t room = context_room(ctx, gen.max_new_tokens);
+  if (prompt) {
+    if (!ctx_opt.truncate)  // a text far beyond the context fails before its full encoding
+      context_check_text(*tok, *prompt, enc, room, "the prompt", context_hint);
+    if (prompt->size() >= kLongTextBytes)
+      std::fprintf(stderr, "generate: encoding %.1f MB of prompt text ...\n", prompt->size() / 1e6);
+    for (int32_t id : tok->encode(*prompt, enc)) ids.push_back(id);
+    if (ids.empty()) throw Error("option -p: the prompt encodes to no tokens");
+  }
+  const size_t prompt_given = ids.size();
+  if (ctx_opt.truncate)
+    context_truncate(ids, ctx, gen.max_new_tokens);
+  else
+    context_check(ctx, 0, static_cast<int64_t>(ids.size()), gen.max_new_tokens, "the prompt",
+                  context_hint);
   const RoutingSetup setup = routing_setup(eo.routing, model.config, WeightStore::open(mo.dir));
   Request req = request_start(model, setup);
   // A model config without eos_token_id stops at the tokenizer's end token.
@@ -111,13 +137,25 @@ int cmd_generate(int argc, char** argv) {
     if (!eos) show(stop.push(stream->push(static_cast<int32_t>(id))));
     return !stop.stopped();
   };
+  if (!json && display_prompt) {
+    if (tok && ids.size() == prompt_given) {
+      std::fwrite(prompt->data(), 1, prompt->size(), stdout);
+    } else if (tok) {  // truncated: what the model sees
+      const std::vector<int32_t> kept(ids.begin(), ids.end());
+      const std::string shown = tok->decode(kept, /*skip_special=*/true);
+      std::fwrite(shown.data(), 1, shown.size(), stdout);
+    } else {
+      for (int64_t id : ids) std::printf("%lld ", (long long)id);
+    }
+    std::fflush(stdout);
+  }
+  gen.on_prefill_layer = prefill_progress(static_cast<int64_t>(ids.size()));
   GenerateStats st;
   std::vector<int64_t> out = generate(model, req, ids, gen, sampler, on_token, &st);
   if (tok && !stop.stopped()) show(stop.push(stream->finish()) + stop.finish());
 
-  const double prefill_tps = st.prefill_seconds > 0 ? st.prompt_tokens / st.prefill_seconds : 0;
-  const double decode_tps =
-      st.decode_seconds > 0 ? (st.generated_tokens - 1) / st.decode_seconds : 0;
+  const GenerationSpeed speed = generation_speed(st);
+  const char* finish_reason = st.stopped_at_eos ? "eos" : stop.stopped() ? "stop" : "length";
   const RequestReport report = elastic_request_report(model, req, st.prompt_tokens);
   if (!eo.routing_map.empty()) report_write_routing_map_png(report, eo.routing_map);
   if (json) {
@@ -129,25 +167,28 @@ int cmd_generate(int argc, char** argv) {
     if (tok) j["text"] = text;
     if (stop.stopped()) j["stop"] = stop.matched();
     j["generated_tokens"] = st.generated_tokens;
+    j["finish_reason"] = finish_reason;
     j["stopped_at_eos"] = st.stopped_at_eos;
+    j["context_size"] = ctx;
+    j["load_seconds"] = load_seconds;
     j["prefill_seconds"] = st.prefill_seconds;
     j["decode_seconds"] = st.decode_seconds;
-    j["prefill_tokens_per_s"] = prefill_tps;
-    j["decode_tokens_per_s"] = decode_tps;
+    j["prefill_tokens_per_s"] = speed.prefill_tokens_per_s;
+    j["prefill_ms_per_token"] = speed.prefill_ms_per_token;
+    j["decode_tokens_per_s"] = speed.decode_tokens_per_s;
+    j["decode_ms_per_token"] = speed.decode_ms_per_token;
     j["policy"] = setup.description;
     j["report"] = report_json(report);
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("\n");
     std::fflush(stdout);  // the newline before the stderr summary when both go to a terminal
-    std::fprintf(
-        stderr,
-        "prompt %lld tokens, prefill %.1f tok/s; generated %lld tokens%s, decode %.1f tok/s\n",
-        (long long)st.prompt_tokens, prefill_tps, (long long)st.generated_tokens,
-        st.stopped_at_eos ? " (stopped at EOS)"
-        : stop.stopped()  ? " (stop string)"
-                          : "",
-        decode_tps);
+    std::fprintf(stderr,
+                 "load %.2f s; prompt %lld tokens: prefill %.1f tok/s (%.2f ms/token); generated "
+                 "%lld tokens (finish: %s): decode %.1f tok/s (%.2f ms/token)\n",
+                 load_seconds, (long long)st.prompt_tokens, speed.prefill_tokens_per_s,
+                 speed.prefill_ms_per_token, (long long)st.generated_tokens, finish_reason,
+                 speed.decode_tokens_per_s, speed.decode_ms_per_token);
     std::fprintf(
         stderr,
         "sparsity: omega_msr %.3f, omega_esr %.3f (all layers); KV cache %.1f%% of dense "

@@ -128,6 +128,8 @@ struct PrefillOptions {
   // false: the logits stay in backend memory (request.ws.logits, [rows, V]) and the returned
   // vector is empty (the generate loop samples on the backend).
   bool logits_to_host = true;
+  // Called after each layer with (layers done, layers): progress of a long prefill.
+  std::function<void(int64_t, int64_t)> on_layer;
 };
 
 // Runs tokens ids[0..n) at positions request.length.. through the model and returns the

@@ -61,6 +61,8 @@ class Sampler {
 struct GenerateOptions {
   int64_t max_new_tokens = 32;
   bool stop_at_eos = true;  // stop after emitting one of the config's eos_token_id
+  // Progress of the prompt's prefill: (layers done, layers), after each layer.
+  std::function<void(int64_t, int64_t)> on_prefill_layer;
 };
 
 struct GenerateStats {

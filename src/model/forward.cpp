@@ -190,6 +190,7 @@ const std::vector<float>& model_prefill(const Model& model, Request& req, const 
     be.residual_forward(x, proj, n * D);
     mlp_block_forward(be, x, xn, proj, f32(ws.gate_up), f32(ws.act), w, c, n);
     hidden_push(be, opt.hidden, x, n * D);
+    if (opt.on_layer) opt.on_layer(l + 1, L);
   }
   req.length = pos0 + n;
 

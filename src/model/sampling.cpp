@@ -130,8 +130,11 @@ std::vector<int64_t> generate(const Model& model, Request& request,
   PrefillOptions po;
   po.logits = LogitsOutput::last;
   po.logits_to_host = false;
-  if (options.max_new_tokens > 0)
-    model_prefill(model, request, prompt.data(), static_cast<int64_t>(prompt.size()), po);
+  if (options.max_new_tokens > 0) {
+    PrefillOptions first = po;
+    first.on_layer = options.on_prefill_layer;
+    model_prefill(model, request, prompt.data(), static_cast<int64_t>(prompt.size()), first);
+  }
   for (int64_t i = 0; i < options.max_new_tokens; ++i) {
     if (i > 0) {
       const int64_t prev = out.back();

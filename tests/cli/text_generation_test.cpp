@@ -49,11 +49,11 @@ TEST(GenerateText, GreedyContinuationMatchesHf) {
     EXPECT_EQ(d.out, expected) << "prompt: " << prompt;
     if (!j["stopped_at_eos"].get<bool>()) EXPECT_EQ(text, expected);
   }
-  // Streaming text mode prints the same continuation followed by a newline.
+  // Streaming text mode echoes the prompt, then prints the same continuation and a newline.
   const std::string prompt = c["inputs"][0]["prompt"];
   const test::CliResult r = test::cli_run("generate -m " + kModel + " -p " + sh(prompt) + " -n 48");
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(r.out, c["inputs"][0]["greedy_text"].get<std::string>() + "\n");
+  EXPECT_EQ(r.out, prompt + c["inputs"][0]["greedy_text"].get<std::string>() + "\n");
   EXPECT_NE(r.err.find("omega_msr"), std::string::npos) << r.err;  // the sparsity report
 }
 
