@@ -32,6 +32,15 @@ class BandwidthMeter {
   int threads_ = 0;
 };
 
+// Read bandwidth of a working set of `bytes` read over and over, in GB/s, as a decode step
+// re-reads the same weights every token: from the caches when the set fits in them, from DRAM
+// when it does not. Each thread owns a contiguous part of the set (it wrote it, and reads it again
+// on every pass, as a decode step's static schedule gives each thread the same rows); a timed
+// unit is enough passes to read >= 8 MiB per thread (so a barrier's cost is amortised), and the
+// figure is the fastest of 40 units. A decode step reading the same bytes does more than load
+// them, so its bytes / time stays below this figure.
+double measure_working_set_bandwidth_gbs(size_t bytes, int threads = 0);
+
 // fp32 fused-multiply-add throughput in GFLOP/s (1e9 FLOP per second), counting 2 FLOP per lane
 // per FMA instruction (one 512-bit FMA on 16 floats = 32 FLOP). Each thread runs 16 chains of
 // register-resident FMAs (more than latency x pipes on any current x86 core), no memory

@@ -1,8 +1,6 @@
 // Machine peaks measured at run time (cpu_peaks.h): DRAM streaming-read bandwidth and fp32
 // FMA throughput, all threads, best of many short timed units. Each figure counts only the work it
 // names: bytes loaded from the buffer, or 2 FLOP per fp32 lane per FMA.
-#include "elastic/cpu_peaks.h"
-
 #include <omp.h>
 #include <sys/mman.h>
 
@@ -13,6 +11,8 @@
 #include <limits>
 #include <memory>
 #include <string>
+
+#include "elastic/cpu_peaks.h"
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
@@ -141,6 +141,47 @@ double BandwidthMeter::sample(int passes) {
 double measure_memory_bandwidth_gbs(int threads) {
   BandwidthMeter meter(kBandwidthBytes, threads);
   return meter.sample(kBandwidthPasses);
+}
+
+double measure_working_set_bandwidth_gbs(size_t bytes, int threads) {
+  threads = resolve_threads(threads);
+  constexpr size_t kAlign = 256;  // read_fold's unit
+  constexpr size_t kUnitBytesPerThread = size_t{8} << 20;
+  constexpr int kUnits = 40;
+  const size_t part =
+      std::max(kAlign, (bytes / static_cast<size_t>(threads) + kAlign - 1) / kAlign * kAlign);
+  const size_t passes = std::max<size_t>(1, kUnitBytesPerThread / part);
+  void* raw = std::aligned_alloc(kAlign, part * static_cast<size_t>(threads));
+  if (!raw)
+    throw Error("working-set bandwidth: cannot allocate " + std::to_string(bytes) + " bytes");
+  std::unique_ptr<void, decltype(&std::free)> buffer(raw, std::free);
+  char* buf = static_cast<char*>(raw);
+  double best = std::numeric_limits<double>::infinity();
+  uint64_t fold = 0;
+#pragma omp parallel num_threads(threads) reduction(^ : fold)
+  {
+    const size_t t = static_cast<size_t>(omp_get_thread_num());
+    char* mine = buf + t * part;
+    uint64_t x = 0x9e3779b97f4a7c15ull * (t + 1);  // distinct contents (see BandwidthMeter)
+    for (size_t i = 0; i < part; i += sizeof x) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      std::memcpy(mine + i, &x, sizeof x);
+    }
+    double t0 = 0;
+    for (int unit = 0; unit < kUnits; ++unit) {
+#pragma omp barrier
+#pragma omp master
+      t0 = omp_get_wtime();
+      for (size_t pass = 0; pass < passes; ++pass) fold ^= read_fold(mine, part);
+#pragma omp barrier
+#pragma omp master
+      best = std::min(best, omp_get_wtime() - t0);
+    }
+  }
+  g_sink = fold;
+  return static_cast<double>(part * passes) * threads / best * 1e-9;
 }
 
 double measure_fma_peak_gflops(int threads) {

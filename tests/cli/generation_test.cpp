@@ -1,7 +1,7 @@
 // The text-generation commands and bench through the real binary on the real TinyStories model
 // (512 positions), issue 13: the context limit is checked before any prefill (items 9),
 // generate's output (prompt echo, progress, timings, finish_reason and ids consistent with the
-// text: item 15).
+// text: item 15) and bench's repetitions, fractions and progress (item 16).
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -234,6 +234,46 @@ TEST(GenerateOutput, FinishReasonAndIdsAgreeWithTheText) {
   ASSERT_NE(at, std::string::npos) << decoded;
   EXPECT_EQ(decoded.substr(0, at), js["text"].get<std::string>());
   EXPECT_EQ(js["generated_tokens"].get<size_t>(), js["generated_ids"].size());
+}
+
+// --- item 16: bench ------------------------------------------------------------------------------
+
+TEST(Bench, RepetitionsMeanSdFractionsAtMostOneAndPlainProgress) {
+  const test::CliResult r = test::cli_run("bench -m " + kModel + " -p 32 -n 16 -r 3 -t 2 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["repetitions"], 3);
+  for (const char* phase : {"prefill", "decode"}) {
+    const std::vector<double> runs = j[phase]["tokens_per_s_runs"];
+    ASSERT_EQ(runs.size(), 3u) << phase;
+    double mean = 0;
+    for (double x : runs) mean += x / 3;
+    EXPECT_NEAR(j[phase]["tokens_per_s"].get<double>(), mean, 1e-9 * mean) << phase;
+    EXPECT_GE(j[phase]["tokens_per_s_sd"].get<double>(), 0) << phase;
+  }
+  EXPECT_EQ(j["decode"]["step_seconds"].size(), 3u * 16u);  // the warm-up run is not counted
+  // The 2.6 MB model decodes from the caches: the fraction is of the bandwidth of re-reading a
+  // working set of its size, which a decode step (loads plus arithmetic) cannot beat.
+  EXPECT_FALSE(j["decode"]["steps_paired"].get<bool>());
+  EXPECT_LE(j["decode"]["fraction_of_bandwidth"].get<double>(), 1.0);
+  EXPECT_LE(j["decode"]["fraction_of_best_bandwidth"].get<double>(), 1.0);
+  EXPECT_GT(j["decode"]["fraction_of_bandwidth"].get<double>(), 0.0);
+  EXPECT_LE(j["prefill"]["fraction_of_fma_peak"].get<double>(), 1.0);
+  // stderr is not a terminal: progress comes as whole lines, never run together with "\r".
+  EXPECT_EQ(r.err.find('\r'), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("bench: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("warm-up"), std::string::npos) << r.err;
+}
+
+TEST(Bench, TableShowsMeanAndSdWithoutInternalNotes) {
+  const test::CliResult r = test::cli_run("bench -m " + kModel + " -p 16 -n 8 -r 2 -t 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("±"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("2 timed after one warm-up run"), std::string::npos) << r.out;
+  for (const std::string& s : {r.out, r.err}) {
+    EXPECT_EQ(s.find("issue"), std::string::npos) << s;
+    EXPECT_EQ(s.find("targets"), std::string::npos) << s;
+  }
 }
 
 }  // namespace

@@ -126,7 +126,7 @@ TEST(Cli, BadInputFailsWithOneLine) {
 
 TEST(Cli, BenchJsonReportsBothPhasesAndFractions) {
   // --step-bandwidth on: the tiny model fits in the caches, so auto would not pair the steps.
-  const RunResult r = run("bench --synthetic qwen3-tiny -p 16 -n 4 --step-bandwidth on --json 2>/dev/null");
+  const RunResult r = run("bench --synthetic qwen3-tiny -p 16 -n 4 -r 1 --step-bandwidth on --json 2>/dev/null");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   const nlohmann::json j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
   EXPECT_TRUE(j["synthetic"].get<bool>());
@@ -164,7 +164,7 @@ TEST(Cli, BenchJsonReportsBothPhasesAndFractions) {
 }
 
 TEST(Cli, BenchSmallModelIsNotPairedWithBandwidthSamples) {
-  const RunResult r = run("bench --synthetic qwen3-tiny -p 8 -n 3 --json 2>/dev/null");
+  const RunResult r = run("bench --synthetic qwen3-tiny -p 8 -n 3 -r 1 --json 2>/dev/null");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   const nlohmann::json j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
   EXPECT_FALSE(j["decode"]["steps_paired"].get<bool>());  // 0.3 MB per step: in the caches
