@@ -1,6 +1,9 @@
 // elastic: the command-line front end. Errors from the library are printed as one line and
 // turned into a non-zero exit code here (library code never exits).
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
 
@@ -66,6 +69,25 @@ int command_run(const Command& c, int argc, char** argv) {
   }
 }
 
+// OpenMP's default wait policy is catastrophic either way on a small machine (docs/perf.md,
+// "OpenMP wait policy"): libgomp spins ~300,000 pause iterations (~20 ms here) at every barrier
+// before it sleeps, so on cores shared with other busy processes a spinning thread holds the core
+// the others need (decode up to 300x slower); OMP_WAIT_POLICY=passive sleeps at once and wakes
+// through the kernel (a small model decodes several times slower on an idle machine). A bounded
+// spin of kSpinCount iterations (tens of microseconds) keeps most of the idle speed and stays
+// close to passive under load. libgomp reads its environment when it loads, before main, so the
+// command sets GOMP_SPINCOUNT and runs itself again, once; a user's own OMP_WAIT_POLICY or
+// GOMP_SPINCOUNT is left alone. (libomp, for clang builds, reads KMP_BLOCKTIME: 1 ms instead of
+// its 200 ms.) When the new image cannot start, the command runs with the runtime's defaults.
+constexpr const char* kSpinCount = "300";
+
+void openmp_wait_policy_default(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT")) return;
+  setenv("GOMP_SPINCOUNT", kSpinCount, /*overwrite=*/0);
+  if (!std::getenv("KMP_BLOCKTIME")) setenv("KMP_BLOCKTIME", "1", 0);
+  execv("/proc/self/exe", argv);  // returns only on failure
+}
+
 int unknown_command(const std::string& name) {
   std::fprintf(stderr, "elastic: unknown command '%s'\n", name.c_str());
   usage(stderr);
@@ -75,6 +97,7 @@ int unknown_command(const std::string& name) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  openmp_wait_policy_default(argv);
   if (argc < 2) {
     usage(stderr);
     return 2;

@@ -1,7 +1,8 @@
 // The text-generation commands and bench through the real binary on the real TinyStories model
 // (512 positions), issue 13: the context limit is checked before any prefill (items 9),
 // generate's output (prompt echo, progress, timings, finish_reason and ids consistent with the
-// text: item 15) and bench's repetitions, fractions and progress (item 16).
+// text: item 15), bench's repetitions, fractions and progress (item 16) and the OpenMP wait
+// default (item 18).
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -274,6 +275,33 @@ TEST(Bench, TableShowsMeanAndSdWithoutInternalNotes) {
     EXPECT_EQ(s.find("issue"), std::string::npos) << s;
     EXPECT_EQ(s.find("targets"), std::string::npos) << s;
   }
+}
+
+// --- item 18: the OpenMP wait default ------------------------------------------------------------
+
+TEST(OpenMp, BoundedSpinIsTheDefaultAndAUsersSettingWins) {
+  unsetenv("OMP_WAIT_POLICY");
+  unsetenv("GOMP_SPINCOUNT");
+  const std::string args = "bench -m " + kModel + " -p 8 -n 2 -r 1 -t 2 --json";
+  const test::CliResult d = test::cli_run(args);
+  ASSERT_EQ(d.exit_code, 0) << d.err;
+  const nlohmann::json jd = nlohmann::json::parse(d.out)["openmp"];
+  EXPECT_EQ(jd["GOMP_SPINCOUNT"], "300");
+  EXPECT_TRUE(jd["OMP_WAIT_POLICY"].is_null());
+
+  setenv("OMP_WAIT_POLICY", "passive", 1);
+  const test::CliResult p = test::cli_run(args);
+  unsetenv("OMP_WAIT_POLICY");
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  const nlohmann::json jp = nlohmann::json::parse(p.out)["openmp"];
+  EXPECT_EQ(jp["OMP_WAIT_POLICY"], "passive");
+  EXPECT_TRUE(jp["GOMP_SPINCOUNT"].is_null());
+
+  setenv("GOMP_SPINCOUNT", "123", 1);
+  const test::CliResult s = test::cli_run(args);
+  unsetenv("GOMP_SPINCOUNT");
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  EXPECT_EQ(nlohmann::json::parse(s.out)["openmp"]["GOMP_SPINCOUNT"], "123");
 }
 
 }  // namespace
