@@ -35,6 +35,7 @@ ran=0
 failed=0
 prelude="$scratch/prelude.sh"  # variables set by earlier blocks (B=, M=), as a reader's shell keeps them
 : >"$prelude"
+keep_assignments() { grep -E '^[A-Za-z_][A-Za-z_0-9]*=[^ ]*( +#.*)?$' "$1" >>"$prelude" || true; }
 for block in "$scratch"/block*.sh; do
   if ! grep -q '\$B/elastic' "$block"; then  # set-up blocks (build, full test run)
     continue
@@ -42,6 +43,7 @@ for block in "$scratch"/block*.sh; do
   if grep -nE '(^|[ =])(MODEL|ELASTIC_CKPT|OTHER_MODEL)( |$)|"\.\.\."| \.\.\. ' "$block"; then
     echo "README example uses a placeholder instead of a real file (above): $(basename "$block")"
     failed=1
+    keep_assignments "$block"
     continue
   fi
   script="$block.run"
@@ -64,7 +66,7 @@ for block in "$scratch"/block*.sh; do
     tail -n 40 "$block.out"
     failed=1
   fi
-  grep -E '^[A-Za-z_][A-Za-z_0-9]*=[^ ]*( +#.*)?$' "$block" >>"$prelude" || true
+  keep_assignments "$block"
   ran=$((ran + 1))
 done
 
