@@ -472,8 +472,8 @@ class CudaBackend final : public Backend {
       const KvHeadView& pv = a.past[h];
       for (int64_t p = 0; p < pos0; ++p) {
         if (pv.ring && p >= pv.sink_tokens && p < pos0 - pv.window_tokens) continue;
-        const float* kr = pv.k + pv.row(p) * d;
-        const float* vr = pv.v + pv.row(p) * d;
+        const float* kr = pv.k_row(pv.row(p), d);  // contiguous or paged host rows
+        const float* vr = pv.v_row(pv.row(p), d);
         uint16_t* kd = hk.data() + (p * Hkv + h) * d;
         uint16_t* vd = hv.data() + (p * Hkv + h) * d;
         for (int64_t t = 0; t < d; ++t) {
@@ -510,10 +510,11 @@ class CudaBackend final : public Backend {
       const int64_t filled = std::min(pos, r);  // rows written by positions < pos
       hk.assign(size_t(r * d), 0);
       hv.assign(size_t(r * d), 0);
-      for (int64_t i = 0; i < filled * d; ++i) {
-        hk[size_t(i)] = f32_to_bf16(pv.k[i]);
-        hv[size_t(i)] = f32_to_bf16(pv.v[i]);
-      }
+      for (int64_t row = 0; row < filled; ++row)  // contiguous or paged host rows
+        for (int64_t t = 0; t < d; ++t) {
+          hk[size_t(row * d + t)] = f32_to_bf16(pv.k_row(row, d)[t]);
+          hv[size_t(row * d + t)] = f32_to_bf16(pv.v_row(row, d)[t]);
+        }
       const int64_t row = pv.row(pos);
       for (int64_t t = 0; t < d; ++t) {
         hk[size_t(row * d + t)] = f32_to_bf16(k_new[size_t(h * d + t)]);
