@@ -4,6 +4,7 @@
 // one JSON object, or server-sent events (one chunk per piece of text that is final: complete
 // UTF-8, and not possibly the start of a stop string).
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
@@ -500,7 +501,15 @@ struct HttpServer::Impl {
     return o.str();
   }
 
+  std::atomic<int> listen_fd{-1};
+
   void routes() {
+    // httplib listens with a backlog of 5, which drops connections of a burst: remember the
+    // socket and raise the backlog after the bind (listen() again updates it on Linux).
+    svr.set_socket_options([this](socket_t sock) {
+      httplib::default_socket_options(sock);
+      listen_fd = static_cast<int>(sock);
+    });
     const int threads = std::max(4, opt.http_threads);
     svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
     svr.set_payload_max_length(opt.max_body_bytes);
@@ -577,6 +586,7 @@ int HttpServer::bind() {
   } else if (!impl_->svr.bind_to_port(o.host, port)) {
     throw Error("cannot bind " + o.host + ":" + std::to_string(port) + " (in use, or not an address of this host)");
   }
+  if (impl_->listen_fd >= 0) ::listen(impl_->listen_fd, SOMAXCONN);
   return port;
 }
 

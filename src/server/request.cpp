@@ -2,6 +2,7 @@
 // is checked for its type and range; an unknown field is an error (a typo must not be ignored
 // silently). JSON null means "not given" for optional fields, as OpenAI's API treats it.
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -32,6 +33,12 @@ const char* type_name(const json& v) {
   }
 }
 
+std::string number_text(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", x);
+  return buf;
+}
+
 std::string get_string(const json& v, const std::string& field) {
   if (!v.is_string()) bad(field, std::string("expected a string, got ") + type_name(v));
   return v.get<std::string>();
@@ -46,14 +53,14 @@ double get_number(const json& v, const std::string& field, double lo, double hi)
   if (!v.is_number()) bad(field, std::string("expected a number, got ") + type_name(v));
   const double x = v.get<double>();
   if (!std::isfinite(x) || x < lo || x > hi)
-    bad(field, "expected a number in [" + json(lo).dump() + ", " + json(hi).dump() + "], got " + v.dump());
+    bad(field, "expected a number in [" + number_text(lo) + ", " + number_text(hi) + "], got " + v.dump());
   return x;
 }
 
 int64_t get_integer(const json& v, const std::string& field, int64_t lo, int64_t hi) {
   if (v.is_number_unsigned()) {
     const uint64_t u = v.get<uint64_t>();
-    if (u > static_cast<uint64_t>(hi))
+    if (u > static_cast<uint64_t>(hi) || (lo > 0 && u < static_cast<uint64_t>(lo)))
       bad(field, "expected an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + v.dump());
     return static_cast<int64_t>(u);
   }
