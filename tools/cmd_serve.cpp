@@ -68,6 +68,14 @@ int cmd_serve(int argc, char** argv) {
   cl.integer("--kv-mib", kv_mib, "MIB", "KV pool size in MiB when --kv-pages is not given (default 256)", {1, int64_t{1} << 24});
   elastic_options_add(cl, eo);
   if (!cl.parse(argc, argv)) return 0;
+  // Signals go to one waiting thread only: blocked here, before any thread (OpenMP's workers
+  // included, which inherit the mask) starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGUSR1);  // our own wake-up of the waiter when listen() ends by itself
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   set_threads(threads);
   if (mo.dir.empty()) throw Error(cl.missing("-m MODEL"));
   if (so.api_key.empty())
@@ -107,13 +115,6 @@ int cmd_serve(int argc, char** argv) {
   const int64_t page_bytes = 2 * so.engine.page_rows * model.config.head_dim * int64_t(sizeof(float));
   so.engine.kv_pages = kv_pages ? *kv_pages : std::max<int64_t>(1, (kv_mib << 20) / page_bytes);
 
-  // Signals go to one waiting thread only (blocked here, before any other thread starts).
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGUSR1);  // our own wake-up of the waiter when listen() ends by itself
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   sm.model = &model;
   sm.dir = mo.dir;

@@ -85,6 +85,37 @@ Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.se
 }
 
 int64_t sampling_pick(const float* logits, int64_t vocab, const SamplingParams& params, double u) {
+  if (params.top_k == 0 && params.top_p >= 1.f && params.min_p == 0.f) {
+    // No filter: the candidates are the whole vocabulary, and only the prefix of the sorted list
+    // up to cumulative probability u is needed. Same softmax, order and sums as
+    // sampling_candidates, so the same token, but sorted a chunk at a time (the mass of a
+    // sampled distribution sits in a few tokens: O(V) instead of O(V log V) per token).
+    ELASTIC_CHECK(params.temperature > 0.f && vocab > 0);
+    const float inv_t = 1.0f / params.temperature;
+    float mx = logits[0];
+    for (int64_t i = 1; i < vocab; ++i) mx = std::max(mx, logits[i]);
+    std::vector<std::pair<int64_t, float>> c(static_cast<size_t>(vocab));
+    double sum = 0.0;
+    for (int64_t i = 0; i < vocab; ++i) {
+      const float e = std::exp((logits[i] - mx) * inv_t);
+      c[i] = {i, e};
+      sum += e;
+    }
+    auto by_prob = [](const std::pair<int64_t, float>& a, const std::pair<int64_t, float>& b) {
+      return a.second > b.second || (a.second == b.second && a.first < b.first);
+    };
+    constexpr size_t kChunk = 64;
+    double cum = 0.0;
+    for (size_t begin = 0; begin < c.size(); begin += kChunk) {
+      const size_t end = std::min(c.size(), begin + kChunk);
+      std::partial_sort(c.begin() + begin, c.begin() + end, c.end(), by_prob);
+      for (size_t i = begin; i < end; ++i) {
+        cum += static_cast<float>(c[i].second / sum);
+        if (u < cum) return c[i].first;
+      }
+    }
+    return c.back().first;  // u within rounding of 1
+  }
   const std::vector<std::pair<int64_t, float>> c = sampling_candidates(logits, vocab, params);
   double cum = 0.0;
   for (const auto& e : c) {

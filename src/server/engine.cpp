@@ -292,7 +292,16 @@ bool Engine::step() {
   const std::vector<float>& logits =
       model_forward_batch(model_, batch, states.data(), pool_, options_.attn, ws_);
 
-  // 5. Sample, deliver, finish.
+  // 5. Sample (each sequence its own Sampler: independent, so side by side when any draws from
+  // a distribution, which sorts the vocabulary), deliver, finish.
+  const int64_t S = static_cast<int64_t>(running_.size());
+  std::vector<int64_t> sampled(static_cast<size_t>(S));
+  bool any_random = false;
+  for (auto& s : running_) any_random = any_random || s->request.sampling.temperature > 0.f;
+#pragma omp parallel for schedule(dynamic, 1) if (any_random && S >= 4)
+  for (int64_t i = 0; i < S; ++i)
+    sampled[static_cast<size_t>(i)] =
+        running_[static_cast<size_t>(i)]->sampler.sample(logits.data() + i * c.vocab_size, c.vocab_size);
   int64_t prompt_tokens = 0, generated = 0;
   double msr = 0, esr = 0;
   int64_t routed = 0;
@@ -310,7 +319,7 @@ bool Engine::step() {
       std::lock_guard<std::mutex> lock(s.stream->mutex_);
       s.stream->report_ = std::move(r);
     }
-    const int64_t token = s.sampler.sample(logits.data() + i * c.vocab_size, c.vocab_size);
+    const int64_t token = sampled[i];
     const bool stop = std::find(s.request.stop_ids.begin(), s.request.stop_ids.end(), token) !=
                       s.request.stop_ids.end();
     if (!stop) {
