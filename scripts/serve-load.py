@@ -121,7 +121,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default=os.path.join(ROOT, "build/bin/elastic"))
     ap.add_argument("--model", default=os.path.join(ROOT, "../shared/data/tinystories-656k"))
-    ap.add_argument("--threads", type=int, default=2, help="server -t (CPU threads of the engine)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="server -t (engine threads; default 1: on 2 cores the HTTP threads and the\n"
+                         "clients need the other one, and the small model gains little from a second)")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--duration", type=float, default=300, help="soak seconds")
     ap.add_argument("--throughput-clients", type=int, default=16)
