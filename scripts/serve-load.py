@@ -183,6 +183,7 @@ def main():
             "itl_p50_ms": 1e3 * pct(soak["gaps"], 50), "itl_p99_ms": 1e3 * pct(soak["gaps"], 99),
             "rss_mib_first": rss[0][1] if rss else None, "rss_mib_middle_max": max(early) if early else None,
             "rss_mib_last_max": max(late) if late else None, "rss_mib_end": rss[-1][1] if rss else None,
+            "rss_mib_every_30s": [round(r, 1) for t, r in rss[::30]],
         }
         s = out["soak"]
         print(f"soak: {a.clients} streaming clients for {soak['seconds']:.0f} s: {s['requests_ok']} ok, "
@@ -191,6 +192,7 @@ def main():
               f"inter-token p50 {s['itl_p50_ms']:.1f} ms  p99 {s['itl_p99_ms']:.1f} ms", flush=True)
         print(f"  RSS MiB: start {s['rss_mib_first']:.1f}, middle third max {s['rss_mib_middle_max']:.1f}, "
               f"last third max {s['rss_mib_last_max']:.1f}, end {s['rss_mib_end']:.1f}", flush=True)
+        print("  RSS MiB every 30 s:", " ".join(f"{r:.1f}" for r in s["rss_mib_every_30s"]), flush=True)
         for e in soak["errors"]:
             print("  error:", e)
     finally:

@@ -75,6 +75,7 @@ struct HttpServer::Impl {
   std::atomic<bool> draining{false};
   std::string created_id_prefix;
 
+  std::shared_ptr<RoutingPolicy> default_policy;  // the server's own (requests without "elastic")
   std::mutex policy_mutex;
   std::map<std::string, std::shared_ptr<RoutingPolicy>> policies;  // by extension key
 
@@ -93,7 +94,7 @@ struct HttpServer::Impl {
     opt.engine.attn = base.attn;
     if (opt.context_tokens <= 0) opt.context_tokens = c.max_position_embeddings;
     if (opt.model_id.empty()) opt.model_id = "elastic";
-    policies[""] = std::shared_ptr<RoutingPolicy>(std::move(base.policy));
+    default_policy = std::shared_ptr<RoutingPolicy>(std::move(base.policy));
     engine = std::make_unique<Engine>(*sm.model, opt.engine);
   }
 
@@ -104,7 +105,7 @@ struct HttpServer::Impl {
 
   // The policy of a request's "elastic" extension (built once per distinct extension).
   std::shared_ptr<RoutingPolicy> policy_for(const ApiRequest& r) {
-    if (!r.sparsity_bias && !r.router && r.static_assignment.empty()) return policies[""];
+    if (!r.sparsity_bias && !r.router && r.static_assignment.empty()) return default_policy;
     RoutingOptions o = opt.routing;
     std::string key;
     if (r.sparsity_bias) {
@@ -132,11 +133,7 @@ struct HttpServer::Impl {
     } catch (const Error& e) {
       throw ApiError(400, std::string("'elastic': ") + e.what(), "elastic");
     }
-    if (policies.size() >= 64) {  // bounded: drop all but the default (live requests keep theirs)
-      auto def = policies[""];
-      policies.clear();
-      policies[""] = def;
-    }
+    if (policies.size() >= 64) policies.clear();  // bounded (live requests keep theirs)
     return policies[key] = std::shared_ptr<RoutingPolicy>(std::move(s.policy));
   }
 
