@@ -16,6 +16,7 @@
 #include "cli_options.h"
 #include "commands.h"
 #include "elastic/chat.h"
+#include "elastic/dtype.h"
 #include "elastic/model.h"
 #include "elastic/server.h"
 #include "elastic/tokenizer.h"
@@ -30,8 +31,9 @@ int cmd_serve(int argc, char** argv) {
       "/v1/chat/completions (streaming with \"stream\": true), GET /v1/models, /health,\n"
       "/metrics (Prometheus) and a live page at /. Requests run together with continuous\n"
       "batching over a paged KV pool; each is routed by its own Elastic Attention policy\n"
-      "(request field \"elastic\": {\"sparsity_bias\", \"router\", \"static\"}). CPU backend only:\n"
-      "CUDA serving is not implemented yet. SIGTERM/SIGINT: graceful stop, exit code 0.");
+      "(request field \"elastic\": {\"sparsity_bias\", \"router\", \"static\"}). CPU or CUDA\n"
+      "backend (--backend cuda: the KV pool in device memory). SIGTERM/SIGINT: graceful stop,\n"
+      "exit code 0.");
   ModelOptions mo;
   ServerOptions so;
   ElasticOptions eo;
@@ -112,7 +114,8 @@ int cmd_serve(int argc, char** argv) {
                 " ids but the model's vocab_size is " + std::to_string(model.config.vocab_size) +
                 " (wrong --tokenizer?)");
   if (model.config.eos_token_ids.empty() && tok.eos_id()) model.config.eos_token_ids.push_back(*tok.eos_id());
-  const int64_t page_bytes = 2 * so.engine.page_rows * model.config.head_dim * int64_t(sizeof(float));
+  const int64_t page_bytes = 2 * so.engine.page_rows * model.config.head_dim *
+                             int64_t(dtype_size(model.backend->kv_pool_dtype()));
   so.engine.kv_pages = kv_pages ? *kv_pages : std::max<int64_t>(1, (kv_mib << 20) / page_bytes);
 
 

@@ -73,6 +73,8 @@ int ssa_key_ranges(const SsaOptions& o, int64_t p, KeyRange r[2]);
 // Storage: contiguous (pages == null: row r at k + r * d, the KvCache of one request), or paged
 // (a serving engine's KvPool, kv_pool.h): row r in page pages[r / page_rows], at row r % page_rows
 // of that page; page p's K rows start at k + p * page_stride, its V rows at v + p * page_stride.
+// A pool in a backend's memory (bf16 on CUDA) gives views whose k / v point there: only that
+// backend reads them, with its own element type (the row accessors below are for host fp32).
 struct KvHeadView {
   const float* k = nullptr;  // contiguous: [rows, d]; paged: K of page 0 of the pool
   const float* v = nullptr;  // contiguous: [rows, d]; paged: V of page 0 of the pool
@@ -81,7 +83,7 @@ struct KvHeadView {
   int64_t window_tokens = 0;
   const int32_t* pages = nullptr;  // [ceil(rows / page_rows)] page of every page_rows rows, or null
   int64_t page_rows = 0;
-  int64_t page_stride = 0;  // floats from one page to the next
+  int64_t page_stride = 0;  // elements from one page to the next
 
   int64_t row(int64_t pos) const {
     if (!ring || pos < sink_tokens) return pos;

@@ -12,11 +12,10 @@
 // KvCache. For the same tokens both compute the same function; they differ only in rounding
 // (row blocking of the matmuls, key tiles cut at pages).
 //
-// Backends: the CPU runs it (attention_paged_cpu: the reference). A backend that runs batched
-// paged attention implements PagedAttnParams below in its own memory (the page tables and
-// cu_seqlens uploaded in a plan step, FlashAttention's Flash_fwd_params with a block table);
-// CUDA serving is NOT implemented yet: attention_paged_supported() is false there and the batched
-// forward throws elastic::Error saying so.
+// Backends: the CPU runs it (attention_paged_cpu: the reference, the pool in host fp32) and CUDA
+// (backend_cuda.cpp, attention_paged.cu: the pool in device bf16, page tables uploaded once per
+// layer, the prefill spans through the fused prefill kernel with their past gathered from the
+// pages, the decode rows of all sequences in one split-KV launch). Backend::attention_paged_*.
 #pragma once
 
 #include <cstdint>
@@ -34,16 +33,16 @@ namespace elastic {
 // One call of batched paged attention for one layer: every sequence of the batch, each KV head
 // of each sequence in its own mode, the past read through page tables.
 struct PagedAttnParams {
-  float* out = nullptr;        // [rows, Hq, d]
-  const float* q = nullptr;    // [rows, Hq, d] after RoPE
-  const float* k = nullptr;    // [rows, Hkv, d] new keys after RoPE (row r at its position)
-  const float* v = nullptr;    // [rows, Hkv, d]
+  float* out = nullptr;      // [rows, Hq, d]
+  const float* q = nullptr;  // [rows, Hq, d] after RoPE
+  const float* k = nullptr;  // [rows, Hkv, d] new keys after RoPE (row r at its position)
+  const float* v = nullptr;  // [rows, Hkv, d]
   const int64_t* cu_seqlens = nullptr;  // [S + 1] first row of every sequence, then rows
   const int64_t* pos0 = nullptr;        // [S] position of every sequence's first row
   const AttnMode* modes = nullptr;      // [S, Hkv]
-  // [S, Hkv] the cached positions < pos0[s] of every sequence and head: pages of the pool
-  // (KvHeadView::pages; a CUDA implementation would take one [S * Hkv, max_pages] block table
-  // and the pool's base pointers instead).
+  // [S, Hkv] the cached positions < pos0[s] of every sequence and head: pages of the pool, which
+  // already holds the pages for the batch's rows too (KvPool::reserve); the call writes those
+  // rows (k, v) into them after attending. On a backend pool the views point into its memory.
   const KvHeadView* past = nullptr;
   int64_t num_seqs = 0, num_heads = 0, num_kv_heads = 0, head_dim = 0;
   AttnOptions opt;
@@ -52,9 +51,12 @@ struct PagedAttnParams {
 
 // The CPU reference: attention_cpu per sequence (one call per layer over all sequences).
 void attention_paged_cpu(const PagedAttnParams& p);
-// Whether `backend` runs attention_paged_forward (the CPU: yes; CUDA: not yet).
+// Writes the batch's rows p.k / p.v into the host fp32 pool through p.past (kv_head_store).
+void attention_paged_store_cpu(const PagedAttnParams& p);
+// Whether `backend` runs attention_paged_forward (Backend::attention_paged_supported).
 bool attention_paged_supported(const Backend& backend);
-// Dispatches to the backend's implementation; throws elastic::Error where there is none.
+// Attends every sequence of p and stores the batch's rows in the pool, on the backend (which
+// throws elastic::Error where it has no implementation).
 void attention_paged_forward(Backend& backend, const PagedAttnParams& p);
 
 // The state of one sequence of a batched forward (owned by the caller, e.g. a serving engine).

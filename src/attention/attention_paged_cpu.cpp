@@ -2,7 +2,8 @@
 // once per sequence with that sequence's rows, pages and modes. Decode spans (one row) are small
 // and independent, so they run side by side, one sequence per thread (attention_cpu's own
 // parallel regions then run on one thread each); prefill spans run one after another, each
-// parallel inside.
+// parallel inside. Then the batch's new rows go into the pool (kv_head_store), after every
+// sequence attended (a ring row a chunk overwrites may still be a key of that chunk).
 #include <string>
 #include <vector>
 
@@ -44,13 +45,30 @@ void attention_paged_cpu(const PagedAttnParams& p) {
   for (int64_t s : prefill) attention_cpu(seq_args(p, s));
 }
 
-bool attention_paged_supported(const Backend& backend) { return backend.name() == "cpu"; }
+void attention_paged_store_cpu(const PagedAttnParams& p) {
+  const int64_t Hkv = p.num_kv_heads, d = p.head_dim;
+#pragma omp parallel for collapse(2) \
+    schedule(static) if (p.cu_seqlens[p.num_seqs] * Hkv * d >= (1 << 15))
+  for (int64_t s = 0; s < p.num_seqs; ++s)
+    for (int64_t h = 0; h < Hkv; ++h) {
+      const int64_t r0 = p.cu_seqlens[s];
+      kv_head_store(p.past[s * Hkv + h], p.k + r0 * Hkv * d, p.v + r0 * Hkv * d, p.pos0[s],
+                    p.cu_seqlens[s + 1] - r0, h, Hkv, d);
+    }
+}
+
+void Backend::attention_paged_forward(const PagedAttnParams&) {
+  throw Error("batched paged attention is not implemented on the " + std::string(name()) +
+              " backend");
+}
+
+bool attention_paged_supported(const Backend& backend) {
+  return backend.attention_paged_supported();
+}
 
 void attention_paged_forward(Backend& backend, const PagedAttnParams& p) {
-  if (!attention_paged_supported(backend))
-    throw Error("batched paged attention is not implemented on the " +
-                std::string(backend.name()) + " backend (CUDA serving is future work; use the cpu backend)");
-  attention_paged_cpu(p);
+  ELASTIC_CHECK(p.num_seqs >= 1 && p.cu_seqlens && p.pos0 && p.modes && p.past && p.k && p.v);
+  backend.attention_paged_forward(p);
 }
 
 }  // namespace elastic

@@ -4,8 +4,9 @@
 //   per layer: xn = rmsnorm(x); q,k,v = xn Wqkv^T (+b); q,k = rmsnorm per head (qwen3);
 //              [sequences at their first prefill: modes = their policy(k of their span)];
 //              q,k = rope(q,k at every row's position);
-//              att = paged attention (each sequence: its past pages + its span, its modes);
-//              pool += k,v per sequence; x += att Wo^T; x += MLP(rmsnorm(x)) (token tiles)
+//              att = paged attention (each sequence: its past pages + its span, its modes),
+//              which then writes k,v of every span into the pool; x += att Wo^T; x +=
+//              MLP(rmsnorm(x)) (token tiles)
 //   logits = rmsnorm(x[rows wanting logits]) Wlm^T                 [R, V]
 //
 // Invariants: span s holds positions seqs[s]->length.. of its sequence; a sequence's pool holds
@@ -67,8 +68,13 @@ const std::vector<float>& model_forward_batch(const Model& model, const Batch& b
   const int64_t n = batch.rows(), S = batch.num_seqs();
   if (n == 0) throw Error("batched forward needs at least one row");
   if (!attention_paged_supported(be))
-    throw Error("elastic serve: batched paged attention is not implemented on the " +
-                std::string(be.name()) + " backend (CUDA serving is future work)");
+    throw Error("batched forward: paged attention is not implemented on the " +
+                std::string(be.name()) + " backend");
+  if (pool.dtype() != be.kv_pool_dtype())
+    throw Error("batched forward: the KV pool holds " + std::string(dtype_name(pool.dtype())) +
+                " rows but the " + std::string(be.name()) + " backend attends over " +
+                std::string(dtype_name(be.kv_pool_dtype())) +
+                " (make the pool with the model's backend)");
   const std::vector<int64_t> logit_rows = batch.logit_rows();
   const int64_t R = static_cast<int64_t>(logit_rows.size());
   workspace_reserve(be, c, ws, n, R);
@@ -133,6 +139,7 @@ const std::vector<float>& model_forward_batch(const Model& model, const Batch& b
       if (st.kv.lengths[static_cast<size_t>(l)] == 0 &&
           !st.kv.heads[static_cast<size_t>(l * Hkv)].configured)
         pool.configure_layer(st.kv, l, route.modes.data(), attn.ssa);
+      pool.reserve(st.kv, l, span.pos0 + span.length);  // the span's rows are written by attention
       std::copy(route.modes.begin(), route.modes.end(), modes.begin() + s * Hkv);
       const std::vector<KvHeadView> views = pool.views(st.kv, l);
       std::copy(views.begin(), views.end(), past.begin() + s * Hkv);
@@ -157,12 +164,10 @@ const std::vector<float>& model_forward_batch(const Model& model, const Batch& b
     a.head_dim = d;
     a.opt = attn;
     a.stats = stats.data();
-    attention_paged_forward(be, a);
-    for (int64_t s = 0; s < S; ++s) {  // the pool takes the span's keys (views die here)
-      const BatchSeq& span = batch.seqs[static_cast<size_t>(s)];
-      pool.append(seqs[s]->kv, l, k + span.begin * Hkv * d, v + span.begin * Hkv * d, span.pos0,
-                  span.length);
-    }
+    attention_paged_forward(be, a);  // attends, then writes the spans' k, v into the pool
+    for (int64_t s = 0; s < S; ++s)
+      pool.stored(seqs[s]->kv, l, batch.seqs[static_cast<size_t>(s)].pos0,
+                  batch.seqs[static_cast<size_t>(s)].length);
 
     be.linear_forward(proj, att, w.o_proj, w.o_bias, n);  // proj: [n, D]
     be.residual_forward(x, proj, n * D);
@@ -179,8 +184,8 @@ const std::vector<float>& model_forward_batch(const Model& model, const Batch& b
 
   if (R > 0) {
     for (int64_t i = 0; i < R; ++i)  // xn: [R, D] the final norm of the rows wanting logits
-      be.rmsnorm_forward(xn + i * D, x + logit_rows[static_cast<size_t>(i)] * D, W.final_norm, 1,
-                         D, eps);
+      be.rmsnorm_forward(xn + i * D, x + logit_rows[static_cast<size_t>(i)] * D, W.final_norm, 1, D,
+                         eps);
     be.linear_forward(f32(ws.logits), xn, W.lm_head, nullptr, R);  // [R, V]
     be.download(ws.logits_host.data(), ws.logits.get(), ws.logits_host.size() * sizeof(float));
   }

@@ -68,14 +68,13 @@ Engine::Engine(const Model& model, EngineOptions options)
     : model_(model),
       options_(std::move(options)),
       pool_(options_.kv_pages, options_.page_rows, model.config.num_layers,
-            model.config.num_kv_heads, model.config.head_dim) {
+            model.config.num_kv_heads, model.config.head_dim, model.backend.get()) {
   attn_options_validate(options_.attn);
   if (options_.max_batch_tokens < 1 || options_.max_running < 1 || options_.max_waiting < 0)
     throw Error("engine: max batch tokens and max running sequences must be >= 1");
   if (!attention_paged_supported(*model.backend))
     throw Error("elastic serve: batched paged attention is not implemented on the " +
-                std::string(model.backend->name()) +
-                " backend (CUDA serving is future work; use --backend cpu)");
+                std::string(model.backend->name()) + " backend");
   stats_.kv_pages_total = pool_.num_pages();
   thread_ = std::thread([this] { run(); });
 }

@@ -360,7 +360,9 @@ void check_engine_equals_alone(int64_t kv_pages, int64_t max_running, bool expec
   const EngineStats st = engine.stats();
   EXPECT_EQ(st.kv_pages_used, 0);
   EXPECT_EQ(st.finished, N);
-  if (expect_preemption) EXPECT_GT(preempted, 0);
+  if (expect_preemption) {
+    EXPECT_GT(preempted, 0);
+  }
 }
 
 TEST(Engine, ConcurrentGreedyEqualsEachAlone) { check_engine_equals_alone(4096, 64, false); }
