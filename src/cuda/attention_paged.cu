@@ -28,6 +28,10 @@ constexpr int kPagedWarps = 4;
 constexpr int kPagedMaxGroup = 8;
 constexpr int kPagedMaxSplits = 256;
 constexpr int kPagedMinKeysPerSplit = 128;  // a CTA's smallest share (short contexts)
+// Waves of CTAs a launch aims at: with many sequences one split per (item, head) can leave a
+// partial last wave idle most of the time (512 CTAs on ~400 slots: 65 % busy); four waves of
+// smaller splits keep the idle tail under ~20 % (a first choice, not measured yet).
+constexpr int kPagedWaves = 4;
 
 // 8 bf16 (one 16-byte load) widened to fp32.
 __device__ __forceinline__ void bf16x8_load(float (&x)[8], const __nv_bfloat16* src) {
@@ -374,10 +378,11 @@ PagedDecodeSplits paged_decode_splits(int head_dim, int group, int64_t max_keys,
       wave = detail::ctas_per_wave_for<128>(group);
       break;
   }
-  // The keys of all items and heads spread over one wave of CTAs, each split at least
-  // kPagedMinKeysPerSplit keys, at most kPagedMaxSplits splits per head (as decode_attention_run).
+  // The keys of all items and heads spread over kPagedWaves waves of CTAs, each split at least
+  // kPagedMinKeysPerSplit keys, at most kPagedMaxSplits splits per head.
+  const int64_t slots = detail::kPagedWaves * wave;
   int64_t per_split =
-      std::max<int64_t>(detail::kPagedMinKeysPerSplit, (total_keys + wave - 1) / wave);
+      std::max<int64_t>(detail::kPagedMinKeysPerSplit, (total_keys + slots - 1) / slots);
   per_split = std::max<int64_t>(per_split,
                                 (max_keys + detail::kPagedMaxSplits - 1) / detail::kPagedMaxSplits);
   PagedDecodeSplits s;
