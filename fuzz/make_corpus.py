@@ -147,6 +147,48 @@ def config_seeds():
     write(t, "truncated", config()[:40])
 
 
+def serve_request_seeds():
+    """fuzz_serve_request: byte 0 selects the endpoint (even: completions, odd: chat)."""
+    t = "fuzz_serve_request"
+    comp = lambda **kw: b"\x00" + json.dumps(kw).encode()
+    chat = lambda **kw: b"\x01" + json.dumps(kw).encode()
+    # Valid.
+    write(t, "completion", comp(model="m", prompt="Once upon a time", max_tokens=16, temperature=0))
+    write(t, "completion_ids", comp(prompt=[1, 2, 3], stop=["a", "b"], seed=7, n=1, user="u"))
+    write(t, "completion_stream", comp(prompt=["x"], stream=True, stream_options={"include_usage": True},
+                                       top_p=0.9, temperature=1.5))
+    write(t, "completion_elastic", comp(prompt="x", elastic={"sparsity_bias": 0.5, "router": "off"}))
+    write(t, "completion_static", comp(prompt="x", elastic={"static": "all-sa"}, stop="\n"))
+    write(t, "completion_nulls", comp(prompt="x", max_tokens=None, stop=None, seed=None, elastic=None))
+    write(t, "chat", chat(model="m", messages=[{"role": "system", "content": "s"},
+                                                {"role": "user", "content": "hi", "name": "n"}],
+                          max_completion_tokens=8))
+    write(t, "chat_parts", chat(messages=[{"role": "user", "content": [{"type": "text", "text": "a"},
+                                                                        {"type": "text", "text": "b"}]}],
+                                stream=True))
+    # Near-valid: one defect each.
+    write(t, "unknown_field", comp(prompt="x", bogus=1))
+    write(t, "max_tokens_string", comp(prompt="x", max_tokens="5"))
+    write(t, "max_tokens_zero", comp(prompt="x", max_tokens=0))
+    write(t, "max_tokens_huge", comp(prompt="x", max_tokens=1 << 63))
+    write(t, "temperature_high", comp(prompt="x", temperature=2.5))
+    write(t, "seed_negative", comp(prompt="x", seed=-3))  # valid: any integer
+    write(t, "n_two", comp(prompt="x", n=2))
+    write(t, "stop_five", comp(prompt="x", stop=["a", "b", "c", "d", "e"]))
+    write(t, "prompt_batch", comp(prompt=[[1, 2], [3]]))
+    write(t, "prompt_mixed", comp(prompt=[1, "a"]))
+    write(t, "stream_options_no_stream", comp(prompt="x", stream_options={"include_usage": True}))
+    write(t, "elastic_both", comp(prompt="x", elastic={"router": "on", "static": "all-fa"}))
+    write(t, "chat_bad_role", chat(messages=[{"role": "robot", "content": "x"}]))
+    write(t, "chat_image_part", chat(messages=[{"role": "user", "content": [{"type": "image_url"}]}]))
+    write(t, "chat_prompt", chat(prompt="x", messages=[]))
+    write(t, "truncated", comp(prompt="Once upon")[:12])
+    write(t, "non_utf8", b"\x00" + b'{"prompt": "\xff\xfe"}')
+    write(t, "deep", b"\x00" + b"[" * 5000 + b"]" * 5000)
+    write(t, "not_object", b"\x01" + b'"hello"')
+
+
 if __name__ == "__main__":
     safetensors_seeds()
     config_seeds()
+    serve_request_seeds()

@@ -11,10 +11,12 @@ jobs="${ELASTIC_JOBS:-2}"
 
 CC=clang CXX=clang++ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DELASTIC_FUZZ=ON -DELASTIC_NATIVE=OFF -DELASTIC_TESTS=OFF -DELASTIC_CUDA=OFF >/dev/null
-ninja -C "$build" -j "$jobs" fuzz_safetensors fuzz_config
+ninja -C "$build" -j "$jobs" fuzz_safetensors fuzz_config fuzz_serve_request
 
-declare -A dict=([fuzz_safetensors]=safetensors.dict [fuzz_config]=config.dict)
-for target in fuzz_safetensors fuzz_config; do
+declare -A dict=([fuzz_safetensors]=safetensors.dict [fuzz_config]=config.dict
+                [fuzz_serve_request]=serve_request.dict)
+targets=(${ELASTIC_FUZZ_TARGETS:-fuzz_safetensors fuzz_config fuzz_serve_request})
+for target in "${targets[@]}"; do
   # New inputs go to a scratch corpus so the committed seeds stay small and reviewed.
   work="$build/corpus/$target"
   findings="$build/findings/$target"

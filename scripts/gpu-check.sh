@@ -6,7 +6,10 @@
 # FlexAttention, and the training engine (test_train_cuda, its sanitizer shapes, bench_train_cuda:
 # router training of a Qwen3-4B-shaped model at 32K / 64K tokens); prints a short table last and
 # writes every log under $OUT. --train runs only the training engine's build, tests, sanitizers
-# and benchmark.
+# and benchmark. --serve runs only the serving engine on CUDA: test_serve_cuda (batched paged
+# attention against the CPU, the engine against generate() alone), its sanitizer shapes,
+# `elastic serve --backend cuda` against sequential `elastic generate --backend cuda`
+# (scripts/serve-cuda-check.py) and bench_serve_cuda (64 x 8K decode vs batch 1, 32K admission).
 #
 # The GPU machine has nvcc, cmake, ninja and python3 + torch but no Debian -dev packages and no
 # network: the build dependencies travel as .deb files in .debs/ (scripts/gpu-check.sh --fetch
@@ -14,12 +17,13 @@
 # fixtures travel in .gpu-shared/ (--fetch copies them from ../shared).
 # Usage here:   scripts/gpu-check.sh --fetch
 # On the device: run(command="scripts/gpu-check.sh [--quick] [--no-bench] [--no-sanitize] [--e2e]
-#   [--e2e-sizes=32768,131072] [--train] [--train-tokens=32768,65536]", carry=[".debs", ".gpu-shared"])
+#   [--e2e-sizes=32768,131072] [--train] [--train-tokens=32768,65536] [--serve]", carry=[".debs", ".gpu-shared"])
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DEBS=(nlohmann-json3-dev libcli11-dev libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3
       libutf8proc-dev libutf8proc2 libpng-dev libpng16-16 zlib1g-dev libgtest-dev pkgconf
-      libpkgconf3 pkgconf-bin)
+      libpkgconf3 pkgconf-bin
+      libcpp-httplib-dev libcpp-httplib0.11 libbrotli-dev libbrotli1 libssl-dev libssl3)  # elastic serve
 
 if [[ "${1:-}" == "--fetch" ]]; then
   set -e
@@ -52,7 +56,7 @@ if [[ "${1:-}" == "--fetch" ]]; then
   exit 0
 fi
 
-QUICK=0 BENCH=1 E2E=0 SANITIZE=1 SIZES=8192,32768,131072 E2E_SIZES=32768,131072 TRAIN_ONLY=0
+QUICK=0 BENCH=1 E2E=0 SANITIZE=1 SIZES=8192,32768,131072 E2E_SIZES=32768,131072 TRAIN_ONLY=0 SERVE_ONLY=0
 TRAIN_TOKENS=32768,65536
 for a in "$@"; do
   case "$a" in
@@ -63,6 +67,7 @@ for a in "$@"; do
     --e2e-sizes=*) E2E_SIZES=${a#--e2e-sizes=} ;;
     --sizes=*) SIZES=${a#--sizes=} ;;
     --train) TRAIN_ONLY=1 ;;
+    --serve) SERVE_ONLY=1 ;;
     --train-tokens=*) TRAIN_TOKENS=${a#--train-tokens=} ;;
   esac
 done
@@ -113,6 +118,7 @@ if [[ $rc -eq 0 ]]; then
   targets+=(test_router_cuda test_sampling_cuda test_decode_kv_cuda elastic_cli test_train_cuda test_train_cli_cuda
             bench_train_cuda)
   [[ $TRAIN_ONLY -eq 1 ]] && targets=(elastic_cli test_train_cuda test_train_cli_cuda bench_train_cuda)
+  [[ $SERVE_ONLY -eq 1 ]] && targets=(test_serve_cuda bench_serve_cuda elastic_cli)
   ninja -C "$B" -j16 "${targets[@]}" >> "$OUT/build.log" 2>&1
   rc=$?
 fi
@@ -129,6 +135,37 @@ for o in "$B"/src/cuda/CMakeFiles/elastic_cuda.dir/*.cu.o; do
   echo "HMMA instructions: $(cuobjdump --dump-sass "$o" | grep -c HMMA)"
 done > "$OUT/resources.txt" 2>&1
 grep -E "REG|HMMA" "$OUT/resources.txt" | sed -E 's/Function ([^ ]{0,60})[^ ]*/\1/' | cut -c1-160
+
+# The serving engine on CUDA (--serve): batched paged attention against the CPU reference and the
+# engine against generate() alone, the sanitizers on its kernels, the HTTP server against
+# sequential `elastic generate --backend cuda`, and the throughput / admission benchmark.
+if [[ $SERVE_ONLY -eq 1 ]]; then
+  TS="$B/tests/cuda/test_serve_cuda"
+  timeout 300 "$TS" 2>&1 | tee "$OUT/tests-serve.log" | grep -E "^\s+(qwen3|llama3|engine)|OK|FAILED|PASSED|Failure|error|Expected|Which is|actual" | head -80
+  if grep -q "^\[  PASSED  \]" "$OUT/tests-serve.log" && ! grep -q "FAILED" "$OUT/tests-serve.log"; then
+    note "serve tests: $(grep '^\[  PASSED  \]' "$OUT/tests-serve.log")"
+  else
+    note "serve tests: FAILED, see tests-serve.log"
+  fi
+  [[ $SANITIZE -eq 1 ]] && for tool in memcheck racecheck; do
+    log="$OUT/sanitizer-$tool-test_serve_cuda.log"
+    timeout 200 compute-sanitizer --tool "$tool" --error-exitcode 9 "$TS" --gtest_filter='CudaSanitizerServe.*' > "$log" 2>&1
+    rc=$?
+    note "compute-sanitizer $tool test_serve_cuda: rc $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | head -2 | tr '\n' ' ') $(grep -E '^\[  (PASSED|FAILED)' "$log" | head -1)"
+  done
+  timeout 240 python3 "$ROOT/scripts/serve-cuda-check.py" "$B/bin/elastic" "$ROOT/.gpu-shared/data/tinystories-656k" 8 \
+    > "$OUT/serve-cuda-check.log" 2>&1
+  note "serve --backend cuda vs generate --backend cuda: rc $?; $(tail -1 "$OUT/serve-cuda-check.log")"
+  if [[ $BENCH -eq 1 ]]; then
+    timeout 300 "$B/bin/bench_serve_cuda" > "$OUT/bench-serve.log" 2>&1
+    note "bench_serve_cuda rc $?"
+    cat "$OUT/bench-serve.log"
+  fi
+  echo
+  echo "== summary"
+  printf '%s\n' "${summary[@]}"
+  exit 0
+fi
 
 # The training engine: kernels and whole steps against the CPU reference, the router-train-step
 # fixture, the sanitizers on its kernels, and the router-training benchmark.

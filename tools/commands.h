@@ -16,5 +16,6 @@ int cmd_train_router(int argc, char** argv);
 int cmd_train_step(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_calibrate(int argc, char** argv);
+int cmd_serve(int argc, char** argv);
 
 }  // namespace elastic::cli

@@ -37,6 +37,8 @@ const Command kCommands[] = {
      "long-context task suite: accuracy and sparsity per task, length and routing"},
     {"calibrate", elastic::cli::cmd_calibrate,
      "per-head sensitivity scores for the static (DuoAttention-like) baseline"},
+    {"serve", elastic::cli::cmd_serve,
+     "OpenAI-compatible HTTP server: continuous batching, paged KV, per-request sparsity"},
 };
 
 void usage(FILE* f) {

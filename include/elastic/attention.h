@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -83,16 +84,36 @@ int ssa_key_ranges(const SsaOptions& o, int64_t p, KeyRange r[2]);
 // Cached keys/values of one KV head for positions < pos0, rows of head_dim floats.
 // Full head: row = position. Ring head: positions < sink_tokens sit at row = position; later
 // positions at row = sink_tokens + (position - sink_tokens) % window_tokens.
+// Storage: contiguous (pages == null: row r at k + r * d, the KvCache of one request), or paged
+// (a serving engine's KvPool, kv_pool.h): row r in page pages[r / page_rows], at row r % page_rows
+// of that page; page p's K rows start at k + p * page_stride, its V rows at v + p * page_stride.
+// A pool in a backend's memory (bf16 on CUDA) gives views whose k / v point there: only that
+// backend reads them, with its own element type (the row accessors below are for host fp32).
 struct KvHeadView {
-  const float* k = nullptr;  // [rows, d]
-  const float* v = nullptr;  // [rows, d]
+  const float* k = nullptr;  // contiguous: [rows, d]; paged: K of page 0 of the pool
+  const float* v = nullptr;  // contiguous: [rows, d]; paged: V of page 0 of the pool
   bool ring = false;
   int64_t sink_tokens = 0;
   int64_t window_tokens = 0;
+  const int32_t* pages = nullptr;  // [ceil(rows / page_rows)] page of every page_rows rows, or null
+  int64_t page_rows = 0;
+  int64_t page_stride = 0;  // elements from one page to the next
 
   int64_t row(int64_t pos) const {
     if (!ring || pos < sink_tokens) return pos;
     return sink_tokens + (pos - sink_tokens) % window_tokens;
+  }
+  const float* k_row(int64_t r, int64_t d) const { return k + offset(r, d); }
+  const float* v_row(int64_t r, int64_t d) const { return v + offset(r, d); }
+  // Rows r, r + 1, ... that lie one after another in memory (the rest of r's page, or all).
+  int64_t rows_contiguous(int64_t r) const {
+    return pages ? page_rows - r % page_rows : std::numeric_limits<int64_t>::max();
+  }
+
+ private:
+  int64_t offset(int64_t r, int64_t d) const {
+    if (!pages) return r * d;
+    return static_cast<int64_t>(pages[r / page_rows]) * page_stride + (r % page_rows) * d;
   }
 };
 

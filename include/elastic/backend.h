@@ -14,12 +14,14 @@
 #include <vector>
 
 #include "elastic/attention.h"
+#include "elastic/dtype.h"
 #include "elastic/tensor.h"
 
 namespace elastic {
 
-struct RouterWeights;   // router.h
-struct SamplingParams;  // sampling.h
+struct PagedAttnParams;  // batch_forward.h
+struct RouterWeights;    // router.h
+struct SamplingParams;   // sampling.h
 
 // A linear layer's weight [rows = out features, cols = in features] after the backend prepared
 // it (repacked, uploaded). Opaque to the model; `impl` belongs to the backend that made it.
@@ -93,6 +95,14 @@ class Backend {
   // then also holds positions pos0..pos0+n-1 of args.k / args.v. Only for stores this backend
   // made; a backend without stores never receives the call.
   virtual void attention_forward_stored(const AttnArgs& args, KvStore& store, int64_t layer);
+
+  // Batched paged attention of a serving engine (batch_forward.h). A backend that runs it says
+  // so, names the element type of a KvPool's storage (f32: host memory; otherwise alloc()ed
+  // backend memory, kv_pool.h), and attends every sequence of p, then writes the batch's new
+  // rows p.k / p.v into the pool through p.past (pages reserved by the caller). Default: none.
+  virtual bool attention_paged_supported() const { return false; }
+  virtual DType kv_pool_dtype() const { return DType::f32; }
+  virtual void attention_paged_forward(const PagedAttnParams& p);
 
   // Attention Router (SPEC §5, router.h) of one layer: boundary pooling of k: [n, Hkv, d] (backend
   // memory, after k_norm, before RoPE) and the task + router MLPs in double; z: [Hkv, w.classes]

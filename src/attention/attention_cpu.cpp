@@ -107,12 +107,12 @@ struct KvSource {
   int64_t kv_head;
   const float* key(int64_t p) const {
     const int64_t d = a->head_dim;
-    if (p < a->pos0) return a->past[kv_head].k + a->past[kv_head].row(p) * d;
+    if (p < a->pos0) return a->past[kv_head].k_row(a->past[kv_head].row(p), d);
     return a->k + ((p - a->pos0) * a->num_kv_heads + kv_head) * d;
   }
   const float* value(int64_t p) const {
     const int64_t d = a->head_dim;
-    if (p < a->pos0) return a->past[kv_head].v + a->past[kv_head].row(p) * d;
+    if (p < a->pos0) return a->past[kv_head].v_row(a->past[kv_head].row(p), d);
     return a->v + ((p - a->pos0) * a->num_kv_heads + kv_head) * d;
   }
 };
@@ -382,12 +382,24 @@ void attention_cpu(const AttnArgs& a) {
   std::vector<std::vector<uint8_t>> xa_mask(static_cast<size_t>(Hq));
   int64_t xa_scores = 0;
   if (any_xa) {
+    // The estimation reads past keys as one strided array: paged ones are gathered first.
+    std::vector<std::vector<float>> past_keys(static_cast<size_t>(Hkv));
+    for (int64_t hk = 0; hk < Hkv; ++hk)
+      if (mode_of(hk) == AttnMode::xa && a.pos0 > 0 && a.past[hk].pages) {
+        std::vector<float>& g = past_keys[static_cast<size_t>(hk)];
+        g.resize(static_cast<size_t>(a.pos0 * d));
+        for (int64_t p = 0; p < a.pos0; ++p)
+          std::copy_n(a.past[hk].k_row(p, d), d, g.data() + p * d);
+      }
 #pragma omp parallel for schedule(dynamic, 1) reduction(+ : xa_scores)
     for (int64_t hq = 0; hq < Hq; ++hq) {
       const int64_t hk = hq / G;
       if (mode_of(hk) != AttnMode::xa) continue;
       RowSource qsrc{nullptr, 0, a.q + hq * d, Hq * d, a.pos0};
-      RowSource ksrc{a.pos0 > 0 ? a.past[hk].k : nullptr, d, a.k + hk * d, Hkv * d, a.pos0};
+      const float* past_k = a.pos0 == 0 ? nullptr
+                            : a.past[hk].pages ? past_keys[static_cast<size_t>(hk)].data()
+                                               : a.past[hk].k;
+      RowSource ksrc{past_k, d, a.k + hk * d, Hkv * d, a.pos0};
       int64_t count = 0;
       xa_mask[hq] = xa_select_blocks(qsrc, ksrc, a.pos0, n, d, scale, xo, &count);
       xa_scores += count;

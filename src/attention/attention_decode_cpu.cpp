@@ -264,7 +264,8 @@ std::vector<size_t> split_static(std::vector<Unit>& units, int threads) {
   return first;
 }
 
-// Appends the units of KV head `hk` covering key positions [b, e) (all < pos0: cache rows).
+// Appends the units of KV head `hk` covering key positions [b, e) (all < pos0: cache rows); a
+// unit never crosses a page of a paged view.
 void push_past_units(std::vector<Unit>& units, const KvHeadView& view, int64_t hk, int64_t b,
                      int64_t e, int64_t d) {
   while (b < e) {
@@ -277,8 +278,9 @@ void push_past_units(std::vector<Unit>& units, const KvHeadView& view, int64_t h
       run_end = std::min(e, view.sink_tokens);
     }
     const int64_t row = view.row(b);
+    run_end = b + std::min(run_end - b, view.rows_contiguous(row));  // paged: the page's rest
     for (int64_t c = 0; c < run_end - b; c += kUnitKeys)
-      units.push_back({hk, view.k + (row + c) * d, view.v + (row + c) * d, d,
+      units.push_back({hk, view.k_row(row + c, d), view.v_row(row + c, d), d,
                        std::min(kUnitKeys, run_end - b - c)});
     b = run_end;
   }

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "elastic/backend.h"
+#include "elastic/batch_forward.h"
 #include "elastic/cpu_matmul.h"
 #include "elastic/cpu_ops.h"
 #include "elastic/error.h"
@@ -73,6 +74,12 @@ class CpuBackend final : public Backend {
     elastic::residual_forward(x, delta, count);
   }
   void attention_forward(const AttnArgs& args) override { attention_cpu(args); }
+
+  bool attention_paged_supported() const override { return true; }
+  void attention_paged_forward(const PagedAttnParams& p) override {
+    attention_paged_cpu(p);
+    attention_paged_store_cpu(p);
+  }
 };
 
 }  // namespace

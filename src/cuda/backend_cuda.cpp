@@ -11,6 +11,7 @@
 #include <cublasLt.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -18,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "attention_paged.h"
+#include "elastic/batch_forward.h"
 #include "elastic/cuda/arena.h"
 #include "elastic/cuda/attention_cuda.h"
 #include "elastic/cuda/cuda_check.h"
@@ -307,8 +310,110 @@ class CudaBackend final : public Backend {
     } else {
       // Whole prompt or a chunk: the past is gathered from the store (stream order: before the
       // append below overwrites ring rows).
-      prefill(a, modes, a.pos0 > 0 ? store->views_dev(layer) : nullptr);
+      prefill(a, modes, [&](__nv_bfloat16* k, __nv_bfloat16* v) {
+        cuda::prefill_kv_gather_past(k, v, store->views_dev(layer), int(a.num_kv_heads),
+                                     int(a.head_dim), a.pos0, stream_);
+      });
       store->append(layer, a.k, a.v, a.pos0, a.n, stream_);
+    }
+    done();
+  }
+
+  // Batched paged attention of a serving engine (batch_forward.h, attention_paged.h): the pool in
+  // device bf16; per call one asynchronous upload of the layer's tables, the prefill spans
+  // through the fused prefill kernel (past gathered from the pages), one store of every row,
+  // one split-KV launch for the decode rows. No host sync unless a first prefill asks for XA masks.
+  bool attention_paged_supported() const override { return true; }
+  DType kv_pool_dtype() const override { return DType::bf16; }
+
+  void attention_paged_forward(const PagedAttnParams& p) override {
+    const int64_t S = p.num_seqs, Hq = p.num_heads, Hkv = p.num_kv_heads, d = p.head_dim;
+    if (!head_dim_supported(d))
+      throw Error("CUDA backend: attention head_dim " + std::to_string(d) +
+                  " is unsupported (16, 32, 64 or 128)");
+    if (Hkv <= 0 || Hq % Hkv != 0 || Hq / Hkv > 8)
+      throw Error(
+          "CUDA backend: paged attention needs num_heads a multiple of num_kv_heads, at most 8 per "
+          "KV head");
+    const int64_t rows = p.cu_seqlens[S];
+    const KvHeadView& first = p.past[0];
+    ELASTIC_CHECK_MSG(first.pages != nullptr && first.page_rows > 0,
+                      "paged attention without a paged pool");
+
+    // The layer's plan on the host: sequences, heads (ring rule, mode, pages), decode items.
+    PagedPlanHost& h = paged_host_;
+    h.clear();
+    h.seqs.resize(size_t(S));
+    h.heads.resize(size_t(S * Hkv));
+    h.row_seq.resize(size_t(rows));
+    int64_t max_keys = 0, total_keys = 0;
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t r0 = p.cu_seqlens[s], n = p.cu_seqlens[s + 1] - r0, pos0 = p.pos0[s];
+      h.seqs[size_t(s)] = cuda::PagedSeq{r0, n, pos0};
+      std::fill(h.row_seq.begin() + r0, h.row_seq.begin() + r0 + n, int32_t(s));
+      if (n == 1) h.items.push_back(int32_t(s));
+      for (int64_t k = 0; k < Hkv; ++k) {
+        const KvHeadView& v = p.past[s * Hkv + k];
+        const AttnMode mode = p.modes[s * Hkv + k];
+        ELASTIC_CHECK(v.pages && v.page_rows == first.page_rows && v.k == first.k &&
+                      v.v == first.v);
+        ELASTIC_CHECK_MSG(v.ring == (mode == AttnMode::ssa),
+                          "paged attention: SSA heads are rings, others not");
+        const int64_t held =
+            v.ring ? std::min(pos0 + n, v.sink_tokens + v.window_tokens) : pos0 + n;
+        const int64_t pages = (held + v.page_rows - 1) / v.page_rows;  // reserved by the caller
+        h.heads[size_t(s * Hkv + k)] =
+            cuda::PagedHead{int32_t(h.table.size()), v.ring ? 1 : 0, int32_t(v.sink_tokens),
+                            int32_t(v.window_tokens),
+                            int32_t(mode == AttnMode::xa && n == 1 ? AttnMode::fa : mode)};
+        h.table.insert(h.table.end(), v.pages, v.pages + pages);
+        if (n == 1) {
+          const int64_t keys =
+              mode == AttnMode::ssa ? cuda::detail::ssa_decode_keys(p.opt.ssa, pos0) : pos0 + 1;
+          max_keys = std::max(max_keys, keys);
+          total_keys += keys;
+        }
+      }
+    }
+    ELASTIC_CHECK_MSG(h.table.size() < size_t(INT32_MAX), "paged attention: block table too large");
+    cuda::PagedKv kv = paged_upload(h);
+    kv.pool = const_cast<__nv_bfloat16*>(reinterpret_cast<const __nv_bfloat16*>(first.k));
+    kv.page_stride = first.page_stride;
+    kv.page_rows = int(first.page_rows);
+    kv.head_dim = int(d);
+    kv.num_kv_heads = int(Hkv);
+
+    // 1. Prefill spans, each through the fused kernel with its past gathered from its pages.
+    for (int64_t s = 0; s < S; ++s) {
+      if (h.seqs[size_t(s)].rows == 1) continue;
+      const AttnArgs a = paged_seq_args(p, s);
+      prefill(a, effective_modes(a), [&](__nv_bfloat16* k, __nv_bfloat16* v) {
+        cuda::paged_kv_gather_past(k, v, kv, int(s), a.pos0, stream_);
+      });
+    }
+    // 2. Every row into the pool (after the prefill spans read their past: ring rows move).
+    cuda::paged_kv_store(kv, paged_row_seq_, p.k, p.v, rows, stream_);
+    // 3. The decode rows, all sequences in one launch, reading their own keys from the pool.
+    if (!h.items.empty()) {
+      cuda::PagedDecodeParams dp;
+      dp.q = p.q;
+      dp.out = p.out;
+      dp.items = paged_items_;
+      dp.count = int(h.items.size());
+      dp.num_heads = int(Hq);
+      dp.scale = 0.f;
+      dp.ssa = p.opt.ssa;
+      dp.split = cuda::paged_decode_splits(int(d), int(Hq / Hkv), max_keys, total_keys);
+      const size_t parts = h.items.size() * size_t(Hq) * size_t(dp.split.splits);
+      dp.part_stats = static_cast<float2*>(paged_buffer(paged_part_stats_, parts * sizeof(float2)));
+      dp.part_acc =
+          static_cast<float*>(paged_buffer(paged_part_acc_, parts * size_t(d) * sizeof(float)));
+      cuda::paged_decode_run(kv, dp, stream_);
+      for (int32_t s : h.items)
+        if (p.stats && p.stats[s]) {
+          const AttnArgs a = paged_seq_args(p, s);
+          fill_stats(a, effective_modes(a), {}, 0, 0, 0);
+        }
     }
     done();
   }
@@ -404,11 +509,15 @@ class CudaBackend final : public Backend {
     cublasLtMatmulDescDestroy(op);
   }
 
+  // Writes the past [pos0, Hkv, d] bf16 (by position) into k, v on the stream.
+  using PastGather = std::function<void(__nv_bfloat16* k, __nv_bfloat16* v)>;
+
   // Prefill attention of the queries at pos0..pos0+n-1 over keys 0..pos0+n-1 (whole prompt:
   // pos0 = 0). The fused kernel reads keys by position from one bf16 buffer [pos0 + n, Hkv, d]:
-  // the past rows come from the device store's views (store_views, device [Hkv]) or, without
-  // a store, from the host views a.past; the chunk's rows are a.k / a.v rounded to bf16.
-  void prefill(const AttnArgs& a, const std::vector<AttnMode>& modes, const cuda::DeviceKvHead* store_views) {
+  // the past rows come from gather_past (a device store, the paged pool) or, without it, from
+  // the host views a.past; the chunk's rows are a.k / a.v rounded to bf16.
+  void prefill(const AttnArgs& a, const std::vector<AttnMode>& modes,
+               const PastGather& gather_past) {
     const int64_t Hq = a.num_heads, Hkv = a.num_kv_heads, d = a.head_dim, n = a.n, pos0 = a.pos0;
     const int64_t keys = pos0 + n;
     cuda::PrefillAttnShape shape{n, int(Hq), int(Hkv), int(d), a.opt, pos0};
@@ -427,8 +536,8 @@ class CudaBackend final : public Backend {
     auto* k = static_cast<__nv_bfloat16*>(scratch(1, size_t(keys * Hkv * d) * 2));
     auto* v = static_cast<__nv_bfloat16*>(scratch(2, size_t(keys * Hkv * d) * 2));
     if (pos0 > 0) {
-      if (store_views) {
-        cuda::prefill_kv_gather_past(k, v, store_views, int(Hkv), int(d), pos0, stream_);
+      if (gather_past) {
+        gather_past(k, v);
       } else {
         ELASTIC_CHECK(a.past != nullptr);
         past_upload(k, v, a, pos0);
@@ -472,8 +581,8 @@ class CudaBackend final : public Backend {
       const KvHeadView& pv = a.past[h];
       for (int64_t p = 0; p < pos0; ++p) {
         if (pv.ring && p >= pv.sink_tokens && p < pos0 - pv.window_tokens) continue;
-        const float* kr = pv.k + pv.row(p) * d;
-        const float* vr = pv.v + pv.row(p) * d;
+        const float* kr = pv.k_row(pv.row(p), d);  // contiguous or paged host rows
+        const float* vr = pv.v_row(pv.row(p), d);
         uint16_t* kd = hk.data() + (p * Hkv + h) * d;
         uint16_t* vd = hv.data() + (p * Hkv + h) * d;
         for (int64_t t = 0; t < d; ++t) {
@@ -510,10 +619,11 @@ class CudaBackend final : public Backend {
       const int64_t filled = std::min(pos, r);  // rows written by positions < pos
       hk.assign(size_t(r * d), 0);
       hv.assign(size_t(r * d), 0);
-      for (int64_t i = 0; i < filled * d; ++i) {
-        hk[size_t(i)] = f32_to_bf16(pv.k[i]);
-        hv[size_t(i)] = f32_to_bf16(pv.v[i]);
-      }
+      for (int64_t row = 0; row < filled; ++row)  // contiguous or paged host rows
+        for (int64_t t = 0; t < d; ++t) {
+          hk[size_t(row * d + t)] = f32_to_bf16(pv.k_row(row, d)[t]);
+          hv[size_t(row * d + t)] = f32_to_bf16(pv.v_row(row, d)[t]);
+        }
       const int64_t row = pv.row(pos);
       for (int64_t t = 0; t < d; ++t) {
         hk[size_t(row * d + t)] = f32_to_bf16(k_new[size_t(h * d + t)]);
@@ -603,6 +713,121 @@ class CudaBackend final : public Backend {
     size_t bytes = 0;
   };
 
+  // The host side of one paged attention call (reused: no allocation per layer once grown).
+  struct PagedPlanHost {
+    std::vector<cuda::PagedSeq> seqs;    // [S]
+    std::vector<cuda::PagedHead> heads;  // [S, Hkv]
+    std::vector<int32_t> table;          // page ids, heads[i].table..
+    std::vector<int32_t> items;          // sequences of the decode rows
+    std::vector<int32_t> row_seq;        // [rows]
+    void clear() {
+      seqs.clear();
+      heads.clear();
+      table.clear();
+      items.clear();
+      row_seq.clear();
+    }
+  };
+
+  // Host staging for the per-call tables: pinned slots used round-robin, each refilled only after
+  // the copy that last read it has completed (its event), so uploads stay asynchronous.
+  class PinnedStaging {
+   public:
+    PinnedStaging() = default;
+    PinnedStaging(const PinnedStaging&) = delete;
+    PinnedStaging& operator=(const PinnedStaging&) = delete;
+    ~PinnedStaging() {
+      for (Slot& s : slots_) {
+        if (s.event) cudaEventDestroy(s.event);
+        if (s.host) cudaFreeHost(s.host);
+      }
+    }
+    // Host memory of the next slot, at least `bytes`; upload() sends it.
+    char* acquire(size_t bytes) {
+      Slot& s = slots_[next_];
+      if (s.event) ELASTIC_CUDA_CHECK(cudaEventSynchronize(s.event));
+      if (s.bytes < bytes) {
+        if (s.host) ELASTIC_CUDA_CHECK(cudaFreeHost(s.host));
+        s.host = nullptr;
+        s.bytes = 0;
+        ELASTIC_CUDA_CHECK(cudaMallocHost(&s.host, bytes));
+        s.bytes = bytes;
+      }
+      return static_cast<char*>(s.host);
+    }
+    void upload(void* dst, size_t bytes, cudaStream_t stream) {
+      Slot& s = slots_[next_];
+      ELASTIC_CUDA_CHECK(cudaMemcpyAsync(dst, s.host, bytes, cudaMemcpyHostToDevice, stream));
+      if (!s.event) ELASTIC_CUDA_CHECK(cudaEventCreateWithFlags(&s.event, cudaEventDisableTiming));
+      ELASTIC_CUDA_CHECK(cudaEventRecord(s.event, stream));
+      next_ = (next_ + 1) % slots_.size();
+    }
+
+   private:
+    struct Slot {
+      void* host = nullptr;
+      size_t bytes = 0;
+      cudaEvent_t event = nullptr;
+    };
+    std::array<Slot, 8> slots_{};
+    size_t next_ = 0;
+  };
+
+  // A grow-only device buffer of at least `bytes` (replacing one frees the old after the device
+  // is done with it: cudaFree synchronises).
+  void* paged_buffer(Scratch& b, size_t bytes) {
+    if (b.bytes < bytes) {
+      b.buf = raw_alloc(bytes);
+      b.bytes = bytes;
+    }
+    return b.buf.get();
+  }
+
+  // Uploads the plan's arrays in one copy; fills the device pointers of the returned tables and
+  // paged_items_ / paged_row_seq_.
+  cuda::PagedKv paged_upload(const PagedPlanHost& h) {
+    auto align = [](size_t x) { return (x + 15) / 16 * 16; };
+    const size_t o_heads = align(h.seqs.size() * sizeof(cuda::PagedSeq));
+    const size_t o_table = o_heads + align(h.heads.size() * sizeof(cuda::PagedHead));
+    const size_t o_items = o_table + align(h.table.size() * sizeof(int32_t));
+    const size_t o_rows = o_items + align(h.items.size() * sizeof(int32_t));
+    const size_t bytes = o_rows + align(h.row_seq.size() * sizeof(int32_t));
+    char* host = paged_staging_.acquire(bytes);
+    std::memcpy(host, h.seqs.data(), h.seqs.size() * sizeof(cuda::PagedSeq));
+    std::memcpy(host + o_heads, h.heads.data(), h.heads.size() * sizeof(cuda::PagedHead));
+    std::memcpy(host + o_table, h.table.data(), h.table.size() * sizeof(int32_t));
+    std::memcpy(host + o_items, h.items.data(), h.items.size() * sizeof(int32_t));
+    std::memcpy(host + o_rows, h.row_seq.data(), h.row_seq.size() * sizeof(int32_t));
+    char* dev = static_cast<char*>(paged_buffer(paged_meta_, bytes));
+    paged_staging_.upload(dev, bytes, stream_);
+    cuda::PagedKv kv;
+    kv.seqs = reinterpret_cast<const cuda::PagedSeq*>(dev);
+    kv.heads = reinterpret_cast<const cuda::PagedHead*>(dev + o_heads);
+    kv.table = reinterpret_cast<const int32_t*>(dev + o_table);
+    paged_items_ = reinterpret_cast<const int32_t*>(dev + o_items);
+    paged_row_seq_ = reinterpret_cast<const int32_t*>(dev + o_rows);
+    return kv;
+  }
+
+  // Sequence s of a paged call as one request's attention call (rows of s, its modes, stats).
+  static AttnArgs paged_seq_args(const PagedAttnParams& p, int64_t s) {
+    const int64_t Hq = p.num_heads, Hkv = p.num_kv_heads, d = p.head_dim, r0 = p.cu_seqlens[s];
+    AttnArgs a;
+    a.out = p.out + r0 * Hq * d;
+    a.q = p.q + r0 * Hq * d;
+    a.k = p.k + r0 * Hkv * d;
+    a.v = p.v + r0 * Hkv * d;
+    a.modes = p.modes + s * Hkv;
+    a.n = p.cu_seqlens[s + 1] - r0;
+    a.pos0 = p.pos0[s];
+    a.num_heads = Hq;
+    a.num_kv_heads = Hkv;
+    a.head_dim = d;
+    a.opt = p.opt;
+    a.stats = p.stats ? p.stats[s] : nullptr;
+    return a;
+  }
+
   CudaBackendOptions opt_;
   cudaStream_t stream_ = nullptr;  // the legacy default stream: ops run in program order
   cublasLtHandle_t lt_ = nullptr;
@@ -611,6 +836,11 @@ class CudaBackend final : public Backend {
   std::map<const void*, std::shared_ptr<void>> tables_;
   std::unique_ptr<cuda::DeviceArena> arena_;
   cuda::DeviceSampler sampler_;
+  PagedPlanHost paged_host_;
+  PinnedStaging paged_staging_;
+  Scratch paged_meta_, paged_part_stats_, paged_part_acc_;
+  const int32_t* paged_items_ = nullptr;    // [items] device, in paged_meta_
+  const int32_t* paged_row_seq_ = nullptr;  // [rows] device, in paged_meta_
 };
 
 }  // namespace

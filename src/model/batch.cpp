@@ -7,13 +7,31 @@
 namespace elastic {
 
 int64_t Batch::add(const int64_t* ids, int64_t n, int64_t pos0) {
+  return add(ids, n, pos0, num_seqs(), BatchLogits::none);
+}
+
+int64_t Batch::add(const int64_t* ids, int64_t n, int64_t pos0, int64_t seq_id,
+                   BatchLogits wanted) {
   BatchSeq s;
   s.begin = rows();
   s.length = n;
   s.pos0 = pos0;
+  s.seq_id = seq_id;
   tokens.insert(tokens.end(), ids, ids + n);
+  if (wanted != BatchLogits::none || !logits.empty()) {
+    logits.resize(static_cast<size_t>(s.begin), 0);  // earlier spans: none wanted
+    for (int64_t i = 0; i < n; ++i)
+      logits.push_back(wanted == BatchLogits::all || (wanted == BatchLogits::last && i == n - 1));
+  }
   seqs.push_back(s);
   return num_seqs() - 1;
+}
+
+std::vector<int64_t> Batch::logit_rows() const {
+  std::vector<int64_t> r;
+  for (size_t i = 0; i < logits.size(); ++i)
+    if (logits[i]) r.push_back(static_cast<int64_t>(i));
+  return r;
 }
 
 std::vector<int64_t> Batch::cu_seqlens() const {
@@ -49,6 +67,9 @@ void batch_validate(const Batch& b) {
     if (q.pos0 < 0) throw Error(who + "pos0 must be >= 0, got " + std::to_string(q.pos0));
     next = q.end();
   }
+  if (!b.logits.empty() && static_cast<int64_t>(b.logits.size()) != b.rows())
+    throw Error("batch: " + std::to_string(b.logits.size()) + " logits flags for " +
+                std::to_string(b.rows()) + " rows");
   if (next != b.rows())
     throw Error("batch: sequences cover " + std::to_string(next) + " of " +
                 std::to_string(b.rows()) + " rows");

@@ -85,6 +85,50 @@ Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.se
 }
 
 int64_t sampling_pick(const float* logits, int64_t vocab, const SamplingParams& params, double u) {
+  if (params.top_k == 0 && params.top_p >= 1.f && params.min_p == 0.f) {
+    // No filter: the candidates are the whole vocabulary, and only the prefix of the sorted list
+    // up to cumulative probability u is needed. Same softmax, order and sums as
+    // sampling_candidates, so the same token, but only the prefix up to u is put in order: the
+    // mass of a sampled distribution sits in a few tokens, so this is O(V) instead of
+    // O(V log V) per token.
+    ELASTIC_CHECK(params.temperature > 0.f && vocab > 0);
+    const float inv_t = 1.0f / params.temperature;
+    float mx = logits[0];
+    for (int64_t i = 1; i < vocab; ++i) mx = std::max(mx, logits[i]);
+    std::vector<std::pair<int64_t, float>> c(static_cast<size_t>(vocab));
+    double sum = 0.0;
+    for (int64_t i = 0; i < vocab; ++i) {
+      const float e = std::exp((logits[i] - mx) * inv_t);
+      c[i] = {i, e};
+      sum += e;
+    }
+    auto by_prob = [](const std::pair<int64_t, float>& a, const std::pair<int64_t, float>& b) {
+      return a.second > b.second || (a.second == b.second && a.first < b.first);
+    };
+    // Tokens within a factor 1e-4 of the most likely one (e = 1) come first in the sorted
+    // order: split them off with one cheap pass and sort them; the rest, needed only when u
+    // falls beyond their mass, follows a chunk at a time.
+    const auto likely = std::partition(c.begin(), c.end(), [](const std::pair<int64_t, float>& x) {
+      return x.second >= 1e-4f;
+    });
+    std::sort(c.begin(), likely, by_prob);
+    const size_t head = static_cast<size_t>(likely - c.begin());
+    constexpr size_t kChunk = 64;
+    double cum = 0.0;
+    for (size_t begin = 0; begin < c.size();) {
+      const size_t end = begin < head ? head : std::min(c.size(), begin + kChunk);
+      if (begin >= head) {  // the chunk's members in front (O(remaining)), then in order
+        if (end < c.size()) std::nth_element(c.begin() + begin, c.begin() + end - 1, c.end(), by_prob);
+        std::sort(c.begin() + begin, c.begin() + end, by_prob);
+      }
+      for (size_t i = begin; i < end; ++i) {
+        cum += static_cast<float>(c[i].second / sum);
+        if (u < cum) return c[i].first;
+      }
+      begin = end;
+    }
+    return c.back().first;  // u within rounding of 1
+  }
   const std::vector<std::pair<int64_t, float>> c = sampling_candidates(logits, vocab, params);
   double cum = 0.0;
   for (const auto& e : c) {

@@ -173,5 +173,31 @@ TEST(Generate, StopsAfterEosUnlessIgnored) {
   EXPECT_EQ(generate(m, r3, ids, o, greedy, [](int64_t) { return false; }).size(), 1u);
 }
 
+// sampling_pick without filters sorts only the prefix it needs; it must pick exactly the token
+// of the full sorted candidate list (sampling_candidates) for every u, ties included.
+TEST(Sampling, UnfilteredPickEqualsTheFullCandidateList) {
+  std::mt19937_64 rng(3);
+  std::normal_distribution<float> normal(0.f, 3.f);
+  for (int trial = 0; trial < 20; ++trial) {
+    std::vector<float> logits(trial % 2 ? 2048 : 300);
+    for (float& x : logits) x = trial % 3 == 0 ? std::round(normal(rng)) : normal(rng);  // ties too
+    SamplingParams p;
+    p.temperature = trial % 4 == 0 ? 2.0f : 0.7f;
+    const auto c = sampling_candidates(logits.data(), int64_t(logits.size()), p);
+    for (double u : {0.0, 1e-9, 0.1, 0.5, 0.9, 0.999, 0.999999, 1.0 - 1e-12}) {
+      double cum = 0.0;
+      int64_t want = c.back().first;
+      for (const auto& e : c) {
+        cum += e.second;
+        if (u < cum) {
+          want = e.first;
+          break;
+        }
+      }
+      EXPECT_EQ(sampling_pick(logits.data(), int64_t(logits.size()), p, u), want) << "trial " << trial << " u " << u;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace elastic

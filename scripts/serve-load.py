@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Load test of `elastic serve` on loopback, bounded in time (stdlib only).
+
+Starts the server on a free port with the small model, then:
+  1. throughput: streaming clients back to back, 1 client (sequential) then N (default 16), for
+     --throughput-seconds each: generated tokens per second, and the ratio;
+  2. soak: --clients (default 32) concurrent streaming clients for --duration seconds (default
+     300): failed requests, time to first token and inter-token latency (p50 / p99), and the
+     server's RSS sampled every second (flat after warm-up = no growth between the first and
+     the last third of the soak beyond noise).
+Prints a table and writes --json FILE. Every loop is bounded by its deadline; the server is
+stopped by its own pid (SIGTERM) at the end.
+"""
+import argparse
+import http.client
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROMPTS = ["Once upon a time", "The little dog", "Tom and Lily went to the park", "One day, a bird",
+           "The sun was shining and", "Sam had a red ball", "There was a big tree", "Mia liked to paint",
+           "The cat saw a mouse", "A boy named Tim"]
+
+
+def pct(xs, p):
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def stream_request(host, port, rng, timeout=120):
+    """One streaming completion; returns (ok, tokens, ttft, [chunk gaps], error)."""
+    body = {"prompt": rng.choice(PROMPTS), "max_tokens": rng.randint(32, 128), "temperature": 0.8,
+            "seed": rng.randrange(1 << 31), "stream": True, "stream_options": {"include_usage": True}}
+    t0 = time.perf_counter()
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        if r.status != 200:
+            return False, 0, None, [], f"HTTP {r.status}: {r.read()[:200]!r}"
+        first, last, gaps, tokens, done = None, None, [], 0, False
+        while True:
+            line = r.readline()
+            if not line:
+                break
+            if not line.startswith(b"data: "):
+                continue
+            payload = line[6:].strip()
+            if payload == b"[DONE]":
+                done = True
+                break
+            ev = json.loads(payload)
+            if "error" in ev:
+                return False, tokens, None, gaps, "error event: " + json.dumps(ev["error"])
+            if ev.get("usage"):
+                tokens = ev["usage"]["completion_tokens"]
+            if ev.get("choices") and ev["choices"][0].get("text"):
+                now = time.perf_counter()
+                if first is None:
+                    first = now
+                else:
+                    gaps.append(now - last)
+                last = now
+        if not done:
+            return False, tokens, None, gaps, "stream ended without [DONE]"
+        return True, tokens, (first - t0) if first else None, gaps, None
+    except Exception as e:  # noqa: BLE001 - every failure is counted and reported
+        return False, 0, None, [], repr(e)
+    finally:
+        conn.close()
+
+
+def run_clients(host, port, clients, seconds, seed):
+    """`clients` threads issuing streaming requests back to back until the deadline."""
+    deadline = time.perf_counter() + seconds
+    lock = threading.Lock()
+    res = {"ok": 0, "failed": 0, "tokens": 0, "ttft": [], "gaps": [], "errors": []}
+
+    def worker(i):
+        rng = random.Random(seed * 1000 + i)
+        while time.perf_counter() < deadline:
+            ok, tokens, ttft, gaps, err = stream_request(host, port, rng)
+            with lock:
+                res["ok" if ok else "failed"] += 1
+                res["tokens"] += tokens
+                if ttft is not None:
+                    res["ttft"].append(ttft)
+                res["gaps"].extend(gaps)
+                if err and len(res["errors"]) < 10:
+                    res["errors"].append(err)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 180)
+    res["seconds"] = time.perf_counter() - start
+    res["tokens_per_s"] = res["tokens"] / res["seconds"]
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default=os.path.join(ROOT, "build/bin/elastic"))
+    ap.add_argument("--model", default=os.path.join(ROOT, "../shared/data/tinystories-656k"))
+    ap.add_argument("--threads", type=int, default=1,
+                    help="server -t (engine threads; default 1: on 2 cores the HTTP threads and the\n"
+                         "clients need the other one, and the small model gains little from a second)")
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--duration", type=float, default=300, help="soak seconds")
+    ap.add_argument("--throughput-clients", type=int, default=16)
+    ap.add_argument("--throughput-seconds", type=float, default=60)
+    ap.add_argument("--warmup", type=float, default=10)
+    ap.add_argument("--json", help="write the results here")
+    a = ap.parse_args()
+
+    env = {**os.environ, "OMP_WAIT_POLICY": "passive"}
+    server = subprocess.Popen([a.bin, "serve", "-m", a.model, "--port", "0", "-t", str(a.threads),
+                               "--max-queue", "1024"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env)
+    line = server.stdout.readline()
+    try:
+        port = int(line.rsplit(":", 1)[1].split()[0])
+    except Exception:
+        server.kill()
+        sys.exit("server did not start: " + line + server.stderr.read())
+    host = "127.0.0.1"
+    out = {"threads": a.threads, "cores": os.cpu_count()}
+    try:
+        print(f"server pid {server.pid} on port {port}; warm-up {a.warmup:.0f} s", flush=True)
+        run_clients(host, port, 4, a.warmup, 0)
+
+        seq = run_clients(host, port, 1, a.throughput_seconds, 1)
+        print(f"sequential (1 client):  {seq['tokens_per_s']:.1f} tok/s ({seq['ok']} requests)", flush=True)
+        par = run_clients(host, port, a.throughput_clients, a.throughput_seconds, 2)
+        print(f"{a.throughput_clients} clients:            {par['tokens_per_s']:.1f} tok/s ({par['ok']} requests)",
+              flush=True)
+        out["throughput"] = {"sequential_tok_s": seq["tokens_per_s"], "concurrent_clients": a.throughput_clients,
+                             "concurrent_tok_s": par["tokens_per_s"],
+                             "ratio": par["tokens_per_s"] / seq["tokens_per_s"] if seq["tokens_per_s"] else None,
+                             "failed": seq["failed"] + par["failed"]}
+
+        rss = []
+        stop = threading.Event()
+
+        def sample():
+            t0 = time.perf_counter()
+            while not stop.is_set():
+                rss.append((time.perf_counter() - t0, rss_mib(server.pid)))
+                stop.wait(1.0)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        soak = run_clients(host, port, a.clients, a.duration, 3)
+        stop.set()
+        sampler.join()
+        third = max(1, len(rss) // 3)
+        early = [r for _, r in rss[third:2 * third]]  # after warm-up: the middle third
+        late = [r for _, r in rss[2 * third:]]
+        out["soak"] = {
+            "clients": a.clients, "seconds": soak["seconds"], "requests_ok": soak["ok"],
+            "requests_failed": soak["failed"], "errors": soak["errors"], "tokens": soak["tokens"],
+            "tokens_per_s": soak["tokens_per_s"],
+            "ttft_p50_ms": 1e3 * pct(soak["ttft"], 50), "ttft_p99_ms": 1e3 * pct(soak["ttft"], 99),
+            "itl_p50_ms": 1e3 * pct(soak["gaps"], 50), "itl_p99_ms": 1e3 * pct(soak["gaps"], 99),
+            "rss_mib_first": rss[0][1] if rss else None, "rss_mib_middle_max": max(early) if early else None,
+            "rss_mib_last_max": max(late) if late else None, "rss_mib_end": rss[-1][1] if rss else None,
+            "rss_mib_every_30s": [round(r, 1) for t, r in rss[::30]],
+        }
+        s = out["soak"]
+        print(f"soak: {a.clients} streaming clients for {soak['seconds']:.0f} s: {s['requests_ok']} ok, "
+              f"{s['requests_failed']} failed, {s['tokens_per_s']:.1f} tok/s", flush=True)
+        print(f"  TTFT p50 {s['ttft_p50_ms']:.1f} ms  p99 {s['ttft_p99_ms']:.1f} ms;  "
+              f"inter-token p50 {s['itl_p50_ms']:.1f} ms  p99 {s['itl_p99_ms']:.1f} ms", flush=True)
+        print(f"  RSS MiB: start {s['rss_mib_first']:.1f}, middle third max {s['rss_mib_middle_max']:.1f}, "
+              f"last third max {s['rss_mib_last_max']:.1f}, end {s['rss_mib_end']:.1f}", flush=True)
+        print("  RSS MiB every 30 s:", " ".join(f"{r:.1f}" for r in s["rss_mib_every_30s"]), flush=True)
+        for e in soak["errors"]:
+            print("  error:", e)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            out["server_exit_code"] = server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            out["server_exit_code"] = None
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=2)
+    ok = (out.get("soak", {}).get("requests_failed", 1) == 0 and out["throughput"]["failed"] == 0
+          and out["server_exit_code"] == 0)
+    print("load test:", "PASS" if ok else "FAIL", flush=True)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,426 @@
+// Batched paged attention kernels (attention_paged.h).
+//
+// Decode: the split-KV scheme of attention_decode.cu over many sequences at once. A CTA (4 warps)
+// handles one (split, KV head, decode item) for the G query heads of that KV head; the key list
+// of the head at position pos is FA/XA: 0..pos; SSA: [0, min(S*B, pos+1)) then
+// [max(S*B, (pos/B - W + 1) * B), pos] (the block rule), each key read from its ring row through
+// the page table. Each warp walks keys 32 / (d / 8) at a time, d / 8 lanes per key with 16-byte
+// loads of 8 bf16 of K and V, keeping an fp32 online softmax per query head and lane group; lane
+// groups, warps and then splits (second kernel) merge by max/sum rescaling. Empty splits (an item
+// with fewer keys than the longest) write (-inf, 0) partials, which the merge weighs by zero.
+//
+// Invariants: d is a multiple of 8 (16-byte rows); the pool and every page are 16-byte aligned
+// (cudaMalloc base, page_stride and rows multiples of 8 elements); a ring row is written by at
+// most one row of a span (the surviving positions are distinct modulo the window).
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "attention_paged.h"
+#include "elastic/cuda/cuda_check.h"
+#include "elastic/error.h"
+
+namespace elastic::cuda {
+namespace detail {
+namespace {
+
+constexpr int kPagedWarps = 4;
+constexpr int kPagedMaxGroup = 8;
+constexpr int kPagedMaxSplits = 256;
+constexpr int kPagedMinKeysPerSplit = 128;  // a CTA's smallest share (short contexts)
+// Waves of CTAs a launch aims at: with many sequences one split per (item, head) can leave a
+// partial last wave idle most of the time (512 CTAs on ~400 slots: 65 % busy); four waves of
+// smaller splits keep the idle tail under ~20 % (a first choice, not measured yet).
+constexpr int kPagedWaves = 4;
+
+// 8 bf16 (one 16-byte load) widened to fp32.
+__device__ __forceinline__ void bf16x8_load(float (&x)[8], const __nv_bfloat16* src) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(src);
+  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    x[2 * i] = __uint_as_float(w[i] << 16);              // low bf16: element 2i
+    x[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);  // high bf16: element 2i + 1
+  }
+}
+
+// 8 fp32 (two 16-byte loads) rounded to bf16 and stored with one 16-byte store.
+__device__ __forceinline__ void bf16x8_store(__nv_bfloat16* dst, const float* src) {
+  const float4 a = *reinterpret_cast<const float4*>(src);
+  const float4 b = *reinterpret_cast<const float4*>(src + 4);
+  const __nv_bfloat162 p[4] = {__floats2bfloat162_rn(a.x, a.y), __floats2bfloat162_rn(a.z, a.w),
+                               __floats2bfloat162_rn(b.x, b.y), __floats2bfloat162_rn(b.z, b.w)};
+  uint4 raw;
+  raw.x = *reinterpret_cast<const uint32_t*>(&p[0]);
+  raw.y = *reinterpret_cast<const uint32_t*>(&p[1]);
+  raw.z = *reinterpret_cast<const uint32_t*>(&p[2]);
+  raw.w = *reinterpret_cast<const uint32_t*>(&p[3]);
+  *reinterpret_cast<uint4*>(dst) = raw;
+}
+
+// Row of position pos in a head (KvHeadView::row).
+__device__ __forceinline__ int64_t paged_row(const PagedHead& h, int64_t pos) {
+  return (!h.ring || pos < h.sink) ? pos : h.sink + (pos - h.sink) % h.window;
+}
+
+// Element offset in the pool of row `row`'s K (its V is page_rows * d elements later).
+__device__ __forceinline__ int64_t paged_offset(const PagedKv& kv, const PagedHead& h,
+                                                int64_t row) {
+  const int32_t page = kv.table[h.table + row / kv.page_rows];
+  return int64_t(page) * kv.page_stride + (row % kv.page_rows) * int64_t(kv.head_dim);
+}
+
+__global__ void paged_store_kernel(const PagedKv kv, const int32_t* row_seq, const float* k,
+                                   const float* v, int64_t rows) {
+  const int D = kv.head_dim, chunks = D / 8, Hkv = kv.num_kv_heads;
+  const int64_t count = rows * Hkv * chunks;
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < count;
+       idx += int64_t(gridDim.x) * blockDim.x) {
+    const int c = int(idx % chunks), h = int((idx / chunks) % Hkv);
+    const int64_t r = idx / (int64_t(chunks) * Hkv);
+    const int s = row_seq[r];
+    const PagedSeq seq = kv.seqs[s];
+    const PagedHead hd = kv.heads[int64_t(s) * Hkv + h];
+    const int64_t i = r - seq.row0, pos = seq.pos0 + i;
+    // A ring keeps its sinks and the span's last `window` positions (the earlier ones would be
+    // overwritten by later rows of the same span).
+    if (hd.ring && pos >= hd.sink && i < seq.rows - hd.window) continue;
+    const int64_t off = paged_offset(kv, hd, paged_row(hd, pos)) + c * 8;
+    const int64_t src = (r * Hkv + h) * D + c * 8;
+    bf16x8_store(kv.pool + off, k + src);
+    bf16x8_store(kv.pool + off + int64_t(kv.page_rows) * D, v + src);
+  }
+}
+
+__global__ void paged_gather_kernel(__nv_bfloat16* k_out, __nv_bfloat16* v_out, const PagedKv kv,
+                                    int seq, int64_t pos0) {
+  const int D = kv.head_dim, chunks = D / 8, Hkv = kv.num_kv_heads;
+  const int64_t count = pos0 * Hkv * chunks;
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < count;
+       idx += int64_t(gridDim.x) * blockDim.x) {
+    const int c = int(idx % chunks), h = int((idx / chunks) % Hkv);
+    const int64_t pos = idx / (int64_t(chunks) * Hkv);
+    const PagedHead hd = kv.heads[int64_t(seq) * Hkv + h];
+    // A ring holds its sinks and the last `window` positions before pos0.
+    const bool held = !hd.ring || pos < hd.sink || pos >= pos0 - hd.window;
+    int4 kx = make_int4(0, 0, 0, 0), vx = make_int4(0, 0, 0, 0);
+    if (held) {
+      const int64_t off = paged_offset(kv, hd, paged_row(hd, pos)) + c * 8;
+      kx = *reinterpret_cast<const int4*>(kv.pool + off);
+      vx = *reinterpret_cast<const int4*>(kv.pool + off + int64_t(kv.page_rows) * D);
+    }
+    const int64_t at = (pos * Hkv + h) * chunks + c;
+    reinterpret_cast<int4*>(k_out)[at] = kx;
+    reinterpret_cast<int4*>(v_out)[at] = vx;
+  }
+}
+
+struct DecodeArgs {
+  PagedKv kv;
+  PagedDecodeParams p;
+  int group;
+  float scale_log2;
+  int64_t ssa_sink_end;  // S * B
+  int64_t ssa_block;
+  int64_t ssa_local_blocks;
+};
+
+// MG: the largest GQA group the instance serves (registers scale with it: G <= MG).
+template <int D, int MG>
+__global__ void __launch_bounds__(32 * kPagedWarps) paged_decode_split_kernel(const DecodeArgs a) {
+  constexpr int kLK = D / 8;     // lanes per key
+  constexpr int kKW = 32 / kLK;  // keys per warp step
+  __shared__ __align__(16) float sq[MG][D];
+  __shared__ float wacc[kPagedWarps][MG][D];
+  __shared__ float wstat[kPagedWarps][MG][2];
+  const int split = blockIdx.x, hk = blockIdx.y, item = blockIdx.z;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int grp = lane / kLK, sub = lane % kLK;
+  const int G = a.group, Hq = a.p.num_heads, Hkv = a.kv.num_kv_heads;
+  const int splits = a.p.split.splits, keys_per_split = a.p.split.keys_per_split;
+  const int s = a.p.items[item];
+  const PagedSeq seq = a.kv.seqs[s];
+  const PagedHead head = a.kv.heads[int64_t(s) * Hkv + hk];
+  const int64_t pos = seq.pos0;
+  // q: the G query heads of KV head hk at the item's row, rounded to bf16 as the request path does.
+  const float* q = a.p.q + (seq.row0 * Hq + int64_t(hk) * G) * D;
+  for (int i = tid; i < G * D; i += blockDim.x)
+    sq[i / D][i % D] = __bfloat162float(__float2bfloat16(q[i]));
+  __syncthreads();
+
+  const bool ssa = head.mode == int32_t(AttnMode::ssa);
+  int64_t len1 = pos + 1, start2 = 0, len2 = 0;
+  if (ssa) {
+    len1 = min(a.ssa_sink_end, pos + 1);
+    const int64_t lo = (pos / a.ssa_block - a.ssa_local_blocks + 1) * a.ssa_block;
+    start2 = max(a.ssa_sink_end, lo);
+    len2 = max(int64_t(0), pos + 1 - start2);
+  }
+  const int64_t keys = len1 + len2;
+  const int64_t k_begin = int64_t(split) * keys_per_split;
+  const int64_t k_end = min(keys, k_begin + keys_per_split);
+
+  float kv[8], vv[8];
+  auto load_step = [&](int64_t base) {
+    const int64_t vk = base + grp;
+    if (vk < k_end) {
+      const int64_t kpos = vk < len1 ? vk : start2 + (vk - len1);
+      const int64_t off = paged_offset(a.kv, head, paged_row(head, kpos)) + sub * 8;
+      bf16x8_load(kv, a.kv.pool + off);
+      bf16x8_load(vv, a.kv.pool + off + int64_t(a.kv.page_rows) * D);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) kv[e] = vv[e] = 0.f;
+    }
+  };
+
+  float m[MG], l[MG], acc[MG][8];
+#pragma unroll
+  for (int h = 0; h < MG; ++h) {
+    m[h] = -INFINITY;
+    l[h] = 0.f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[h][e] = 0.f;
+  }
+  constexpr int kStep = kPagedWarps * kKW;       // keys per step of the whole CTA
+  int64_t base = k_begin + int64_t(warp) * kKW;  // uniform over the warp: shuffles below are safe
+  if (base < k_end) load_step(base);
+  for (; base < k_end; base += kStep) {
+    float kc[8], vc[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      kc[e] = kv[e];
+      vc[e] = vv[e];
+    }
+    if (base + kStep < k_end) load_step(base + kStep);  // next step's loads in flight
+    const bool valid = base + grp < k_end;              // the same for the kLK lanes of a group
+#pragma unroll
+    for (int h = 0; h < MG; ++h) {
+      if (h >= G) break;
+      const float4 q0 = *reinterpret_cast<const float4*>(&sq[h][sub * 8]);
+      const float4 q1 = *reinterpret_cast<const float4*>(&sq[h][sub * 8 + 4]);
+      float dot = q0.x * kc[0] + q0.y * kc[1] + q0.z * kc[2] + q0.w * kc[3] + q1.x * kc[4] +
+                  q1.y * kc[5] + q1.z * kc[6] + q1.w * kc[7];
+#pragma unroll
+      for (int off = kLK / 2; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+      if (valid) {
+        const float x = dot * a.scale_log2;
+        const float m_new = fmaxf(m[h], x);
+        const float corr = exp2f(m[h] - m_new), w = exp2f(x - m_new);
+        l[h] = l[h] * corr + w;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[h][e] = acc[h][e] * corr + w * vc[e];
+        m[h] = m_new;
+      }
+    }
+  }
+  // Merge the kKW lane groups of the warp (lanes with the same `sub` hold the same elements).
+#pragma unroll
+  for (int h = 0; h < MG; ++h) {
+    if (h >= G) break;
+    float mm = m[h];
+#pragma unroll
+    for (int off = kLK; off < 32; off <<= 1) mm = fmaxf(mm, __shfl_xor_sync(0xffffffffu, mm, off));
+    const float f = m[h] == -INFINITY ? 0.f : exp2f(m[h] - mm);
+    float lh = l[h] * f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[h][e] *= f;
+#pragma unroll
+    for (int off = kLK; off < 32; off <<= 1) {
+      lh += __shfl_xor_sync(0xffffffffu, lh, off);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[h][e] += __shfl_xor_sync(0xffffffffu, acc[h][e], off);
+    }
+    if (grp == 0)
+#pragma unroll
+      for (int e = 0; e < 8; ++e) wacc[warp][h][sub * 8 + e] = acc[h][e];
+    if (lane == 0) {
+      wstat[warp][h][0] = mm;
+      wstat[warp][h][1] = lh;
+    }
+  }
+  __syncthreads();
+  // Merge the warps: thread -> (query head h, element c); partial (item, hq, split).
+  for (int i = tid; i < G * D; i += blockDim.x) {
+    const int h = i / D, c = i % D;
+    float mm = -INFINITY;
+    for (int w = 0; w < kPagedWarps; ++w) mm = fmaxf(mm, wstat[w][h][0]);
+    float sum = 0.f, acc_c = 0.f;
+    if (mm != -INFINITY)
+      for (int w = 0; w < kPagedWarps; ++w) {
+        const float f = exp2f(wstat[w][h][0] - mm);
+        sum += wstat[w][h][1] * f;
+        acc_c += wacc[w][h][c] * f;
+      }
+    const int64_t part = (int64_t(item) * Hq + hk * G + h) * splits + split;
+    a.p.part_acc[part * D + c] = acc_c;
+    if (c == 0) a.p.part_stats[part] = make_float2(mm, sum);
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(D) paged_decode_merge_kernel(const DecodeArgs a) {
+  const int hq = blockIdx.x, item = blockIdx.y, c = threadIdx.x;
+  const int Hq = a.p.num_heads, splits = a.p.split.splits;
+  const int64_t part0 = (int64_t(item) * Hq + hq) * splits;
+  const float2* st = a.p.part_stats + part0;
+  float mm = -INFINITY;
+  for (int s = 0; s < splits; ++s) mm = fmaxf(mm, st[s].x);
+  float sum = 0.f, acc_c = 0.f;
+  if (mm != -INFINITY)
+    for (int s = 0; s < splits; ++s) {
+      const float f = exp2f(st[s].x - mm);
+      sum += st[s].y * f;
+      acc_c += a.p.part_acc[(part0 + s) * D + c] * f;
+    }
+  const int64_t row = a.kv.seqs[a.p.items[item]].row0;
+  a.p.out[(row * Hq + hq) * D + c] = sum > 0.f ? acc_c / sum : 0.f;
+}
+
+template <int D, int MG>
+int ctas_per_wave() {
+  static const int n = [] {
+    int device = 0, sms = 0, per_sm = 0;
+    ELASTIC_CUDA_CHECK(cudaGetDevice(&device));
+    ELASTIC_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    ELASTIC_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, paged_decode_split_kernel<D, MG>, 32 * kPagedWarps, 0));
+    return std::max(1, sms * per_sm);
+  }();
+  return n;
+}
+
+template <int D>
+int ctas_per_wave_for(int group) {
+  if (group <= 2) return ctas_per_wave<D, 2>();
+  if (group <= 4) return ctas_per_wave<D, 4>();
+  return ctas_per_wave<D, kPagedMaxGroup>();
+}
+
+template <int D, int MG>
+void decode_launch_group(const DecodeArgs& a, cudaStream_t stream) {
+  const dim3 grid(unsigned(a.p.split.splits), unsigned(a.kv.num_kv_heads), unsigned(a.p.count));
+  paged_decode_split_kernel<D, MG><<<grid, 32 * kPagedWarps, 0, stream>>>(a);
+  ELASTIC_CUDA_CHECK(cudaGetLastError());
+}
+
+template <int D>
+void decode_launch(const DecodeArgs& a, cudaStream_t stream) {
+  if (a.group <= 2)
+    decode_launch_group<D, 2>(a, stream);
+  else if (a.group <= 4)
+    decode_launch_group<D, 4>(a, stream);
+  else
+    decode_launch_group<D, kPagedMaxGroup>(a, stream);
+  paged_decode_merge_kernel<D>
+      <<<dim3(unsigned(a.p.num_heads), unsigned(a.p.count)), D, 0, stream>>>(a);
+  ELASTIC_CUDA_CHECK(cudaGetLastError());
+}
+
+void check_kv(const PagedKv& kv) {
+  ELASTIC_CHECK(kv.pool && kv.seqs && kv.heads && kv.table && kv.page_rows > 0 &&
+                kv.num_kv_heads > 0);
+  ELASTIC_CHECK_MSG(
+      kv.head_dim == 16 || kv.head_dim == 32 || kv.head_dim == 64 || kv.head_dim == 128,
+      "paged attention: head_dim must be 16, 32, 64 or 128");
+  ELASTIC_CHECK(kv.page_stride == 2 * int64_t(kv.page_rows) * kv.head_dim);
+  ELASTIC_CHECK(reinterpret_cast<uintptr_t>(kv.pool) % 16 == 0);
+}
+
+int grid_for(int64_t count, int threads) {
+  return int(std::min<int64_t>((count + threads - 1) / threads, 8192));
+}
+
+}  // namespace
+}  // namespace detail
+
+void paged_kv_store(const PagedKv& kv, const int32_t* row_seq, const float* k, const float* v,
+                    int64_t rows, cudaStream_t stream) {
+  detail::check_kv(kv);
+  ELASTIC_CHECK(row_seq && k && v && rows >= 0);
+  const int64_t count = rows * kv.num_kv_heads * (kv.head_dim / 8);
+  if (count == 0) return;
+  constexpr int kThreads = 256;
+  detail::paged_store_kernel<<<detail::grid_for(count, kThreads), kThreads, 0, stream>>>(
+      kv, row_seq, k, v, rows);
+  ELASTIC_CUDA_CHECK(cudaGetLastError());
+}
+
+void paged_kv_gather_past(__nv_bfloat16* k_out, __nv_bfloat16* v_out, const PagedKv& kv, int seq,
+                          int64_t pos0, cudaStream_t stream) {
+  detail::check_kv(kv);
+  ELASTIC_CHECK(k_out && v_out && seq >= 0 && pos0 >= 0);
+  ELASTIC_CHECK(reinterpret_cast<uintptr_t>(k_out) % 16 == 0 &&
+                reinterpret_cast<uintptr_t>(v_out) % 16 == 0);
+  const int64_t count = pos0 * kv.num_kv_heads * (kv.head_dim / 8);
+  if (count == 0) return;
+  constexpr int kThreads = 256;
+  detail::paged_gather_kernel<<<detail::grid_for(count, kThreads), kThreads, 0, stream>>>(
+      k_out, v_out, kv, seq, pos0);
+  ELASTIC_CUDA_CHECK(cudaGetLastError());
+}
+
+PagedDecodeSplits paged_decode_splits(int head_dim, int group, int64_t max_keys,
+                                      int64_t total_keys) {
+  ELASTIC_CHECK(max_keys >= 1 && total_keys >= max_keys && group >= 1);
+  int64_t wave = 0;
+  switch (head_dim) {
+    case 16:
+      wave = detail::ctas_per_wave_for<16>(group);
+      break;
+    case 32:
+      wave = detail::ctas_per_wave_for<32>(group);
+      break;
+    case 64:
+      wave = detail::ctas_per_wave_for<64>(group);
+      break;
+    default:
+      wave = detail::ctas_per_wave_for<128>(group);
+      break;
+  }
+  // The keys of all items and heads spread over kPagedWaves waves of CTAs, each split at least
+  // kPagedMinKeysPerSplit keys, at most kPagedMaxSplits splits per head.
+  const int64_t slots = detail::kPagedWaves * wave;
+  int64_t per_split =
+      std::max<int64_t>(detail::kPagedMinKeysPerSplit, (total_keys + slots - 1) / slots);
+  per_split = std::max<int64_t>(per_split,
+                                (max_keys + detail::kPagedMaxSplits - 1) / detail::kPagedMaxSplits);
+  PagedDecodeSplits s;
+  s.keys_per_split = int(per_split);
+  s.splits = int((max_keys + per_split - 1) / per_split);
+  return s;
+}
+
+void paged_decode_run(const PagedKv& kv, const PagedDecodeParams& p, cudaStream_t stream) {
+  detail::check_kv(kv);
+  if (p.count == 0) return;
+  ELASTIC_CHECK(p.q && p.out && p.items && p.part_stats && p.part_acc && p.count > 0);
+  ELASTIC_CHECK(p.num_heads % kv.num_kv_heads == 0 &&
+                p.num_heads / kv.num_kv_heads <= detail::kPagedMaxGroup);
+  ELASTIC_CHECK(p.split.splits >= 1 && p.split.keys_per_split >= 1 && p.count <= 65535);
+  detail::DecodeArgs a{};
+  a.kv = kv;
+  a.p = p;
+  a.group = p.num_heads / kv.num_kv_heads;
+  const float scale = p.scale != 0.f ? p.scale : 1.0f / std::sqrt(float(kv.head_dim));
+  a.scale_log2 = scale * 1.4426950408889634f;
+  a.ssa_sink_end = p.ssa.kept_sink_tokens();
+  a.ssa_block = p.ssa.block;
+  a.ssa_local_blocks = p.ssa.local_blocks();
+  switch (kv.head_dim) {
+    case 16:
+      detail::decode_launch<16>(a, stream);
+      break;
+    case 32:
+      detail::decode_launch<32>(a, stream);
+      break;
+    case 64:
+      detail::decode_launch<64>(a, stream);
+      break;
+    default:
+      detail::decode_launch<128>(a, stream);
+      break;
+  }
+}
+
+}  // namespace elastic::cuda
