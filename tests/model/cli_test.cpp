@@ -22,7 +22,9 @@ struct RunResult {
 };
 
 RunResult run(const std::string& args) {
-  const std::string cmd = std::string(ELASTIC_BIN_DIR) + "/elastic " + args + " 2>&1";
+  // stderr joins stdout first, so an args' own "2>/dev/null" (later, so it wins) keeps the
+  // progress lines out of a JSON answer.
+  const std::string cmd = std::string(ELASTIC_BIN_DIR) + "/elastic 2>&1 " + args;
   RunResult r;
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return r;
