@@ -66,6 +66,7 @@ struct SeqState {
   std::vector<AttnStats> prefill_stats;  // [L] attention stats of the first prefill (reports)
   RoutingPolicy* routing = nullptr;      // null = every head FA
   int64_t length = 0;                    // positions held in the pool
+  int64_t prompt_length = 0;             // rows of the first prefill (set by it)
 };
 
 // Scratch of the batched forward, in backend memory, sized for `rows` rows.
@@ -75,6 +76,13 @@ struct BatchWorkspace {
   std::vector<float> logits_host;
 };
 
+// Modes per span, as the request path (forward.cpp) runs them: the first prefill, and a
+// recompute of the prompt after a preemption (pos0 = 0, routes kept), with the routed modes;
+// later spans replay decode steps row by row (positions past the prompt are generated tokens):
+// XA heads as FA (a decode step's rule), and with --decode-kv full every head FA. The pool keeps
+// kv_cache_modes (full: every head whole). A recompute that feeds the prompt and its generated
+// tokens in one span would run them under the prompt's rules: feed the prompt first (Engine does).
+//
 // Runs the batch through the model. seqs[s] is the state of batch span s (span s holds positions
 // seqs[s]->length..); each state's pool pages must have been checked (KvPool::pages_needed) by
 // the caller. Returns the logits [R, V] host fp32 of the rows batch.logit_rows() names, in order.

@@ -17,6 +17,8 @@
 
 #include "elastic/batch_forward.h"
 #include "elastic/error.h"
+#include "elastic/kv_cache.h"
+#include "elastic/model.h"
 
 namespace elastic {
 namespace {
@@ -97,6 +99,7 @@ const std::vector<float>& model_forward_batch(const Model& model, const Batch& b
         throw Error("batch sequence " + std::to_string(s) +
                     ": the first prefill of a sequence must be its whole prompt (pos0 = 0)");
       routes_now[static_cast<size_t>(s)] = 1;
+      st.prompt_length = span.length;
       st.routes.resize(static_cast<size_t>(L));
       st.prefill_stats.assign(static_cast<size_t>(L), AttnStats{});
     }
@@ -136,11 +139,21 @@ const std::vector<float>& model_forward_batch(const Model& model, const Batch& b
                       " modes for layer " + std::to_string(l) + " (expected " +
                       std::to_string(Hkv) + ")");
       }
+      // The request path's rules (batch_forward.h): the pool keeps kv_cache_modes, the call
+      // runs the prompt with the routed modes and later rows as decode steps. The routed modes
+      // stay the report's.
       if (st.kv.lengths[static_cast<size_t>(l)] == 0 &&
           !st.kv.heads[static_cast<size_t>(l * Hkv)].configured)
-        pool.configure_layer(st.kv, l, route.modes.data(), attn.ssa);
+        pool.configure_layer(st.kv, l, kv_cache_modes(route.modes, attn.decode_kv).data(),
+                             attn.ssa);
       pool.reserve(st.kv, l, span.pos0 + span.length);  // the span's rows are written by attention
-      std::copy(route.modes.begin(), route.modes.end(), modes.begin() + s * Hkv);
+      std::vector<AttnMode> call = route.modes;
+      if (span.pos0 > 0) {  // decode steps or their replay: one decode step's rule per row
+        call = attn_call_modes(route.modes, false, span.pos0, 1, attn);
+        for (AttnMode& m : call)
+          if (m == AttnMode::xa) m = AttnMode::fa;
+      }
+      std::copy(call.begin(), call.end(), modes.begin() + s * Hkv);
       const std::vector<KvHeadView> views = pool.views(st.kv, l);
       std::copy(views.begin(), views.end(), past.begin() + s * Hkv);
       stats[static_cast<size_t>(s)] =

@@ -278,11 +278,17 @@ bool Engine::step() {
   // 4. One forward over every running sequence's rows.
   Batch batch;
   std::vector<SeqState*> states;
-  std::vector<uint8_t> first_prefill;
+  std::vector<uint8_t> first_prefill, partial;
   for (size_t i = 0; i < running_.size(); ++i) {
     Seq& s = *running_[i];
-    const int64_t n = static_cast<int64_t>(s.tokens.size()) - s.state.length;
+    int64_t n = static_cast<int64_t>(s.tokens.size()) - s.state.length;
+    // A recompute after a preemption feeds the prompt alone first, then its generated tokens as
+    // decode replay (batch_forward.h: the two run under different rules); its logits in between
+    // are not sampled (the next token is already known).
+    const bool recompute_prompt = !s.state.routes.empty() && s.state.length == 0;
+    if (recompute_prompt) n = std::min(n, s.state.prompt_length);
     ELASTIC_CHECK(n >= 1);
+    partial.push_back(s.state.length + n < static_cast<int64_t>(s.tokens.size()));
     batch.add(s.tokens.data() + s.state.length, n, s.state.length, static_cast<int64_t>(i),
               BatchLogits::last);
     states.push_back(&s.state);
@@ -299,8 +305,9 @@ bool Engine::step() {
   for (auto& s : running_) any_random = any_random || s->request.sampling.temperature > 0.f;
 #pragma omp parallel for schedule(dynamic, 1) if (any_random && S >= 4)
   for (int64_t i = 0; i < S; ++i)
-    sampled[static_cast<size_t>(i)] =
-        running_[static_cast<size_t>(i)]->sampler.sample(logits.data() + i * c.vocab_size, c.vocab_size);
+    if (!partial[static_cast<size_t>(i)])
+      sampled[static_cast<size_t>(i)] = running_[static_cast<size_t>(i)]->sampler.sample(
+          logits.data() + i * c.vocab_size, c.vocab_size);
   int64_t prompt_tokens = 0, generated = 0;
   double msr = 0, esr = 0;
   int64_t routed = 0;
@@ -318,6 +325,7 @@ bool Engine::step() {
       std::lock_guard<std::mutex> lock(s.stream->mutex_);
       s.stream->report_ = std::move(r);
     }
+    if (partial[i]) continue;  // a recomputed prompt: its generated tokens follow next step
     const int64_t token = sampled[i];
     const bool stop = std::find(s.request.stop_ids.begin(), s.request.stop_ids.end(), token) !=
                       s.request.stop_ids.end();

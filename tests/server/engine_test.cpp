@@ -259,6 +259,18 @@ TEST(BatchForward, XaHeadsAndRecomputedChunksMatch) {
   check_mixed_batch(m, {&fa_xa, &xa_ssa, nullptr}, small_ssa());
 }
 
+// --decode-kv full in the batch as in a request alone: SSA heads keep their whole cache and the
+// decode rows attend to all of it (the rings of small_ssa wrap within the 40 steps, so bounded
+// would differ from the alone-full logits).
+TEST(BatchForward, DecodeKvFullKeepsEveryHeadWhole) {
+  Model m = model_load(fixture_dir("hf/qwen3-tiny"));
+  PatternRouting hybrid(AttnMode::fa, AttnMode::ssa, true), all_sa(AttnMode::ssa, AttnMode::ssa, false),
+      xa_ssa(AttnMode::xa, AttnMode::ssa, true);
+  AttnOptions full = small_ssa();
+  full.decode_kv = DecodeKv::full;
+  check_mixed_batch(m, {&hybrid, &all_sa, &xa_ssa}, full);
+}
+
 // The Attention Router per sequence, each with its own sparsity bias: the batch routes every
 // sequence from its own prompt as a request alone does.
 TEST(BatchForward, RouterRoutesEachSequenceFromItsOwnPrompt) {
@@ -317,16 +329,17 @@ std::vector<int64_t> drain(EngineStream& s) {
   return out;
 }
 
-void check_engine_equals_alone(int64_t kv_pages, int64_t max_running, bool expect_preemption) {
+void check_engine_equals_alone(int64_t kv_pages, int64_t max_running, bool expect_preemption,
+                               const AttnOptions& attn = small_ssa(),
+                               std::vector<std::shared_ptr<RoutingPolicy>> policies = {}) {
   // Preemption case: short prompts admitted together, growing past the pool (dense: every head
   // grows); otherwise mixed routings and prompt lengths.
   const int64_t max_tokens = expect_preemption ? 60 : 48;
   Model m = model_load(tinystories());
-  const AttnOptions attn = small_ssa();
   auto hybrid = std::make_shared<PatternRouting>(AttnMode::fa, AttnMode::ssa, true);
   auto all_sa = std::make_shared<PatternRouting>(AttnMode::ssa, AttnMode::ssa, false);
-  std::vector<std::shared_ptr<RoutingPolicy>> policies = {nullptr, hybrid, all_sa};
-  if (expect_preemption) policies = {nullptr};
+  if (policies.empty() && expect_preemption) policies = {nullptr};
+  if (policies.empty()) policies = {nullptr, hybrid, all_sa};
   EngineOptions eo;
   eo.kv_pages = kv_pages;
   eo.page_rows = 4;
@@ -372,6 +385,18 @@ TEST(Engine, PreemptedSequencesContinueAsIfAlone) {
   // Dense requests of <= 18 + 60 positions: 2 layers x 4 heads x 20 pages = 160 pages each at
   // most; the prompts fit together in 200 pages, their growth does not.
   check_engine_equals_alone(200, 64, true);
+}
+
+// Recomputes under the rules that differ between the prompt and the decode steps: XA heads
+// (prompt block-sparse, decode FA) and --decode-kv full (prompt routed, decode FA over whole
+// caches). A recompute fed as one span would run the generated tokens under the prompt's rules.
+TEST(Engine, PreemptedXaAndDecodeKvFullContinueAsIfAlone) {
+  AttnOptions full = small_ssa();
+  full.decode_kv = DecodeKv::full;
+  auto xa_ssa = std::make_shared<PatternRouting>(AttnMode::xa, AttnMode::ssa, true);
+  auto hybrid = std::make_shared<PatternRouting>(AttnMode::fa, AttnMode::ssa, true);
+  check_engine_equals_alone(200, 64, true, small_ssa(), {xa_ssa});
+  check_engine_equals_alone(200, 64, true, full, {hybrid});
 }
 
 TEST(Engine, CancelGivesThePagesBack) {
