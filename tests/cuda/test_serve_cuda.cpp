@@ -290,11 +290,16 @@ void check_engine_equals_alone(int64_t kv_pages, bool expect_preemption) {
     streams.push_back(engine.submit(r));
     ASSERT_NE(streams.back(), nullptr);
   }
+  // Every stream drained before the first generate() alone: the engine's thread owns the model's
+  // backend (its stream and workspaces) while sequences run, so a request alone on this thread
+  // at the same time would share them (the first device run did that and compared garbage).
+  std::vector<std::vector<int64_t>> outputs(N);
+  for (int i = 0; i < N; ++i)
+    while (!streams[size_t(i)]->wait(outputs[size_t(i)], std::chrono::milliseconds(200))) {
+    }
   int64_t preempted = 0;
   for (int i = 0; i < N; ++i) {
-    std::vector<int64_t> got;
-    while (!streams[size_t(i)]->wait(got, std::chrono::milliseconds(200))) {
-    }
+    const std::vector<int64_t>& got = outputs[size_t(i)];
     const std::vector<int64_t> want = generate_alone(m, policies[size_t(i) % policies.size()].get(),
                                                      attn, prompts[size_t(i)], max_tokens);
     EXPECT_EQ(got, want) << "request " << i;

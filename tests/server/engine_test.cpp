@@ -360,9 +360,13 @@ void check_engine_equals_alone(int64_t kv_pages, int64_t max_running, bool expec
     streams.push_back(engine.submit(r));
     ASSERT_NE(streams.back(), nullptr);
   }
+  // Drained before the first generate() alone: the engine's thread owns the model's backend
+  // while sequences run (engine.h).
+  std::vector<std::vector<int64_t>> outputs;
+  for (int i = 0; i < N; ++i) outputs.push_back(drain(*streams[size_t(i)]));
   int64_t preempted = 0;
   for (int i = 0; i < N; ++i) {
-    const std::vector<int64_t> got = drain(*streams[size_t(i)]);
+    const std::vector<int64_t>& got = outputs[size_t(i)];
     const std::vector<int64_t> want =
         generate_alone(m, policies[size_t(i) % policies.size()].get(), attn, prompts[size_t(i)], max_tokens);
     EXPECT_EQ(got, want) << "request " << i;
