@@ -61,7 +61,9 @@ int cmd_route(int argc, char** argv) {
   Request req = request_start(model, setup);
   const int64_t T = static_cast<int64_t>(ids.size());
   PrefillOptions po;
-  po.logits = LogitsOutput::none;
+  // The last position's logits (one row of the lm_head) only for the forward's non-finite
+  // check: a routing of NaN activations is no routing.
+  po.logits = LogitsOutput::last;
   model_prefill(model, req, ids.data(), T, po);
   const RequestReport r = elastic_request_report(model, req, T);
   if (!eo.routing_map.empty()) report_write_routing_map_png(r, eo.routing_map);

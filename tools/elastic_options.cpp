@@ -41,14 +41,18 @@ void elastic_options_add(CommandLine& cl, ElasticOptions& o) {
              "SSA local window tokens (rounded up; default local_window_size)", {1, kMaxTokens});
   cl.integer("--block", r.ssa_block, "B", "SSA block size (default block_size, else 128)",
              {1, kMaxTokens});
-  cl.integer("--xa-block", r.xa_block, "B", "XA block size (default 128; a multiple of the stride)",
+  cl.integer("--xa-block", r.xa_block, "B",
+             "XA block size (default xattn_block_size, else block_size, else\n128; a multiple of "
+             "the stride)",
              {1, kMaxTokens});
-  cl.integer("--xa-stride", r.xa_stride, "S", "XA antidiagonal stride (default 16)",
-             {1, kMaxTokens});
+  cl.integer("--xa-stride", r.xa_stride, "S",
+             "XA antidiagonal stride (default xattn_stride, else 16)", {1, kMaxTokens});
   cl.real("--xa-threshold", r.xa_threshold, "X",
-          "XA cumulative-mass threshold in (0, 1] (default 0.9)", {0.0, 1.0, /*min_open=*/true});
+          "XA cumulative-mass threshold in (0, 1] (default xattn_threshold,\nelse 0.9)",
+          {0.0, 1.0, /*min_open=*/true});
   cl.integer("--pool-tokens", r.pool_tokens, "P",
-             "router boundary pooling: first and last P tokens (default\npool_tokens, else 100)",
+             "router boundary pooling: first and last P tokens (default\npool_tokens or pool_size, "
+             "else 100)",
              {1, kMaxTokens});
   cl.real("--sparsity-bias", r.sparsity_bias, "B",
           "added to the router's sparse logit: > 0 routes more heads sparse", {});

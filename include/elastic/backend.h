@@ -81,6 +81,9 @@ class Backend {
                                  int64_t q_dim, int64_t kv_dim) = 0;
   // x += delta; [count].
   virtual void residual_forward(float* x, const float* delta, int64_t count) = 0;
+  // Whether x: [count] fp32 backend memory holds only finite values: the forward's one check of
+  // its logits (and, on the error path only, of each layer's output). Default: download, scan.
+  virtual bool all_finite(const float* x, int64_t count);
   // All heads of one layer, each KV head in its mode (attention.h).
   virtual void attention_forward(const AttnArgs& args) = 0;
 

@@ -40,9 +40,20 @@ struct ElasticConfig {
   int64_t sink_size = 128;          // tokens
   int64_t local_window_size = 2048; // tokens
   int64_t block_size = 128;         // SSA block (tokens); the key "block_size"
-  int64_t pool_tokens = 100;        // router boundary pooling P; the key "pool_tokens"
-  std::string pooling_mode = "ctx_q";
+  int64_t xa_block = 128;           // XA block: "xattn_block_size", else "block_size"
+  int64_t xa_stride = 16;           // XA antidiagonal stride: "xattn_stride"
+  double xa_threshold = 0.9;        // XA threshold tau: "xattn_threshold"
+  int64_t pool_tokens = 100;        // router boundary pooling P: "pool_tokens" or "pool_size"
+  std::string pooling_mode = "ctx_q";  // the only mode the reference implements
   bool use_softmax = true;
+  // Every Elastic key in the order of SPEC §2 with the value taken and whether it was absent
+  // from config.json (so the default was used): what `elastic inspect` lists.
+  struct Key {
+    std::string name;
+    std::string value;
+    bool defaulted = false;
+  };
+  std::vector<Key> keys;
 };
 
 struct ModelConfig {

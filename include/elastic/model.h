@@ -130,6 +130,10 @@ struct PrefillOptions {
   bool logits_to_host = true;
   // Called after each layer with (layers done, layers): progress of a long prefill.
   std::function<void(int64_t, int64_t)> on_layer;
+  // Check the embeddings and every layer's output for NaN / Inf and throw naming the first
+  // non-finite one: the re-check pass run when the logits are not finite (every prefill that
+  // computes logits checks them and throws naming the first non-finite layer).
+  bool check_layers = false;
 };
 
 // Runs tokens ids[0..n) at positions request.length.. through the model and returns the

@@ -3,8 +3,9 @@
 //
 // From the checkpoint's config.json (ElasticConfig) and weights, plus optional overrides:
 //   attention sizes   SSA sink/local/block from sink_size/local_window_size/block_size, XA
-//                     block 128, stride 16, threshold 0.9; each may be overridden; validated
-//                     together; router pooling P from pool_tokens
+//                     block/stride/threshold from xattn_block_size (else block_size)/
+//                     xattn_stride/xattn_threshold (defaults 128, 16, 0.9); each may be
+//                     overridden; validated together; router pooling P from pool_tokens
 //   decode KV         bounded (default: SSA heads keep sinks + window) or full (every head
 //                     keeps its whole cache and decodes with FA, as the reference; SPEC §4)
 //   head modes        retrieval mode (decision 1) from retrieval_mode, sparse mode (decision 0)

@@ -113,6 +113,21 @@ void router_layer_outputs(double* z, const RouterWeights& w, int64_t layer, cons
   }
 }
 
+namespace {
+
+// A NaN router output would compare false everywhere and route every head sparse without a
+// word (and print as null): stop instead, naming the layer. z: [Hkv, classes].
+void router_outputs_check(const double* z, int64_t Hkv, int64_t classes, int64_t layer) {
+  for (int64_t i = 0; i < Hkv * classes; ++i)
+    if (!std::isfinite(z[i]))
+      throw Error("router of layer " + std::to_string(layer) + ": output " + std::to_string(z[i]) +
+                  " for KV head " + std::to_string(i / classes) +
+                  " is not finite (the layer's keys or its router weights model.layers." +
+                  std::to_string(layer) + ".self_attn.mask_allocator.* hold NaN or Inf)");
+}
+
+}  // namespace
+
 std::vector<uint8_t> router_layer_decide(std::vector<float>& logits, const double* z, int64_t Hkv, int64_t classes,
                                          double sparsity_bias) {
   ELASTIC_CHECK(classes == 1 || classes == 2);
@@ -145,6 +160,7 @@ std::vector<uint8_t> router_layer_forward(std::vector<float>& logits, const Rout
                                           const float* k, int64_t n, int64_t Hkv, const RouterOptions& opt) {
   std::vector<double> z(static_cast<size_t>(Hkv * w.classes));
   router_layer_outputs(z.data(), w, layer, k, n, Hkv, opt.pool_tokens);
+  router_outputs_check(z.data(), Hkv, w.classes, layer);
   return router_layer_decide(logits, z.data(), Hkv, w.classes, opt.sparsity_bias);
 }
 
@@ -178,6 +194,7 @@ LayerRoute RouterRouting::route(int64_t layer, const float* k, int64_t n, int64_
   head_dim_check(d);
   std::vector<double> z(static_cast<size_t>(Hkv * weights_.classes));
   router_layer_outputs(z.data(), weights_, layer, k, n, Hkv, options_.pool_tokens);
+  router_outputs_check(z.data(), Hkv, weights_.classes, layer);
   return route_from_outputs(z, Hkv);
 }
 
@@ -194,6 +211,7 @@ LayerRoute RouterRouting::route_backend(Backend& backend, int64_t layer, const f
   }
   std::vector<double> z(static_cast<size_t>(Hkv * weights_.classes));  // z: [Hkv, classes]
   backend.router_forward(z.data(), weights_, prepared_.get(), layer, k, n, Hkv, options_.pool_tokens);
+  router_outputs_check(z.data(), Hkv, weights_.classes, layer);  // every backend's z
   return route_from_outputs(z, Hkv);
 }
 

@@ -27,9 +27,9 @@ RoutingSetup routing_setup(const RoutingOptions& o, const ModelConfig& c,
   s.attn.ssa.sink_tokens = o.sink_tokens.value_or(c.elastic.sink_size);
   s.attn.ssa.local_tokens = o.local_tokens.value_or(c.elastic.local_window_size);
   s.attn.ssa.block = o.ssa_block.value_or(c.elastic.block_size);
-  s.attn.xa.block = o.xa_block.value_or(128);
-  s.attn.xa.stride = o.xa_stride.value_or(16);
-  s.attn.xa.threshold = o.xa_threshold.value_or(0.9);
+  s.attn.xa.block = o.xa_block.value_or(c.elastic.xa_block);
+  s.attn.xa.stride = o.xa_stride.value_or(c.elastic.xa_stride);
+  s.attn.xa.threshold = o.xa_threshold.value_or(c.elastic.xa_threshold);
   s.attn.decode_kv = o.decode_kv.value_or(DecodeKv::bounded);
   attn_options_validate(s.attn);
 

@@ -2,6 +2,7 @@
 // route_backend of every policy (keys downloaded to the host).
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -43,6 +44,16 @@ namespace {
 
 // Lines of a text file without comments, split into fields at spaces, tabs and commas.
 std::vector<std::pair<int, std::vector<std::string>>> read_fields(const std::string& path) {
+  // A folder opens as an empty stream on Linux (every head would turn sparse without a word)
+  // and a FIFO or device can block: only regular files are routing files.
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(status))
+    throw Error("routing file " + path + ": no such file");
+  if (!std::filesystem::is_regular_file(status))
+    throw Error("routing file " + path + ": " +
+                (std::filesystem::is_directory(status) ? "is a folder" : "is not a regular file") +
+                " (expected a text file of heads or scores)");
   std::ifstream f(path);
   if (!f) throw Error("cannot open routing file " + path);
   std::vector<std::pair<int, std::vector<std::string>>> out;

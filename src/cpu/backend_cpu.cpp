@@ -1,7 +1,10 @@
 // The CPU backend: host memory and the reference ops of cpu_ops.h, cpu_matmul.h and
 // attention_cpu. Stateless, so one shared instance serves every model.
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "elastic/backend.h"
 #include "elastic/batch_forward.h"
@@ -15,6 +18,12 @@ namespace elastic {
 // from kv_store_create(), which returns null here.
 void Backend::attention_forward_stored(const AttnArgs&, KvStore&, int64_t) {
   ELASTIC_CHECK_MSG(false, "attention_forward_stored on a backend that makes no KV store");
+}
+
+bool Backend::all_finite(const float* x, int64_t count) {
+  std::vector<float> host(static_cast<size_t>(count));
+  download(host.data(), x, host.size() * sizeof(float));
+  return std::all_of(host.begin(), host.end(), [](float v) { return std::isfinite(v); });
 }
 
 namespace {
@@ -72,6 +81,12 @@ class CpuBackend final : public Backend {
   }
   void residual_forward(float* x, const float* delta, int64_t count) override {
     elastic::residual_forward(x, delta, count);
+  }
+  bool all_finite(const float* x, int64_t count) override {
+    // x * 0 is 0 for finite x and NaN for NaN or Inf: one vectorisable pass, no branch.
+    float acc = 0.f;
+    for (int64_t i = 0; i < count; ++i) acc += x[i] * 0.f;
+    return acc == 0.f;
   }
   void attention_forward(const AttnArgs& args) override { attention_cpu(args); }
 

@@ -284,6 +284,16 @@ class CudaBackend final : public Backend {
     cuda::residual_launch(x, delta, count, stream_);
     done();
   }
+  bool all_finite(const float* x, int64_t count) override {
+    if (!finite_flag_) finite_flag_ = raw_alloc(sizeof(int));
+    int* flag = static_cast<int*>(finite_flag_.get());
+    ELASTIC_CUDA_CHECK(cudaMemsetAsync(flag, 0, sizeof(int), stream_));
+    cuda::nonfinite_flag_launch(flag, x, count, stream_);
+    int host = 0;  // one int back: the check costs a launch and a synchronisation
+    ELASTIC_CUDA_CHECK(cudaMemcpyAsync(&host, flag, sizeof(int), cudaMemcpyDeviceToHost, stream_));
+    ELASTIC_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return host == 0;
+  }
 
   void attention_forward(const AttnArgs& a) override {
     const std::vector<AttnMode> modes = effective_modes(a);
@@ -832,6 +842,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;  // the legacy default stream: ops run in program order
   cublasLtHandle_t lt_ = nullptr;
   std::shared_ptr<void> lt_workspace_;
+  std::shared_ptr<void> finite_flag_;  // all_finite's device flag, made on first use
   Scratch scratch_[4];
   std::map<const void*, std::shared_ptr<void>> tables_;
   std::unique_ptr<cuda::DeviceArena> arena_;

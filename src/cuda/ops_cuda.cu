@@ -93,6 +93,13 @@ __global__ void residual_kernel(float* x, const float* delta, int64_t count) {
     x[i] += delta[i];
 }
 
+__global__ void nonfinite_flag_kernel(int* flag, const float* x, int64_t count) {
+  // Every thread that sees a non-finite value stores the same 1: a benign race, no atomics.
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
+       i += int64_t(gridDim.x) * blockDim.x)
+    if (!isfinite(x[i])) *flag = 1;
+}
+
 __global__ void bias_add_kernel(float* y, const float* bias, int64_t rows, int64_t cols) {
   const int64_t count = rows * cols;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x)
@@ -132,6 +139,10 @@ void qkv_split_launch(float* q, float* k, float* v, const float* qkv, int64_t n,
 }
 void residual_launch(float* x, const float* delta, int64_t count, cudaStream_t stream) {
   residual_kernel<<<grid_for(count), kThreads, 0, stream>>>(x, delta, count);
+  ELASTIC_CUDA_CHECK(cudaGetLastError());
+}
+void nonfinite_flag_launch(int* flag, const float* x, int64_t count, cudaStream_t stream) {
+  nonfinite_flag_kernel<<<grid_for(count), kThreads, 0, stream>>>(flag, x, count);
   ELASTIC_CUDA_CHECK(cudaGetLastError());
 }
 void bias_add_launch(float* y, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream) {

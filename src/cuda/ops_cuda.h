@@ -29,6 +29,9 @@ void qkv_split_launch(float* q, float* k, float* v, const float* qkv, int64_t n,
                       int64_t kv_dim, cudaStream_t stream);
 // x += delta; [count].
 void residual_launch(float* x, const float* delta, int64_t count, cudaStream_t stream);
+// *flag = 1 when x: [count] holds a NaN or an Inf; *flag is left as it was otherwise (the caller
+// zeroes it first).
+void nonfinite_flag_launch(int* flag, const float* x, int64_t count, cudaStream_t stream);
 // y[r, c] += bias[c]; y: [rows, cols].
 void bias_add_launch(float* y, const float* bias, int64_t rows, int64_t cols, cudaStream_t stream);
 

@@ -2,7 +2,9 @@
 #include "elastic/config.h"
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
+#include <initializer_list>
 #include <nlohmann/json.hpp>
 
 #include "elastic/error.h"
@@ -153,6 +155,90 @@ void parse_rope(const Reader& top, const json* params, const json* legacy_scalin
   }
 }
 
+// Number formatted for the key list of `elastic inspect` (shortest form that reads back).
+std::string number_str(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", x);
+  return buf;
+}
+
+// Elastic keys (SPEC §2) with their defaults, recording which defaults were taken. The XA keys
+// are spelled as the reference's inference code reads them (xattn_stride, xattn_threshold;
+// its block granularity is block_size); the xa_* spellings of our own options are accepted too.
+void parse_elastic(const Reader& r, ModelConfig& c) {
+  ElasticConfig& el = c.elastic;
+  for (const auto& a : c.architectures)
+    if (a.rfind("Paw", 0) == 0) el.present = true;
+  if (r.find("toggle_type") || r.find("enable_ada_sparsity")) el.present = true;
+  // The first of `names` present in the file, or "" when none is (the default is taken).
+  auto first_of = [&](std::initializer_list<const char*> names) -> std::string {
+    for (const char* n : names)
+      if (r.find(n)) return n;
+    return "";
+  };
+  auto note = [&](const std::string& name, const std::string& value, bool defaulted) {
+    el.keys.push_back({name, value, defaulted});
+  };
+  auto int_key = [&](std::initializer_list<const char*> names, int64_t min_value,
+                     int64_t fallback) {
+    const std::string key = first_of(names);
+    const int64_t v = key.empty() ? fallback : *r.int_opt(key, min_value, kMaxPositions);
+    note(key.empty() ? *names.begin() : key, std::to_string(v), key.empty());
+    return v;
+  };
+
+  const std::optional<bool> ada = r.bool_opt("enable_ada_sparsity");
+  el.enable_ada_sparsity = ada.value_or(true);
+  note("enable_ada_sparsity", el.enable_ada_sparsity ? "true" : "false", !ada);
+  const std::optional<std::string> toggle = r.str_opt("toggle_type");
+  if (toggle) {
+    if (*toggle == "streaming")
+      el.sparse_mode = SparseMode::ssa;
+    else if (*toggle == "xattn")
+      el.sparse_mode = SparseMode::xa;
+    else
+      r.fail("toggle_type", "is " + value_str(*toggle) + " (supported: \"streaming\", \"xattn\")");
+  }
+  note("toggle_type", el.sparse_mode == SparseMode::xa ? "\"xattn\"" : "\"streaming\"", !toggle);
+  const std::optional<std::string> retrieval = r.str_opt("retrieval_mode");
+  if (retrieval) {
+    if (*retrieval == "full")
+      el.retrieval_mode = RetrievalMode::fa;
+    else if (*retrieval == "xattn")
+      el.retrieval_mode = RetrievalMode::xa;
+    else
+      r.fail("retrieval_mode", "is " + value_str(*retrieval) + " (supported: \"full\", \"xattn\")");
+  }
+  note("retrieval_mode", el.retrieval_mode == RetrievalMode::xa ? "\"xattn\"" : "\"full\"",
+       !retrieval);
+  el.sink_size = int_key({"sink_size"}, 0, 128);
+  el.local_window_size = int_key({"local_window_size"}, 1, 2048);
+  el.block_size = int_key({"block_size"}, 1, 128);
+  el.xa_block = int_key({"xattn_block_size", "xa_block_size", "xa_block"}, 1, el.block_size);
+  el.xa_stride = int_key({"xattn_stride", "xa_stride"}, 1, 16);
+  {
+    const std::string key = first_of({"xattn_threshold", "xa_threshold"});
+    if (!key.empty()) {
+      el.xa_threshold = *r.num_opt(key);
+      if (!(el.xa_threshold > 0.0 && el.xa_threshold <= 1.0))
+        r.fail(key, "must be in (0, 1], got " + Reader::shown(*r.find(key)));
+    }
+    note(key.empty() ? "xattn_threshold" : key, number_str(el.xa_threshold), key.empty());
+  }
+  el.pool_tokens = int_key({"pool_tokens", "pool_size"}, 1, 100);
+  const std::optional<std::string> pooling = r.str_opt("pooling_mode");
+  if (pooling) {
+    // The reference raises on any other mode; running one silently as ctx_q would change the
+    // router's input without a word.
+    if (*pooling != "ctx_q")
+      r.fail("pooling_mode", "is " + value_str(*pooling) + " (supported: \"ctx_q\")");
+    el.pooling_mode = *pooling;
+  }
+  note("pooling_mode", value_str(el.pooling_mode), !pooling);
+  const std::optional<bool> softmax = r.bool_opt("use_softmax");
+  el.use_softmax = softmax.value_or(true);
+  note("use_softmax", el.use_softmax ? "true" : "false", !softmax);
+}
 }  // namespace
 
 std::string_view model_family_name(ModelFamily f) {
@@ -248,28 +334,7 @@ ModelConfig config_parse(const std::string& text, const std::string& source) {
                 "is " + value_str(*dt) + " (supported: \"bfloat16\", \"float16\", \"float32\")");
   }
 
-  // Elastic keys (SPEC §2) with their defaults.
-  ElasticConfig& el = c.elastic;
-  for (const auto& a : c.architectures)
-    if (a.rfind("Paw", 0) == 0) el.present = true;
-  if (r.find("toggle_type") || r.find("enable_ada_sparsity")) el.present = true;
-  el.enable_ada_sparsity = r.bool_opt("enable_ada_sparsity").value_or(true);
-  if (auto t = r.str_opt("toggle_type")) {
-    if (*t == "streaming") el.sparse_mode = SparseMode::ssa;
-    else if (*t == "xattn") el.sparse_mode = SparseMode::xa;
-    else r.fail("toggle_type", "is " + value_str(*t) + " (supported: \"streaming\", \"xattn\")");
-  }
-  if (auto t = r.str_opt("retrieval_mode")) {
-    if (*t == "full") el.retrieval_mode = RetrievalMode::fa;
-    else if (*t == "xattn") el.retrieval_mode = RetrievalMode::xa;
-    else r.fail("retrieval_mode", "is " + value_str(*t) + " (supported: \"full\", \"xattn\")");
-  }
-  el.sink_size = r.int_opt("sink_size", 0, kMaxPositions).value_or(128);
-  el.local_window_size = r.int_opt("local_window_size", 1, kMaxPositions).value_or(2048);
-  el.block_size = r.int_opt("block_size", 1, kMaxPositions).value_or(128);
-  el.pool_tokens = r.int_opt("pool_tokens", 1, kMaxPositions).value_or(100);
-  if (auto p = r.str_opt("pooling_mode")) el.pooling_mode = *p;
-  el.use_softmax = r.bool_opt("use_softmax").value_or(true);
+  parse_elastic(r, c);
   return c;
 }
 

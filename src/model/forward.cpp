@@ -12,7 +12,10 @@
 // of every layer (the host KvCache, or the backend's KvStore when it makes one) holds exactly
 // the positions before the chunk when its attention runs.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "elastic/error.h"
 #include "elastic/model.h"
@@ -74,6 +77,44 @@ void mlp_block_forward(Backend& be, float* x, float* xn, float* proj, float* gat
     be.linear_forward(proj + t0 * D, act, w.down_proj, nullptr, m);       // proj: [m, D]
   }
   be.residual_forward(x, proj, n * D);
+}
+
+// Non-finite logits: name the first layer whose output is non-finite. The re-check runs the
+// chunk again on a fresh request with a check after every layer, which reproduces this chunk
+// exactly when it is the request's first (pos0 == 0); a later chunk's context is gone, so there
+// only the chunk's embedding rows are checked. Never returns.
+[[noreturn]] void nonfinite_logits_fail(const Model& model, const Request& req, const int64_t* ids,
+                                        int64_t n, int64_t pos0) {
+  const std::string where = model.source + ": the logits at positions " + std::to_string(pos0) +
+                            ".." + std::to_string(pos0 + n - 1) + " are not finite";
+  if (pos0 == 0) {
+    Request fresh = request_start(model, req.routing);
+    fresh.attn = req.attn;
+    PrefillOptions check;
+    check.logits = LogitsOutput::none;
+    check.check_layers = true;
+    model_prefill(model, fresh, ids, n, check);  // throws naming the layer, if one is non-finite
+    throw Error(where + ", while every layer's output is (NaN or Inf in model.norm.weight or " +
+                (model.config.tie_word_embeddings
+                     ? model.weights.embed_tokens.name + ", the tied lm_head)"
+                     : std::string("lm_head.weight)")));
+  }
+  const TensorView& table = model.weights.embed_tokens;
+  const int64_t D = model.config.hidden_size;
+  std::vector<float> row(static_cast<size_t>(D));
+  for (int64_t i = 0; i < n; ++i) {
+    const size_t offset = static_cast<size_t>(ids[i] * D) * dtype_size(table.dtype);
+    convert_to_f32(row.data(), static_cast<const unsigned char*>(table.data) + offset, table.dtype,
+                   row.size());
+    for (float v : row)
+      if (!std::isfinite(v))
+        throw Error(where + ": row " + std::to_string(ids[i]) + " of " + table.name +
+                    " (the embedding of token " + std::to_string(ids[i]) + ") holds NaN or Inf");
+  }
+  throw Error(where +
+              " (an earlier chunk was finite; NaN or Inf in the weights this chunk "
+              "reached, or an overflow in its activations; `elastic inspect --check` scans "
+              "the weights)");
 }
 
 }  // namespace
@@ -138,6 +179,9 @@ const std::vector<float>& model_prefill(const Model& model, Request& req, const 
   be.embedding_forward(x, ids, n, W.embed_tokens.data, W.embed_tokens.dtype, V, D);  // x: [n, D]
   if (opt.hidden) opt.hidden->clear();
   hidden_push(be, opt.hidden, x, n * D);
+  if (opt.check_layers && !be.all_finite(x, n * D))
+    throw Error(model.source + ": the embeddings of the prompt are not finite (NaN or Inf in " +
+                W.embed_tokens.name + ")");
 
   for (int64_t l = 0; l < L; ++l) {
     const LayerWeights& w = W.layers[static_cast<size_t>(l)];
@@ -190,6 +234,10 @@ const std::vector<float>& model_prefill(const Model& model, Request& req, const 
     be.residual_forward(x, proj, n * D);
     mlp_block_forward(be, x, xn, proj, f32(ws.gate_up), f32(ws.act), w, c, n);
     hidden_push(be, opt.hidden, x, n * D);
+    if (opt.check_layers && !be.all_finite(x, n * D))
+      throw Error(model.source + ": the output of layer " + std::to_string(l) +
+                  " is not finite (NaN or Inf in model.layers." + std::to_string(l) +
+                  ".* or an overflow in its activations); the layers before it are finite");
     if (opt.on_layer) opt.on_layer(l + 1, L);
   }
   req.length = pos0 + n;
@@ -198,6 +246,9 @@ const std::vector<float>& model_prefill(const Model& model, Request& req, const 
     const float* last = x + (n - logits_rows) * D;
     be.rmsnorm_forward(xn, last, W.final_norm, logits_rows, D, eps);
     be.linear_forward(f32(ws.logits), xn, W.lm_head, nullptr, logits_rows);  // [rows, V]
+    // One reduction over the logits; the layers are re-checked only when it fails.
+    if (!opt.check_layers && !be.all_finite(f32(ws.logits), logits_rows * V))
+      nonfinite_logits_fail(model, req, ids, n, pos0);
     if (opt.logits_to_host)
       be.download(ws.logits_host.data(), ws.logits.get(), ws.logits_host.size() * sizeof(float));
     else

@@ -157,9 +157,37 @@ Model model_build(const ModelConfig& config, const TensorLookup& lookup,
   return m;
 }
 
+void layers_unused_check(const ModelConfig& c, const WeightStore& store, const std::string& dir) {
+  // HF loads such a checkpoint with a warning about unused weights and runs fewer layers; a
+  // warning scrolls by unseen, so this is an error (our choice, see the message).
+  const std::string prefix = "model.layers.";
+  int64_t first_layer = -1;  // the lowest unused layer index, and its first tensor name
+  std::string first_name;
+  for (const std::string& name : store.names()) {
+    if (name.rfind(prefix, 0) != 0) continue;
+    const size_t dot = name.find('.', prefix.size());
+    const std::string index = name.substr(prefix.size(), dot - prefix.size());
+    if (index.empty() || index.size() > 9 ||
+        index.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    const int64_t layer = std::stoll(index);
+    if (layer >= c.num_layers && (first_layer < 0 || layer < first_layer)) {
+      first_layer = layer;
+      first_name = name;
+    }
+  }
+  if (first_layer >= 0)
+    throw Error(dir + ": tensor '" + first_name +
+                "' is unused: config.json has num_hidden_layers " + std::to_string(c.num_layers) +
+                " (layers 0.." + std::to_string(c.num_layers - 1) +
+                "); a checkpoint with more layers than the config is refused rather than run "
+                "truncated (HF would only warn)");
+}
+
 Model model_load(const std::string& dir, std::shared_ptr<Backend> backend) {
   ModelConfig config = config_load(dir);
   auto store = std::make_shared<WeightStore>(WeightStore::open(dir));
+  layers_unused_check(config, *store, dir);
   TensorLookup lookup = [store](const std::string& name) -> std::optional<TensorView> {
     if (!store->contains(name)) return std::nullopt;
     return store->get(name);

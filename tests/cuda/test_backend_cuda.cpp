@@ -270,6 +270,57 @@ TEST(CudaBackendModel, Qwen3TinyPrefillAndDecodeMatchGoldenLogits) {
   }
 }
 
+// The forward's non-finite check on the CUDA backend (Backend::all_finite's device reduction):
+// finite buffers pass, one NaN or Inf anywhere fails; a NaN written into one weight of layer 1
+// stops the prefill naming layer 1, with the logits on the host and kept on the device (the
+// generate loop's path).
+TEST(CudaBackendOps, NonFiniteLogitsNameTheLayer) {
+  REQUIRE_GPU();
+  auto gpu = backend_cuda();
+  Dev g{*gpu, {}};
+  std::vector<float> h = randn(100003, 7);
+  EXPECT_TRUE(gpu->all_finite(g.put(h), int64_t(h.size())));
+  for (float bad : {NAN, INFINITY, -INFINITY}) {
+    for (size_t at : {size_t(0), size_t(5000), h.size() - 1}) {
+      std::vector<float> x = h;
+      x[at] = bad;
+      EXPECT_FALSE(gpu->all_finite(g.put(x), int64_t(x.size()))) << bad << " at " << at;
+      EXPECT_TRUE(gpu->all_finite(g.put(x), int64_t(at))) << "the count bounds the scan";
+    }
+  }
+
+  const std::string dir = std::string(ELASTIC_SHARED_DIR) + "/fixtures/hf/qwen3-tiny";
+  auto store = std::make_shared<WeightStore>(WeightStore::open(dir));
+  const std::string poisoned = "model.layers.1.self_attn.o_proj.weight";
+  auto f32 = std::make_shared<std::vector<float>>(store->get(poisoned).to_f32());
+  (*f32)[3] = NAN;
+  TensorLookup lookup = [store, f32,
+                         poisoned](const std::string& name) -> std::optional<TensorView> {
+    if (!store->contains(name)) return std::nullopt;
+    TensorView t = store->get(name);
+    if (name == poisoned) {
+      t.dtype = DType::f32;
+      t.data = f32->data();
+    }
+    return t;
+  };
+  const Model m = model_build(config_load(dir), lookup, store, dir, gpu);
+  const std::vector<int64_t> ids = {1, 2, 3, 4};
+  for (bool to_host : {true, false}) {
+    Request r = request_start(m);
+    PrefillOptions o;
+    o.logits_to_host = to_host;
+    try {
+      model_prefill(m, r, ids.data(), int64_t(ids.size()), o);
+      ADD_FAILURE() << "no error with logits_to_host " << to_host;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("the output of layer 1 is not finite"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 // The Elastic checkpoints end to end on CUDA (router on the host over the CUDA backend's k, the
 // fused attention in the routed modes): router decisions, rho and logits against the float64
 // goldens. Router logits and XA masks see bf16-rounded projections (~2e-3 relative), so a

@@ -277,6 +277,70 @@ void expect_field_error(const std::string& text, const std::string& needle) {
   }
 }
 
+// Elastic keys (issue 13 item 4): the reference's XA and block keys and their xa_* spellings,
+// pool_size for pool_tokens, defaults recorded; pooling_mode other than ctx_q refused.
+TEST(Config, ElasticXattnKeysAndRecordedDefaults) {
+  const nlohmann::json paw = {{"model_type", "qwen3"}, {"architectures", {"PawQwen3ForCausalLM"}}};
+  ModelConfig d = config_parse(config_text(paw), "c.json");
+  EXPECT_EQ(d.elastic.block_size, 128);
+  EXPECT_EQ(d.elastic.xa_block, 128);
+  EXPECT_EQ(d.elastic.xa_stride, 16);
+  EXPECT_EQ(d.elastic.xa_threshold, 0.9);
+  EXPECT_EQ(d.elastic.pool_tokens, 100);
+  ASSERT_EQ(d.elastic.keys.size(), 12u);
+  for (const auto& k : d.elastic.keys) EXPECT_TRUE(k.defaulted) << k.name;
+
+  nlohmann::json j = paw;
+  j.merge_patch({{"block_size", 64},
+                 {"xattn_stride", 8},
+                 {"xattn_threshold", 0.8},
+                 {"pool_size", 50},
+                 {"sink_size", 0}});
+  ModelConfig c = config_parse(config_text(j), "c.json");
+  EXPECT_EQ(c.elastic.block_size, 64);
+  EXPECT_EQ(c.elastic.xa_block, 64);  // the reference's granularity: block_size for XA too
+  EXPECT_EQ(c.elastic.xa_stride, 8);
+  EXPECT_EQ(c.elastic.xa_threshold, 0.8);
+  EXPECT_EQ(c.elastic.pool_tokens, 50);
+  auto key = [&](const std::string& name) {
+    for (const auto& k : c.elastic.keys)
+      if (k.name == name) return k;
+    ADD_FAILURE() << "no key " << name;
+    return ElasticConfig::Key{};
+  };
+  EXPECT_FALSE(key("block_size").defaulted);
+  EXPECT_TRUE(key("xattn_block_size").defaulted);
+  EXPECT_EQ(key("xattn_threshold").value, "0.8");
+  EXPECT_EQ(key("pool_size").value, "50");
+  EXPECT_FALSE(key("sink_size").defaulted);
+  EXPECT_TRUE(key("use_softmax").defaulted);
+
+  j.merge_patch({{"xattn_block_size", 128},
+                 {"xattn_stride", nullptr},
+                 {"xa_stride", 32},
+                 {"xattn_threshold", nullptr},
+                 {"xa_threshold", 0.95}});
+  ModelConfig a = config_parse(config_text(j), "c.json");
+  EXPECT_EQ(a.elastic.block_size, 64);
+  EXPECT_EQ(a.elastic.xa_block, 128);
+  EXPECT_EQ(a.elastic.xa_stride, 32);
+  EXPECT_EQ(a.elastic.xa_threshold, 0.95);
+
+  nlohmann::json bad = paw;
+  bad.merge_patch({{"pooling_mode", "first_token"}});
+  expect_field_error(config_text(bad),
+                     "field 'pooling_mode' is \"first_token\" (supported: \"ctx_q\")");
+  bad = paw;
+  bad.merge_patch({{"xattn_threshold", 0}});
+  expect_field_error(config_text(bad), "field 'xattn_threshold' must be in (0, 1], got 0");
+  bad = paw;
+  bad.merge_patch({{"xattn_stride", 0}});
+  expect_field_error(config_text(bad), "field 'xattn_stride' must be in [1, ");
+  bad = paw;
+  bad.merge_patch({{"block_size", "64"}});
+  expect_field_error(config_text(bad), "field 'block_size' must be an integer");
+}
+
 TEST(Config, RejectsInvalidFields) {
   expect_field_error(config_text({{"hidden_size", nullptr}}), "field 'hidden_size' is missing");
   expect_field_error(config_text({{"hidden_size", "16"}}),
