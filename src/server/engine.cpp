@@ -5,6 +5,7 @@
 #include "elastic/engine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "elastic/error.h"
@@ -301,11 +302,19 @@ bool Engine::step() {
   // a distribution, which sorts the vocabulary), deliver, finish.
   const int64_t S = static_cast<int64_t>(running_.size());
   std::vector<int64_t> sampled(static_cast<size_t>(S));
+  // A model with NaN/Inf in its weights (or an overflow) gives non-finite logits: that request
+  // fails with an error instead of sampling from them (the request path checks the same).
+  std::vector<uint8_t> finite(static_cast<size_t>(S), 1);
+  for (int64_t i = 0; i < S; ++i) {
+    const float* row = logits.data() + i * c.vocab_size;
+    finite[static_cast<size_t>(i)] =
+        std::all_of(row, row + c.vocab_size, [](float x) { return std::isfinite(x); });
+  }
   bool any_random = false;
   for (auto& s : running_) any_random = any_random || s->request.sampling.temperature > 0.f;
 #pragma omp parallel for schedule(dynamic, 1) if (any_random && S >= 4)
   for (int64_t i = 0; i < S; ++i)
-    if (!partial[static_cast<size_t>(i)])
+    if (!partial[static_cast<size_t>(i)] && finite[static_cast<size_t>(i)])
       sampled[static_cast<size_t>(i)] = running_[static_cast<size_t>(i)]->sampler.sample(
           logits.data() + i * c.vocab_size, c.vocab_size);
   int64_t prompt_tokens = 0, generated = 0;
@@ -326,6 +335,14 @@ bool Engine::step() {
       s.stream->report_ = std::move(r);
     }
     if (partial[i]) continue;  // a recomputed prompt: its generated tokens follow next step
+    if (!finite[i]) {
+      finish(s, FinishReason::error,
+             "the logits at position " + std::to_string(s.state.length - 1) +
+                 " are not finite (NaN or Inf in the model's weights, or an overflow in its "
+                 "activations; `elastic inspect --check` scans the weights)");
+      done.push_back(i);
+      continue;
+    }
     const int64_t token = sampled[i];
     const bool stop = std::find(s.request.stop_ids.begin(), s.request.stop_ids.end(), token) !=
                       s.request.stop_ids.end();

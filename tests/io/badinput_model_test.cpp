@@ -11,6 +11,8 @@
 #include <cstring>
 #include <limits>
 
+#include "elastic/engine.h"
+#include "elastic/model.h"
 #include "io_test_util.h"
 
 namespace elastic {
@@ -115,6 +117,29 @@ TEST_F(BadModel, NanWeightStopsEveryCommandNamingTheLayer) {
   expect_one_line_error({"eval", "-m", model(), "--tasks", "niah_single", "--lengths", "200", "--n",
                          "1", "--sink", "32", "--local", "64", "--block", "32", "-t", "1"},
                         needles);
+}
+
+// The serving engine: a request whose logits are not finite ends with an error naming the cause
+// (the server answers it with that error) instead of sampling from NaN.
+TEST_F(BadModel, ServeEngineFailsTheRequestOnNonFiniteLogits) {
+  copy_model(kTinyStories);
+  tensor_value_set("model.layers.0.mlp.down_proj.weight", 0, kNaN);
+  const Model m = model_load(model());
+  EngineOptions eo;
+  eo.kv_pages = 1024;
+  Engine engine(m, eo);
+  EngineRequest r;
+  r.prompt = {1, 2, 3, 4};
+  r.max_tokens = 8;
+  const std::shared_ptr<EngineStream> s = engine.submit(r);
+  ASSERT_NE(s, nullptr);
+  std::vector<int64_t> got;
+  while (!s->wait(got, std::chrono::milliseconds(200))) {
+  }
+  EXPECT_TRUE(got.empty());
+  EXPECT_EQ(s->finish_reason(), FinishReason::error);
+  EXPECT_NE(s->error().find("not finite"), std::string::npos) << s->error();
+  EXPECT_EQ(engine.stats().kv_pages_used, 0);
 }
 
 TEST_F(BadModel, ChatStopsOnANanWeight) {
