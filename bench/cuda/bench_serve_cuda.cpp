@@ -109,10 +109,14 @@ double kv_read_bytes(const LayerModes& modes, const SsaOptions& ssa, int64_t ctx
 struct Result {
   const char* config;
   int64_t seqs;
-  double ms_batch, ms_one, kv1_bytes;
+  double ms_batch, ms_one, kv1_bytes, ms_batch_depth1;
 };
 
 }  // namespace
+
+namespace elastic::cuda::detail {
+void set_paged_decode_depth(int depth);  // src/cuda/attention_paged.h
+}
 
 int main(int argc, char** argv) {
   int64_t ctx = 8192, conc = 64, long_ctx = 32768;
@@ -176,7 +180,17 @@ int main(int argc, char** argv) {
 
     std::mt19937_64 rng(7);
     std::vector<Result> results;
-    const int64_t extra = kWarmupSteps + kTimedSteps;
+    const int64_t extra = 2 * (kWarmupSteps + kTimedSteps);  // two timed runs (decode depths)
+    // The step without its KV stream: C sequences of 64 positions (the GEMMs over C rows, the
+    // host's planning and uploads, the launches); what the 8K step adds is its KV reads.
+    double ms_base = 0;
+    {
+      std::vector<SeqState> base = seqs_make(pool, dense, attn, conc, 64, extra);
+      ms_base = decode_ms(m, pool, base, attn, rng);
+      std::printf("  %lld sequences of 64 positions: %.2f ms/step (the step without its KV)\n",
+                  (long long)base.size(), ms_base);
+      seqs_release(pool, base);
+    }
     for (auto [name, modes] : {std::pair<const char*, const LayerModes*>{"dense", &dense},
                                std::pair<const char*, const LayerModes*>{"FA-SSA 0.7", &fa_ssa}}) {
       std::vector<SeqState> one = seqs_make(pool, *modes, attn, 1, ctx, extra);
@@ -184,11 +198,15 @@ int main(int argc, char** argv) {
       const double ms_one = decode_ms(m, pool, one, attn, rng);
       seqs_release(pool, one);
       std::vector<SeqState> many = seqs_make(pool, *modes, attn, conc, ctx, extra);
+      cuda::detail::set_paged_decode_depth(1);  // the first kernel version, in the same run
+      const double ms_depth1 = decode_ms(m, pool, many, attn, rng);
+      cuda::detail::set_paged_decode_depth(2);
       const double ms_batch = decode_ms(m, pool, many, attn, rng);
-      results.push_back(
-          {name, int64_t(many.size()), ms_batch, ms_one, kv_read_bytes(*modes, attn.ssa, ctx, d)});
-      std::printf("  %-10s batch 1: %.2f ms/step; %lld sequences: %.2f ms/step\n", name, ms_one,
-                  (long long)many.size(), ms_batch);
+      results.push_back({name, int64_t(many.size()), ms_batch, ms_one,
+                         kv_read_bytes(*modes, attn.ssa, ctx, d), ms_depth1});
+      std::printf(
+          "  %-10s batch 1: %.2f ms/step; %lld sequences: %.2f ms/step (decode depth 1: %.2f)\n",
+          name, ms_one, (long long)many.size(), ms_batch, ms_depth1);
       std::fflush(stdout);
       seqs_release(pool, many);
     }
@@ -206,6 +224,16 @@ int main(int argc, char** argv) {
                   (long long)r.seqs, r.seqs < conc ? " (all that fit)" : "", r.ms_batch,
                   1e3 * C / r.ms_batch, 1e3 / r.ms_one, speedup, bound, r.kv1_bytes * 1e-9);
     }
+    std::printf(
+        "\nKV read rate of the batched step: C x KV per sequence / (step - step without KV)\n"
+        "| config | decode depth | KV GB per step | KV ms | KV read TB/s "
+        "|\n|---|---|---|---|---|\n");
+    for (const Result& r : results)
+      for (auto [depth, ms] : {std::pair{1, r.ms_batch_depth1}, std::pair{2, r.ms_batch}}) {
+        const double gb = double(r.seqs) * r.kv1_bytes * 1e-9, kv_ms = ms - ms_base;
+        std::printf("| %s | %d | %.1f | %.2f | %.2f |\n", r.config, depth, gb, kv_ms,
+                    kv_ms > 0 ? gb / kv_ms : 0.0);
+      }
     for (const Result& r : results)
       if (r.seqs < conc) {
         const double need = double(conc) * r.kv1_bytes * 1e-9;

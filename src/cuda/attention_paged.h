@@ -97,6 +97,9 @@ void paged_decode_run(const PagedKv& kv, const PagedDecodeParams& p, cudaStream_
 namespace detail {
 // Keys an SSA head attends at position pos (attention_decode.cu).
 int64_t ssa_decode_keys(const SsaOptions& o, int64_t pos);
+// Key steps a warp of the decode kernel keeps in flight: 2 (default) or 1 (the first version;
+// tests and bench_serve_cuda run both).
+void set_paged_decode_depth(int depth);
 }  // namespace detail
 
 }  // namespace elastic::cuda

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/attention_paged.h"
 #include "cuda_test_util.h"
 #include "elastic/batch_forward.h"
 #include "elastic/cuda/backend_cuda.h"
@@ -225,10 +226,15 @@ TEST(CudaServe, BatchForwardMatchesCpuForEveryMode) {
       all_sa(AttnMode::ssa, AttnMode::ssa, false);
   PatternRouting xa_ssa(AttnMode::xa, AttnMode::ssa, true),
       fa_xa(AttnMode::fa, AttnMode::xa, false);
-  for (const char* name : {"qwen3-tiny", "llama3-tiny"}) {
-    check_cpu_vs_cuda(name, {&hybrid, nullptr, &all_sa}, "fa-ssa");
-    check_cpu_vs_cuda(name, {&xa_ssa, &all_sa, &fa_xa}, "xa");  // B (the chunk) is not XA
+  for (int depth : {2, 1}) {  // the decode kernel's key steps in flight: both versions
+    cuda::detail::set_paged_decode_depth(depth);
+    std::printf("  decode depth %d\n", depth);
+    for (const char* name : {"qwen3-tiny", "llama3-tiny"}) {
+      check_cpu_vs_cuda(name, {&hybrid, nullptr, &all_sa}, "fa-ssa");
+      check_cpu_vs_cuda(name, {&xa_ssa, &all_sa, &fa_xa}, "xa");  // B (the chunk) is not XA
+    }
   }
+  cuda::detail::set_paged_decode_depth(2);
 }
 
 // Small shapes for compute-sanitizer (scripts/gpu-check.sh): the store, gather, decode and merge
