@@ -4,10 +4,15 @@
 
 #include <pcre2.h>
 
+#include <cstdint>
+
 #include "elastic/error.h"
 
 namespace elastic::tokenizer_detail {
 namespace {
+
+constexpr uint32_t kMatchLimit = 100000;
+constexpr uint32_t kDepthLimit = 10000;
 
 // Per-thread scratch: match data sized for the largest ovector we need (whole match only),
 // and a JIT stack larger than the 32 KiB default so long runs of whitespace cannot exhaust it.
@@ -21,6 +26,11 @@ struct ThreadScratch {
     context = pcre2_match_context_create(nullptr);
     ELASTIC_CHECK(match && stack && context);
     pcre2_jit_stack_assign(context, nullptr, stack);
+    // PCRE2's default match limit (10 million) applies per start position, so a pattern that
+    // backtracks catastrophically, such as (a+)+$, takes minutes on a few KB of text. The
+    // pre-tokenizer patterns of real tokenizers need a few dozen steps per token.
+    pcre2_set_match_limit(context, kMatchLimit);
+    pcre2_set_depth_limit(context, kDepthLimit);
   }
   ~ThreadScratch() {
     pcre2_match_context_free(context);
@@ -42,7 +52,10 @@ std::string pcre2_message(int code) {
 
 }  // namespace
 
-Regex::Regex(std::string_view pattern, const std::string& where) : where_(where) {
+Regex::Regex(std::string_view pattern, const std::string& where)
+    : where_(where),
+      pattern_(pattern.size() <= 80 ? std::string(pattern)
+                                    : std::string(pattern.substr(0, 77)) + "...") {
   int err = 0;
   PCRE2_SIZE err_offset = 0;
   code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
@@ -66,6 +79,12 @@ void Regex::find_all(std::string_view text, size_t base,
                   : pcre2_match(code_, subject, text.size(), pos, PCRE2_NO_UTF_CHECK, s.match,
                                 s.context);
     if (rc == PCRE2_ERROR_NOMATCH) break;
+    if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT ||
+        rc == PCRE2_ERROR_HEAPLIMIT || rc == PCRE2_ERROR_JIT_STACKLIMIT)
+      throw Error(
+          where_ + " = '" + pattern_ + "': " + pcre2_message(rc) + " at byte " +
+          std::to_string(pos) + " of a " + std::to_string(text.size()) +
+          "-byte text (the pattern backtracks catastrophically; fix the tokenizer's regex)");
     if (rc < 0) throw Error(where_ + ": regex match failed: " + pcre2_message(rc));
     PCRE2_SIZE* ov = pcre2_get_ovector_pointer(s.match);
     size_t b = ov[0], e = ov[1];
