@@ -307,6 +307,17 @@ TEST_F(BadInputLogits, ConfigDisagreesWithWeights) {
                          "expected shape [256, 192] for the config, got [512, 192]"});
 }
 
+TEST_F(BadInputLogits, MorePositionsThanTheModelHas) {
+  // qwen3-tiny has max_position_embeddings 8192: 8193 ids used to run silently past it.
+  std::string ids;
+  for (int i = 0; i < 8193; ++i) ids += "5 ";
+  expect_cli_failure({"logits", "-m", dir_.str(), "--input-ids", ids, "--out", dir_.str("o")},
+                     {"option --input-ids: 8193 tokens exceed the model's max_position_embeddings "
+                      "(8192)"});
+  expect_cli_failure({"route", "-m", dir_.str(), "--input-ids", ids},
+                     {"option --input-ids: 8193 tokens exceed", "(8192)"});
+}
+
 TEST_F(BadInput, WeightsAndConfigNotRegularFiles) {
   // A FIFO must be rejected, not block the reader waiting for a writer.
   fs::remove(weights());
