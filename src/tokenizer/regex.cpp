@@ -11,8 +11,20 @@
 namespace elastic::tokenizer_detail {
 namespace {
 
-constexpr uint32_t kMatchLimit = 100000;
+// PCRE2's default match limit (10 million steps) applies per start position, so a pattern that
+// backtracks catastrophically, such as (a+)+$, takes minutes on a few KB of text made of runs
+// just short of that limit. A legitimate match costs steps in proportion to its length (one
+// 200,000-letter word is one \p{L}+ match), so the limit is a floor plus kStepsPerByte times the
+// bytes left to match: an exponential blow-up stops at the first start position; what remains
+// possible is at worst quadratic, slow on huge texts but not a hang.
+constexpr uint32_t kMatchLimitFloor = 100000;
+constexpr uint64_t kStepsPerByte = 32;
 constexpr uint32_t kDepthLimit = 10000;
+
+uint32_t match_limit(size_t bytes_left) {
+  const uint64_t v = kMatchLimitFloor + kStepsPerByte * uint64_t(bytes_left);
+  return v > 0xffffffffu ? 0xffffffffu : uint32_t(v);
+}
 
 // Per-thread scratch: match data sized for the largest ovector we need (whole match only),
 // and a JIT stack larger than the 32 KiB default so long runs of whitespace cannot exhaust it.
@@ -26,10 +38,6 @@ struct ThreadScratch {
     context = pcre2_match_context_create(nullptr);
     ELASTIC_CHECK(match && stack && context);
     pcre2_jit_stack_assign(context, nullptr, stack);
-    // PCRE2's default match limit (10 million) applies per start position, so a pattern that
-    // backtracks catastrophically, such as (a+)+$, takes minutes on a few KB of text. The
-    // pre-tokenizer patterns of real tokenizers need a few dozen steps per token.
-    pcre2_set_match_limit(context, kMatchLimit);
     pcre2_set_depth_limit(context, kDepthLimit);
   }
   ~ThreadScratch() {
@@ -75,6 +83,7 @@ void Regex::find_all(std::string_view text, size_t base,
   auto subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t pos = 0;
   while (pos < text.size()) {
+    pcre2_set_match_limit(s.context, match_limit(text.size() - pos));
     int rc = jit_ ? pcre2_jit_match(code_, subject, text.size(), pos, 0, s.match, s.context)
                   : pcre2_match(code_, subject, text.size(), pos, PCRE2_NO_UTF_CHECK, s.match,
                                 s.context);
