@@ -682,6 +682,9 @@ eval_case("length-float", line(task="a", prompt="p", answer="x", length=1.5),
           ("tasks.jsonl:1", "length"))
 eval_case("second-line-bad", line(task="a", prompt="p", answer="x") + b"{oops}\n",
           ("tasks.jsonl:2",))
+eval_case("number-overflow", b'{"task":"a","prompt":"p","answer":"x","length":1e400}\n',
+          ("tasks.jsonl:1",))
+eval_case("number-overflow-bare", b"30e0368}\n", ("tasks.jsonl:1",))
 eval_case("task-empty", line(task="", prompt="p", answer="x"), ("tasks.jsonl:1", "task"))
 eval_case("valid", line(task="qa", prompt="Once upon a time", answer="there"), expect="ok")
 case("eval-import-missing", lambda d: ["eval", "-m", model_copy(d, STORIES), "--import",
