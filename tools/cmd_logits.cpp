@@ -46,6 +46,12 @@ int cmd_logits(int argc, char** argv) {
   if (out_path.empty()) throw Error(cl.missing("--out FILE.safetensors"));
 
   Model model = model_load(mo.dir, backend_create(backend));
+  // Positions past max_position_embeddings are outside what the model was trained on (and its
+  // RoPE tables): refuse, as generate and chat do, instead of computing silently.
+  if (const int64_t max = model.config.max_position_embeddings;
+      max > 0 && static_cast<int64_t>(ids.size()) > max)
+    throw Error(std::string("option --input-ids: ") + std::to_string(ids.size()) +
+                " tokens exceed the model's max_position_embeddings (" + std::to_string(max) + ")");
   const RoutingSetup setup = routing_setup(eo.routing, model.config, WeightStore::open(mo.dir));
   Request req = request_start(model, setup);
   std::vector<std::vector<float>> states;

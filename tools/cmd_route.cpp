@@ -57,6 +57,13 @@ int cmd_route(int argc, char** argv) {
   if (ids.empty()) throw Error(cl.missing("--input-ids or -p"));
 
   Model model = model_load(mo.dir, backend_create(backend));
+  // Positions past max_position_embeddings are outside what the model was trained on (and its
+  // RoPE tables): refuse, as generate and chat do, instead of computing silently.
+  if (const int64_t max = model.config.max_position_embeddings;
+      max > 0 && static_cast<int64_t>(ids.size()) > max)
+    throw Error(std::string((prompt ? "option -p: the prompt's " : "option --input-ids: ")) +
+                std::to_string(ids.size()) +
+                " tokens exceed the model's max_position_embeddings (" + std::to_string(max) + ")");
   const RoutingSetup setup = routing_setup(eo.routing, model.config, WeightStore::open(mo.dir));
   Request req = request_start(model, setup);
   const int64_t T = static_cast<int64_t>(ids.size());

@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "elastic/fileio.h"
 #include "elastic/tensor.h"
 
 namespace elastic {
@@ -35,9 +36,9 @@ struct SafetensorsEntry {
 // Parses and validates a header (the JSON text) against a data section of data_bytes bytes.
 // `source` names the file in error messages. Throws elastic::Error. Checks everything above
 // except alignment, which needs the header's position in the file (see parse_buffer / open).
-std::vector<SafetensorsEntry> safetensors_parse_header(std::string_view json, uint64_t data_bytes,
-                                                       const std::string& source,
-                                                       std::map<std::string, std::string>* metadata);
+std::vector<SafetensorsEntry> safetensors_parse_header(
+    std::string_view json, uint64_t data_bytes, const std::string& source,
+    std::map<std::string, std::string>* metadata);
 
 // Validates a whole in-memory file (header length prefix + header + data), including the
 // alignment rule relative to the start of the buffer. For fuzzing/tests.
@@ -63,6 +64,7 @@ class SafetensorsFile {
   std::string path_;
   void* map_ = nullptr;
   size_t map_size_ = 0;
+  void* map_slot_ = nullptr;             // this mapping's entry in the SIGBUS handler's table
   const unsigned char* data_ = nullptr;  // start of the data section
   std::vector<SafetensorsEntry> entries_;
   std::map<std::string, size_t> index_;
@@ -83,9 +85,14 @@ class WeightStore {
   uint64_t total_bytes() const;
 
  private:
+  void protect_inputs();
+
   std::string source_;
   std::vector<std::shared_ptr<SafetensorsFile>> files_;
   std::map<std::string, size_t> where_;  // tensor name -> index into files_
+  // The weight files and the model folder's config and tokenizer files: outputs may not replace
+  // them while the store (and a Model built on it) lives.
+  std::shared_ptr<const ProtectedInputs> inputs_;
 };
 
 // One tensor to write; data holds numel * dtype_size bytes.

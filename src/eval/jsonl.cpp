@@ -15,7 +15,7 @@ EvalSample parse_record(const std::string& line, const std::string& where) {
   json j;
   try {
     j = json::parse(line);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for 1e400-like numbers
     throw Error(where + ": bad JSON: " + e.what());
   }
   if (!j.is_object()) throw Error(where + ": expected a JSON object, got " + j.type_name());

@@ -2,14 +2,18 @@
 #include "elastic/safetensors.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "elastic/error.h"
@@ -22,6 +26,85 @@ namespace {
 using json = nlohmann::json;
 using io_detail::json_error_text;
 using io_detail::quote_name;
+
+// ---- SIGBUS on a mapped file that shrank ----
+// The size is checked against the header at open, but a file truncated (or rewritten in place)
+// afterwards makes the kernel raise SIGBUS on the first access to a page past its new end, deep
+// inside a matmul. A table of live mappings, readable by the handler without locks or
+// allocation, turns that into a one-line error naming the file and exit status 1.
+
+constexpr int kMapSlots = 256;
+struct MapSlot {
+  std::atomic<int> state{0};  // 0 free, 1 being filled, 2 live
+  const char* begin = nullptr;
+  size_t size = 0;
+  char path[PATH_MAX];
+};
+MapSlot g_maps[kMapSlots];
+struct sigaction g_previous_sigbus {};
+
+void write_stderr(const char* s) {
+  size_t n = std::strlen(s);
+  while (n > 0) {
+    ssize_t w = ::write(STDERR_FILENO, s, n);
+    if (w <= 0) return;
+    s += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+extern "C" void mapped_file_sigbus(int sig, siginfo_t* info, void* uctx) {
+  const char* addr = static_cast<const char*>(info->si_addr);
+  for (const MapSlot& m : g_maps) {
+    if (m.state.load() != 2 || addr < m.begin || addr >= m.begin + m.size) continue;
+    write_stderr("elastic: error: ");
+    write_stderr(m.path);
+    write_stderr(
+        ": the file became shorter while it was mapped (truncated or rewritten in place "
+        "after it was opened); cannot read the weights\n");
+    ::_exit(1);
+  }
+  // Not one of our mappings: whatever was installed before decides (by default, a core dump).
+  if (g_previous_sigbus.sa_flags & SA_SIGINFO) {
+    if (g_previous_sigbus.sa_sigaction) g_previous_sigbus.sa_sigaction(sig, info, uctx);
+    return;
+  }
+  if (g_previous_sigbus.sa_handler != SIG_DFL && g_previous_sigbus.sa_handler != SIG_IGN) {
+    g_previous_sigbus.sa_handler(sig);
+    return;
+  }
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  ::sigaction(SIGBUS, &dfl, nullptr);  // returning re-executes the access: default action now
+}
+
+void install_sigbus_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_sigaction = mapped_file_sigbus;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGBUS, &sa, &g_previous_sigbus);
+  });
+}
+
+MapSlot* register_mapping(const void* begin, size_t size, const std::string& path) {
+  install_sigbus_handler();
+  for (MapSlot& m : g_maps) {
+    int expected = 0;
+    if (!m.state.compare_exchange_strong(expected, 1)) continue;
+    m.begin = static_cast<const char*>(begin);
+    m.size = size;
+    size_t n = std::min(path.size(), sizeof m.path - 1);
+    std::memcpy(m.path, path.data(), n);
+    m.path[n] = '\0';
+    m.state.store(2);
+    return &m;
+  }
+  return nullptr;  // table full: that mapping keeps the plain SIGBUS
+}
 
 uint64_t read_u64_le(const unsigned char* p) {
   uint64_t v = 0;
@@ -64,9 +147,9 @@ std::vector<SafetensorsEntry> parse_file_bytes(const unsigned char* p, size_t si
 
 }  // namespace
 
-std::vector<SafetensorsEntry> safetensors_parse_header(std::string_view text, uint64_t data_bytes,
-                                                       const std::string& source,
-                                                       std::map<std::string, std::string>* metadata) {
+std::vector<SafetensorsEntry> safetensors_parse_header(
+    std::string_view text, uint64_t data_bytes, const std::string& source,
+    std::map<std::string, std::string>* metadata) {
   // The parser callback sees every key of the top-level object (depth 1); a repeated tensor
   // name would otherwise silently replace the first entry.
   std::string duplicate;
@@ -122,7 +205,8 @@ std::vector<SafetensorsEntry> safetensors_parse_header(std::string_view text, ui
                   " (expected F32, F16, BF16, F64, I64, I32, I16, I8, U8 or BOOL)");
     auto sh = v.find("shape");
     if (sh == v.end() || !sh->is_array())
-      throw Error(where + ": missing array field 'shape' (expected a list of non-negative integers)");
+      throw Error(where +
+                  ": missing array field 'shape' (expected a list of non-negative integers)");
     SafetensorsEntry e;
     e.name = name;
     e.dtype = *dtype;
@@ -208,6 +292,7 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   if (map == MAP_FAILED) throw Error(path + ": mmap failed: " + std::strerror(map_errno));
   f->map_ = map;  // unmapped by the destructor, also when validation below throws
   f->map_size_ = size;
+  f->map_slot_ = register_mapping(map, size, path);
   const auto* p = static_cast<const unsigned char*>(map);
   size_t data_offset = 0;
   f->entries_ = parse_file_bytes(p, size, path, &f->metadata_, &data_offset);
@@ -217,6 +302,7 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
 }
 
 SafetensorsFile::~SafetensorsFile() {
+  if (map_slot_) static_cast<MapSlot*>(map_slot_)->state.store(0);
   if (map_) ::munmap(map_, map_size_);
 }
 
@@ -242,7 +328,8 @@ void open_sharded(const std::filesystem::path& dir, const std::filesystem::path&
     throw Error(src + ": not valid UTF-8 JSON: " + json_error_text(e.what()));
   }
   if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
-    throw Error(src + ": expected an object with a 'weight_map' object (tensor name -> shard file)");
+    throw Error(src +
+                ": expected an object with a 'weight_map' object (tensor name -> shard file)");
   const json& map = j["weight_map"];
   if (map.empty()) throw Error(src + ": 'weight_map' is empty (expected at least one tensor)");
   std::map<std::string, size_t> shard_index;  // shard file name -> index into files
@@ -259,14 +346,14 @@ void open_sharded(const std::filesystem::path& dir, const std::filesystem::path&
       std::filesystem::path sp = dir / shard;
       std::error_code ec;
       if (!std::filesystem::exists(sp, ec))
-        throw Error(src + ": shard " + quote_name(shard) + " (named for tensor " + quote_name(it.key()) +
-                    ") does not exist in " + dir.string());
+        throw Error(src + ": shard " + quote_name(shard) + " (named for tensor " +
+                    quote_name(it.key()) + ") does not exist in " + dir.string());
       files.push_back(SafetensorsFile::open(sp.string()));
       s = shard_index.emplace(shard, files.size() - 1).first;
     }
     if (!files[s->second]->contains(it.key()))
-      throw Error(src + ": tensor " + quote_name(it.key()) + " is mapped to shard " + quote_name(shard) +
-                  " but that file does not hold it");
+      throw Error(src + ": tensor " + quote_name(it.key()) + " is mapped to shard " +
+                  quote_name(shard) + " but that file does not hold it");
     where[it.key()] = s->second;
   }
 }
@@ -287,6 +374,7 @@ WeightStore WeightStore::open(const std::string& path) {
     fs::path single = dir / "model.safetensors";
     if (fs::exists(index, ec)) {
       open_sharded(dir, index, ws.files_, ws.where_);
+      ws.protect_inputs();
       return ws;
     }
     if (!fs::exists(single, ec))
@@ -295,7 +383,19 @@ WeightStore WeightStore::open(const std::string& path) {
   }
   for (size_t i = 0; i < ws.files_.size(); ++i)
     for (const auto& e : ws.files_[i]->entries()) ws.where_[e.name] = i;
+  ws.protect_inputs();
   return ws;
+}
+
+void WeightStore::protect_inputs() {
+  std::vector<std::string> paths;
+  for (const auto& f : files_) paths.push_back(f->path());
+  std::error_code ec;
+  if (std::filesystem::is_directory(source_, ec))
+    for (const char* name : {"model.safetensors.index.json", "config.json", "tokenizer.json",
+                             "tokenizer_config.json", "generation_config.json", "tokenizer.model"})
+      paths.push_back((std::filesystem::path(source_) / name).string());
+  inputs_ = std::make_shared<const ProtectedInputs>(paths);
 }
 
 TensorView WeightStore::get(const std::string& name) const {
@@ -336,9 +436,8 @@ void safetensors_write(const std::string& path, const std::vector<SafetensorsWri
   // writer produces them.
   std::vector<const SafetensorsWriteItem*> order;
   for (const auto& it : items) order.push_back(&it);
-  std::stable_sort(order.begin(), order.end(), [](auto* a, auto* b) {
-    return dtype_size(a->dtype) > dtype_size(b->dtype);
-  });
+  std::stable_sort(order.begin(), order.end(),
+                   [](auto* a, auto* b) { return dtype_size(a->dtype) > dtype_size(b->dtype); });
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
@@ -347,8 +446,9 @@ void safetensors_write(const std::string& path, const std::vector<SafetensorsWri
     uint64_t n = static_cast<uint64_t>(shape_numel(it->shape)) * dtype_size(it->dtype);
     ELASTIC_CHECK_MSG(n == it->bytes.size(), it->name);
     if (it->name == "__metadata__" || header.contains(it->name))
-      throw Error(path + ": cannot write tensor " + quote_name(it->name) +
-                  (it->name == "__metadata__" ? " (reserved name)" : " twice (names must be unique)"));
+      throw Error(
+          path + ": cannot write tensor " + quote_name(it->name) +
+          (it->name == "__metadata__" ? " (reserved name)" : " twice (names must be unique)"));
     header[it->name] = {{"dtype", std::string(dtype_name(it->dtype))},
                         {"shape", it->shape},
                         {"data_offsets", {offset, offset + n}}};

@@ -21,7 +21,8 @@ class Regex {
   Regex& operator=(const Regex&) = delete;
 
   // Appends the [begin, end) byte spans of all non-empty, non-overlapping matches in `text`,
-  // left to right, offset by `base`.
+  // left to right, offset by `base`. Throws elastic::Error naming `where` and the pattern when
+  // a match exceeds PCRE2's match, depth or JIT stack limit (catastrophic backtracking).
   void find_all(std::string_view text, size_t base,
                 std::vector<std::pair<size_t, size_t>>& out) const;
 
@@ -29,6 +30,7 @@ class Regex {
   pcre2_real_code_8* code_ = nullptr;
   bool jit_ = false;
   std::string where_;
+  std::string pattern_;  // for errors; shortened when long
 };
 
 }  // namespace elastic::tokenizer_detail

@@ -3,10 +3,14 @@
 // process exits (no signal) with a non-zero code and prints exactly one line on stderr that
 // names the file (and the tensor or field) and what was expected.
 #include <gtest/gtest.h>
-
+#include <signal.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "io_test_util.h"
 
@@ -46,7 +50,8 @@ class BadInput : public ::testing::Test {
     // Exactly one line: a single newline, at the end.
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
     EXPECT_TRUE(!r.err.empty() && r.err.back() == '\n') << r.err;
-    for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "missing '" << n << "' in: " << r.err;
+    for (const auto& n : needles)
+      EXPECT_NE(r.err.find(n), std::string::npos) << "missing '" << n << "' in: " << r.err;
     return r.err;
   }
 
@@ -62,8 +67,7 @@ class BadInput : public ::testing::Test {
 TEST_F(BadInput, TruncatedFile) {
   std::string b = test::read_bytes(weights());
   test::write_bytes(weights(), b.substr(0, b.size() - 1000));
-  expect_failure({weights().string(), "tensor 'model.", "is beyond the data section",
-                  "truncated"});
+  expect_failure({weights().string(), "tensor 'model.", "is beyond the data section", "truncated"});
 }
 
 TEST_F(BadInput, TruncatedInsideHeader) {
@@ -121,27 +125,24 @@ TEST_F(BadInput, ShapeByteCountMismatch) {
 }
 
 TEST_F(BadInput, DtypeByteCountMismatch) {
-  test::safetensors_edit_header(weights(), [](json& h) {
-    h["model.norm.weight"]["dtype"] = "F32";
-  });
+  test::safetensors_edit_header(weights(),
+                                [](json& h) { h["model.norm.weight"]["dtype"] = "F32"; });
   expect_failure({weights().string(), "tensor 'model.norm.weight'",
                   "shape [192] x F32 needs 192 x 4 bytes but data_offsets span 384"});
 }
 
 TEST_F(BadInput, UnknownDtype) {
-  test::safetensors_edit_header(weights(), [](json& h) {
-    h["model.norm.weight"]["dtype"] = "F8_E4M3";
-  });
+  test::safetensors_edit_header(weights(),
+                                [](json& h) { h["model.norm.weight"]["dtype"] = "F8_E4M3"; });
   expect_failure({weights().string(), "tensor 'model.norm.weight'", "unknown dtype 'F8_E4M3'",
                   "expected F32, F16, BF16"});
 }
 
 TEST_F(BadInput, NegativeShape) {
-  test::safetensors_edit_header(weights(), [](json& h) {
-    h["model.norm.weight"]["shape"] = {-192};
-  });
-  expect_failure({weights().string(), "tensor 'model.norm.weight'",
-                  "must hold non-negative integers"});
+  test::safetensors_edit_header(weights(),
+                                [](json& h) { h["model.norm.weight"]["shape"] = {-192}; });
+  expect_failure(
+      {weights().string(), "tensor 'model.norm.weight'", "must hold non-negative integers"});
 }
 
 TEST_F(BadInput, EmptyFile) {
@@ -186,8 +187,8 @@ TEST_F(BadInput, DuplicateTensorName) {
   std::string dup = R"(,"model.norm.weight":{"dtype":"BF16","shape":[0],"data_offsets":[0,0]})";
   header.insert(end, dup);
   test::write_bytes(weights(), test::safetensors_join(header, b.substr(8 + n)));
-  expect_failure({weights().string(), "names 'model.norm.weight' twice",
-                  "expected unique tensor names"});
+  expect_failure(
+      {weights().string(), "names 'model.norm.weight' twice", "expected unique tensor names"});
 }
 
 TEST_F(BadInput, MissingWeightsFile) {
@@ -222,8 +223,8 @@ TEST_F(BadInput, ConfigHiddenSizeString) {
 
 TEST_F(BadInput, ConfigKvHeadsNotDividing) {
   edit_config([](json& j) { j["num_key_value_heads"] = 3; });
-  expect_failure({config().string(),
-                  "field 'num_key_value_heads' (3) must divide num_attention_heads (4)"});
+  expect_failure(
+      {config().string(), "field 'num_key_value_heads' (3) must divide num_attention_heads (4)"});
 }
 
 TEST_F(BadInput, ConfigNegativeLayers) {
@@ -245,8 +246,9 @@ TEST_F(BadInput, ConfigUnknownRopeType) {
 TEST_F(BadInput, ShardIndexNamingMissingFile) {
   // Shard 1 holds everything; the index sends one tensor to a shard that is not there.
   fs::rename(weights(), dir_.path() / "model-00001-of-00002.safetensors");
-  json h = test::safetensors_split(
-               test::read_bytes(dir_.path() / "model-00001-of-00002.safetensors")).header;
+  json h =
+      test::safetensors_split(test::read_bytes(dir_.path() / "model-00001-of-00002.safetensors"))
+          .header;
   json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", json::object()}};
   for (auto& [k, v] : h.items())
     if (k != "__metadata__") index["weight_map"][k] = "model-00001-of-00002.safetensors";
@@ -259,8 +261,7 @@ TEST_F(BadInput, ShardIndexNamingMissingFile) {
 
 TEST_F(BadInput, ShardIndexNotJson) {
   test::write_bytes(dir_.path() / "model.safetensors.index.json", "{\"weight_map\": ");
-  expect_failure({(dir_.path() / "model.safetensors.index.json").string(),
-                  "not valid UTF-8 JSON"});
+  expect_failure({(dir_.path() / "model.safetensors.index.json").string(), "not valid UTF-8 JSON"});
 }
 
 // The config/weights cross-check of the model loader, through `elastic logits`.
@@ -284,9 +285,8 @@ class BadInputLogits : public BadInput {
 
 TEST_F(BadInputLogits, MissingTensor) {
   // Drop the tensor from the header; its bytes stay behind as an unused hole.
-  test::safetensors_edit_header(weights(), [](json& h) {
-    h.erase("model.layers.1.mlp.up_proj.weight");
-  });
+  test::safetensors_edit_header(weights(),
+                                [](json& h) { h.erase("model.layers.1.mlp.up_proj.weight"); });
   expect_logits_failure({"tensor 'model.layers.1.mlp.up_proj.weight' is missing from " + dir_.str(),
                          "expected shape [512, 192]"});
 }
@@ -307,6 +307,17 @@ TEST_F(BadInputLogits, ConfigDisagreesWithWeights) {
                          "expected shape [256, 192] for the config, got [512, 192]"});
 }
 
+TEST_F(BadInputLogits, MorePositionsThanTheModelHas) {
+  // qwen3-tiny has max_position_embeddings 8192: 8193 ids used to run silently past it.
+  std::string ids;
+  for (int i = 0; i < 8193; ++i) ids += "5 ";
+  expect_cli_failure({"logits", "-m", dir_.str(), "--input-ids", ids, "--out", dir_.str("o")},
+                     {"option --input-ids: 8193 tokens exceed the model's max_position_embeddings "
+                      "(8192)"});
+  expect_cli_failure({"route", "-m", dir_.str(), "--input-ids", ids},
+                     {"option --input-ids: 8193 tokens exceed", "(8192)"});
+}
+
 TEST_F(BadInput, WeightsAndConfigNotRegularFiles) {
   // A FIFO must be rejected, not block the reader waiting for a writer.
   fs::remove(weights());
@@ -319,6 +330,155 @@ TEST_F(BadInput, WeightsAndConfigNotRegularFiles) {
 
 TEST_F(BadInput, MissingModelFolder) {
   expect_cli_failure({"inspect", dir_.str("nope")}, {dir_.str("nope")});
+}
+
+// ---- Outputs (--out and every other writer go through write_file_atomic) ----
+
+class BadOutput : public BadInputLogits {
+ protected:
+  std::vector<std::string> logits_to(const std::string& out) const {
+    return {"logits", "-m", dir_.str(), "--input-ids", "1 2", "--out", out};
+  }
+  // A character device of our own: as root, a device node the old rename would have replaced
+  // (never /dev/full itself, so a regression cannot destroy the system's device).
+  std::string char_device(const std::string& name, int major, int minor) const {
+    std::string p = dir_.str(name);
+    if (::geteuid() == 0) {
+      if (::mknod(p.c_str(), S_IFCHR | 0666, makedev(major, minor)) != 0) return "";
+      return p;
+    }
+    return "";  // without root, /dev itself is not writable: the test below uses /dev/full
+  }
+};
+
+TEST_F(BadOutput, CharacterDeviceIsRefusedAndKept) {
+  std::string dev = char_device("full", 1, 7);
+  if (dev.empty()) dev = "/dev/full";
+  expect_cli_failure(logits_to(dev), {dev, "is a character device", "refusing"});
+  struct stat st {};
+  ASSERT_EQ(::lstat(dev.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode)) << dev << " was replaced";
+}
+
+TEST_F(BadOutput, SymlinkToDeviceIsRefusedAndKept) {
+  const std::string link = dir_.str("null-link");
+  ASSERT_EQ(::symlink("/dev/null", link.c_str()), 0);
+  expect_cli_failure(logits_to(link), {link, "is a character device"});
+  struct stat st {};
+  ASSERT_EQ(::lstat(link.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode)) << link << " was replaced by a regular file";
+}
+
+TEST_F(BadOutput, FifoIsRefusedWithoutBlocking) {
+  const std::string fifo = dir_.str("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  expect_cli_failure(logits_to(fifo), {fifo, "is a FIFO", "refusing"});
+  struct stat st {};
+  ASSERT_EQ(::lstat(fifo.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode)) << fifo << " was replaced";
+}
+
+TEST_F(BadOutput, FolderIsRefused) {
+  fs::create_directory(dir_.path() / "sub");
+  expect_cli_failure(logits_to(dir_.str("sub")), {dir_.str("sub"), "is a folder"});
+}
+
+TEST_F(BadOutput, ModelFilesAreNotOverwritten) {
+  const std::string before = test::read_bytes(weights());
+  expect_cli_failure(logits_to(weights().string()),
+                     {weights().string(), "a file the model was loaded from", "refusing"});
+  EXPECT_EQ(test::read_bytes(weights()), before);
+  // Another name of the same file (a hard link) is recognised too.
+  const std::string alias = dir_.str("alias.safetensors");
+  ASSERT_EQ(::link(config().c_str(), alias.c_str()), 0);
+  const std::string config_before = test::read_bytes(config());
+  expect_cli_failure(logits_to(alias), {alias, "a file the model was loaded from"});
+  EXPECT_EQ(test::read_bytes(config()), config_before);
+}
+
+TEST_F(BadOutput, SymlinkToRegularFileIsWrittenThrough) {
+  const std::string real = dir_.str("real.safetensors"), link = dir_.str("link.safetensors");
+  test::write_bytes(real, "old");
+  ASSERT_EQ(::symlink(real.c_str(), link.c_str()), 0);
+  test::CliResult r = test::run_elastic(logits_to(link));
+  ASSERT_TRUE(r.exited && r.exit_code == 0) << r.err;
+  struct stat st {};
+  ASSERT_EQ(::lstat(link.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+  EXPECT_NE(test::read_bytes(real), "old");
+}
+
+// SIGTERM while the output's temporary file exists: the process still dies of SIGTERM, and the
+// temporary file is gone. inotify tells the moment it is created; the kill must land before the
+// rename (else the trial is repeated), which a 56 MB write and its fsync make likely.
+TEST_F(BadOutput, SigtermMidWriteLeavesNoTemporaryFile) {
+  const fs::path outdir = dir_.path() / "out";
+  fs::create_directory(outdir);
+  std::string ids;
+  for (int i = 0; i < 8000; ++i) ids += std::to_string(1 + i % 1000) + " ";
+  const std::string out = (outdir / "big.safetensors").string();
+  const std::string bin = std::string(ELASTIC_BIN_DIR) + "/elastic";
+  bool hit = false;
+  for (int trial = 0; trial < 6 && !hit; ++trial) {
+    int in = ::inotify_init1(IN_CLOEXEC);
+    ASSERT_GE(in, 0);
+    ASSERT_GE(::inotify_add_watch(in, outdir.c_str(), IN_CREATE), 0);
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      int null = ::open("/dev/null", O_WRONLY);
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+      ::execl(bin.c_str(), bin.c_str(), "logits", "-m", dir_.str().c_str(), "--input-ids",
+              ids.c_str(), "--hidden", "--out", out.c_str(), (char*)nullptr);
+      ::_exit(127);
+    }
+    alignas(struct inotify_event) char buf[4096];
+    ssize_t n = ::read(in, buf, sizeof buf);  // blocks until the temporary file appears
+    ::kill(pid, SIGTERM);
+    ::close(in);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_GT(n, 0);
+    for (const auto& e : fs::directory_iterator(outdir))
+      EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos)
+          << "left behind: " << e.path();
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM && !fs::exists(out)) hit = true;
+    fs::remove_all(outdir);
+    fs::create_directory(outdir);
+  }
+  EXPECT_TRUE(hit) << "no trial was killed while writing (the test could not check anything)";
+}
+
+// A pre-tokenizer regex that backtracks catastrophically stops with an error naming the
+// tokenizer file and the pattern, instead of running for minutes: PCRE2's default match limit
+// (10 million steps) applies per start position, so runs of 22 'a's (4 million steps each, under
+// that limit) separated by '!' took about 40 s before per-match limits were set.
+TEST(BadTokenizer, CatastrophicRegexFailsFast) {
+  std::string text;
+  for (int i = 0; i < 1000; ++i) text += std::string(22, 'a') + "!";
+  for (const std::string pattern : {"(a+)+$", "(\\w+\\s?)*$"}) {
+    SCOPED_TRACE(pattern);
+    test::TempDir dir;
+    json j = json::parse(
+        test::read_bytes(fs::path(ELASTIC_SHARED_DIR) / "data/tinystories-656k/tokenizer.json"));
+    j["pre_tokenizer"] = {{"type", "Split"},
+                          {"pattern", {{"Regex", pattern}}},
+                          {"behavior", "Isolated"},
+                          {"invert", false}};
+    const std::string tok = dir.str("tokenizer.json");
+    test::write_bytes(tok, j.dump());
+    const auto t0 = std::chrono::steady_clock::now();
+    test::CliResult r = test::run_elastic({"tokenize", "-m", tok, "--text", text});
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_TRUE(r.exited) << r.err;
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_NE(r.err.find(tok), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("'" + pattern + "'"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("match limit exceeded"), std::string::npos) << r.err;
+    EXPECT_LT(s, 10.0);
+  }
 }
 
 }  // namespace

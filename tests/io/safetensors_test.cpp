@@ -4,11 +4,13 @@
 #include "elastic/safetensors.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <numeric>
 
 #include "elastic/error.h"
+#include "elastic/fileio.h"
 #include "io_test_util.h"
 
 namespace elastic {
@@ -18,8 +20,7 @@ using test::TempDir;
 namespace fs = std::filesystem;
 
 // A tensor whose bytes are a ramp starting at `seed`, so every tensor's data is distinct.
-SafetensorsWriteItem ramp_item(const std::string& name, DType dtype, const Shape& shape,
-                               int seed) {
+SafetensorsWriteItem ramp_item(const std::string& name, DType dtype, const Shape& shape, int seed) {
   SafetensorsWriteItem it{name, dtype, shape, {}};
   it.bytes.resize(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype));
   for (size_t i = 0; i < it.bytes.size(); ++i)
@@ -44,10 +45,10 @@ TEST(Safetensors, RoundTripsEveryDtypeWithMetadata) {
   TempDir dir;
   // Odd element counts and mixed sizes in an order that would misalign a naive layout.
   std::vector<SafetensorsWriteItem> items = {
-      ramp_item("u8", DType::u8, {3}, 1),       ramp_item("bool", DType::boolean, {5}, 2),
-      ramp_item("i8", DType::i8, {1, 3}, 3),    ramp_item("bf16", DType::bf16, {3, 1}, 4),
-      ramp_item("f16", DType::f16, {7}, 5),     ramp_item("i16", DType::i16, {1}, 6),
-      ramp_item("f32", DType::f32, {2, 3}, 7),  ramp_item("i32", DType::i32, {3}, 8),
+      ramp_item("u8", DType::u8, {3}, 1),         ramp_item("bool", DType::boolean, {5}, 2),
+      ramp_item("i8", DType::i8, {1, 3}, 3),      ramp_item("bf16", DType::bf16, {3, 1}, 4),
+      ramp_item("f16", DType::f16, {7}, 5),       ramp_item("i16", DType::i16, {1}, 6),
+      ramp_item("f32", DType::f32, {2, 3}, 7),    ramp_item("i32", DType::i32, {3}, 8),
       ramp_item("f64", DType::f64, {1, 1, 3}, 9), ramp_item("i64", DType::i64, {2}, 10),
   };
   std::map<std::string, std::string> meta = {{"format", "pt"}, {"note", "round trip"}};
@@ -100,8 +101,8 @@ TEST(Safetensors, ConvertsFloatAndIntegerValues) {
     EXPECT_NEAR(b[i], vals[i], std::abs(vals[i]) * 0x1p-8f);
     EXPECT_EQ(h[i], f16_to_f32(hf[i]));
   }
-  EXPECT_EQ(h[0], 1.5f);        // exact in f16
-  EXPECT_EQ(h[4], 65504.0f);    // largest finite f16
+  EXPECT_EQ(h[0], 1.5f);          // exact in f16
+  EXPECT_EQ(h[4], 65504.0f);      // largest finite f16
   EXPECT_TRUE(std::isinf(h[5]));  // -1e10 overflows f16
   EXPECT_EQ(ws.get("ids").to_i64(), ids);
   EXPECT_EQ(ws.total_bytes(), 24u + 12 + 12 + 24);
@@ -121,7 +122,7 @@ TEST(Safetensors, EmptyAndScalarTensors) {
   auto f = SafetensorsFile::open(path);
   ASSERT_EQ(f->entries().size(), 4u);
   EXPECT_EQ(f->get("empty").numel(), 0);
-  EXPECT_TRUE(f->get("empty").to_f32().empty());    // fuzz finding: memcpy(nullptr, .., 0)
+  EXPECT_TRUE(f->get("empty").to_f32().empty());  // fuzz finding: memcpy(nullptr, .., 0)
   EXPECT_TRUE(f->get("empty2d").to_f32().empty());
   EXPECT_EQ(f->get("empty2d").shape, (Shape{4, 0}));
   EXPECT_EQ(f->get("empty2d").nbytes(), 0u);
@@ -170,7 +171,8 @@ void write_sharded(const TempDir& dir, const std::vector<SafetensorsWriteItem>& 
                    const std::vector<SafetensorsWriteItem>& second) {
   safetensors_write(dir.str("model-00001-of-00002.safetensors"), first);
   safetensors_write(dir.str("model-00002-of-00002.safetensors"), second);
-  nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
+  nlohmann::json index = {{"metadata", {{"total_size", 0}}},
+                          {"weight_map", nlohmann::json::object()}};
   for (const auto& it : first) index["weight_map"][it.name] = "model-00001-of-00002.safetensors";
   for (const auto& it : second) index["weight_map"][it.name] = "model-00002-of-00002.safetensors";
   test::write_bytes(dir.path() / "model.safetensors.index.json", index.dump(2));
@@ -178,8 +180,9 @@ void write_sharded(const TempDir& dir, const std::vector<SafetensorsWriteItem>& 
 
 TEST(Safetensors, ShardedFolderWithIndex) {
   TempDir dir;
-  std::vector<SafetensorsWriteItem> first = {ramp_item("model.embed_tokens.weight", DType::bf16, {8, 4}, 1),
-                                             ramp_item("model.layers.0.w", DType::bf16, {4, 4}, 2)};
+  std::vector<SafetensorsWriteItem> first = {
+      ramp_item("model.embed_tokens.weight", DType::bf16, {8, 4}, 1),
+      ramp_item("model.layers.0.w", DType::bf16, {4, 4}, 2)};
   std::vector<SafetensorsWriteItem> second = {ramp_item("model.norm.weight", DType::f32, {4}, 3),
                                               ramp_item("lm_head.weight", DType::bf16, {8, 4}, 4)};
   write_sharded(dir, first, second);
@@ -206,7 +209,8 @@ TEST(Safetensors, ShardIndexErrors) {
   {  // the index maps a tensor to a shard that does not hold it
     TempDir dir;
     write_sharded(dir, first, second);
-    auto index = nlohmann::json::parse(test::read_bytes(dir.path() / "model.safetensors.index.json"));
+    auto index =
+        nlohmann::json::parse(test::read_bytes(dir.path() / "model.safetensors.index.json"));
     index["weight_map"]["b"] = "model-00001-of-00002.safetensors";
     test::write_bytes(dir.path() / "model.safetensors.index.json", index.dump());
     expect_error(dir.str(), "tensor 'b' is mapped to shard 'model-00001-of-00002.safetensors'");
@@ -249,8 +253,8 @@ TEST(Safetensors, WriterRejectsBadNamesAndKeepsTheOldFile) {
   std::vector<SafetensorsWriteItem> good = {ramp_item("x", DType::f32, {2}, 1)};
   safetensors_write(path, good);
   std::string before = test::read_bytes(path);
-  EXPECT_THROW(safetensors_write(path, {ramp_item("d", DType::u8, {1}, 1),
-                                        ramp_item("d", DType::u8, {1}, 2)}),
+  EXPECT_THROW(safetensors_write(
+                   path, {ramp_item("d", DType::u8, {1}, 1), ramp_item("d", DType::u8, {1}, 2)}),
                Error);
   EXPECT_THROW(safetensors_write(path, {ramp_item("__metadata__", DType::u8, {1}, 1)}), Error);
   EXPECT_THROW(safetensors_write(path, {ramp_item("bad\xff", DType::u8, {1}, 1)}), Error);
@@ -285,13 +289,16 @@ TEST(Safetensors, HeaderChecks) {
   };
   std::string e;
   e = error_of(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
-               R"("a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})", std::string(2, '\0'));
+               R"("a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})",
+               std::string(2, '\0'));
   EXPECT_TRUE(has(e, "names 'a' twice")) << e;
   e = error_of(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
-               R"("b":{"dtype":"F32","shape":[1],"data_offsets":[1,5]}})", std::string(5, '\0'));
+               R"("b":{"dtype":"F32","shape":[1],"data_offsets":[1,5]}})",
+               std::string(5, '\0'));
   EXPECT_TRUE(has(e, "tensor 'b' starts at file byte") && has(e, "multiple of its element size 4"))
       << e;
-  e = error_of(R"({"a":{"dtype":"U8","shape":[4611686018427387904,2,0],"data_offsets":[0,0]}})", "");
+  e = error_of(R"({"a":{"dtype":"U8","shape":[4611686018427387904,2,0],"data_offsets":[0,0]}})",
+               "");
   EXPECT_TRUE(has(e, "too many elements")) << e;
   e = error_of(R"({"a":{"dtype":"U8","shape":[-1],"data_offsets":[0,0]}})", "");
   EXPECT_TRUE(has(e, "non-negative integers")) << e;
@@ -307,10 +314,64 @@ TEST(Safetensors, HeaderChecks) {
   EXPECT_TRUE(has(e, "must be a JSON object")) << e;
   // Empty tensors may share an offset with others: they overlap nothing.
   EXPECT_EQ(error_of(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},)"
-                     R"("z":{"dtype":"U8","shape":[0],"data_offsets":[1,1]}})", "ab"), "");
+                     R"("z":{"dtype":"U8","shape":[0],"data_offsets":[1,1]}})",
+                     "ab"),
+            "");
   // A header length of 2^63 must not overflow the bound check.
   std::string big = test::u64_le_bytes(1ull << 63) + "{}";
   EXPECT_THROW(safetensors_parse_buffer(big.data(), big.size(), "t"), Error);
+}
+
+}  // namespace
+}  // namespace elastic
+
+namespace elastic {
+namespace {
+
+using test::TempDir;
+
+// A weight file truncated after it was mapped: the first access past the new end raises SIGBUS,
+// which the loader's handler turns into one line naming the file and exit status 1 (no core).
+TEST(SafetensorsDeathTest, TruncatedWhileMappedExitsWithMessage) {
+  TempDir dir;
+  std::vector<float> big(1 << 20, 1.5f);
+  const std::string path = dir.str("model.safetensors");
+  safetensors_write(path, {safetensors_item_f32("w", {1 << 20}, big.data())});
+  EXPECT_EXIT(
+      {
+        WeightStore ws = WeightStore::open(path);
+        if (::truncate(path.c_str(), 4096) != 0) std::_Exit(3);
+        const TensorView t = ws.get("w");
+        volatile float sum = 0;
+        const float* p = static_cast<const float*>(t.data);
+        for (size_t i = 0; i < big.size(); i += 1024) sum = sum + p[i];
+        std::_Exit(2);  // not reached: the pages past 4096 bytes are gone
+      },
+      ::testing::ExitedWithCode(1),
+      "model\\.safetensors: the file became shorter while it was mapped");
+}
+
+// The files a model was loaded from cannot be replaced by an output while the store lives; a
+// new output next to them and the same path after the store is closed are fine.
+TEST(Safetensors, OutputsCannotReplaceLoadedModelFiles) {
+  TempDir dir;
+  std::vector<float> x(4, 1.f);
+  safetensors_write(dir.str("model.safetensors"), {safetensors_item_f32("w", {4}, x.data())});
+  test::write_bytes(dir.path() / "config.json", "{}");
+  {
+    WeightStore ws = WeightStore::open(dir.str());
+    for (const char* name : {"model.safetensors", "config.json"}) {
+      try {
+        write_file_atomic(dir.str(name), "x");
+        ADD_FAILURE() << name << ": expected an error";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("a file the model was loaded from"), std::string::npos)
+            << e.what();
+      }
+    }
+    EXPECT_NO_THROW(write_file_atomic(dir.str("other.json"), "x"));
+  }
+  EXPECT_NO_THROW(write_file_atomic(dir.str("config.json"), "{}"));
 }
 
 }  // namespace
