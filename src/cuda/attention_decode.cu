@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <string>
 
+#include "decode_common.cuh"
 #include "elastic/cuda/attention_cuda.h"
 #include "elastic/cuda/cuda_check.h"
 #include "elastic/error.h"
@@ -30,10 +31,10 @@ struct DecodeKernelParams {
   const __nv_bfloat16* q;  // [Hq, d]
   void* out;               // [Hq, d]
   int out_fp32;
-  const uint8_t* modes;      // [Hkv]
+  const uint8_t* modes;       // [Hkv]
   const DeviceKvHead* heads;  // [Hkv]
-  float2* part_stats;        // [Hq, max_splits]
-  float* part_acc;           // [Hq, max_splits, d]
+  float2* part_stats;         // [Hq, max_splits]
+  float* part_acc;            // [Hq, max_splits, d]
   int max_splits, splits, keys_per_split;
   int group;
   int64_t pos;
@@ -49,14 +50,15 @@ __device__ __forceinline__ void load8(float (&x)[8], const __nv_bfloat16* src) {
   const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    x[2 * i] = __uint_as_float(w[i] << 16);           // low bf16: element 2i
+    x[2 * i] = __uint_as_float(w[i] << 16);              // low bf16: element 2i
     x[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);  // high bf16: element 2i + 1
   }
 }
 
 // MG: the largest GQA group the instance serves (registers scale with it: G <= MG).
 template <int D, int MG>
-__global__ void __launch_bounds__(32 * kDecodeWarps) decode_split_kernel(const DecodeKernelParams p) {
+__global__ void __launch_bounds__(32 * kDecodeWarps)
+    decode_split_kernel(const DecodeKernelParams p) {
   // A key is read by kLK lanes, 8 elements (16 bytes of K and of V) each, so a warp reads kKW keys
   // per step; the next step's K and V are loaded before the current step is used (two steps of
   // loads in flight per warp). Each group of kLK lanes keeps its own online softmax; groups,
@@ -126,26 +128,8 @@ __global__ void __launch_bounds__(32 * kDecodeWarps) decode_split_kernel(const D
       vc[e] = vv[e];
     }
     if (base + kStep < k_end) load_step(base + kStep);  // next step's loads in flight
-    const bool valid = base + grp < k_end;  // the same for the kLK lanes of a group
-#pragma unroll
-    for (int h = 0; h < MG; ++h) {
-      if (h >= G) break;
-      const float4 q0 = *reinterpret_cast<const float4*>(&sq[h][sub * 8]);
-      const float4 q1 = *reinterpret_cast<const float4*>(&sq[h][sub * 8 + 4]);
-      float dot = q0.x * kc[0] + q0.y * kc[1] + q0.z * kc[2] + q0.w * kc[3] + q1.x * kc[4] +
-                  q1.y * kc[5] + q1.z * kc[6] + q1.w * kc[7];
-#pragma unroll
-      for (int off = kLK / 2; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
-      if (valid) {
-        const float x = dot * p.scale_log2;
-        const float m_new = fmaxf(m[h], x);
-        const float corr = exp2f(m[h] - m_new), w = exp2f(x - m_new);
-        l[h] = l[h] * corr + w;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) acc[h][e] = acc[h][e] * corr + w * vc[e];
-        m[h] = m_new;
-      }
-    }
+    const bool valid = base + grp < k_end;              // the same for the kLK lanes of a group
+    decode_key_step<D, MG>(sq, G, sub, kc, vc, valid, p.scale_log2, m, l, acc);
   }
   // Merge the kKW lane groups of the warp (lanes with the same `sub` hold the same elements).
 #pragma unroll
@@ -255,10 +239,14 @@ int ctas_per_wave_for_group(int group) {
 
 int decode_ctas_per_wave(int head_dim, int group) {
   switch (head_dim) {
-    case 16: return ctas_per_wave_for_group<16>(group);
-    case 32: return ctas_per_wave_for_group<32>(group);
-    case 64: return ctas_per_wave_for_group<64>(group);
-    default: return ctas_per_wave_for_group<128>(group);
+    case 16:
+      return ctas_per_wave_for_group<16>(group);
+    case 32:
+      return ctas_per_wave_for_group<32>(group);
+    case 64:
+      return ctas_per_wave_for_group<64>(group);
+    default:
+      return ctas_per_wave_for_group<128>(group);
   }
 }
 
@@ -274,17 +262,20 @@ void check_decode_shape(const DecodeAttnShape& shape) {
     throw Error("decode attention: at most " + std::to_string(detail::kDecodeMaxGroup) +
                 " query heads per KV head on CUDA, got " + std::to_string(Hq / Hkv));
   if (d != 16 && d != 32 && d != 64 && d != 128)
-    throw Error("decode attention: head_dim must be 16, 32, 64 or 128 on CUDA, got " + std::to_string(d));
+    throw Error("decode attention: head_dim must be 16, 32, 64 or 128 on CUDA, got " +
+                std::to_string(d));
   if (shape.max_positions <= 0) throw Error("decode attention: max_positions must be positive");
 }
 
 // Split partials of the plan, from the arena.
 void alloc_partials(DecodeAttnPlan& plan, DeviceArena& arena) {
   const DecodeAttnShape& s = plan.shape;
-  const int64_t need = (s.max_positions + detail::kDecodeKeysPerSplit - 1) / detail::kDecodeKeysPerSplit;
+  const int64_t need =
+      (s.max_positions + detail::kDecodeKeysPerSplit - 1) / detail::kDecodeKeysPerSplit;
   plan.max_splits = int(std::min<int64_t>(need, detail::kDecodeMaxSplits));
   plan.part_stats = arena.alloc_array<float2>(size_t(s.num_heads) * size_t(plan.max_splits));
-  plan.part_acc = arena.alloc_array<float>(size_t(s.num_heads) * size_t(plan.max_splits) * size_t(s.head_dim));
+  plan.part_acc =
+      arena.alloc_array<float>(size_t(s.num_heads) * size_t(plan.max_splits) * size_t(s.head_dim));
 }
 
 }  // namespace
@@ -301,13 +292,17 @@ DecodeAttnPlan decode_attention_plan(const DecodeAttnShape& shape, const DeviceK
   std::vector<uint8_t> modes_u8(static_cast<size_t>(Hkv));
   for (int h = 0; h < Hkv; ++h) {
     modes_u8[size_t(h)] = uint8_t(plan.modes[size_t(h)]);
-    if (!heads[h].k || !heads[h].v) throw Error("decode attention: KV head " + std::to_string(h) + " has no cache");
-    if (reinterpret_cast<uintptr_t>(heads[h].k) % 16 || reinterpret_cast<uintptr_t>(heads[h].v) % 16)
+    if (!heads[h].k || !heads[h].v)
+      throw Error("decode attention: KV head " + std::to_string(h) + " has no cache");
+    if (reinterpret_cast<uintptr_t>(heads[h].k) % 16 ||
+        reinterpret_cast<uintptr_t>(heads[h].v) % 16)
       throw Error("decode attention: KV head " + std::to_string(h) + " is not 16-byte aligned");
     if (heads[h].ring && heads[h].window_tokens <= 0)
-      throw Error("decode attention: ring KV head " + std::to_string(h) + " needs window_tokens > 0");
+      throw Error("decode attention: ring KV head " + std::to_string(h) +
+                  " needs window_tokens > 0");
     if (heads[h].ring && plan.modes[size_t(h)] != AttnMode::ssa)
-      throw Error("decode attention: KV head " + std::to_string(h) + " is a ring buffer but not SSA");
+      throw Error("decode attention: KV head " + std::to_string(h) +
+                  " is a ring buffer but not SSA");
   }
   plan.modes_dev = arena.alloc_array<uint8_t>(size_t(Hkv));
   plan.heads = arena.alloc_array<DeviceKvHead>(size_t(Hkv));
@@ -357,9 +352,11 @@ void decode_attention_run(const DecodeAttnPlan& plan, const DecodeAttnParams& p,
   const int64_t keys = p.pos + 1;  // FA heads see the most keys
   int64_t total_keys = 0;
   for (int h = 0; h < s.num_kv_heads; ++h)
-    total_keys += plan.modes[size_t(h)] == AttnMode::ssa ? detail::ssa_decode_keys(s.ssa, p.pos) : keys;
+    total_keys +=
+        plan.modes[size_t(h)] == AttnMode::ssa ? detail::ssa_decode_keys(s.ssa, p.pos) : keys;
   const int64_t wave = int64_t(detail::decode_ctas_per_wave(s.head_dim, kp.group));
-  int64_t per_split = std::max<int64_t>(detail::kDecodeMinKeysPerSplit, (total_keys + wave - 1) / wave);
+  int64_t per_split =
+      std::max<int64_t>(detail::kDecodeMinKeysPerSplit, (total_keys + wave - 1) / wave);
   per_split = std::max<int64_t>(per_split, (keys + plan.max_splits - 1) / plan.max_splits);
   kp.keys_per_split = int(per_split);
   kp.splits = int((keys + per_split - 1) / per_split);
@@ -371,10 +368,18 @@ void decode_attention_run(const DecodeAttnPlan& plan, const DecodeAttnParams& p,
   kp.ssa_local_blocks = s.ssa.local_blocks();
   const dim3 grid(kp.splits, s.num_kv_heads);
   switch (s.head_dim) {
-    case 16: detail::decode_launch<16>(kp, grid, s.num_heads, stream); break;
-    case 32: detail::decode_launch<32>(kp, grid, s.num_heads, stream); break;
-    case 64: detail::decode_launch<64>(kp, grid, s.num_heads, stream); break;
-    default: detail::decode_launch<128>(kp, grid, s.num_heads, stream); break;
+    case 16:
+      detail::decode_launch<16>(kp, grid, s.num_heads, stream);
+      break;
+    case 32:
+      detail::decode_launch<32>(kp, grid, s.num_heads, stream);
+      break;
+    case 64:
+      detail::decode_launch<64>(kp, grid, s.num_heads, stream);
+      break;
+    default:
+      detail::decode_launch<128>(kp, grid, s.num_heads, stream);
+      break;
   }
 }
 

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "attention_paged.h"
+#include "decode_common.cuh"
 #include "elastic/cuda/cuda_check.h"
 #include "elastic/error.h"
 
@@ -208,25 +209,7 @@ __global__ void __launch_bounds__(32 * kPagedWarps) paged_decode_split_kernel(co
       // The loads DEPTH steps ahead go out before this step's arithmetic.
       if (at + DEPTH * kStep < k_end) load_step(kv[b], vv[b], at + DEPTH * kStep);
       const bool valid = at + grp < k_end;  // the same for the kLK lanes of a group
-#pragma unroll
-      for (int h = 0; h < MG; ++h) {
-        if (h >= G) break;
-        const float4 q0 = *reinterpret_cast<const float4*>(&sq[h][sub * 8]);
-        const float4 q1 = *reinterpret_cast<const float4*>(&sq[h][sub * 8 + 4]);
-        float dot = q0.x * kc[0] + q0.y * kc[1] + q0.z * kc[2] + q0.w * kc[3] + q1.x * kc[4] +
-                    q1.y * kc[5] + q1.z * kc[6] + q1.w * kc[7];
-#pragma unroll
-        for (int off = kLK / 2; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
-        if (valid) {
-          const float x = dot * a.scale_log2;
-          const float m_new = fmaxf(m[h], x);
-          const float corr = exp2f(m[h] - m_new), w = exp2f(x - m_new);
-          l[h] = l[h] * corr + w;
-#pragma unroll
-          for (int e = 0; e < 8; ++e) acc[h][e] = acc[h][e] * corr + w * vc[e];
-          m[h] = m_new;
-        }
-      }
+      decode_key_step<D, MG>(sq, G, sub, kc, vc, valid, a.scale_log2, m, l, acc);
     }  // b
   }
   // Merge the kKW lane groups of the warp (lanes with the same `sub` hold the same elements).
