@@ -13,6 +13,8 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <random>
 
 #include "elastic/error.h"
 
@@ -162,6 +164,17 @@ std::string checked_target(const std::string& path) {
   return path;
 }
 
+// Six random letters and digits, as mkstemp's XXXXXX.
+std::string temp_suffix() {
+  static constexpr char kChars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  static std::mutex mu;
+  static std::mt19937_64 rng{std::random_device{}() ^ static_cast<uint64_t>(::getpid()) << 32};
+  std::lock_guard<std::mutex> lock(mu);
+  std::string out(6, 'x');
+  for (char& c : out) c = kChars[rng() % (sizeof kChars - 1)];
+  return out;
+}
+
 }  // namespace
 
 ProtectedInputs::ProtectedInputs(const std::vector<std::string>& paths) {
@@ -189,19 +202,27 @@ void write_file_atomic(const std::string& path, std::string_view contents) {
   namespace fs = std::filesystem;
   const fs::path target(checked_target(path));
   fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  std::string tmpl = (dir / ("." + target.filename().string() + ".tmp.XXXXXX")).string();
+  std::string name = ".";  // appended piecewise: GCC 12 warns falsely (-Wrestrict) on "." + s
+  name += target.filename().string();
+  name += ".tmp.";
+  const std::string base = (dir / name).string();
   install_temp_cleanup();
-  // Blocks SIGINT/SIGTERM between creating the file and registering it, so the handler never
-  // misses a temporary file that exists.
-  sigset_t block, old;
-  sigemptyset(&block);
-  sigaddset(&block, SIGINT);
-  sigaddset(&block, SIGTERM);
-  ::pthread_sigmask(SIG_BLOCK, &block, &old);
-  int fd = ::mkstemp(tmpl.data());
-  int mk_errno = errno;
-  TempRegistration reg(fd >= 0 ? tmpl : std::string());
-  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  // The name is registered before the file exists (then created with O_EXCL), so a SIGINT or
+  // SIGTERM handled on any thread (an OpenMP worker's too: a mask on this thread would not
+  // cover them) never misses a temporary file; unlinking a name not yet created is harmless.
+  std::string tmpl;
+  std::optional<TempRegistration> reg;
+  int fd = -1, mk_errno = 0;
+  for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
+    tmpl = base + temp_suffix();
+    reg.emplace(tmpl);
+    fd = ::open(tmpl.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      mk_errno = errno;
+      reg.reset();
+      if (mk_errno != EEXIST) break;
+    }
+  }
   if (fd < 0)
     throw Error(path + ": cannot create a temporary file in " + dir.string() + ": " +
                 std::strerror(mk_errno));
