@@ -58,7 +58,8 @@ TEST(RoutingSetup, CheckpointDefaultsAreTheRouterAndTheConfigSizes) {
   EXPECT_EQ(s.attn.xa.stride, 16);
   EXPECT_EQ(s.attn.xa.threshold, 0.9);
   // The retrieval mode follows the config's retrieval_mode.
-  const auto* xa = dynamic_cast<const RouterRouting*>(routing_setup({}, kXaSsa).policy.get());
+  const RoutingSetup xa_setup = routing_setup({}, kXaSsa);  // owns the policy read below
+  const auto* xa = dynamic_cast<const RouterRouting*>(xa_setup.policy.get());
   ASSERT_NE(xa, nullptr);
   EXPECT_EQ(xa->options().retrieval_mode, AttnMode::xa);
 }
