@@ -264,8 +264,8 @@ TEST(BatchForward, XaHeadsAndRecomputedChunksMatch) {
 // would differ from the alone-full logits).
 TEST(BatchForward, DecodeKvFullKeepsEveryHeadWhole) {
   Model m = model_load(fixture_dir("hf/qwen3-tiny"));
-  PatternRouting hybrid(AttnMode::fa, AttnMode::ssa, true), all_sa(AttnMode::ssa, AttnMode::ssa, false),
-      xa_ssa(AttnMode::xa, AttnMode::ssa, true);
+  PatternRouting hybrid(AttnMode::fa, AttnMode::ssa, true),
+      all_sa(AttnMode::ssa, AttnMode::ssa, false), xa_ssa(AttnMode::xa, AttnMode::ssa, true);
   AttnOptions full = small_ssa();
   full.decode_kv = DecodeKv::full;
   check_mixed_batch(m, {&hybrid, &all_sa, &xa_ssa}, full);
