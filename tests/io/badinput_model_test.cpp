@@ -257,7 +257,11 @@ TEST_F(BadModel, StaticAssignmentMustBeARegularFile) {
 // Item 10: more layers in the weights than num_hidden_layers.
 TEST_F(BadModel, UnusedLayerTensorsAreRejected) {
   copy_model(kQwen3);
-  edit_config([](json& j) { j["num_hidden_layers"] = 2; });
+  edit_config([](json& j) {
+    j["num_hidden_layers"] = 2;
+    if (j.contains("layer_types"))  // one entry per layer (a config check of its own)
+      j["layer_types"] = json::array({"full_attention", "full_attention"});
+  });
   expect_one_line_error({"logits", "-m", model(), "--input-ids", "1 2 3", "-o", dir_.str("l")},
                         {model(), "tensor 'model.layers.2.", "is unused", "num_hidden_layers 2",
                          "HF would only warn"});

@@ -363,6 +363,9 @@ TEST(Config, RejectsInvalidFields) {
   expect_field_error(config_text({{"mlp_bias", true}}), "field 'mlp_bias'");
   expect_field_error(config_text({{"use_sliding_window", true}}), "field 'use_sliding_window'");
   expect_field_error(config_text({{"layer_types", {"sliding_attention"}}}), "field 'layer_types'");
+  // One entry per layer, as HF checks (a short list was accepted).
+  expect_field_error(config_text({{"layer_types", {"full_attention", "full_attention"}}}),
+                     "has 2 entries for num_hidden_layers 1");
   expect_field_error(config_text({{"eos_token_id", 64}}), "field 'eos_token_id' must be in [0, 63]");
   expect_field_error(config_text({{"bos_token_id", -1}}), "field 'bos_token_id'");
   expect_field_error(config_text({{"torch_dtype", "int8"}}), "field 'torch_dtype' is \"int8\"");
