@@ -312,8 +312,9 @@ ModelConfig config_parse(const std::string& text, const std::string& source) {
         r.fail("layer_types", "holds " + Reader::shown(t) + " (supported: \"full_attention\")");
     // HF's config validation requires one entry per layer.
     if (static_cast<int64_t>(lt->size()) != c.num_layers)
-      r.fail("layer_types", "has " + std::to_string(lt->size()) + " entries for num_hidden_layers " +
-                                std::to_string(c.num_layers) + " (expected one per layer)");
+      r.fail("layer_types", "has " + std::to_string(lt->size()) +
+                                " entries for num_hidden_layers " + std::to_string(c.num_layers) +
+                                " (expected one per layer)");
   }
   if (auto mb = r.bool_opt("mlp_bias"); mb && *mb) r.fail("mlp_bias", "true is not supported");
 
