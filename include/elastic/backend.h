@@ -47,6 +47,9 @@ class KvStore {
   virtual size_t bytes_allocated() const = 0;
 };
 
+// Whether x: [count] host fp32 holds only finite values (one branch-free pass).
+bool host_all_finite(const float* x, int64_t count);
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -120,7 +123,8 @@ class Backend {
   // ties) when params.temperature == 0, else the token of the filtered, renormalised
   // distribution at cumulative probability u in [0, 1) (u drawn by the caller's Sampler). Only the
   // id comes back. Default (sampling.cpp): sampling_pick on host memory.
-  virtual int64_t sample(const float* logits, int64_t vocab, const SamplingParams& params, double u);
+  virtual int64_t sample(const float* logits, int64_t vocab, const SamplingParams& params,
+                         double u);
 };
 
 // The CPU reference backend (OpenMP threads).

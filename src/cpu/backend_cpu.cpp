@@ -20,10 +20,17 @@ void Backend::attention_forward_stored(const AttnArgs&, KvStore&, int64_t) {
   ELASTIC_CHECK_MSG(false, "attention_forward_stored on a backend that makes no KV store");
 }
 
+bool host_all_finite(const float* x, int64_t count) {
+  // x * 0 is 0 for finite x and NaN for NaN or Inf: one vectorisable pass, no branch.
+  float acc = 0.f;
+  for (int64_t i = 0; i < count; ++i) acc += x[i] * 0.f;
+  return acc == 0.f;
+}
+
 bool Backend::all_finite(const float* x, int64_t count) {
   std::vector<float> host(static_cast<size_t>(count));
   download(host.data(), x, host.size() * sizeof(float));
-  return std::all_of(host.begin(), host.end(), [](float v) { return std::isfinite(v); });
+  return host_all_finite(host.data(), count);
 }
 
 namespace {
@@ -82,12 +89,7 @@ class CpuBackend final : public Backend {
   void residual_forward(float* x, const float* delta, int64_t count) override {
     elastic::residual_forward(x, delta, count);
   }
-  bool all_finite(const float* x, int64_t count) override {
-    // x * 0 is 0 for finite x and NaN for NaN or Inf: one vectorisable pass, no branch.
-    float acc = 0.f;
-    for (int64_t i = 0; i < count; ++i) acc += x[i] * 0.f;
-    return acc == 0.f;
-  }
+  bool all_finite(const float* x, int64_t count) override { return host_all_finite(x, count); }
   void attention_forward(const AttnArgs& args) override { attention_cpu(args); }
 
   bool attention_paged_supported() const override { return true; }

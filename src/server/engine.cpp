@@ -5,7 +5,6 @@
 #include "elastic/engine.h"
 
 #include <algorithm>
-#include <cmath>
 #include <string>
 
 #include "elastic/error.h"
@@ -305,11 +304,9 @@ bool Engine::step() {
   // A model with NaN/Inf in its weights (or an overflow) gives non-finite logits: that request
   // fails with an error instead of sampling from them (the request path checks the same).
   std::vector<uint8_t> finite(static_cast<size_t>(S), 1);
-  for (int64_t i = 0; i < S; ++i) {
-    const float* row = logits.data() + i * c.vocab_size;
+  for (int64_t i = 0; i < S; ++i)
     finite[static_cast<size_t>(i)] =
-        std::all_of(row, row + c.vocab_size, [](float x) { return std::isfinite(x); });
-  }
+        host_all_finite(logits.data() + i * c.vocab_size, c.vocab_size);
   bool any_random = false;
   for (auto& s : running_) any_random = any_random || s->request.sampling.temperature > 0.f;
 #pragma omp parallel for schedule(dynamic, 1) if (any_random && S >= 4)
