@@ -76,25 +76,8 @@ mkdir -p "$OUT"
 summary=()
 note() { summary+=("$1"); echo "== $1"; }
 
-# 1. Dependencies into a private prefix.
-PREFIX=/tmp/elastic-deps
-rm -rf "$PREFIX" && mkdir -p "$PREFIX"
-for f in "$ROOT"/.debs/*.deb; do dpkg -x "$f" "$PREFIX"; done
-for pc in "$PREFIX"/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc "$PREFIX"/usr/share/pkgconfig/*.pc; do
-  [[ -f "$pc" ]] && sed -i "s|^prefix=/usr|prefix=$PREFIX/usr|" "$pc"
-done
-export PATH="$PREFIX/usr/bin:$PATH"
-export LD_LIBRARY_PATH="$PREFIX/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
-export PKG_CONFIG_PATH="$PREFIX/usr/lib/x86_64-linux-gnu/pkgconfig:$PREFIX/usr/share/pkgconfig"
-
-# The fixtures travel gzip'd (--fetch): restore them in place (links point at the restored files).
-python3 - "$ROOT/.gpu-shared" <<'PY'
-import gzip, pathlib, shutil, sys
-for gz in pathlib.Path(sys.argv[1]).rglob("*.safetensors.gz"):
-    with gzip.open(gz) as src, open(gz.with_suffix(""), "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    gz.unlink()
-PY
+# 1. Dependencies into a private prefix, fixtures restored (scripts/gpu-env.sh).
+source "$ROOT/scripts/gpu-env.sh"
 
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.used,memory.total --format=csv \
   2>&1 | tee "$OUT/gpu.txt"
@@ -104,24 +87,14 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.used,memo
 SRC="$ROOT"
 echo "building the carried tree ($(find "$SRC/src" "$SRC/include" "$SRC/tests" -type f | wc -l) source files)"
 B="$ROOT/build-gpu"
-# A build folder configured for another source folder (older runs built a copy) starts over.
-[[ -f "$B/CMakeCache.txt" ]] && ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$SRC" "$B/CMakeCache.txt" && rm -rf "$B"
-# No Cairo among the carried .debs (its -dev closure is X11, GLib, FreeType, ...): the GPU build
-# draws no figures (ELASTIC_PLOT=OFF makes --routing-map an error naming the path).
-cmake -S "$SRC" -B "$B" -G Ninja -DELASTIC_CUDA=ON -DELASTIC_TESTS=ON -DELASTIC_PLOT=OFF \
-  -DELASTIC_CUDA_GENCODE="-gencode=arch=compute_90a,code=sm_90a" \
-  -DCMAKE_PREFIX_PATH="$PREFIX/usr" -DELASTIC_SHARED_DIR="$ROOT/.gpu-shared" > "$OUT/build.log" 2>&1
+targets=(test_fixtures_cuda test_attention_cuda test_backend_cuda test_chunked_cuda bench_prefill_cuda)
+[[ $BENCH -eq 1 ]] && targets+=(elastic_attn_bench)
+targets+=(test_router_cuda test_sampling_cuda test_decode_kv_cuda elastic_cli test_train_cuda test_train_cli_cuda
+          bench_train_cuda)
+[[ $TRAIN_ONLY -eq 1 ]] && targets=(elastic_cli test_train_cuda test_train_cli_cuda bench_train_cuda)
+[[ $SERVE_ONLY -eq 1 ]] && targets=(test_serve_cuda bench_serve_cuda elastic_cli)
+gpu_build "$B" "${targets[@]}"
 rc=$?
-if [[ $rc -eq 0 ]]; then
-  targets=(test_fixtures_cuda test_attention_cuda test_backend_cuda test_chunked_cuda bench_prefill_cuda)
-  [[ $BENCH -eq 1 ]] && targets+=(elastic_attn_bench)
-  targets+=(test_router_cuda test_sampling_cuda test_decode_kv_cuda elastic_cli test_train_cuda test_train_cli_cuda
-            bench_train_cuda)
-  [[ $TRAIN_ONLY -eq 1 ]] && targets=(elastic_cli test_train_cuda test_train_cli_cuda bench_train_cuda)
-  [[ $SERVE_ONLY -eq 1 ]] && targets=(test_serve_cuda bench_serve_cuda elastic_cli)
-  ninja -C "$B" -j16 "${targets[@]}" >> "$OUT/build.log" 2>&1
-  rc=$?
-fi
 if [[ $rc -ne 0 ]]; then
   tail -40 "$OUT/build.log"
   note "build FAILED (rc $rc), see build.log"

@@ -29,6 +29,8 @@ const Command kCommands[] = {
     {"route", elastic::cli::cmd_route,
      "Elastic Attention routing map, sparsity ratios, KV/FLOP savings"},
     {"bench", elastic::cli::cmd_bench, "prefill/decode speed vs measured bandwidth and FMA peak"},
+    {"train", elastic::cli::cmd_pretrain,
+     "train a small model from scratch on the task suite (the project's own model)"},
     {"train-router", elastic::cli::cmd_train_router,
      "train the Attention Routers of a frozen backbone; writes an Elastic checkpoint"},
     {"train-step", elastic::cli::cmd_train_step,

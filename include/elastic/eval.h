@@ -76,6 +76,11 @@ void eval_vocab_validate(const EvalVocab& v);
 // sorted and unique; generated prompts and answers consist of these words, spaces, newlines
 // and the punctuation . , : ?
 std::vector<std::string> eval_vocab_words(const EvalVocab& v = eval_vocab_default());
+// A tokenizer.json (HF format: byte-level BPE without merges, ignore_merges) in which every word
+// of eval_vocab_words, with or without its leading space, every number 0..999 and the
+// templates' punctuation is one token; other text falls back to bytes, so any text round-trips.
+// "<|endoftext|>" (the last id) starts every encoded text and ends every sample.
+std::string eval_tokenizer_json(const EvalVocab& v = eval_vocab_default());
 
 // ---- Samples -----------------------------------------------------------------------------
 

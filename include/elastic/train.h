@@ -119,4 +119,83 @@ struct RouterEval {
 RouterEval router_eval_omega(const std::string& checkpoint_dir, const std::string& data_path,
                              const std::string& chat_template = "auto");
 
+
+// ---- Backbone pretraining (`elastic train`) ----------------------------------------------
+//
+// Trains a decoder from scratch (or from --init-from weights) on the evaluation suite's task
+// generators (eval.h) and the training-only task "assoc_recall" (multi-query associative recall:
+// key-value pairs, then queries of those keys, each followed by its value), packed into
+// sequences of at most max_tokens. "Head-mix" runs a random half of each layer's KV heads in SSA
+// for a fraction of the samples, so that every head works in both regimes (issue 10).
+
+// The tasks `elastic train --tasks` accepts: every eval task, then "assoc_recall".
+std::vector<std::string> pretrain_task_names();
+
+struct PretrainConfig {
+  std::string out_dir;
+  std::string backend = "cpu";
+  std::string init_from;  // an HF folder whose weights (and tokenizer) start the run; "" = random
+  // Shape of a fresh model (Qwen3 architecture; the tokenizer is eval_tokenizer_json's).
+  int64_t layers = 6, hidden = 256, heads = 8, kv_heads = 4, head_dim = 32, ffn = 768;
+  double rope_theta = 500000.0;
+  int64_t max_position = 16384;
+  // Data.
+  std::vector<std::string> tasks;  // empty = every eval task
+  std::vector<int64_t> lengths = {256, 512, 1024};  // sample lengths drawn uniformly
+  int64_t max_tokens = 8192;       // tokens per packed sequence
+  int64_t batch = 4;               // packed sequences per optimizer step
+  bool answer_only_labels = false;  // CE on the completion only, else on every next token
+  double head_mix = 0.0;            // fraction of samples with half of the KV heads in SSA
+  SsaOptions ssa{64, 64, 512};      // the sparse mode of head-mix (block, sink, local)
+  // Optimisation (AdamW, linear warm-up then cosine to min_lr_ratio x lr).
+  int64_t steps = 1000;
+  double lr = 1e-3, min_lr_ratio = 0.1, warmup = 0.02, clip = 1.0, weight_decay = 0.0;
+  double beta1 = 0.9, beta2 = 0.95;
+  uint64_t seed = 1;
+  int64_t save_every = 100;
+  int64_t eval_every = 0;  // steps between held-out accuracy probes (0 = none)
+  int64_t eval_samples = 8;  // samples per task in a probe
+  bool resume = false;
+  int64_t max_seconds = 0;  // stop (checkpointed, resumable) after this wall time (0 = none)
+};
+
+struct PretrainMetrics {
+  int64_t step = 0, steps = 0;
+  double loss = 0, answer_loss = 0, grad_norm = 0, lr = 0, seconds = 0;
+  int64_t tokens = 0, answer_tokens = 0;
+  // Held-out probe after this step (empty when none): greedy accuracy per task, dense.
+  std::vector<std::pair<std::string, double>> probe;
+};
+
+struct PretrainCallbacks {
+  std::function<void(const PretrainMetrics&)> on_step;
+  std::function<void(const std::string&)> on_note;
+  std::function<bool()> should_stop;
+};
+
+// Writes OUT/: config.json (Qwen3), model.safetensors (bf16), tokenizer.json,
+// generation_config.json, train_state.safetensors (fp32 weights and AdamW moments, step; what a
+// resume reads), metrics.jsonl and curves.png. Every file is written atomically.
+TrainStatus pretrain_run(const PretrainConfig& config, const PretrainCallbacks& cb = {});
+
+// One packed sequence of step `step`, pack `pack` of a run (deterministic for the seed): token
+// ids, next-token labels (-100 = ignored), sample boundaries (cu_seqlens) and whether each token
+// is an answer token. For tests and tools.
+struct PretrainPack {
+  std::vector<int64_t> ids, labels, cu_seqlens;
+  std::vector<uint8_t> answer;
+  std::vector<std::string> tasks;  // per sample
+};
+class Tokenizer;
+// The figure of a run's metrics.jsonl: training loss, held-out answer CE per task (FA, SSA).
+void pretrain_curves_write(const std::string& metrics_path, const std::string& png_path);
+// Router-training data from the suite's generators: n samples per eval task and length as
+// JSON lines {"prompt", "answer" (eval_sample_completion), "task"}, lengths counted exactly
+// with `tokenizer`; seeds disjoint from those of eval_generate_set with the same seed.
+void pretrain_export_samples(const std::vector<std::string>& tasks,
+                             const std::vector<int64_t>& lengths, int64_t n, uint64_t seed,
+                             const Tokenizer& tokenizer, const std::string& path);
+PretrainPack pretrain_make_pack(const PretrainConfig& config, const Tokenizer& tokenizer,
+                                int64_t step, int64_t pack);
+
 }  // namespace elastic

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# The pipeline of the project's own model (issue 10), one command from scratch to the evaluation:
+#   s1      backbone from scratch on multi-query associative recall at 256 tokens (a setting known
+#           to learn retrieval: does it?)
+#   s2      every suite task + associative recall at 256..2048 tokens, from s1
+#   s3      lengths up to 8192 with head-mix (half of the KV heads SSA in half of the samples), from s2
+#   router  router-training data from the suite's generators, then `elastic train-router` on s3
+#           (targets 0.7 for sensitive tasks, 1.0 for robust ones)
+#   eval    `elastic eval` of the router checkpoint: dense, all-SA, static at 0.5, Elastic
+# Each stage starts from the previous stage's model folder, resumes its own training state when
+# the folder has one, and is skipped once done (RUN/<stage>/done). --minutes caps the whole call:
+# a stage that reaches it checkpoints and the next call resumes it on the same machine; across
+# device calls a stage's model folder travels (bf16 weights, 11 MB), not its fp32 optimizer state
+# (3 x 22 MB is over the device's 16 MiB-per-file return limit), so a stage cut by a call's end
+# continues from its weights with fresh moments.
+#
+# Usage: scripts/train-model.sh [--run DIR] [--minutes M] [--backend cpu|cuda] [--build] STAGE...
+# On the device: run(command="scripts/train-model.sh --build --backend cuda --minutes 8 s1 s2",
+#                    carry=[".debs", "runs/model"]) -- stage folders come back as $OUT/<stage>.tar
+#   (untar here with: for t in OUTDIR/*.tar; do tar -xf "$t" -C runs/model; done)
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUN=$ROOT/runs/model MINUTES=0 BACKEND=cpu BUILD=0 SMOKE=0 STAGES=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --run) RUN=$2; shift ;;
+    --minutes) MINUTES=$2; shift ;;
+    --backend) BACKEND=$2; shift ;;
+    --build) BUILD=1 ;;
+    --smoke) SMOKE=1 ;;  # the pipeline's logic in a minute on a CPU: a tiny model, 2 steps a stage
+    -h|--help) sed -n 2,25p "$0"; exit 0 ;;
+    *) STAGES+=("$1") ;;
+  esac
+  shift
+done
+[[ ${#STAGES[@]} -eq 0 ]] && STAGES=(s1 s2 s3 router eval)
+OUT=${OUT:-$ROOT/out}
+mkdir -p "$RUN" "$OUT"
+START=$(date +%s)
+left() {  # seconds left of --minutes (a large number without a cap)
+  if [[ $MINUTES -eq 0 ]]; then echo 1000000; else echo $(( MINUTES * 60 - ($(date +%s) - START) )); fi
+}
+
+ELASTIC=$ROOT/build/bin/elastic
+if [[ $BUILD -eq 1 ]]; then
+  source "$ROOT/scripts/gpu-env.sh"
+  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+  gpu_build "$ROOT/build-gpu" elastic_cli || { tail -30 "$OUT/build.log"; exit 1; }
+  ELASTIC=$ROOT/build-gpu/bin/elastic
+  echo "build ok ($(( $(date +%s) - START )) s)"
+fi
+
+# The shipped shape: Qwen3, 6 layers, hidden 256, 8 query / 4 KV heads of 64... see docs/model.md.
+SHAPE=(--layers 6 --hidden 256 --heads 8 --kv-heads 4 --head-dim 32 --ffn 768)
+SSA=(--block 64 --sink 64 --local 512)
+SMALL=()  # --smoke: appended to every stage (a later option wins)
+EVAL_N=20 EVAL_LENGTHS=4096 ROUTER_N=24 ROUTER_LENGTHS=1024,2048,4096 ROUTER_STEPS=200
+if [[ $SMOKE -eq 1 ]]; then
+  SHAPE=(--layers 2 --hidden 32 --heads 2 --kv-heads 2 --head-dim 16 --ffn 32)
+  SMALL=(--steps 2 --lengths 256 --max-tokens 512 --batch 1 --eval-every 1 --eval-samples 1)
+  EVAL_N=1 EVAL_LENGTHS=512 ROUTER_N=1 ROUTER_LENGTHS=512 ROUTER_STEPS=2
+fi
+TASKS_ALL=niah_single,niah_multikey,niah_multivalue,niah_multiquery,kv_retrieval,variable_tracking,common_words,frequent_words,repeat_last_line,continue_pattern,arithmetic_last,count_word
+
+# train_stage NAME FROM ARGS...: one `elastic train` stage (FROM: the previous stage or "").
+train_stage() {
+  local name=$1 from=$2
+  shift 2
+  local dir=$RUN/$name
+  [[ -f $dir/done ]] && { echo "$name: done already ($(cat "$dir/done"))"; return 0; }
+  local budget
+  budget=$(left)
+  (( budget < 30 )) && { echo "$name: no time left"; return 1; }
+  local args=(--out "$dir" --backend "$BACKEND" --max-time "$budget" "$@" "${SMALL[@]}")
+  if [[ -f $dir/train_state.safetensors ]]; then
+    args+=(--resume)
+  elif [[ -f $dir/model.safetensors ]]; then  # came back from another machine without its state
+    mv "$dir" "$dir.partial" && args+=(--init-from "$dir.partial")
+  elif [[ -n $from ]]; then
+    [[ -f $RUN/$from/model.safetensors ]] || { echo "$name: needs stage $from first"; return 1; }
+    args+=(--init-from "$RUN/$from")
+  else
+    args+=("${SHAPE[@]}")
+  fi
+  echo "== $name: elastic train ${args[*]}"
+  "$ELASTIC" train "${args[@]}" 2>&1 | grep -v "^step " | tail -40
+  # The last step line and whether it finished.
+  tail -1 "$dir/metrics.jsonl"; echo
+  local steps_done total
+  steps_done=$(tail -1 "$dir/metrics.jsonl" | sed -E 's/.*"step":([0-9]+).*/\1/')
+  total=$(printf '%s\n' "$@" "${SMALL[@]}" | grep -A1 -x -- --steps | tail -1)
+  if [[ "$steps_done" == "$total" ]]; then echo "finished $total steps" > "$dir/done"
+  else echo "$name: stopped at step $steps_done of $total (time cap)"; echo "stopped at $steps_done of $total" > "$dir/done"; fi
+}
+
+for stage in "${STAGES[@]}"; do
+  case "$stage" in
+    s1) train_stage s1 "" --tasks assoc_recall --lengths 256 --max-tokens 8192 --batch 4 \
+          --steps 400 --lr 2e-3 --warmup 0.05 --eval-every 50 --eval-samples 16 --save-every 100 ;;
+    s2) train_stage s2 s1 --tasks "$TASKS_ALL,assoc_recall" --lengths 256,512,1024,2048 \
+          --max-tokens 16384 --batch 4 --steps 1500 --lr 1e-3 --warmup 0.02 --eval-every 150 \
+          --eval-samples 8 --save-every 250 ;;
+    s3) train_stage s3 s2 --tasks "$TASKS_ALL,assoc_recall" --lengths 512,1024,2048,4096,8192 \
+          --max-tokens 16384 --batch 4 --steps 1000 --lr 5e-4 --warmup 0.02 --head-mix 0.5 "${SSA[@]}" \
+          --eval-every 100 --eval-samples 8 --save-every 250 ;;
+    router)
+      [[ -f $RUN/router/done ]] && { echo "router: done already"; continue; }
+      python3 - "$RUN/targets.json" <<'PY'
+import json, sys
+sens = ["niah_single", "niah_multikey", "niah_multivalue", "niah_multiquery", "kv_retrieval",
+        "variable_tracking", "common_words", "frequent_words"]
+rob = ["repeat_last_line", "continue_pattern", "arithmetic_last", "count_word"]
+json.dump({**{t: 0.7 for t in sens}, **{t: 1.0 for t in rob}}, open(sys.argv[1], "w"), indent=1)
+PY
+      "$ELASTIC" train --out "$RUN/router-data" --export-data "$RUN/router.jsonl" --export-n $ROUTER_N \
+        --lengths $ROUTER_LENGTHS --tokenizer "$RUN/s3/tokenizer.json" --seed 7 || exit 1
+      args=(-m "$RUN/s3" --data "$RUN/router.jsonl" --out "$RUN/router" --task-targets "$RUN/targets.json"
+            --labels answer --chat-template none --pool-tokens 100 "${SSA[@]}" --steps $ROUTER_STEPS --batch 4
+            --max-tokens 16384 --lr 5e-3 --lambda-lr 2e-2 --save-every 50 --backend "$BACKEND")
+      [[ -f $RUN/router/train_state.safetensors ]] && args+=(--resume)
+      echo "== router: elastic train-router ${args[*]}"
+      "$ELASTIC" train-router "${args[@]}" 2>&1 | grep -v "^step " | tail -20
+      tail -1 "$RUN/router/metrics.jsonl" && echo "finished" > "$RUN/router/done" ;;
+    eval)
+      M=$RUN/router; [[ -f $M/done ]] || M=$RUN/s3; [[ -f $M/done ]] || M=$RUN/s2
+      echo "== eval of $M"
+      "$ELASTIC" eval -m "$M" --tasks all --lengths $EVAL_LENGTHS --n $EVAL_N --configs dense,all-sa,static:0.5,elastic \
+        --sink 64 --local 512 --block 64 --backend "$BACKEND" --json > "$RUN/eval-$EVAL_LENGTHS.json" 2> "$RUN/eval-$EVAL_LENGTHS.log"
+      python3 - "$RUN/eval-$EVAL_LENGTHS.json" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))["results"]
+configs = list(dict.fromkeys(r["config"] for r in rows))
+print("%-18s %6s" % ("task", "length") + "".join("  %-18s" % c for c in configs))
+for task in dict.fromkeys(r["task"] for r in rows):
+    for length in dict.fromkeys(r["length"] for r in rows if r["task"] == task):
+        cells = {r["config"]: r for r in rows if r["task"] == task and r["length"] == length}
+        print("%-18s %6d" % (task, length) + "".join(
+            "  %5.1f%% O=%.2f      " % (100 * cells[c]["accuracy"], cells[c]["omega_msr"]) for c in configs))
+PY
+      ;;
+    *) echo "unknown stage $stage (s1 s2 s3 router eval)"; exit 2 ;;
+  esac
+done
+
+# What travels back: one tar per stage folder, without the fp32 training state.
+for n in "${STAGES[@]}"; do
+  [[ -d $RUN/$n ]] || continue
+  tar -cf "$OUT/$n.tar" -C "$RUN" --exclude train_state.safetensors "$n"
+done
+cp "$RUN"/eval-*.json "$RUN"/eval-*.log "$OUT/" 2>/dev/null
+ls -la "$OUT"

@@ -1,0 +1,735 @@
+// pretrain_run (train.h): backbone training from scratch on the evaluation suite's generators.
+//
+//   per optimizer step t (1-based) of N:
+//     packs 0..batch-1 of step t: a pure function of (seed, t, pack), so the data needs no
+//       position in the checkpoint and a resumed run sees exactly the samples a straight run does
+//     forward + backward of every pack (engine, fixed routing: FA, or half of the KV heads SSA
+//       for head-mix samples); CE normalised by the labelled tokens of the whole step
+//     clip to global norm `clip`; AdamW (linear warm-up, cosine to min_lr_ratio x lr)
+//     metrics line; held-out probe every eval_every steps; checkpoint every save_every steps
+//
+// The probe runs the engine without gradients on held-out samples (seeds no step draws) with
+// answer-only labels: the answer CE per task with every head FA and with every head SSA, the
+// learning curve of each task and of its sensitivity to sparsity.
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <cctype>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "elastic/config.h"
+#include "elastic/dtype.h"
+#include "elastic/error.h"
+#include "elastic/eval.h"
+#include "elastic/fileio.h"
+#include "elastic/plot.h"
+#include "elastic/tokenizer.h"
+#include "elastic/train.h"
+#include "eval/eval_internal.h"
+#include "train/engine.h"
+#include "train/rng.h"
+
+namespace elastic {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using namespace train;
+using eval_detail::EvalRng;
+using eval_detail::seed_of;
+
+namespace {
+
+constexpr const char* kStateFile = "train_state.safetensors";
+constexpr const char* kStateKey = "elastic_pretrain_state";
+constexpr int kStateVersion = 1;
+constexpr const char* kAssoc = "assoc_recall";
+// Tokens kept free after a generated prompt for its completion and end of text.
+constexpr int64_t kAnswerMargin = 24;
+// Seed streams: training packs use (seed, step, pack); the probe uses step 0, which no
+// optimizer step (1-based) draws.
+constexpr uint64_t kSampleStream = 0x53414d50u;  // "SAMP"
+
+std::vector<int64_t> encode(const Tokenizer& tok, const std::string& text, bool special) {
+  EncodeOptions eo;
+  eo.add_special = special;
+  const std::vector<int32_t> ids = tok.encode(text, eo);
+  return {ids.begin(), ids.end()};
+}
+
+int64_t eos_of(const Tokenizer& tok) {
+  const std::optional<int32_t> id = tok.token_to_id("<|endoftext|>");
+  if (!id) throw Error(tok.source() + ": the tokenizer has no <|endoftext|> token");
+  return *id;
+}
+
+struct Sample {
+  std::vector<int64_t> ids;
+  std::vector<uint8_t> answer;  // [ids] 1 = a token the model should produce from the context
+};
+
+// Multi-query associative recall (Zoology's MQAR in words): "Remember each pair." then N pairs
+// " key value." with distinct keys, then queries " key value." of those keys. A query's value
+// is an answer token: only retrieval predicts it.
+Sample assoc_recall_sample(const Tokenizer& tok, int64_t eos, int64_t length, uint64_t seed) {
+  const EvalVocab& v = eval_vocab_default();
+  EvalRng rng(seed);
+  Sample s;
+  auto add = [&](const std::string& text, bool answer, bool special = false) {
+    for (int64_t id : encode(tok, text, special)) {
+      s.ids.push_back(id);
+      s.answer.push_back(answer ? 1 : 0);
+    }
+  };
+  add("Remember each pair.\n", false, true);
+  const int64_t budget = std::max<int64_t>(length - int64_t(s.ids.size()) - 4, 12);
+  const int64_t n = std::clamp<int64_t>(budget / 6, 2, int64_t(v.keys.size()));
+  const std::vector<std::string> keys = rng.sample(v.keys, size_t(n));
+  std::vector<std::string> values(static_cast<size_t>(n));
+  for (auto& x : values) x = rng.pick(v.values);
+  for (int64_t i = 0; i < n; ++i) add(" " + keys[size_t(i)] + " " + values[size_t(i)] + ".", false);
+  add("\n", false);
+  while (int64_t(s.ids.size()) + 4 <= length) {
+    const int64_t i = static_cast<int64_t>(rng.below(uint64_t(n)));
+    add(" " + keys[size_t(i)], false);
+    add(" " + values[size_t(i)], true);
+    add(".", false);
+  }
+  s.ids.push_back(eos);
+  s.answer.push_back(1);
+  return s;
+}
+
+// An upper bound of the suite tokenizer's token count of a generated text, without running
+// the tokenizer (the generators bisect over haystack sizes, so they count many times): one
+// token per run of letters, run of digits, punctuation character and run of newlines, plus the
+// start token. The tokenizer joins some of these (".\n" is one token), never splits them.
+int64_t fast_token_bound(const std::string& text) {
+  int64_t n = 1;
+  char prev = ' ';
+  for (char ch : text) {
+    const auto kind = [](char x) {
+      if (std::isalpha(static_cast<unsigned char>(x))) return 1;
+      if (std::isdigit(static_cast<unsigned char>(x))) return 2;
+      if (x == ' ') return 0;
+      if (x == '\n') return 3;
+      return 4;  // punctuation: one token each
+    };
+    const int k = kind(ch), kp = kind(prev);
+    if (k == 4 || (k != 0 && k != kp)) ++n;
+    prev = ch;
+  }
+  return n;
+}
+
+Sample task_sample(const std::string& task, const Tokenizer& tok, int64_t eos, int64_t length,
+                   uint64_t seed) {
+  if (task == kAssoc) return assoc_recall_sample(tok, eos, length, seed);
+  // The bound keeps a sample within `length`; its exact size is what the tokenizer gives.
+  const EvalSample e = eval_generate(task, std::max<int64_t>(length - kAnswerMargin, 1), seed, 0,
+                                     fast_token_bound);
+  Sample s;
+  s.ids = encode(tok, e.prompt, true);
+  s.answer.assign(s.ids.size(), 0);
+  for (int64_t id : encode(tok, eval_sample_completion(e), false)) {
+    s.ids.push_back(id);
+    s.answer.push_back(1);
+  }
+  s.ids.push_back(eos);
+  s.answer.push_back(1);
+  return s;
+}
+
+struct Planned {
+  std::string task;
+  int64_t length = 0;
+  uint64_t seed = 0;
+};
+
+// The samples of one pack: lengths drawn from those that still fit, tasks uniformly.
+std::vector<Planned> plan_pack(const PretrainConfig& pc, const std::vector<std::string>& tasks,
+                               int64_t step, int64_t pack) {
+  EvalRng rng(seed_of(pc.seed ^ kSampleStream, uint64_t(step), uint64_t(pack)));
+  std::vector<Planned> out;
+  int64_t left = pc.max_tokens;
+  for (int64_t k = 0;; ++k) {
+    std::vector<int64_t> fit;
+    for (int64_t L : pc.lengths)
+      if (L <= left) fit.push_back(L);
+    if (fit.empty()) break;
+    Planned p;
+    p.length = rng.pick(fit);
+    p.task = rng.pick(tasks);
+    p.seed = seed_of(pc.seed, uint64_t(step) << 20 | uint64_t(pack), uint64_t(k));
+    left -= p.length;
+    out.push_back(p);
+  }
+  return out;
+}
+
+PretrainPack assemble(const std::vector<Planned>& plan, const std::vector<Sample>& samples,
+                      bool answer_only) {
+  PretrainPack p;
+  p.cu_seqlens.push_back(0);
+  for (size_t i = 0; i < samples.size(); ++i) {
+    const Sample& s = samples[i];
+    const size_t n = s.ids.size();
+    for (size_t t = 0; t < n; ++t) {
+      p.ids.push_back(s.ids[t]);
+      p.answer.push_back(s.answer[t]);
+      const bool last = t + 1 == n;
+      p.labels.push_back(last || (answer_only && !s.answer[t + 1]) ? -100 : s.ids[t + 1]);
+    }
+    p.cu_seqlens.push_back(static_cast<int64_t>(p.ids.size()));
+    p.tasks.push_back(plan[i].task);
+  }
+  return p;
+}
+
+std::vector<PretrainPack> make_packs(const PretrainConfig& pc, const std::vector<std::string>& tasks,
+                                     const Tokenizer& tok, int64_t eos, int64_t step) {
+  std::vector<std::vector<Planned>> plans;
+  std::vector<std::pair<size_t, size_t>> jobs;  // (pack, sample)
+  for (int64_t b = 0; b < pc.batch; ++b) {
+    plans.push_back(plan_pack(pc, tasks, step, b));
+    for (size_t i = 0; i < plans.back().size(); ++i) jobs.emplace_back(size_t(b), i);
+  }
+  std::vector<std::vector<Sample>> samples(plans.size());
+  for (size_t b = 0; b < plans.size(); ++b) samples[b].resize(plans[b].size());
+  std::string error;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t j = 0; j < int64_t(jobs.size()); ++j) {
+    const auto [b, i] = jobs[size_t(j)];
+    const Planned& p = plans[b][i];
+    try {
+      samples[b][i] = task_sample(p.task, tok, eos, p.length, p.seed);
+    } catch (const std::exception& e) {
+#pragma omp critical
+      if (error.empty()) error = p.task + " at " + std::to_string(p.length) + " tokens: " + e.what();
+    }
+  }
+  if (!error.empty()) throw Error("train: generating a sample of " + error);
+  std::vector<PretrainPack> packs;
+  for (size_t b = 0; b < plans.size(); ++b)
+    packs.push_back(assemble(plans[b], samples[b], pc.answer_only_labels));
+  return packs;
+}
+
+// Standard normal from two Philox uniforms (Box-Muller), keyed by (tensor, element).
+void init_normal(float* dst, int64_t n, double stddev, uint32_t tensor, uint64_t seed) {
+  const std::array<uint32_t, 2> key = {uint32_t(seed), uint32_t(seed >> 32)};
+  for (int64_t i = 0; i < n; ++i) {
+    const auto x = philox4x32_10({uint32_t(i), tensor, uint32_t(uint64_t(i) >> 32), 0x50524554u},
+                                 key);  // "PRET"
+    const double u1 = (double(x[0]) + 1.0) * 0x1p-32;  // (0, 1]
+    const double u2 = double(x[1]) * 0x1p-32;
+    dst[i] = float(stddev * std::sqrt(-2.0 * std::log(u1)) * std::cos(2 * M_PI * u2));
+  }
+}
+
+// GPT-2's init: N(0, 0.02) for embeddings and projections, the residual outputs (o_proj,
+// down_proj) scaled by 1 / sqrt(2 L); norms at 1, biases at 0.
+void backbone_init(ParamSet<float>& p, const ModelConfig& c, uint64_t seed) {
+  uint32_t tensor = 0;
+  for (const ParamInfo& t : p.layout.tensors()) {
+    float* dst = p.ptr(t.name);
+    const bool norm = t.name.find("norm.weight") != std::string::npos;
+    const bool bias = t.name.size() > 5 && t.name.compare(t.name.size() - 5, 5, ".bias") == 0;
+    if (norm)
+      std::fill(dst, dst + t.numel(), 1.f);
+    else if (bias)
+      std::fill(dst, dst + t.numel(), 0.f);
+    else {
+      const bool residual = t.name.find("o_proj") != std::string::npos ||
+                            t.name.find("down_proj") != std::string::npos;
+      init_normal(dst, t.numel(), residual ? 0.02 / std::sqrt(2.0 * double(c.num_layers)) : 0.02,
+                  tensor, seed);
+    }
+    ++tensor;
+  }
+}
+
+json fresh_config_json(const PretrainConfig& pc, int64_t vocab, int64_t eos) {
+  json j;
+  j["architectures"] = json::array({"Qwen3ForCausalLM"});
+  j["model_type"] = "qwen3";
+  j["hidden_size"] = pc.hidden;
+  j["intermediate_size"] = pc.ffn;
+  j["num_hidden_layers"] = pc.layers;
+  j["num_attention_heads"] = pc.heads;
+  j["num_key_value_heads"] = pc.kv_heads;
+  j["head_dim"] = pc.head_dim;
+  j["hidden_act"] = "silu";
+  j["max_position_embeddings"] = pc.max_position;
+  j["rms_norm_eps"] = 1e-6;
+  j["rope_theta"] = pc.rope_theta;
+  j["rope_scaling"] = nullptr;
+  j["attention_bias"] = false;
+  j["attention_dropout"] = 0.0;
+  j["tie_word_embeddings"] = true;
+  j["use_sliding_window"] = false;
+  j["sliding_window"] = nullptr;
+  j["max_window_layers"] = pc.layers;
+  j["vocab_size"] = vocab;
+  j["bos_token_id"] = eos;
+  j["eos_token_id"] = eos;
+  j["torch_dtype"] = "bfloat16";
+  j["use_cache"] = true;
+  j["initializer_range"] = 0.02;
+  return j;
+}
+
+void config_validate(const PretrainConfig& pc) {
+  auto bad = [](const std::string& what) { throw Error("train: " + what); };
+  if (pc.out_dir.empty()) bad("missing --out DIR");
+  if (pc.steps < 1) bad("--steps must be >= 1");
+  if (pc.batch < 1) bad("--batch must be >= 1");
+  if (pc.lengths.empty()) bad("--lengths must name at least one length");
+  for (int64_t L : pc.lengths) {
+    if (L < 32) bad("--lengths: " + std::to_string(L) + " is below 32 tokens");
+    if (L > pc.max_tokens)
+      bad("--lengths: " + std::to_string(L) + " exceeds --max-tokens " +
+          std::to_string(pc.max_tokens));
+  }
+  for (auto [v, name] : {std::pair{pc.lr, "--lr"}, {pc.weight_decay, "--weight-decay"}})
+    if (!(std::isfinite(v) && v >= 0)) bad(std::string(name) + " must be a finite number >= 0");
+  if (!(pc.min_lr_ratio >= 0 && pc.min_lr_ratio <= 1)) bad("--min-lr-ratio must be in [0, 1]");
+  if (!(pc.warmup >= 0 && pc.warmup <= 1)) bad("--warmup must be in [0, 1]");
+  if (!(pc.clip > 0)) bad("--clip must be > 0");
+  if (!(pc.head_mix >= 0 && pc.head_mix <= 1)) bad("--head-mix must be in [0, 1]");
+  if (pc.save_every < 1) bad("--save-every must be >= 1");
+  if (pc.heads % std::max<int64_t>(pc.kv_heads, 1) != 0 || pc.kv_heads < 1)
+    bad("--heads must be a multiple of --kv-heads");
+}
+
+double lr_at(const PretrainConfig& pc, int64_t step0) {
+  const int64_t warm = static_cast<int64_t>(std::ceil(pc.warmup * double(pc.steps)));
+  if (step0 < warm) return pc.lr * double(step0 + 1) / double(warm);
+  const double p = pc.steps > warm ? double(step0 - warm) / double(pc.steps - warm) : 1.0;
+  const double lo = pc.lr * pc.min_lr_ratio;
+  return lo + (pc.lr - lo) * 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, p)));
+}
+
+json fingerprint_of(const PretrainConfig& pc, const ModelConfig& c,
+                    const std::vector<std::string>& tasks) {
+  json f;
+  f["layers"] = c.num_layers;
+  f["hidden"] = c.hidden_size;
+  f["heads"] = c.num_heads;
+  f["kv_heads"] = c.num_kv_heads;
+  f["head_dim"] = c.head_dim;
+  f["ffn"] = c.intermediate_size;
+  f["vocab"] = c.vocab_size;
+  f["tasks"] = tasks;
+  f["lengths"] = pc.lengths;
+  f["max_tokens"] = pc.max_tokens;
+  f["batch"] = pc.batch;
+  f["labels"] = pc.answer_only_labels ? "answer" : "all";
+  f["head_mix"] = pc.head_mix;
+  f["ssa"] = {pc.ssa.block, pc.ssa.sink_tokens, pc.ssa.local_tokens};
+  f["steps"] = pc.steps;
+  f["lr"] = pc.lr;
+  f["seed"] = pc.seed;
+  return f;
+}
+
+void state_save(const std::string& out, TrainEngine& eng, int64_t step, const json& fingerprint) {
+  std::vector<SafetensorsWriteItem> items;
+  const ParamLayout& lay = eng.layout(ParamGroup::backbone);
+  const std::pair<ParamState, const char*> parts[] = {
+      {ParamState::value, ""}, {ParamState::adam_m, "adam_m."}, {ParamState::adam_v, "adam_v."}};
+  for (auto [state, prefix] : parts) {
+    const std::vector<float> v = eng.get(ParamGroup::backbone, state);
+    for (const ParamInfo& p : lay.tensors())
+      items.push_back(safetensors_item_f32(prefix + p.name, p.shape, v.data() + p.offset));
+  }
+  json meta = {{"version", kStateVersion}, {"step", step}, {"fingerprint", fingerprint}};
+  safetensors_write((fs::path(out) / kStateFile).string(), items, {{kStateKey, meta.dump()}});
+}
+
+int64_t state_load(const std::string& out, TrainEngine& eng, const json& fingerprint) {
+  const std::string path = (fs::path(out) / kStateFile).string();
+  const auto file = SafetensorsFile::open(path);
+  const auto it = file->metadata().find(kStateKey);
+  if (it == file->metadata().end())
+    throw Error(path + ": not a pretraining state (no " + std::string(kStateKey) + " metadata)");
+  json meta;
+  try {
+    meta = json::parse(it->second);
+  } catch (const json::exception&) {
+    throw Error(path + ": the training-state metadata is not valid JSON");
+  }
+  if (meta.value("version", 0) != kStateVersion)
+    throw Error(path + ": training-state version " + std::to_string(meta.value("version", 0)) +
+                ", expected " + std::to_string(kStateVersion));
+  const json& saved = meta["fingerprint"];
+  for (const auto& [key, value] : fingerprint.items())
+    if (!saved.contains(key) || saved[key] != value)
+      throw Error(path + ": the saved run has " + key + " = " +
+                  (saved.contains(key) ? saved[key].dump() : std::string("(none)")) +
+                  ", this run " + value.dump() +
+                  " (resume with the same shape, data and options, or use another --out)");
+  const ParamLayout& lay = eng.layout(ParamGroup::backbone);
+  const std::pair<ParamState, const char*> parts[] = {
+      {ParamState::value, ""}, {ParamState::adam_m, "adam_m."}, {ParamState::adam_v, "adam_v."}};
+  for (auto [state, prefix] : parts) {
+    std::vector<float> v(static_cast<size_t>(lay.total()));
+    for (const ParamInfo& p : lay.tensors()) {
+      const std::string name = prefix + p.name;
+      if (!file->contains(name)) throw Error(path + ": tensor '" + name + "' is missing");
+      const TensorView t = file->get(name);
+      if (t.shape != p.shape)
+        throw Error(path + ": tensor '" + name + "' has shape " + shape_str(t.shape) +
+                    ", expected " + shape_str(p.shape));
+      const std::vector<float> f = t.to_f32();
+      std::copy(f.begin(), f.end(), v.begin() + p.offset);
+    }
+    eng.set(ParamGroup::backbone, state, v);
+  }
+  return meta.value("step", int64_t(0));
+}
+
+// model.safetensors in bf16 (the shipped form), from the engine's fp32 weights.
+void export_model(const std::string& out, TrainEngine& eng) {
+  const ParamLayout& lay = eng.layout(ParamGroup::backbone);
+  const std::vector<float> v = eng.get(ParamGroup::backbone, ParamState::value);
+  std::vector<SafetensorsWriteItem> items;
+  for (const ParamInfo& p : lay.tensors()) {
+    SafetensorsWriteItem it;
+    it.name = p.name;
+    it.dtype = DType::bf16;
+    it.shape = p.shape;
+    it.bytes.resize(size_t(p.numel()) * 2);
+    for (int64_t i = 0; i < p.numel(); ++i) {
+      const uint16_t h = f32_to_bf16(v[size_t(p.offset + i)]);
+      std::memcpy(it.bytes.data() + 2 * i, &h, 2);
+    }
+    items.push_back(std::move(it));
+  }
+  safetensors_write((fs::path(out) / "model.safetensors").string(), items, {{"format", "pt"}});
+}
+
+void metrics_truncate(const std::string& path, int64_t step) {
+  std::ifstream f(path);
+  if (!f) return;
+  std::string line, kept;
+  while (std::getline(f, line)) {
+    try {
+      if (json::parse(line).value("step", int64_t(0)) <= step) kept += line + "\n";
+    } catch (const json::exception&) {
+      break;  // a torn last line from a crash
+    }
+  }
+  write_file_atomic(path, kept);
+}
+
+// Fixed routing of a pack's samples: every head FA, or for a head-mix sample a random half of
+// each layer's KV heads SSA (keyed by the run's seed and the sample's seed).
+std::vector<uint8_t> routing_of(const PretrainConfig& pc, const ModelConfig& c, int64_t S,
+                                int64_t step, int64_t pack) {
+  const int64_t L = c.num_layers, H = c.num_kv_heads;
+  std::vector<uint8_t> fixed(size_t(S * L * H), 1);
+  if (pc.head_mix <= 0) return fixed;
+  EvalRng rng(seed_of(pc.seed ^ 0x4d495855u, uint64_t(step), uint64_t(pack)));  // "MIXU"
+  std::vector<int64_t> heads(static_cast<size_t>(H));
+  for (int64_t h = 0; h < H; ++h) heads[size_t(h)] = h;
+  for (int64_t s = 0; s < S; ++s) {
+    if (double(rng.below(1000000)) >= pc.head_mix * 1e6) continue;
+    for (int64_t l = 0; l < L; ++l)
+      for (int64_t h : rng.sample(heads, size_t(H / 2))) fixed[size_t((s * L + l) * H + h)] = 0;
+  }
+  return fixed;
+}
+
+struct ProbeResult {
+  std::string task;
+  double ce_fa = 0, ce_ssa = 0;
+};
+
+// Answer CE per task on held-out samples (step 0 of the data stream), all FA and all SSA.
+std::vector<ProbeResult> probe(const PretrainConfig& pc, const std::vector<std::string>& tasks,
+                               const Tokenizer& tok, int64_t eos, TrainEngine& eng) {
+  const ModelConfig& c = eng.config();
+  const int64_t length = *std::max_element(pc.lengths.begin(), pc.lengths.end());
+  std::vector<ProbeResult> out;
+  for (size_t k = 0; k < tasks.size(); ++k) {
+    std::vector<Planned> plan;
+    std::vector<Sample> samples(size_t(pc.eval_samples));
+    for (int64_t i = 0; i < pc.eval_samples; ++i)
+      plan.push_back({tasks[k], length, seed_of(pc.seed ^ 0x50524f42u, k, uint64_t(i))});
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t i = 0; i < pc.eval_samples; ++i)
+      samples[size_t(i)] = task_sample(tasks[k], tok, eos, length, plan[size_t(i)].seed);
+    ProbeResult r;
+    r.task = tasks[k];
+    for (int mode = 0; mode < 2; ++mode) {
+      double ce = 0;
+      int64_t labelled = 0;
+      for (int64_t i = 0; i < pc.eval_samples; ++i) {  // one sample per call (<= max_tokens)
+        const PretrainPack p = assemble({plan[size_t(i)]}, {samples[size_t(i)]}, true);
+        Batch batch;
+        batch.add(p.ids.data(), int64_t(p.ids.size()));
+        StepRouting routing;
+        routing.router = false;
+        routing.fixed.assign(size_t(c.num_layers * c.num_kv_heads), mode == 0 ? 1 : 0);
+        StepLoss loss;
+        loss.labels = p.labels;
+        loss.ce_scale = 1.0;
+        loss.task = {0};
+        loss.sample_weight = {0.0};
+        loss.targets = {1.0};
+        loss.lambda1 = loss.lambda2 = {0.0};
+        int64_t n = 0;
+        for (int64_t y : p.labels) n += y != -100;
+        ce += eng.evaluate(batch, routing, loss).ce;
+        labelled += n;
+      }
+      (mode == 0 ? r.ce_fa : r.ce_ssa) = ce / double(std::max<int64_t>(labelled, 1));
+    }
+    out.push_back(r);
+  }
+  return out;
+}
+
+}  // namespace
+
+void pretrain_curves_write(const std::string& metrics_path, const std::string& png) {
+  std::ifstream f(metrics_path);
+  if (!f) throw Error(metrics_path + ": cannot open the metrics");
+  std::vector<double> x, loss;
+  std::map<std::string, std::pair<std::vector<double>, std::vector<double>>> fa, ssa;
+  std::string line;
+  while (std::getline(f, line)) {
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const json::exception&) {
+      break;
+    }
+    x.push_back(j.value("step", 0.0));
+    loss.push_back(j.value("loss", 0.0));
+    if (j.contains("probe"))
+      for (const auto& [task, v] : j["probe"].items()) {
+        fa[task].first.push_back(j.value("step", 0.0));
+        fa[task].second.push_back(v.value("ce_fa", 0.0));
+        ssa[task].first.push_back(j.value("step", 0.0));
+        ssa[task].second.push_back(v.value("ce_ssa", 0.0));
+      }
+  }
+  if (x.empty()) return;
+  PlotFigure fig;
+  fig.title = "elastic train";
+  fig.columns = 3;
+  std::vector<PlotPanel>& panels = fig.panels;
+  panels.resize(fa.empty() ? 1 : 3);
+  panels[0].title = "training loss (CE per labelled token)";
+  panels[0].x_label = "step";
+  panels[0].series.push_back({"loss", x, loss});
+  if (!fa.empty()) {
+    panels[1].title = "held-out answer CE, every head FA";
+    panels[2].title = "held-out answer CE, every head SSA";
+    for (int i : {1, 2}) panels[size_t(i)].x_label = "step";
+    for (const auto& [task, xy] : fa) panels[1].series.push_back({task, xy.first, xy.second});
+    for (const auto& [task, xy] : ssa) panels[2].series.push_back({task, xy.first, xy.second});
+  }
+  for (PlotPanel& p : panels) p.y_label = "nats";
+  plot_write_png(fig, png);
+}
+
+void pretrain_export_samples(const std::vector<std::string>& tasks,
+                             const std::vector<int64_t>& lengths, int64_t n, uint64_t seed,
+                             const Tokenizer& tok, const std::string& path) {
+  std::string text;
+  for (const std::string& task : tasks) {
+    eval_task_find(task);  // a clear error for a name the suite does not know
+    for (int64_t length : lengths) {
+      std::vector<EvalSample> set = eval_generate_set(task, length, n, seed_of(seed, 0x524f5554u),
+                                                      eval_token_counter(tok, true));  // "ROUT"
+      for (const EvalSample& s : set)
+        text += json{{"prompt", s.prompt}, {"answer", eval_sample_completion(s)}, {"task", task}}
+                    .dump() +
+                "\n";
+    }
+  }
+  write_file_atomic(path, text);
+}
+
+std::vector<std::string> pretrain_task_names() {
+  std::vector<std::string> v;
+  for (const TaskInfo& t : eval_tasks()) v.push_back(t.name);
+  v.push_back(kAssoc);
+  return v;
+}
+
+PretrainPack pretrain_make_pack(const PretrainConfig& pc, const Tokenizer& tok, int64_t step,
+                                int64_t pack) {
+  std::vector<std::string> tasks = pc.tasks;
+  if (tasks.empty())
+    for (const TaskInfo& t : eval_tasks()) tasks.push_back(t.name);
+  const int64_t eos = eos_of(tok);
+  PretrainConfig one = pc;
+  one.batch = pack + 1;
+  return make_packs(one, tasks, tok, eos, step)[size_t(pack)];
+}
+
+TrainStatus pretrain_run(const PretrainConfig& pc, const PretrainCallbacks& cb) {
+  config_validate(pc);
+  std::vector<std::string> tasks = pc.tasks;
+  if (tasks.empty())
+    for (const TaskInfo& t : eval_tasks()) tasks.push_back(t.name);
+  const std::vector<std::string> known = pretrain_task_names();
+  for (const std::string& t : tasks)
+    if (std::find(known.begin(), known.end(), t) == known.end())
+      throw Error("train: unknown task '" + t + "' (tasks: " + [&] {
+        std::string s;
+        for (const std::string& k : known) s += (s.empty() ? "" : ", ") + k;
+        return s;
+      }() + ")");
+
+  const fs::path out(pc.out_dir);
+  const bool have_state = fs::exists(out / kStateFile);
+  if (have_state && !pc.resume)
+    throw Error(pc.out_dir + " already holds a training run (" + kStateFile +
+                "): pass --resume to continue it, or choose another --out");
+  if (!have_state && pc.resume)
+    throw Error("--resume: " + pc.out_dir + " holds no training state (" + kStateFile + ")");
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  if (ec) throw Error(pc.out_dir + ": cannot create the output folder: " + ec.message());
+
+  // The model: the output folder's own (resume), --init-from, or a fresh Qwen3 shape.
+  std::string tokenizer_json, config_text;
+  if (pc.resume) {
+    tokenizer_json = read_file((out / "tokenizer.json").string());
+    config_text = read_file((out / "config.json").string());
+  } else if (!pc.init_from.empty()) {
+    tokenizer_json = read_file((fs::path(pc.init_from) / "tokenizer.json").string());
+    config_text = read_file((fs::path(pc.init_from) / "config.json").string());
+  } else {
+    tokenizer_json = eval_tokenizer_json();
+  }
+  const Tokenizer tok = Tokenizer::from_json_text(tokenizer_json, (out / "tokenizer.json").string());
+  const int64_t eos = eos_of(tok);
+  if (config_text.empty()) config_text = fresh_config_json(pc, tok.vocab_size(), eos).dump(2) + "\n";
+  const ModelConfig c = config_parse(config_text, (out / "config.json").string());
+  if (c.vocab_size < tok.vocab_size())
+    throw Error("train: config vocab_size " + std::to_string(c.vocab_size) +
+                " is smaller than the tokenizer's " + std::to_string(tok.vocab_size()));
+  for (const std::string& t : tasks)  // every task must fit the shortest length
+    (void)task_sample(t, tok, eos, *std::min_element(pc.lengths.begin(), pc.lengths.end()), 1);
+
+  TrainOptions opt;
+  opt.ssa = pc.ssa;
+  opt.weight_grads = true;
+  opt.router_grads = false;
+  attn_options_validate(AttnOptions{opt.ssa, XaOptions{}});
+  ParamSet<float> backbone(backbone_layout(c));
+  if (!pc.init_from.empty() && !pc.resume)
+    params_load(backbone, WeightStore::open(pc.init_from));
+  else
+    backbone_init(backbone, c, pc.seed);
+  auto eng = train_engine_create(pc.backend, c, std::move(backbone),
+                                 ParamSet<float>(ParamLayout{}), opt);
+  const json fingerprint = fingerprint_of(pc, c, tasks);
+
+  int64_t step = 0;
+  if (pc.resume) {
+    step = state_load(pc.out_dir, *eng, fingerprint);
+    if (cb.on_note)
+      cb.on_note("resuming at step " + std::to_string(step) + " of " + std::to_string(pc.steps));
+  } else {
+    write_file_atomic((out / "tokenizer.json").string(), tokenizer_json);
+    write_file_atomic((out / "config.json").string(), config_text);
+    write_file_atomic((out / "generation_config.json").string(),
+                      json{{"bos_token_id", eos}, {"eos_token_id", eos}}.dump(2) + "\n");
+  }
+  const std::string metrics_path = (out / "metrics.jsonl").string();
+  if (pc.resume)
+    metrics_truncate(metrics_path, step);
+  else
+    write_file_atomic(metrics_path, "");
+  auto save = [&] {
+    export_model(pc.out_dir, *eng);
+    state_save(pc.out_dir, *eng, step, fingerprint);
+    if (step > 0 && plot_available()) pretrain_curves_write(metrics_path, (out / "curves.png").string());
+    if (cb.on_note) cb.on_note("checkpoint at step " + std::to_string(step) + " in " + pc.out_dir);
+  };
+  if (!pc.resume) save();
+
+  const auto run_start = std::chrono::steady_clock::now();
+  std::ofstream metrics(metrics_path, std::ios::app);
+  AdamWConfig aw{pc.lr, pc.beta1, pc.beta2, 1e-8, pc.weight_decay};
+  while (step < pc.steps) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const int64_t step0 = step;
+    const std::vector<PretrainPack> packs = make_packs(pc, tasks, tok, eos, step0 + 1);
+    int64_t labelled = 0, tokens = 0, answers = 0;
+    for (const PretrainPack& p : packs) {
+      for (int64_t y : p.labels) labelled += y != -100;
+      for (uint8_t a : p.answer) answers += a;
+      tokens += int64_t(p.ids.size());
+    }
+    PretrainMetrics m;
+    m.step = step0 + 1;
+    m.steps = pc.steps;
+    m.tokens = tokens;
+    m.answer_tokens = answers;
+    eng->zero_grad();
+    for (size_t b = 0; b < packs.size(); ++b) {
+      const PretrainPack& p = packs[b];
+      const int64_t S = int64_t(p.cu_seqlens.size()) - 1;
+      Batch batch;
+      for (int64_t s = 0; s < S; ++s)
+        batch.add(p.ids.data() + p.cu_seqlens[size_t(s)],
+                  p.cu_seqlens[size_t(s + 1)] - p.cu_seqlens[size_t(s)]);
+      StepRouting routing;
+      routing.router = false;
+      routing.fixed = routing_of(pc, c, S, step0 + 1, int64_t(b));
+      StepLoss loss;
+      loss.labels = p.labels;
+      loss.ce_scale = labelled > 0 ? 1.0 / double(labelled) : 0.0;
+      loss.task.assign(size_t(S), 0);
+      loss.sample_weight.assign(size_t(S), 0.0);
+      loss.targets = {1.0};
+      loss.lambda1 = loss.lambda2 = {0.0};
+      m.loss += eng->step(batch, routing, loss).ce;
+    }
+    if (!std::isfinite(m.loss))
+      throw Error("train: the loss of step " + std::to_string(m.step) +
+                  " is not finite (lower --lr; the last checkpoint is step " +
+                  std::to_string(step - step % pc.save_every) + ")");
+    m.grad_norm = std::sqrt(eng->grad_norm_squared(ParamGroup::backbone));
+    const double scale = m.grad_norm > pc.clip ? pc.clip / (m.grad_norm + 1e-6) : 1.0;
+    m.lr = lr_at(pc, step0);
+    aw.lr = m.lr;
+    eng->adamw_step(ParamGroup::backbone, aw, scale, step0 + 1);
+    step = step0 + 1;
+    m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    json line = {{"step", m.step},        {"loss", m.loss}, {"grad_norm", m.grad_norm},
+                 {"lr", m.lr},            {"tokens", m.tokens}, {"answer_tokens", m.answer_tokens},
+                 {"seconds", m.seconds}};
+    if (pc.eval_every > 0 && (step % pc.eval_every == 0 || step == pc.steps)) {
+      for (const ProbeResult& r : probe(pc, tasks, tok, eos, *eng)) {
+        line["probe"][r.task] = {{"ce_fa", r.ce_fa}, {"ce_ssa", r.ce_ssa}};
+        m.probe.emplace_back(r.task + " fa", r.ce_fa);
+        m.probe.emplace_back(r.task + " ssa", r.ce_ssa);
+      }
+    }
+    metrics << line.dump() << "\n" << std::flush;
+    if (cb.on_step) cb.on_step(m);
+    const bool out_of_time =
+        pc.max_seconds > 0 &&
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count() >=
+            double(pc.max_seconds);
+    const bool stop = (cb.should_stop && cb.should_stop()) || out_of_time;
+    if (step % pc.save_every == 0 || step == pc.steps || stop) save();
+    if (stop && step < pc.steps) return TrainStatus::interrupted;
+  }
+  return TrainStatus::finished;
+}
+
+}  // namespace elastic

@@ -1,0 +1,255 @@
+// Backbone training from scratch (pretrain_run, `elastic train`): the suite's word-level
+// tokenizer, the packed data stream, learning on associative recall, resume = a straight run, and
+// bad options as one clear error.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "elastic/error.h"
+#include "elastic/eval.h"
+#include "elastic/fileio.h"
+#include "elastic/tokenizer.h"
+#include "elastic/train.h"
+
+namespace elastic {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string temp_dir(const std::string& name) {
+  const fs::path p =
+      fs::path(::testing::TempDir()) / ("pretrain_" + std::to_string(getpid()) + "_" + name);
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p.string();
+}
+
+const Tokenizer& suite_tokenizer() {
+  static const Tokenizer t = Tokenizer::from_json_text(eval_tokenizer_json(), "suite tokenizer");
+  return t;
+}
+
+// A model small enough to train in seconds on two cores.
+PretrainConfig tiny(const std::string& out) {
+  PretrainConfig c;
+  c.out_dir = out;
+  c.layers = 2;
+  c.hidden = 64;
+  c.heads = 4;
+  c.kv_heads = 2;
+  c.head_dim = 16;
+  c.ffn = 128;
+  c.tasks = {"assoc_recall"};
+  c.lengths = {64, 96};
+  c.max_tokens = 256;
+  c.batch = 2;
+  c.steps = 6;
+  c.save_every = 2;
+  c.lr = 3e-3;
+  c.warmup = 0.1;
+  return c;
+}
+
+std::vector<double> losses(const std::string& metrics) {
+  std::vector<double> v;
+  std::istringstream in(read_file(metrics));
+  for (std::string line; std::getline(in, line);) {
+    const size_t at = line.find("\"loss\":");
+    if (at != std::string::npos) v.push_back(std::stod(line.substr(at + 7)));
+  }
+  return v;
+}
+
+TEST(SuiteTokenizer, EveryWordIsOneTokenWithAndWithoutItsSpace) {
+  const Tokenizer& tok = suite_tokenizer();
+  EncodeOptions raw;
+  raw.add_special = false;
+  for (const std::string& w : eval_vocab_words()) {
+    EXPECT_EQ(tok.encode(w, raw).size(), 1u) << w;
+    EXPECT_EQ(tok.encode(" " + w, raw).size(), 1u) << w;
+  }
+  EXPECT_EQ(tok.encode(" 417", raw).size(), 1u);
+  // Unknown text falls back to bytes and still round-trips.
+  const std::string odd = "Zebra\xc3\xa9 42000 ~~";
+  const std::vector<int32_t> ids = tok.encode(odd, raw);
+  EXPECT_GT(ids.size(), 3u);
+  EXPECT_EQ(tok.decode(ids), odd);
+}
+
+TEST(SuiteTokenizer, GeneratedSamplesRoundTripAndStartWithEndOfText) {
+  const Tokenizer& tok = suite_tokenizer();
+  const int32_t eos = *tok.token_to_id("<|endoftext|>");
+  EXPECT_EQ(eos, tok.vocab_size() - 1);
+  for (const TaskInfo& t : eval_tasks()) {
+    const EvalSample s = eval_generate(t.name, 512, 7, 0, eval_token_counter(tok, true));
+    EncodeOptions special;
+    special.add_special = true;
+    const std::vector<int32_t> ids = tok.encode(s.prompt, special);
+    ASSERT_FALSE(ids.empty());
+    EXPECT_EQ(ids[0], eos) << t.name;
+    EXPECT_EQ(tok.decode(std::span(ids).subspan(1)), s.prompt) << t.name;
+    // Words are whole tokens: far fewer tokens than characters.
+    EXPECT_LT(ids.size() * 3, s.prompt.size()) << t.name;
+  }
+}
+
+TEST(PretrainData, PacksAreDeterministicBoundedAndLabelledAsNextTokens) {
+  const Tokenizer& tok = suite_tokenizer();
+  PretrainConfig c = tiny("");
+  c.tasks = {};  // every eval task
+  c.lengths = {256, 512};
+  c.max_tokens = 2048;
+  const auto t0 = std::chrono::steady_clock::now();
+  const PretrainPack a = pretrain_make_pack(c, tok, 3, 1);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("one pack of %zu tokens in %.3f s (%.0f tokens/s of data on this machine)\n",
+              a.ids.size(), s, double(a.ids.size()) / s);
+  const PretrainPack b = pretrain_make_pack(c, tok, 3, 1);
+  EXPECT_EQ(a.ids, b.ids);
+  EXPECT_EQ(a.labels, b.labels);
+  EXPECT_NE(pretrain_make_pack(c, tok, 4, 1).ids, a.ids);
+  ASSERT_GE(a.cu_seqlens.size(), 2u);
+  EXPECT_LE(int64_t(a.ids.size()), c.max_tokens);
+  EXPECT_EQ(a.cu_seqlens.back(), int64_t(a.ids.size()));
+  const int32_t eos = *tok.token_to_id("<|endoftext|>");
+  for (size_t s2 = 0; s2 + 1 < a.cu_seqlens.size(); ++s2) {
+    const int64_t lo = a.cu_seqlens[s2], hi = a.cu_seqlens[s2 + 1];
+    EXPECT_LE(hi - lo, 512) << "sample " << s2 << " (" << a.tasks[s2] << ")";
+    EXPECT_EQ(a.ids[size_t(lo)], eos);      // starts with the start token
+    EXPECT_EQ(a.ids[size_t(hi - 1)], eos);  // ends with the end token
+    EXPECT_EQ(a.labels[size_t(hi - 1)], -100);  // no label across samples
+    for (int64_t t = lo; t + 1 < hi; ++t) ASSERT_EQ(a.labels[size_t(t)], a.ids[size_t(t + 1)]);
+    EXPECT_EQ(a.answer[size_t(hi - 1)], 1);
+  }
+  c.answer_only_labels = true;
+  const PretrainPack ans = pretrain_make_pack(c, tok, 3, 1);
+  EXPECT_EQ(ans.ids, a.ids);
+  for (size_t t = 0; t + 1 < ans.ids.size(); ++t)
+    if (ans.labels[t] != -100) EXPECT_EQ(ans.answer[t + 1], 1);
+}
+
+TEST(PretrainData, AssocRecallQueriesAskKeysOfThePairsWithTheirValues) {
+  const Tokenizer& tok = suite_tokenizer();
+  PretrainConfig c = tiny("");
+  c.lengths = {200};
+  c.max_tokens = 200;
+  const PretrainPack p = pretrain_make_pack(c, tok, 1, 0);
+  ASSERT_EQ(p.tasks.size(), 1u);
+  const std::vector<int32_t> ids(p.ids.begin() + 1, p.ids.end() - 1);
+  const std::string text = tok.decode(ids);
+  const size_t nl = text.find('\n', text.find('\n') + 1);
+  ASSERT_NE(nl, std::string::npos) << text;
+  std::map<std::string, std::string> pairs;
+  std::istringstream head(text.substr(text.find('\n') + 1, nl - text.find('\n') - 1));
+  for (std::string k, v; head >> k >> v;) pairs[k] = v.substr(0, v.size() - 1);
+  EXPECT_GE(pairs.size(), 20u);
+  std::istringstream tail(text.substr(nl + 1));
+  int queries = 0;
+  for (std::string k, v; tail >> k >> v; ++queries) {
+    ASSERT_TRUE(pairs.count(k)) << k;
+    EXPECT_EQ(pairs[k], v.substr(0, v.size() - 1)) << k;
+  }
+  EXPECT_GE(queries, 5);
+  int answers = 0;
+  for (uint8_t a : p.answer) answers += a;
+  EXPECT_EQ(answers, queries + 1);  // every query value and the end token
+}
+
+TEST(Pretrain, LossFallsOnAssociativeRecallAndTheOutputLoadsAsAModel) {
+  const std::string dir = temp_dir("learn");
+  PretrainConfig c = tiny(dir + "/out");
+  c.steps = 40;
+  c.save_every = 40;
+  c.eval_every = 20;
+  c.eval_samples = 2;
+  ASSERT_EQ(pretrain_run(c), TrainStatus::finished);
+  const std::vector<double> l = losses(dir + "/out/metrics.jsonl");
+  ASSERT_EQ(l.size(), 40u);
+  double first = 0, last = 0;
+  for (int i = 0; i < 5; ++i) first += l[size_t(i)] / 5, last += l[l.size() - 1 - size_t(i)] / 5;
+  // From ~ln(2891) = 7.97 at random init; the uniform over the suite's words is far above what
+  // 40 steps reach on a task whose text uses ~200 words.
+  EXPECT_GT(first, 7.0);
+  EXPECT_LT(last, first - 1.5) << "first " << first << " last " << last;
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.json",
+                        "generation_config.json", "train_state.safetensors"})
+    EXPECT_TRUE(fs::exists(dir + "/out/" + f)) << f;
+  const std::string m = read_file(dir + "/out/metrics.jsonl");
+  EXPECT_NE(m.find("\"probe\":{\"assoc_recall\":{\"ce_fa\""), std::string::npos);
+}
+
+TEST(Pretrain, ResumeEqualsAStraightRun) {
+  const std::string dir = temp_dir("resume");
+  PretrainConfig straight = tiny(dir + "/straight");
+  ASSERT_EQ(pretrain_run(straight), TrainStatus::finished);
+
+  PretrainConfig part = tiny(dir + "/part");
+  int steps_seen = 0;
+  PretrainCallbacks cb;
+  cb.on_step = [&](const PretrainMetrics&) { ++steps_seen; };
+  cb.should_stop = [&] { return steps_seen == 3; };  // not a multiple of save_every
+  ASSERT_EQ(pretrain_run(part, cb), TrainStatus::interrupted);
+  part.resume = true;
+  ASSERT_EQ(pretrain_run(part), TrainStatus::finished);
+  for (const char* f : {"model.safetensors", "train_state.safetensors", "metrics.jsonl"}) {
+    if (std::string(f) == "metrics.jsonl") {
+      // Equal but for the wall time of each step.
+      auto strip = [](std::string s) {
+        std::string out;
+        std::istringstream in(s);
+        for (std::string line; std::getline(in, line);)
+          out += line.substr(0, line.find("\"seconds\"")) + "\n";
+        return out;
+      };
+      EXPECT_EQ(strip(read_file(dir + "/part/" + std::string(f))),
+                strip(read_file(dir + "/straight/" + std::string(f))));
+    } else {
+      EXPECT_EQ(read_file(dir + "/part/" + std::string(f)),
+                read_file(dir + "/straight/" + std::string(f)))
+          << f;
+    }
+  }
+}
+
+void expect_error(const PretrainConfig& c, const std::string& needle) {
+  try {
+    pretrain_run(c);
+    ADD_FAILURE() << "no error; expected one containing: " << needle;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(Pretrain, BadOptionsAreOneClearError) {
+  const std::string dir = temp_dir("bad");
+  PretrainConfig c = tiny(dir + "/a");
+  c.tasks = {"assoc_recall", "needle"};
+  expect_error(c, "unknown task 'needle' (tasks: niah_single");
+  c = tiny(dir + "/a");
+  c.lengths = {64, 512};
+  expect_error(c, "--lengths: 512 exceeds --max-tokens 256");
+  c = tiny(dir + "/a");
+  c.resume = true;
+  expect_error(c, "holds no training state");
+  c = tiny(dir + "/a");
+  c.steps = 2;
+  ASSERT_EQ(pretrain_run(c), TrainStatus::finished);
+  expect_error(c, "already holds a training run");
+  c.resume = true;
+  c.lr = 1e-2;
+  expect_error(c, "the saved run has lr = 0.003, this run 0.01");
+  c = tiny(dir + "/b");
+  c.tasks = {"niah_single"};
+  c.lengths = {40};
+  expect_error(c, "niah_single");  // the smallest haystack does not fit 40 tokens
+}
+
+}  // namespace
+}  // namespace elastic
