@@ -6,8 +6,8 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
-#include <filesystem>
 #include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -57,8 +57,8 @@ int cmd_pretrain(int argc, char** argv) {
   cl.text("--export-data", export_path, "FILE",
           "only write router-training data (JSON lines {prompt, answer, task})\n"
           "of the --tasks (eval tasks) at the --lengths and exit");
-  cl.integer("--export-n", export_n, "N", "samples per task and length of --export-data (default 40)",
-             {1, 1 << 24});
+  cl.integer("--export-n", export_n, "N",
+             "samples per task and length of --export-data (default 40)", {1, 1 << 24});
   std::string tokenizer_path;
   cl.text("--tokenizer", tokenizer_path, "PATH",
           "tokenizer of --export-data (default: the suite's word-level one)");
@@ -74,8 +74,9 @@ int cmd_pretrain(int argc, char** argv) {
   std::string tasks, lengths = "256,512,1024";
   cl.text("--tasks", tasks, "A,B",
           "tasks to train on (default: every eval task); also assoc_recall");
-  cl.text("--lengths", lengths, "L1,L2", "sample lengths in tokens, drawn uniformly (default\n"
-                                         "256,512,1024)");
+  cl.text("--lengths", lengths, "L1,L2",
+          "sample lengths in tokens, drawn uniformly (default\n"
+          "256,512,1024)");
   cl.integer("--max-tokens", c.max_tokens, "N", "tokens per packed sequence (default 8192)",
              {32, int64_t(1) << 30});
   cl.integer("--batch", c.batch, "N", "packed sequences per step (default 4)", {1, 1 << 20});
@@ -119,7 +120,8 @@ int cmd_pretrain(int argc, char** argv) {
       "Outputs in DIR: config.json, model.safetensors (bf16), tokenizer.json,\n"
       "generation_config.json, train_state.safetensors (fp32 weights and AdamW moments: what\n"
       "--resume reads), metrics.jsonl (one line per step), curves.png.\n"
-      "Tasks: " + [] {
+      "Tasks: " +
+      [] {
         std::string s;
         for (const std::string& t : pretrain_task_names()) s += (s.empty() ? "" : ", ") + t;
         return s;
@@ -190,8 +192,8 @@ int cmd_pretrain(int argc, char** argv) {
       std::fprintf(stderr, "   (FA/SSA)\n");
     }
     if (json) {
-      nlohmann::json j = {{"step", m.step},   {"loss", m.loss},     {"grad_norm", m.grad_norm},
-                          {"lr", m.lr},       {"tokens", m.tokens}, {"seconds", m.seconds}};
+      nlohmann::json j = {{"step", m.step}, {"loss", m.loss},     {"grad_norm", m.grad_norm},
+                          {"lr", m.lr},     {"tokens", m.tokens}, {"seconds", m.seconds}};
       for (const auto& [k, v] : m.probe) j["probe"][k] = v;
       std::printf("%s\n", j.dump().c_str());
       std::fflush(stdout);

@@ -13,6 +13,7 @@ int cmd_chat(int argc, char** argv);
 int cmd_route(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_pretrain(int argc, char** argv);
+int cmd_demo(int argc, char** argv);
 int cmd_train_router(int argc, char** argv);
 int cmd_train_step(int argc, char** argv);
 int cmd_eval(int argc, char** argv);

@@ -1,6 +1,8 @@
 // Sample selection shared by `elastic eval` and `elastic calibrate`.
 #include "eval_cli.h"
 
+#include <filesystem>
+
 #include <algorithm>
 
 #include "elastic/error.h"
@@ -10,8 +12,10 @@ namespace elastic::cli {
 
 std::string eval_model_dir(const CommandLine& cl, const std::string& dir) {
   if (!dir.empty()) return dir;
-  if (*kDefaultEvalModel) return kDefaultEvalModel;
-  throw Error(cl.missing("-m MODEL"));
+  if (std::filesystem::exists(std::string(kDefaultEvalModel) + "/config.json"))
+    return kDefaultEvalModel;
+  throw Error(cl.missing("-m MODEL") + " (the shipped model " + kDefaultEvalModel +
+              " is not there)");
 }
 
 void sample_options_add(CommandLine& cl, SampleOptions& o, const std::string& default_tasks,

@@ -16,10 +16,13 @@
 namespace elastic::cli {
 
 // The model -m defaults to: the shipped model's folder (models/<name>/ of the repository, issue 10
-// §2) once it exists; empty = -m is required.
-inline constexpr const char* kDefaultEvalModel = "";
+// §2), found beside the source tree this binary was built from.
+#ifndef ELASTIC_MODELS_DIR
+#define ELASTIC_MODELS_DIR "models"
+#endif
+inline constexpr const char* kDefaultEvalModel = ELASTIC_MODELS_DIR "/elastic-suite-5m";
 
-// -m, or kDefaultEvalModel; throws elastic::Error when neither is set.
+// -m, or kDefaultEvalModel when that folder exists; throws elastic::Error otherwise.
 std::string eval_model_dir(const CommandLine& cl, const std::string& dir);
 
 struct SampleOptions {

@@ -29,6 +29,8 @@ const Command kCommands[] = {
     {"route", elastic::cli::cmd_route,
      "Elastic Attention routing map, sparsity ratios, KV/FLOP savings"},
     {"bench", elastic::cli::cmd_bench, "prefill/decode speed vs measured bandwidth and FMA peak"},
+    {"demo", elastic::cli::cmd_demo,
+     "the method on the project's own model: accuracy and sparsity, dense vs static vs Elastic"},
     {"train", elastic::cli::cmd_pretrain,
      "train a small model from scratch on the task suite (the project's own model)"},
     {"train-router", elastic::cli::cmd_train_router,

@@ -159,6 +159,7 @@ struct EvalSampleResult {
   int64_t length = 0, prompt_tokens = 0;
   std::string prediction;  // decoded greedy completion
   double score = 0, omega_msr = 0, omega_esr = 0, omega_esr_last = 0, prefill_s = 0;
+  std::vector<uint8_t> decisions;  // [L * Hkv] 1 = the head ran the retrieval mode
 };
 
 // Means over the n samples of one (task, length, config).

@@ -109,6 +109,7 @@ std::vector<EvalResult> eval_run(const Model& model, const Tokenizer& tokenizer,
       r.omega_esr = rep.omega_esr_all;
       r.omega_esr_last = rep.omega_esr_last;
       r.prefill_s = prefill_s;
+      for (const auto& row : rep.decisions) r.decisions.insert(r.decisions.end(), row.begin(), row.end());
       Accumulator& a = acc[g][ci];
       a.n += 1;
       a.score += r.score;

@@ -11,14 +11,14 @@
 // The probe runs the engine without gradients on held-out samples (seeds no step draws) with
 // answer-only labels: the answer CE per task with every head FA and with every head SSA, the
 // learning curve of each task and of its sensitivity to sparsity.
+#include <cctype>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
-#include <cctype>
-#include <cstring>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 
@@ -130,8 +130,8 @@ Sample task_sample(const std::string& task, const Tokenizer& tok, int64_t eos, i
                    uint64_t seed) {
   if (task == kAssoc) return assoc_recall_sample(tok, eos, length, seed);
   // The bound keeps a sample within `length`; its exact size is what the tokenizer gives.
-  const EvalSample e = eval_generate(task, std::max<int64_t>(length - kAnswerMargin, 1), seed, 0,
-                                     fast_token_bound);
+  const EvalSample e =
+      eval_generate(task, std::max<int64_t>(length - kAnswerMargin, 1), seed, 0, fast_token_bound);
   Sample s;
   s.ids = encode(tok, e.prompt, true);
   s.answer.assign(s.ids.size(), 0);
@@ -190,8 +190,9 @@ PretrainPack assemble(const std::vector<Planned>& plan, const std::vector<Sample
   return p;
 }
 
-std::vector<PretrainPack> make_packs(const PretrainConfig& pc, const std::vector<std::string>& tasks,
-                                     const Tokenizer& tok, int64_t eos, int64_t step) {
+std::vector<PretrainPack> make_packs(const PretrainConfig& pc,
+                                     const std::vector<std::string>& tasks, const Tokenizer& tok,
+                                     int64_t eos, int64_t step) {
   std::vector<std::vector<Planned>> plans;
   std::vector<std::pair<size_t, size_t>> jobs;  // (pack, sample)
   for (int64_t b = 0; b < pc.batch; ++b) {
@@ -209,7 +210,8 @@ std::vector<PretrainPack> make_packs(const PretrainConfig& pc, const std::vector
       samples[b][i] = task_sample(p.task, tok, eos, p.length, p.seed);
     } catch (const std::exception& e) {
 #pragma omp critical
-      if (error.empty()) error = p.task + " at " + std::to_string(p.length) + " tokens: " + e.what();
+      if (error.empty())
+        error = p.task + " at " + std::to_string(p.length) + " tokens: " + e.what();
     }
   }
   if (!error.empty()) throw Error("train: generating a sample of " + error);
@@ -224,7 +226,7 @@ void init_normal(float* dst, int64_t n, double stddev, uint32_t tensor, uint64_t
   const std::array<uint32_t, 2> key = {uint32_t(seed), uint32_t(seed >> 32)};
   for (int64_t i = 0; i < n; ++i) {
     const auto x = philox4x32_10({uint32_t(i), tensor, uint32_t(uint64_t(i) >> 32), 0x50524554u},
-                                 key);  // "PRET"
+                                 key);                 // "PRET"
     const double u1 = (double(x[0]) + 1.0) * 0x1p-32;  // (0, 1]
     const double u2 = double(x[1]) * 0x1p-32;
     dst[i] = float(stddev * std::sqrt(-2.0 * std::log(u1)) * std::cos(2 * M_PI * u2));
@@ -612,9 +614,11 @@ TrainStatus pretrain_run(const PretrainConfig& pc, const PretrainCallbacks& cb) 
   } else {
     tokenizer_json = eval_tokenizer_json();
   }
-  const Tokenizer tok = Tokenizer::from_json_text(tokenizer_json, (out / "tokenizer.json").string());
+  const Tokenizer tok =
+      Tokenizer::from_json_text(tokenizer_json, (out / "tokenizer.json").string());
   const int64_t eos = eos_of(tok);
-  if (config_text.empty()) config_text = fresh_config_json(pc, tok.vocab_size(), eos).dump(2) + "\n";
+  if (config_text.empty())
+    config_text = fresh_config_json(pc, tok.vocab_size(), eos).dump(2) + "\n";
   const ModelConfig c = config_parse(config_text, (out / "config.json").string());
   if (c.vocab_size < tok.vocab_size())
     throw Error("train: config vocab_size " + std::to_string(c.vocab_size) +
@@ -632,8 +636,8 @@ TrainStatus pretrain_run(const PretrainConfig& pc, const PretrainCallbacks& cb) 
     params_load(backbone, WeightStore::open(pc.init_from));
   else
     backbone_init(backbone, c, pc.seed);
-  auto eng = train_engine_create(pc.backend, c, std::move(backbone),
-                                 ParamSet<float>(ParamLayout{}), opt);
+  auto eng =
+      train_engine_create(pc.backend, c, std::move(backbone), ParamSet<float>(ParamLayout{}), opt);
   const json fingerprint = fingerprint_of(pc, c, tasks);
 
   int64_t step = 0;
@@ -655,7 +659,8 @@ TrainStatus pretrain_run(const PretrainConfig& pc, const PretrainCallbacks& cb) 
   auto save = [&] {
     export_model(pc.out_dir, *eng);
     state_save(pc.out_dir, *eng, step, fingerprint);
-    if (step > 0 && plot_available()) pretrain_curves_write(metrics_path, (out / "curves.png").string());
+    if (step > 0 && plot_available())
+      pretrain_curves_write(metrics_path, (out / "curves.png").string());
     if (cb.on_note) cb.on_note("checkpoint at step " + std::to_string(step) + " in " + pc.out_dir);
   };
   if (!pc.resume) save();
@@ -709,8 +714,8 @@ TrainStatus pretrain_run(const PretrainConfig& pc, const PretrainCallbacks& cb) 
     eng->adamw_step(ParamGroup::backbone, aw, scale, step0 + 1);
     step = step0 + 1;
     m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    json line = {{"step", m.step},        {"loss", m.loss}, {"grad_norm", m.grad_norm},
-                 {"lr", m.lr},            {"tokens", m.tokens}, {"answer_tokens", m.answer_tokens},
+    json line = {{"step", m.step},      {"loss", m.loss},     {"grad_norm", m.grad_norm},
+                 {"lr", m.lr},          {"tokens", m.tokens}, {"answer_tokens", m.answer_tokens},
                  {"seconds", m.seconds}};
     if (pc.eval_every > 0 && (step % pc.eval_every == 0 || step == pc.steps)) {
       for (const ProbeResult& r : probe(pc, tasks, tok, eos, *eng)) {

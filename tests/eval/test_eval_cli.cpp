@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -221,6 +222,41 @@ TEST(EvalCliBadInput, OptionsAreNamed) {
                         "calibrate");
   expect_one_line_error(test::cli_run("calibrate -m " + kTiny + " -o x --ratio 0.5"), "calibrate",
                         {"--head-list and --ratio go together"}, "calibrate --ratio");
+}
+
+TEST(DemoCli, DenseStaticAtTheRoutersOmegaAndElasticForEveryTask) {
+  const std::string out = temp_path("demo_out");
+  const std::string args = "demo -m " + kElastic + " --tokenizer " + char_tokenizer() +
+                           " --length 600 --n 1 -t 1 --json --out " + out;
+  const test::CliResult r = test::cli_run(args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json rows = json::parse(r.out)["results"];
+  ASSERT_EQ(rows.size(), 3 * eval_tasks().size());
+  // Elastic first (its mean Omega sets the static ratio), then dense and static.
+  double elastic = 0;
+  std::string static_name;
+  for (const auto& row : rows) {
+    const std::string c = row["config"];
+    if (c == "elastic") elastic += row["omega_msr"].get<double>() / double(eval_tasks().size());
+    if (c.rfind("static:", 0) == 0) static_name = c;
+    if (c == "dense") EXPECT_EQ(row["omega_msr"].get<double>(), 0.0);
+  }
+  char expect[32];
+  std::snprintf(expect, sizeof expect, "static:%.2f", elastic);
+  EXPECT_EQ(static_name, expect);
+  // The static set holds round(R * 6) of the 3 layers x 2 KV heads sparse on every task.
+  for (const auto& row : rows)
+    if (row["config"] == static_name)
+      EXPECT_DOUBLE_EQ(row["omega_msr"].get<double>(), std::round(elastic * 6) / 6.0);
+  EXPECT_NE(r.err.find("demo: 36/36 (100%)"), std::string::npos) << r.err;
+#ifdef ELASTIC_TEST_PLOT
+  EXPECT_TRUE(std::filesystem::exists(out + "/demo-routing.png"));
+#endif
+}
+
+TEST(DemoCli, ABackboneWithoutRouterIsOneClearError) {
+  const test::CliResult r = test::cli_run("demo -m " + kTiny + " --n 1");
+  expect_one_line_error(r, "demo", {"has no router weights", "Elastic checkpoint"}, "demo");
 }
 
 }  // namespace

@@ -2,7 +2,6 @@
 // tokenizer, the packed data stream, learning on associative recall, resume = a straight run, and
 // bad options as one clear error.
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <chrono>
@@ -122,8 +121,8 @@ TEST(PretrainData, PacksAreDeterministicBoundedAndLabelledAsNextTokens) {
   for (size_t s2 = 0; s2 + 1 < a.cu_seqlens.size(); ++s2) {
     const int64_t lo = a.cu_seqlens[s2], hi = a.cu_seqlens[s2 + 1];
     EXPECT_LE(hi - lo, 512) << "sample " << s2 << " (" << a.tasks[s2] << ")";
-    EXPECT_EQ(a.ids[size_t(lo)], eos);      // starts with the start token
-    EXPECT_EQ(a.ids[size_t(hi - 1)], eos);  // ends with the end token
+    EXPECT_EQ(a.ids[size_t(lo)], eos);          // starts with the start token
+    EXPECT_EQ(a.ids[size_t(hi - 1)], eos);      // ends with the end token
     EXPECT_EQ(a.labels[size_t(hi - 1)], -100);  // no label across samples
     for (int64_t t = lo; t + 1 < hi; ++t) ASSERT_EQ(a.labels[size_t(t)], a.ids[size_t(t + 1)]);
     EXPECT_EQ(a.answer[size_t(hi - 1)], 1);
