@@ -14,7 +14,8 @@
 # (3 x 22 MB is over the device's 16 MiB-per-file return limit), so a stage cut by a call's end
 # continues from its weights with fresh moments.
 #
-# Usage: scripts/train-model.sh [--run DIR] [--minutes M] [--backend cpu|cuda] [--build] STAGE...
+# Usage: scripts/train-model.sh [--run DIR] [--minutes M] [--backend cpu|cuda] [--build] STAGE[:SECONDS]...
+#   (STAGE:SECONDS caps that stage's time; training stages checkpoint at the cap)
 # On the device: run(command="scripts/train-model.sh --build --backend cuda --minutes 8 s1 s2",
 #                    carry=[".debs", "runs/model"]) -- stage folders come back as $OUT/<stage>.tar
 #   (untar here with: for t in OUTDIR/*.tar; do tar -xf "$t" -C runs/model; done)
@@ -70,6 +71,7 @@ train_stage() {
   [[ -f $dir/done ]] && { echo "$name: done already ($(cat "$dir/done"))"; return 0; }
   local budget
   budget=$(left)
+  (( CAP > 0 && CAP < budget )) && budget=$CAP
   (( budget < 30 )) && { echo "$name: no time left"; return 1; }
   local args=(--out "$dir" --backend "$BACKEND" --max-time "$budget" "$@" "${SMALL[@]}")
   if [[ -f $dir/train_state.safetensors ]]; then
@@ -93,7 +95,11 @@ train_stage() {
   else echo "$name: stopped at step $steps_done of $total (time cap)"; echo "stopped at $steps_done of $total" > "$dir/done"; fi
 }
 
-for stage in "${STAGES[@]}"; do
+for spec in "${STAGES[@]}"; do
+  stage=${spec%%:*} CAP=0
+  [[ $spec == *:* ]] && CAP=${spec#*:}
+  # A stage's time: its cap (STAGE:SECONDS), else what is left of --minutes.
+  stage_time() { local l; l=$(left); (( CAP > 0 && CAP < l )) && l=$CAP; echo "$l"; }
   case "$stage" in
     s1) train_stage s1 "" --tasks assoc_recall --lengths 256 --max-tokens 8192 --batch 4 \
           --steps 400 --lr 2e-3 --warmup 0.05 --eval-every 50 --eval-samples 16 --save-every 100 ;;
@@ -112,19 +118,21 @@ sens = ["niah_single", "niah_multikey", "niah_multivalue", "niah_multiquery", "k
 rob = ["repeat_last_line", "continue_pattern", "arithmetic_last", "count_word"]
 json.dump({**{t: 0.7 for t in sens}, **{t: 1.0 for t in rob}}, open(sys.argv[1], "w"), indent=1)
 PY
+      BB=$RUN/s3; [[ -f $BB/done ]] || BB=$RUN/s2  # the latest backbone stage
       "$ELASTIC" train --out "$RUN/router-data" --export-data "$RUN/router.jsonl" --export-n $ROUTER_N \
-        --lengths $ROUTER_LENGTHS --tokenizer "$RUN/s3/tokenizer.json" --seed 7 || exit 1
-      args=(-m "$RUN/s3" --data "$RUN/router.jsonl" --out "$RUN/router" --task-targets "$RUN/targets.json"
+        --lengths $ROUTER_LENGTHS --tokenizer "$BB/tokenizer.json" --seed 7 || exit 1
+      args=(-m "$BB" --data "$RUN/router.jsonl" --out "$RUN/router" --task-targets "$RUN/targets.json"
             --labels answer --chat-template none --pool-tokens 100 "${SSA[@]}" --steps $ROUTER_STEPS --batch 4
             --max-tokens 16384 --lr 5e-3 --lambda-lr 2e-2 --save-every 50 --backend "$BACKEND")
       [[ -f $RUN/router/train_state.safetensors ]] && args+=(--resume)
       echo "== router: elastic train-router ${args[*]}"
-      "$ELASTIC" train-router "${args[@]}" 2>&1 | grep -v "^step " | tail -20
-      tail -1 "$RUN/router/metrics.jsonl" && echo "finished" > "$RUN/router/done" ;;
+      # SIGTERM at the stage's time: train-router checkpoints and exits (resumable).
+      timeout --signal=TERM "$(stage_time)" "$ELASTIC" train-router "${args[@]}" 2>&1 | grep -v "^step " | tail -20
+      tail -1 "$RUN/router/metrics.jsonl" && echo "from $(basename "$BB")" > "$RUN/router/done" ;;
     eval)
       M=$RUN/router; [[ -f $M/done ]] || M=$RUN/s3; [[ -f $M/done ]] || M=$RUN/s2
       echo "== eval of $M"
-      "$ELASTIC" eval -m "$M" --tasks all --lengths $EVAL_LENGTHS --n $EVAL_N --configs dense,all-sa,static:0.5,elastic \
+      timeout "$(stage_time)" "$ELASTIC" eval -m "$M" --tasks all --lengths $EVAL_LENGTHS --n $EVAL_N --configs dense,all-sa,static:0.5,elastic \
         --sink 64 --local 512 --block 64 --backend "$BACKEND" --json > "$RUN/eval-$EVAL_LENGTHS.json" 2> "$RUN/eval-$EVAL_LENGTHS.log"
       python3 - "$RUN/eval-$EVAL_LENGTHS.json" <<'PY'
 import json, sys
@@ -143,7 +151,8 @@ PY
 done
 
 # What travels back: one tar per stage folder, without the fp32 training state.
-for n in "${STAGES[@]}"; do
+for spec in "${STAGES[@]}"; do
+  n=${spec%%:*}
   [[ -d $RUN/$n ]] || continue
   tar -cf "$OUT/$n.tar" -C "$RUN" --exclude train_state.safetensors "$n"
 done
