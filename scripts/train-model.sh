@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The pipeline of the project's own model (issue 10), one command from scratch to the evaluation:
-#   s1      backbone from scratch on multi-query associative recall at 256 tokens (a setting known
-#           to learn retrieval: does it?)
-#   s2      every suite task + associative recall at 256..2048 tokens, from s1
+#   s1      backbone from scratch on multi-query associative recall at 64 tokens (9 pairs): the
+#           setting that learned exact recall in run 2 of docs/model.md (a plateau, then the
+#           phase change at ~3000 steps)
+#   s1b     more pairs from a model that recalls: 64..256 tokens (9..41 pairs), from s1
+#   s2      every suite task + associative recall at 256..2048 tokens, from s1b
 #   s3      lengths up to 8192 with head-mix (half of the KV heads SSA in half of the samples), from s2
 #   router  router-training data from the suite's generators, then `elastic train-router` on s3
 #           (targets 0.7 for sensitive tasks, 1.0 for robust ones)
@@ -34,7 +36,7 @@ while [[ $# -gt 0 ]]; do
   esac
   shift
 done
-[[ ${#STAGES[@]} -eq 0 ]] && STAGES=(s1 s2 s3 router eval)
+[[ ${#STAGES[@]} -eq 0 ]] && STAGES=(s1 s1b s2 s3 router eval)
 OUT=${OUT:-$ROOT/out}
 mkdir -p "$RUN" "$OUT"
 START=$(date +%s)
@@ -101,9 +103,13 @@ for spec in "${STAGES[@]}"; do
   # A stage's time: its cap (STAGE:SECONDS), else what is left of --minutes.
   stage_time() { local l; l=$(left); (( CAP > 0 && CAP < l )) && l=$CAP; echo "$l"; }
   case "$stage" in
-    s1) train_stage s1 "" --tasks assoc_recall --lengths 256 --max-tokens 8192 --batch 4 \
-          --steps 400 --lr 2e-3 --warmup 0.05 --eval-every 50 --eval-samples 16 --save-every 100 ;;
-    s2) train_stage s2 s1 --tasks "$TASKS_ALL,assoc_recall" --lengths 256,512,1024,2048 \
+    s1) train_stage s1 "" --tasks assoc_recall --lengths 64 --max-tokens 8192 --batch 4 \
+          --steps 4500 --lr 1e-3 --min-lr-ratio 1 --warmup 0.001 --eval-every 250 --eval-samples 16 \
+          --save-every 500 ;;
+    s1b) train_stage s1b s1 --tasks assoc_recall --lengths 64,128,256 --max-tokens 8192 --batch 4 \
+          --steps 3000 --lr 1e-3 --min-lr-ratio 1 --warmup 0.01 --eval-every 250 --eval-samples 16 \
+          --save-every 500 ;;
+    s2) train_stage s2 s1b --tasks "$TASKS_ALL,assoc_recall" --lengths 256,512,1024,2048 \
           --max-tokens 16384 --batch 4 --steps 1500 --lr 1e-3 --warmup 0.02 --eval-every 150 \
           --eval-samples 8 --save-every 250 ;;
     s3) train_stage s3 s2 --tasks "$TASKS_ALL,assoc_recall" --lengths 512,1024,2048,4096,8192 \
@@ -146,7 +152,7 @@ for task in dict.fromkeys(r["task"] for r in rows):
             "  %5.1f%% O=%.2f      " % (100 * cells[c]["accuracy"], cells[c]["omega_msr"]) for c in configs))
 PY
       ;;
-    *) echo "unknown stage $stage (s1 s2 s3 router eval)"; exit 2 ;;
+    *) echo "unknown stage $stage (s1 s1b s2 s3 router eval)"; exit 2 ;;
   esac
 done
 
