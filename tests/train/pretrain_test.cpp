@@ -217,6 +217,25 @@ TEST(Pretrain, ResumeEqualsAStraightRun) {
   }
 }
 
+// Head-mix runs half of the KV heads in SSA: with a window that covers every sample it must not
+// change anything (SSA with a huge window = FA); with a small window it must.
+TEST(Pretrain, HeadMixIsSsaOnHalfTheHeads) {
+  const std::string dir = temp_dir("headmix");
+  auto first_loss = [&](const std::string& name, double mix, int64_t local) {
+    PretrainConfig c = tiny(dir + "/" + name);
+    c.steps = 1;
+    c.save_every = 1;
+    c.head_mix = mix;
+    c.ssa = SsaOptions{4, 4, local};
+    EXPECT_EQ(pretrain_run(c), TrainStatus::finished);
+    return losses(dir + "/" + name + "/metrics.jsonl").at(0);
+  };
+  const double dense = first_loss("dense", 0.0, 8);
+  // fp32 sums in the same order either way; a different order would still agree to ~1e-6.
+  EXPECT_NEAR(first_loss("wide", 1.0, 4096), dense, 1e-6 * dense);
+  EXPECT_NE(first_loss("narrow", 1.0, 8), dense);
+}
+
 void expect_error(const PretrainConfig& c, const std::string& needle) {
   try {
     pretrain_run(c);
