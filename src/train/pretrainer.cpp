@@ -31,6 +31,7 @@
 #include "elastic/tokenizer.h"
 #include "elastic/train.h"
 #include "eval/eval_internal.h"
+#include "train/checkpoint.h"
 #include "train/engine.h"
 #include "train/rng.h"
 
@@ -339,16 +340,12 @@ json fingerprint_of(const PretrainConfig& pc, const ModelConfig& c,
   return f;
 }
 
+const std::vector<StatePart> kBackboneParts = {
+    {ParamState::value, ""}, {ParamState::adam_m, "adam_m."}, {ParamState::adam_v, "adam_v."}};
+
 void state_save(const std::string& out, TrainEngine& eng, int64_t step, const json& fingerprint) {
   std::vector<SafetensorsWriteItem> items;
-  const ParamLayout& lay = eng.layout(ParamGroup::backbone);
-  const std::pair<ParamState, const char*> parts[] = {
-      {ParamState::value, ""}, {ParamState::adam_m, "adam_m."}, {ParamState::adam_v, "adam_v."}};
-  for (auto [state, prefix] : parts) {
-    const std::vector<float> v = eng.get(ParamGroup::backbone, state);
-    for (const ParamInfo& p : lay.tensors())
-      items.push_back(safetensors_item_f32(prefix + p.name, p.shape, v.data() + p.offset));
-  }
+  state_items_add(items, eng, ParamGroup::backbone, kBackboneParts);
   json meta = {{"version", kStateVersion}, {"step", step}, {"fingerprint", fingerprint}};
   safetensors_write((fs::path(out) / kStateFile).string(), items, {{kStateKey, meta.dump()}});
 }
@@ -356,42 +353,11 @@ void state_save(const std::string& out, TrainEngine& eng, int64_t step, const js
 int64_t state_load(const std::string& out, TrainEngine& eng, const json& fingerprint) {
   const std::string path = (fs::path(out) / kStateFile).string();
   const auto file = SafetensorsFile::open(path);
-  const auto it = file->metadata().find(kStateKey);
-  if (it == file->metadata().end())
-    throw Error(path + ": not a pretraining state (no " + std::string(kStateKey) + " metadata)");
-  json meta;
-  try {
-    meta = json::parse(it->second);
-  } catch (const json::exception&) {
-    throw Error(path + ": the training-state metadata is not valid JSON");
-  }
-  if (meta.value("version", 0) != kStateVersion)
-    throw Error(path + ": training-state version " + std::to_string(meta.value("version", 0)) +
-                ", expected " + std::to_string(kStateVersion));
-  const json& saved = meta["fingerprint"];
-  for (const auto& [key, value] : fingerprint.items())
-    if (!saved.contains(key) || saved[key] != value)
-      throw Error(path + ": the saved run has " + key + " = " +
-                  (saved.contains(key) ? saved[key].dump() : std::string("(none)")) +
-                  ", this run " + value.dump() +
-                  " (resume with the same shape, data and options, or use another --out)");
-  const ParamLayout& lay = eng.layout(ParamGroup::backbone);
-  const std::pair<ParamState, const char*> parts[] = {
-      {ParamState::value, ""}, {ParamState::adam_m, "adam_m."}, {ParamState::adam_v, "adam_v."}};
-  for (auto [state, prefix] : parts) {
-    std::vector<float> v(static_cast<size_t>(lay.total()));
-    for (const ParamInfo& p : lay.tensors()) {
-      const std::string name = prefix + p.name;
-      if (!file->contains(name)) throw Error(path + ": tensor '" + name + "' is missing");
-      const TensorView t = file->get(name);
-      if (t.shape != p.shape)
-        throw Error(path + ": tensor '" + name + "' has shape " + shape_str(t.shape) +
-                    ", expected " + shape_str(p.shape));
-      const std::vector<float> f = t.to_f32();
-      std::copy(f.begin(), f.end(), v.begin() + p.offset);
-    }
-    eng.set(ParamGroup::backbone, state, v);
-  }
+  const json meta =
+      state_meta_checked(*file, path, kStateKey, kStateVersion, fingerprint, "a pretraining state",
+                         "resume with the same shape, data and options, or use another --out");
+  state_items_load(*file, path, eng, ParamGroup::backbone, kBackboneParts,
+                   "a pretraining state holds every weight and both AdamW moments");
   return meta.value("step", int64_t(0));
 }
 
@@ -413,20 +379,6 @@ void export_model(const std::string& out, TrainEngine& eng) {
     items.push_back(std::move(it));
   }
   safetensors_write((fs::path(out) / "model.safetensors").string(), items, {{"format", "pt"}});
-}
-
-void metrics_truncate(const std::string& path, int64_t step) {
-  std::ifstream f(path);
-  if (!f) return;
-  std::string line, kept;
-  while (std::getline(f, line)) {
-    try {
-      if (json::parse(line).value("step", int64_t(0)) <= step) kept += line + "\n";
-    } catch (const json::exception&) {
-      break;  // a torn last line from a crash
-    }
-  }
-  write_file_atomic(path, kept);
 }
 
 // Fixed routing of a pack's samples: every head FA, or for a head-mix sample a random half of
@@ -530,13 +482,22 @@ void pretrain_curves_write(const std::string& metrics_path, const std::string& p
   panels.resize(fa.empty() ? 1 : 3);
   panels[0].title = "training loss (CE per labelled token)";
   panels[0].x_label = "step";
-  panels[0].series.push_back({"loss", x, loss});
+  auto series = [](const std::string& name, const std::vector<double>& xs,
+                   const std::vector<double>& ys) {
+    PlotSeries p;
+    p.name = name;
+    p.x = xs;
+    p.y = ys;
+    return p;
+  };
+  panels[0].series.push_back(series("loss", x, loss));
   if (!fa.empty()) {
     panels[1].title = "held-out answer CE, every head FA";
     panels[2].title = "held-out answer CE, every head SSA";
     for (int i : {1, 2}) panels[size_t(i)].x_label = "step";
-    for (const auto& [task, xy] : fa) panels[1].series.push_back({task, xy.first, xy.second});
-    for (const auto& [task, xy] : ssa) panels[2].series.push_back({task, xy.first, xy.second});
+    for (const auto& [task, xy] : fa) panels[1].series.push_back(series(task, xy.first, xy.second));
+    for (const auto& [task, xy] : ssa)
+      panels[2].series.push_back(series(task, xy.first, xy.second));
   }
   for (PlotPanel& p : panels) p.y_label = "nats";
   plot_write_png(fig, png);

@@ -28,6 +28,7 @@
 #include "elastic/plot.h"
 #include "elastic/router.h"
 #include "elastic/train.h"
+#include "train/checkpoint.h"
 #include "train/data.h"
 #include "train/engine.h"
 #include "train/rng.h"
@@ -158,18 +159,15 @@ json state_fingerprint(const RouterTrainConfig& rc, const ModelConfig& c, const 
   return f;
 }
 
+const std::vector<StatePart> kRouterParts = {{ParamState::value, "router."},
+                                             {ParamState::adam_m, "adam_m."},
+                                             {ParamState::adam_v, "adam_v."}};
+constexpr const char* kRouterMissing = "a router checkpoint to resume needs it";
+
 void state_save(const std::string& out, TrainEngine& eng, const State& st,
                 const json& fingerprint) {
   std::vector<SafetensorsWriteItem> items;
-  const ParamLayout& lay = eng.layout(ParamGroup::router);
-  const std::pair<ParamState, const char*> parts[] = {{ParamState::value, "router."},
-                                                      {ParamState::adam_m, "adam_m."},
-                                                      {ParamState::adam_v, "adam_v."}};
-  for (auto [state, prefix] : parts) {
-    const std::vector<float> v = eng.get(ParamGroup::router, state);
-    for (const ParamInfo& p : lay.tensors())
-      items.push_back(safetensors_item_f32(prefix + p.name, p.shape, v.data() + p.offset));
-  }
+  state_items_add(items, eng, ParamGroup::router, kRouterParts);
   const int64_t K = static_cast<int64_t>(st.lambda1.size());
   const std::pair<const std::vector<float>*, const char*> lam[] = {
       {&st.lambda1, "lambda1"},     {&st.lambda2, "lambda2"},     {&st.l1_m, "lambda1.adam_m"},
@@ -187,58 +185,23 @@ void state_save(const std::string& out, TrainEngine& eng, const State& st,
 State state_load(const std::string& out, TrainEngine& eng, const json& fingerprint, int64_t K) {
   const std::string path = (fs::path(out) / kStateFile).string();
   const auto file = SafetensorsFile::open(path);
-  auto it = file->metadata().find(kStateKey);
-  if (it == file->metadata().end())
-    throw Error(path + ": not a training state (no " + std::string(kStateKey) + " metadata)");
-  json meta;
-  try {
-    meta = json::parse(it->second);
-  } catch (const json::exception&) {
-    throw Error(path + ": the training-state metadata is not valid JSON");
-  }
-  if (meta.value("version", 0) != kStateVersion)
-    throw Error(path + ": training-state version " + std::to_string(meta.value("version", 0)) +
-                ", expected " + std::to_string(kStateVersion));
-  const json& saved = meta["fingerprint"];
-  for (const auto& [key, value] : fingerprint.items())
-    if (!saved.contains(key) || saved[key] != value)
-      throw Error(
-          path + ": the saved run has " + key + " = " +
-          (saved.contains(key) ? saved[key].dump() : std::string("(none)")) + ", this run " +
-          value.dump() +
-          " (resume with the same model shape, data tasks and options, or use another --out)");
-  const ParamLayout& lay = eng.layout(ParamGroup::router);
-  auto read = [&](const std::string& name, const Shape& shape) {
-    if (!file->contains(name))
-      throw Error(path + ": tensor '" + name +
-                  "' is missing (a router checkpoint to resume needs it)");
-    const TensorView t = file->get(name);
-    if (t.shape != shape)
-      throw Error(path + ": tensor '" + name + "' has shape " + shape_str(t.shape) + ", expected " +
-                  shape_str(shape) + " for this model");
-    return t.to_f32();
+  const json meta = state_meta_checked(
+      *file, path, kStateKey, kStateVersion, fingerprint, "a training state",
+      "resume with the same model shape, data tasks and options, or use another --out");
+  state_items_load(*file, path, eng, ParamGroup::router, kRouterParts, kRouterMissing);
+  auto read = [&](const char* name) {
+    return state_tensor_read(*file, path, name, {K}, kRouterMissing);
   };
-  const std::pair<ParamState, const char*> parts[] = {{ParamState::value, "router."},
-                                                      {ParamState::adam_m, "adam_m."},
-                                                      {ParamState::adam_v, "adam_v."}};
-  for (auto [state, prefix] : parts) {
-    std::vector<float> v(static_cast<size_t>(lay.total()));
-    for (const ParamInfo& p : lay.tensors()) {
-      const std::vector<float> t = read(prefix + p.name, p.shape);
-      std::copy(t.begin(), t.end(), v.begin() + p.offset);
-    }
-    eng.set(ParamGroup::router, state, v);
-  }
   State st;
   st.step = meta.value("step", int64_t(0));
   st.epoch = meta.value("epoch", int64_t(0));
   st.pack = meta.value("pack", int64_t(0));
-  st.lambda1 = read("lambda1", {K});
-  st.lambda2 = read("lambda2", {K});
-  st.l1_m = read("lambda1.adam_m", {K});
-  st.l1_v = read("lambda1.adam_v", {K});
-  st.l2_m = read("lambda2.adam_m", {K});
-  st.l2_v = read("lambda2.adam_v", {K});
+  st.lambda1 = read("lambda1");
+  st.lambda2 = read("lambda2");
+  st.l1_m = read("lambda1.adam_m");
+  st.l1_v = read("lambda1.adam_v");
+  st.l2_m = read("lambda2.adam_m");
+  st.l2_v = read("lambda2.adam_v");
   return st;
 }
 
@@ -291,21 +254,6 @@ void prepare_output(const RouterTrainConfig& rc, const ModelConfig& c, const Wei
     if (fs::exists(src)) write_file_atomic((out / f).string(), read_file(src.string()));
   }
   write_file_atomic((out / "config.json").string(), elastic_config_json(rc.model_dir, c, rc, ssa));
-}
-
-// Keeps the metrics lines of steps <= `step` (a resumed run rewrites what followed).
-void metrics_truncate(const std::string& path, int64_t step) {
-  std::ifstream f(path);
-  if (!f) return;
-  std::string line, kept;
-  while (std::getline(f, line)) {
-    try {
-      if (json::parse(line).value("step", int64_t(0)) <= step) kept += line + "\n";
-    } catch (const json::exception&) {
-      break;  // a torn last line from a crash
-    }
-  }
-  write_file_atomic(path, kept);
 }
 
 }  // namespace
