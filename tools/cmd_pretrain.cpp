@@ -19,18 +19,9 @@
 #include "elastic/fileio.h"
 #include "elastic/tokenizer.h"
 #include "elastic/train.h"
-#ifdef ELASTIC_HAVE_CUDA
-#include "elastic/cuda/train_cuda.h"
-#endif
+#include "train_cli.h"
 
 namespace elastic::cli {
-namespace {
-
-std::atomic<int> g_stop{0};
-extern "C" void pretrain_signal_handler(int sig) { g_stop.store(sig); }
-
-}  // namespace
-
 int cmd_pretrain(int argc, char** argv) {
   CommandLine cl(
       "train", "--out DIR [options]",
@@ -157,28 +148,19 @@ int cmd_pretrain(int argc, char** argv) {
     return 0;
   }
   c.seed = static_cast<uint64_t>(seed);
-#ifdef ELASTIC_HAVE_CUDA
-  train_engine_cuda_register();
-#endif
-  g_stop.store(0);
-  std::signal(SIGINT, pretrain_signal_handler);
-  std::signal(SIGTERM, pretrain_signal_handler);
+  train_cuda_engine_register();
+  train_signals_install();
   const bool tty = isatty(STDERR_FILENO) != 0;
-  const auto start = std::chrono::steady_clock::now();
-  int64_t first = -1;
+  TrainEta eta;
   PretrainCallbacks cb;
   cb.on_note = [](const std::string& s) { std::fprintf(stderr, "train: %s\n", s.c_str()); };
-  cb.should_stop = [] { return g_stop.load() != 0; };
+  cb.should_stop = [] { return train_stop_signal() != 0; };
   cb.on_step = [&](const PretrainMetrics& m) {
-    if (first < 0) first = m.step - 1;
-    const double elapsed =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const double eta = elapsed / double(m.step - first) * double(m.steps - m.step);
     char line[256];
     std::snprintf(line, sizeof line,
-                  "step %lld/%lld  loss %.4f  |g| %.3f  lr %.2e  %.0f tok/s  ETA %.0fm%02.0fs",
+                  "step %lld/%lld  loss %.4f  |g| %.3f  lr %.2e  %.0f tok/s  ETA %s",
                   (long long)m.step, (long long)m.steps, m.loss, m.grad_norm, m.lr,
-                  double(m.tokens) / m.seconds, std::floor(eta / 60), std::fmod(eta, 60.0));
+                  double(m.tokens) / m.seconds, eta.after(m.step, m.steps).c_str());
     if (tty && m.probe.empty())
       std::fprintf(stderr, "\r\033[K%s%s", line, m.step == m.steps ? "\n" : "");
     else
@@ -201,9 +183,10 @@ int cmd_pretrain(int argc, char** argv) {
   };
   const TrainStatus st = pretrain_run(c, cb);
   if (st == TrainStatus::interrupted) {
-    if (g_stop.load() != 0) {
-      std::fprintf(stderr, "train: stopped by signal %d; resume with --resume\n", g_stop.load());
-      return 128 + g_stop.load();
+    if (train_stop_signal() != 0) {
+      std::fprintf(stderr, "train: stopped by signal %d; resume with --resume\n",
+                   train_stop_signal());
+      return 128 + train_stop_signal();
     }
     std::fprintf(stderr, "train: --max-time reached; resume with --resume\n");
     return 0;

@@ -17,15 +17,10 @@
 #include "elastic/error.h"
 #include "elastic/safetensors.h"
 #include "elastic/train.h"
-#ifdef ELASTIC_HAVE_CUDA
-#include "elastic/cuda/train_cuda.h"
-#endif
+#include "train_cli.h"
 
 namespace elastic::cli {
 namespace {
-
-std::atomic<int> g_stop_signal{0};
-extern "C" void train_signal_handler(int sig) { g_stop_signal.store(sig); }
 
 // "1,3" -> {1, 3}
 std::vector<int64_t> parse_int_list(const std::string& opt, const std::string& text) {
@@ -53,24 +48,6 @@ void ssa_options_add(CommandLine& cl, SsaOptions& ssa, int64_t& pool_tokens) {
              "router boundary pooling: first and last P tokens "
              "(default 100)",
              {1, 1 << 24});
-}
-
-std::string fmt_duration(double s) {
-  if (!std::isfinite(s) || s < 0) return "?";
-  char buf[32];
-  const long t = std::lround(s);
-  if (t >= 3600)
-    std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t / 60) % 60);
-  else
-    std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
-  return buf;
-}
-
-// The CUDA training engine, where this build links it (the core library cannot).
-void cuda_engine_register() {
-#ifdef ELASTIC_HAVE_CUDA
-  train_engine_cuda_register();
-#endif
 }
 
 }  // namespace
@@ -159,21 +136,14 @@ int cmd_train_router(int argc, char** argv) {
   if (c.ssa.sink_tokens < 0) c.ssa.sink_tokens = config.elastic.sink_size;
   if (c.ssa.local_tokens < 0) c.ssa.local_tokens = config.elastic.local_window_size;
 
-  cuda_engine_register();
-  g_stop_signal.store(0);
-  std::signal(SIGINT, train_signal_handler);
-  std::signal(SIGTERM, train_signal_handler);
+  train_cuda_engine_register();
+  train_signals_install();
   const bool tty = isatty(STDERR_FILENO) != 0;
-  const auto start = std::chrono::steady_clock::now();
-  int64_t first_step = -1;
+  TrainEta eta;
   RouterTrainCallbacks cb;
   cb.on_note = [](const std::string& s) { std::fprintf(stderr, "train-router: %s\n", s.c_str()); };
-  cb.should_stop = [] { return g_stop_signal.load() != 0; };
+  cb.should_stop = [] { return train_stop_signal() != 0; };
   cb.on_step = [&](const RouterTrainMetrics& m) {
-    if (first_step < 0) first_step = m.step - 1;
-    const double elapsed =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const double per_step = elapsed / double(m.step - first_step);
     std::string omega;
     for (size_t k = 0; k < m.tasks.size(); ++k)
       if (std::isfinite(m.omega[k])) {
@@ -187,7 +157,7 @@ int cmd_train_router(int argc, char** argv) {
                   "ETA %s",
                   (long long)m.step, (long long)m.steps, m.loss, m.ce, m.sparsity_loss,
                   omega.c_str(), m.temperature, double(m.tokens) / m.seconds,
-                  fmt_duration(per_step * double(m.steps - m.step)).c_str());
+                  eta.after(m.step, m.steps).c_str());
     if (tty)
       std::fprintf(stderr, "\r\033[K%s%s", line, m.step == m.steps ? "\n" : "");
     else
@@ -212,8 +182,8 @@ int cmd_train_router(int argc, char** argv) {
   if (st == TrainStatus::interrupted) {
     if (tty) std::fprintf(stderr, "\n");
     std::fprintf(stderr, "train-router: stopped by signal %d; resume with --resume\n",
-                 g_stop_signal.load());
-    return 128 + g_stop_signal.load();
+                 train_stop_signal());
+    return 128 + train_stop_signal();
   }
   std::fprintf(stderr, "train-router: done; Elastic checkpoint in %s\n", c.out_dir.c_str());
   return 0;
@@ -260,7 +230,7 @@ int cmd_train_step(int argc, char** argv) {
   if (rq.ssa.block < 0) rq.ssa.block = config.elastic.block_size;
   if (rq.ssa.sink_tokens < 0) rq.ssa.sink_tokens = config.elastic.sink_size;
   if (rq.ssa.local_tokens < 0) rq.ssa.local_tokens = config.elastic.local_window_size;
-  cuda_engine_register();
+  train_cuda_engine_register();
   const TrainStepResult r = train_step_run(rq);
   if (!out.empty()) safetensors_write(out, r.items, {{"format", "pt"}});
   if (json) {
