@@ -172,17 +172,9 @@ int cmd_demo(int argc, char** argv) {
   const std::string png = out + "/demo-routing.png";
   if (plot_available()) write_heatmap(runs, tasks, model.config, png);
   if (json) {
-    nlohmann::json rows = nlohmann::json::array();
-    for (const EvalResult& r : results)
-      rows.push_back({{"task", r.task},
-                      {"length", r.length},
-                      {"config", r.config},
-                      {"n", r.n},
-                      {"accuracy", r.accuracy},
-                      {"omega_msr", r.omega_msr},
-                      {"omega_esr", r.omega_esr},
-                      {"prefill_s", r.prefill_s}});
-    std::printf("%s\n", nlohmann::json{{"model", dir}, {"results", rows}}.dump().c_str());
+    std::printf(
+        "%s\n",
+        nlohmann::json{{"model", dir}, {"results", eval_results_json(results)}}.dump().c_str());
     return 0;
   }
   std::printf("elastic demo: %s, %lld tokens, %lld samples per task\n\n", dir.c_str(),

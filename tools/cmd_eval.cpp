@@ -279,18 +279,7 @@ int cmd_eval(int argc, char** argv) {
       eval_run(model, tok, samples, configs, opt,
                [&bar](int64_t d, int64_t t, const std::string& w) { bar.update(d, t, w); });
   if (json) {
-    nlohmann::json rows = nlohmann::json::array();
-    for (const EvalResult& r : results)
-      rows.push_back({{"task", r.task},
-                      {"length", r.length},
-                      {"config", r.config},
-                      {"n", r.n},
-                      {"accuracy", r.accuracy},
-                      {"omega_msr", r.omega_msr},
-                      {"omega_esr", r.omega_esr},
-                      {"omega_esr_last", r.omega_esr_last},
-                      {"prefill_s", r.prefill_s}});
-    std::printf("%s\n", nlohmann::json{{"results", rows}}.dump().c_str());
+    std::printf("%s\n", nlohmann::json{{"results", eval_results_json(results)}}.dump().c_str());
   } else {
     print_table(results);
   }

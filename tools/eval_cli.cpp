@@ -113,4 +113,19 @@ std::vector<std::vector<double>> eval_cli_calibrate(const Model& model, const We
       [&bar](int64_t d, int64_t t, const std::string& w) { bar.update(d, t, w); });
 }
 
+nlohmann::json eval_results_json(const std::vector<EvalResult>& results) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (const EvalResult& r : results)
+    rows.push_back({{"task", r.task},
+                    {"length", r.length},
+                    {"config", r.config},
+                    {"n", r.n},
+                    {"accuracy", r.accuracy},
+                    {"omega_msr", r.omega_msr},
+                    {"omega_esr", r.omega_esr},
+                    {"omega_esr_last", r.omega_esr_last},
+                    {"prefill_s", r.prefill_s}});
+  return rows;
+}
+
 }  // namespace elastic::cli

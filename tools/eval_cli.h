@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -58,5 +59,9 @@ std::vector<std::vector<double>> eval_cli_calibrate(const Model& model, const We
                                                     const RoutingOptions& routing,
                                                     const std::vector<EvalSample>& samples,
                                                     bool add_special);
+
+// The rows of `elastic eval --json` (and demo): [{task, length, config, n, accuracy, omega_msr,
+// omega_esr, omega_esr_last, prefill_s}].
+nlohmann::json eval_results_json(const std::vector<EvalResult>& results);
 
 }  // namespace elastic::cli
