@@ -16,21 +16,23 @@
 # (3 x 22 MB is over the device's 16 MiB-per-file return limit), so a stage cut by a call's end
 # continues from its weights with fresh moments.
 #
-# Usage: scripts/train-model.sh [--run DIR] [--minutes M] [--backend cpu|cuda] [--build] STAGE[:SECONDS]...
+# Usage: scripts/train-model.sh [--run DIR] [--minutes M] [--backend cpu|cuda] [--build]
+#                               [--seed-s1 DIR] STAGE[:SECONDS]...
 #   (STAGE:SECONDS caps that stage's time; training stages checkpoint at the cap)
 # On the device: run(command="scripts/train-model.sh --build --backend cuda --minutes 8 s1 s2",
 #                    carry=[".debs", "runs/model"]) -- stage folders come back as $OUT/<stage>.tar
 #   (untar here with: for t in OUTDIR/*.tar; do tar -xf "$t" -C runs/model; done)
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-RUN=$ROOT/runs/model MINUTES=0 BACKEND=cpu BUILD=0 SMOKE=0 STAGES=()
+RUN=$ROOT/runs/model MINUTES=0 BACKEND=cpu BUILD=0 SMOKE=0 SEED_S1= STAGES=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --run) RUN=$2; shift ;;
     --minutes) MINUTES=$2; shift ;;
     --backend) BACKEND=$2; shift ;;
     --build) BUILD=1 ;;
-    --smoke) SMOKE=1 ;;  # the pipeline's logic in a minute on a CPU: a tiny model, 2 steps a stage
+    --smoke) SMOKE=1 ;;
+    --seed-s1) SEED_S1=$2; shift ;;  # a model folder that already recalls (run 2's a2) as stage s1  # the pipeline's logic in a minute on a CPU: a tiny model, 2 steps a stage
     -h|--help) sed -n 2,25p "$0"; exit 0 ;;
     *) STAGES+=("$1") ;;
   esac
@@ -39,6 +41,11 @@ done
 [[ ${#STAGES[@]} -eq 0 ]] && STAGES=(s1 s1b s2 s3 router eval)
 OUT=${OUT:-$ROOT/out}
 mkdir -p "$RUN" "$OUT"
+if [[ -n $SEED_S1 && ! -d $RUN/s1 ]]; then
+  [[ -f $SEED_S1/model.safetensors ]] || { echo "--seed-s1: $SEED_S1 holds no model.safetensors"; exit 1; }
+  cp -r "$SEED_S1" "$RUN/s1" && rm -f "$RUN/s1/train_state.safetensors"
+  echo "seeded from $SEED_S1" > "$RUN/s1/done"
+fi
 START=$(date +%s)
 left() {  # seconds left of --minutes (a large number without a cap)
   if [[ $MINUTES -eq 0 ]]; then echo 1000000; else echo $(( MINUTES * 60 - ($(date +%s) - START) )); fi
