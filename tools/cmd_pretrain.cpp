@@ -113,9 +113,12 @@ int cmd_pretrain(int argc, char** argv) {
       "--resume reads), metrics.jsonl (one line per step), curves.png.\n"
       "Tasks: " +
       [] {
-        std::string s;
-        for (const std::string& t : pretrain_task_names()) s += (s.empty() ? "" : ", ") + t;
-        return s;
+        std::string s, line;
+        for (const std::string& t : pretrain_task_names()) {
+          if (!line.empty() && line.size() + t.size() + 2 > 80) s += line + ",\n  ", line.clear();
+          line += (line.empty() ? "" : ", ") + t;
+        }
+        return s + line;
       }());
   if (!cl.parse(argc, argv)) return 0;
   set_threads(threads);
