@@ -172,7 +172,8 @@ int64_t sampling_pick(const float* logits, int64_t vocab, const SamplingParams& 
     for (int j = 1; j < 8; ++j) mx = std::max(mx, m8[j]);
     thread_local std::vector<float> e;  // per thread: the engine samples sequences side by side
     e.resize(static_cast<size_t>(vocab));
-    for (int64_t i = 0; i < vocab; ++i) e[static_cast<size_t>(i)] = std::exp((logits[i] - mx) * inv_t);
+    for (int64_t i = 0; i < vocab; ++i)
+      e[static_cast<size_t>(i)] = std::exp((logits[i] - mx) * inv_t);
     // Summed in a loop of its own: across the call to exp the running sum went through memory.
     double sum = 0.0;
     for (float x : e) sum += x;
