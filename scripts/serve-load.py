@@ -8,6 +8,9 @@ Starts the server on a free port with the small model, then:
      300): failed requests, time to first token and inter-token latency (p50 / p99), and the
      server's RSS sampled every second (flat after warm-up = no growth between the first and
      the last third of the soak beyond noise).
+The clients are build/bin/serve_load_client (C++ threads, the same requests and measurements as
+this script's Python clients, which --client python still runs): on a 2-core machine the Python
+clients took about half a core that the server then did not have.
 Prints a table and writes --json FILE. Every loop is bounded by its deadline; the server is
 stopped by its own pid (SIGTERM) at the end.
 """
@@ -114,7 +117,21 @@ def run_clients(host, port, clients, seconds, seed):
         t.join(seconds + 180)
     res["seconds"] = time.perf_counter() - start
     res["tokens_per_s"] = res["tokens"] / res["seconds"]
+    for name, xs in (("ttft", res["ttft"]), ("itl", res["gaps"])):
+        res[name + "_p50"], res[name + "_p99"] = pct(xs, 50), pct(xs, 99)
     return res
+
+
+def run_clients_cpp(client_bin, host, port, clients, seconds, seed):
+    """The same as run_clients, by build/bin/serve_load_client (C++ threads on cpp-httplib): on a
+    2-core machine the Python clients take about half a core that the server then lacks."""
+    p = subprocess.run([client_bin, host, str(port), str(clients), str(seconds), str(seed)],
+                       stdout=subprocess.PIPE, text=True, timeout=seconds + 300, check=True)
+    r = json.loads(p.stdout)
+    nan = float("nan")
+    return {"ok": r["ok"], "failed": r["failed"], "tokens": r["tokens"], "seconds": r["seconds"],
+            "tokens_per_s": r["tokens_per_s"], "errors": r["errors"],
+            **{k: nan if r[k] is None else r[k] for k in ("ttft_p50", "ttft_p99", "itl_p50", "itl_p99")}}
 
 
 def main():
@@ -130,7 +147,18 @@ def main():
     ap.add_argument("--throughput-seconds", type=float, default=60)
     ap.add_argument("--warmup", type=float, default=10)
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--client", choices=["cpp", "python"], default="cpp",
+                    help="load generator: build/bin/serve_load_client (default) or this script's\n"
+                         "Python threads (http.client)")
+    ap.add_argument("--client-bin", default=os.path.join(ROOT, "build/bin/serve_load_client"))
     a = ap.parse_args()
+    if a.client == "cpp" and not os.access(a.client_bin, os.X_OK):
+        sys.exit(f"{a.client_bin} not found (build the serve_load_client target, or pass --client python)")
+
+    def run(clients, seconds, seed):
+        if a.client == "cpp":
+            return run_clients_cpp(a.client_bin, host, port, clients, seconds, seed)
+        return run_clients(host, port, clients, seconds, seed)
 
     env = {**os.environ, "OMP_WAIT_POLICY": "passive"}
     server = subprocess.Popen([a.bin, "serve", "-m", a.model, "--port", "0", "-t", str(a.threads),
@@ -143,14 +171,14 @@ def main():
         server.kill()
         sys.exit("server did not start: " + line + server.stderr.read())
     host = "127.0.0.1"
-    out = {"threads": a.threads, "cores": os.cpu_count()}
+    out = {"threads": a.threads, "cores": os.cpu_count(), "client": a.client}
     try:
         print(f"server pid {server.pid} on port {port}; warm-up {a.warmup:.0f} s", flush=True)
-        run_clients(host, port, 4, a.warmup, 0)
+        run(4, a.warmup, 0)
 
-        seq = run_clients(host, port, 1, a.throughput_seconds, 1)
+        seq = run(1, a.throughput_seconds, 1)
         print(f"sequential (1 client):  {seq['tokens_per_s']:.1f} tok/s ({seq['ok']} requests)", flush=True)
-        par = run_clients(host, port, a.throughput_clients, a.throughput_seconds, 2)
+        par = run(a.throughput_clients, a.throughput_seconds, 2)
         print(f"{a.throughput_clients} clients:            {par['tokens_per_s']:.1f} tok/s ({par['ok']} requests)",
               flush=True)
         out["throughput"] = {"sequential_tok_s": seq["tokens_per_s"], "concurrent_clients": a.throughput_clients,
@@ -169,7 +197,7 @@ def main():
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        soak = run_clients(host, port, a.clients, a.duration, 3)
+        soak = run(a.clients, a.duration, 3)
         stop.set()
         sampler.join()
         third = max(1, len(rss) // 3)
@@ -179,8 +207,8 @@ def main():
             "clients": a.clients, "seconds": soak["seconds"], "requests_ok": soak["ok"],
             "requests_failed": soak["failed"], "errors": soak["errors"], "tokens": soak["tokens"],
             "tokens_per_s": soak["tokens_per_s"],
-            "ttft_p50_ms": 1e3 * pct(soak["ttft"], 50), "ttft_p99_ms": 1e3 * pct(soak["ttft"], 99),
-            "itl_p50_ms": 1e3 * pct(soak["gaps"], 50), "itl_p99_ms": 1e3 * pct(soak["gaps"], 99),
+            "ttft_p50_ms": 1e3 * soak["ttft_p50"], "ttft_p99_ms": 1e3 * soak["ttft_p99"],
+            "itl_p50_ms": 1e3 * soak["itl_p50"], "itl_p99_ms": 1e3 * soak["itl_p99"],
             "rss_mib_first": rss[0][1] if rss else None, "rss_mib_middle_max": max(early) if early else None,
             "rss_mib_last_max": max(late) if late else None, "rss_mib_end": rss[-1][1] if rss else None,
             "rss_mib_every_30s": [round(r, 1) for t, r in rss[::30]],

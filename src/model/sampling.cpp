@@ -3,8 +3,10 @@
 // Invariant: the candidate list is sorted by decreasing probability (ties: lower id first), so
 // each filter keeps a prefix of it and the draw is reproducible for a given seed.
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "elastic/backend.h"
@@ -84,50 +86,99 @@ Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.se
     throw Error("--min-p must be in [0, 1], got " + std::to_string(params.min_p));
 }
 
+namespace {
+
+// The unfiltered draw without sorting the vocabulary. The reference (sampling_candidates and a
+// scan) orders the tokens by (e desc, id asc), e = exp((l - max) / T) in (0, 1], and returns the
+// first whose running sum of p = float(e / sum) exceeds u. Every p >= 2^-29 is a multiple of
+// 2^-52 and the running sums stay below 2, so in double they are exact whatever the order: the
+// mass of all tokens ahead of some point is exactly the running sum the reference reaches there.
+// The tokens are bucketed by the top bits of e's float (exponent and 3 mantissa bits: buckets in
+// the order of e), the buckets' masses walked from the top to the one where the sum crosses u,
+// and only that bucket's tokens sorted and scanned, so the token is the reference's. Returns -1
+// when a token below 2^-29 would enter a sum (u in the last ~V * 2^-29 of the mass), e is not in
+// [0, 1] or u is not reached: the caller then runs the reference.
+int64_t pick_unfiltered(const float* e, size_t n, double sum, double u) {
+  constexpr float kExact = 0x1p-29f;
+  constexpr int kShift = 20;
+  constexpr uint32_t kOne = 0x3f800000u;  // the bits of 1.0f, the largest e
+  constexpr size_t kBuckets = (kOne >> kShift) + 1;
+  thread_local std::vector<double> mass(kBuckets);
+  thread_local std::vector<uint8_t> tiny(kBuckets);
+  std::fill(mass.begin(), mass.end(), 0.0);
+  std::fill(tiny.begin(), tiny.end(), uint8_t{0});
+  thread_local std::vector<float> p;
+  p.resize(n);
+  for (size_t i = 0; i < n; ++i) p[i] = static_cast<float>(e[i] / sum);  // vectorised division
+  bool bad = false;
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t bits = std::bit_cast<uint32_t>(e[i]);
+    bad |= bits > kOne;  // NaN or above 1: not a softmax of finite logits
+    const size_t b = std::min(bits, kOne) >> kShift;
+    // Branch-free: the tiny tokens are interleaved with the others in index order.
+    const uint32_t keep = 0u - static_cast<uint32_t>(p[i] >= kExact);
+    mass[b] += std::bit_cast<float>(std::bit_cast<uint32_t>(p[i]) & keep);
+    tiny[b] |= static_cast<uint8_t>(~keep & 1u);
+  }
+  if (bad) return -1;
+  double base = 0.0;  // the reference's running sum before the current bucket
+  size_t b = kBuckets;
+  while (b-- > 0) {
+    // A bucket's tokens of p >= 2^-29 come first in the reference's order (p grows with e): if
+    // u falls beyond their mass, the crossing is among its inexact ones.
+    if (u < base + mass[b]) break;
+    if (tiny[b]) return -1;
+    base += mass[b];
+  }
+  if (b >= kBuckets) return -1;  // u not reached (within rounding of 1)
+  struct Cand {
+    float e;
+    int32_t id;
+  };
+  thread_local std::vector<Cand> c;
+  c.clear();
+  for (size_t i = 0; i < n; ++i)
+    if ((std::bit_cast<uint32_t>(e[i]) >> kShift) == b)
+      c.push_back({e[i], static_cast<int32_t>(i)});
+  std::sort(c.begin(), c.end(),
+            [](const Cand& x, const Cand& y) { return x.e > y.e || (x.e == y.e && x.id < y.id); });
+  for (const Cand& x : c) {
+    const float px = p[static_cast<size_t>(x.id)];
+    if (px < kExact) return -1;
+    base += px;
+    if (u < base) return x.id;
+  }
+  return -1;
+}
+
+}  // namespace
+
 int64_t sampling_pick(const float* logits, int64_t vocab, const SamplingParams& params, double u) {
-  if (params.top_k == 0 && params.top_p >= 1.f && params.min_p == 0.f) {
-    // No filter: the candidates are the whole vocabulary, and only the prefix of the sorted list
-    // up to cumulative probability u is needed. Same softmax, order and sums as
-    // sampling_candidates, so the same token, but only the prefix up to u is put in order: the
-    // mass of a sampled distribution sits in a few tokens, so this is O(V) instead of
-    // O(V log V) per token.
+  if (params.top_k == 0 && params.top_p >= 1.f && params.min_p == 0.f &&
+      vocab <= std::numeric_limits<int32_t>::max()) {
+    // No filter: the same softmax as sampling_candidates (float e in index order, the double
+    // normaliser summed in index order), then pick_unfiltered: O(V) instead of a sort.
     ELASTIC_CHECK(params.temperature > 0.f && vocab > 0);
     const float inv_t = 1.0f / params.temperature;
-    float mx = logits[0];
-    for (int64_t i = 1; i < vocab; ++i) mx = std::max(mx, logits[i]);
-    std::vector<std::pair<int64_t, float>> c(static_cast<size_t>(vocab));
+    // The maximum in 8 independent chains (one chain is bound by vmaxss' latency): the same
+    // value as one chain, whatever the order, for logits that are not NaN after the first.
+    float m8[8];
+    std::fill(m8, m8 + 8, logits[0]);
+    int64_t i8 = 1;
+    for (; i8 + 8 <= vocab; i8 += 8)
+      for (int j = 0; j < 8; ++j) m8[j] = std::max(m8[j], logits[i8 + j]);
+    for (; i8 < vocab; ++i8) m8[0] = std::max(m8[0], logits[i8]);
+    float mx = m8[0];
+    for (int j = 1; j < 8; ++j) mx = std::max(mx, m8[j]);
+    thread_local std::vector<float> e;  // per thread: the engine samples sequences side by side
+    e.resize(static_cast<size_t>(vocab));
+    for (int64_t i = 0; i < vocab; ++i)
+      e[static_cast<size_t>(i)] = std::exp((logits[i] - mx) * inv_t);
+    // Summed in a loop of its own: across the call to exp the running sum went through memory.
     double sum = 0.0;
-    for (int64_t i = 0; i < vocab; ++i) {
-      const float e = std::exp((logits[i] - mx) * inv_t);
-      c[i] = {i, e};
-      sum += e;
-    }
-    auto by_prob = [](const std::pair<int64_t, float>& a, const std::pair<int64_t, float>& b) {
-      return a.second > b.second || (a.second == b.second && a.first < b.first);
-    };
-    // Tokens within a factor 1e-4 of the most likely one (e = 1) come first in the sorted
-    // order: split them off with one cheap pass and sort them; the rest, needed only when u
-    // falls beyond their mass, follows a chunk at a time.
-    const auto likely = std::partition(c.begin(), c.end(), [](const std::pair<int64_t, float>& x) {
-      return x.second >= 1e-4f;
-    });
-    std::sort(c.begin(), likely, by_prob);
-    const size_t head = static_cast<size_t>(likely - c.begin());
-    constexpr size_t kChunk = 64;
-    double cum = 0.0;
-    for (size_t begin = 0; begin < c.size();) {
-      const size_t end = begin < head ? head : std::min(c.size(), begin + kChunk);
-      if (begin >= head) {  // the chunk's members in front (O(remaining)), then in order
-        if (end < c.size()) std::nth_element(c.begin() + begin, c.begin() + end - 1, c.end(), by_prob);
-        std::sort(c.begin() + begin, c.begin() + end, by_prob);
-      }
-      for (size_t i = begin; i < end; ++i) {
-        cum += static_cast<float>(c[i].second / sum);
-        if (u < cum) return c[i].first;
-      }
-      begin = end;
-    }
-    return c.back().first;  // u within rounding of 1
+    for (float x : e) sum += x;
+    const int64_t t = pick_unfiltered(e.data(), e.size(), sum, u);
+    if (t >= 0) return t;
   }
   const std::vector<std::pair<int64_t, float>> c = sampling_candidates(logits, vocab, params);
   double cum = 0.0;

@@ -183,6 +183,8 @@ struct HttpServer::Impl {
     std::string text;
     bool sent_role = false, stopped = false, timed_out = false, finished = false;
     FinishReason reason = FinishReason::none;
+    // A text chunk's event around its text (see text_chunk_event); empty until first used.
+    std::string chunk_prefix, chunk_suffix;
   };
 
   // Moves the engine's new tokens into g's text; returns the piece that became final.
@@ -247,6 +249,27 @@ struct HttpServer::Impl {
                 {"created", g.created},
                 {"model", g.model},
                 {"choices", json::array({choice})}};
+  }
+
+  // The SSE event of a chunk carrying `piece` (after the chat role's chunk): the bytes of
+  // "data: " + dump(chunk_json(g, piece)) + "\n\n", built without a JSON tree per token. The
+  // chunk's other fields do not change during a stream, so the dump of a chunk with a marker
+  // text is split once around the marker's dump, and each piece's JSON string (the same dump of
+  // the string alone: escapes, invalid UTF-8 replaced) is spliced in between.
+  std::string text_chunk_event(Generation& g, const std::string& piece) const {
+    if (g.chunk_prefix.empty()) {
+      static const std::string kMarker = "\x01elastic-chunk-text\x02";
+      const std::string marker = dump(json(kMarker));
+      const std::string event = "data: " + dump(chunk_json(g, kMarker, nullptr)) + "\n\n";
+      const size_t at = event.find(marker);
+      // The id and the model name are the server's own strings, never this marker; checked
+      // anyway, and without a split every chunk is built as a tree.
+      if (at == std::string::npos || event.find(marker, at + 1) != std::string::npos)
+        return "data: " + dump(chunk_json(g, piece, nullptr)) + "\n\n";
+      g.chunk_prefix = event.substr(0, at);
+      g.chunk_suffix = event.substr(at + marker.size());
+    }
+    return g.chunk_prefix + dump(json(piece)) + g.chunk_suffix;
   }
 
   void handle_generate(const httplib::Request& req, httplib::Response& res, bool chat) {
@@ -397,7 +420,10 @@ struct HttpServer::Impl {
           }
           bool finished = false;
           const std::string piece = advance(*g, finished);
-          if (!piece.empty() && !send(chunk_json(*g, piece, nullptr))) return false;
+          if (!piece.empty()) {
+            const std::string event = text_chunk_event(*g, piece);
+            if (!sink.write(event.data(), event.size())) return false;
+          }
           if (!finished) return piece.empty() ? sink.is_writable() : true;
           g->finished = true;
           count_outcome(*g);

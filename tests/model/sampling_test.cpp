@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <set>
 #include <vector>
@@ -197,6 +199,51 @@ TEST(Sampling, UnfilteredPickEqualsTheFullCandidateList) {
       EXPECT_EQ(sampling_pick(logits.data(), int64_t(logits.size()), p, u), want) << "trial " << trial << " u " << u;
     }
   }
+}
+
+// sampling_pick without filters finds the token by bucketing the probabilities (no sort); it must
+// be the token of the full sorted candidate list for every u: random and exactly at the running
+// sums' boundaries (u == a prefix's sum picks the next token), over peaked, flat and tied
+// distributions, small and large vocabularies and tokens of probability 0.
+TEST(Sampling, UnfilteredBucketPickEqualsTheReferenceOnManyDistributions) {
+  std::mt19937_64 rng(11);
+  std::uniform_real_distribution<double> unif(0.0, 1.0);
+  const int64_t sizes[] = {1, 2, 63, 64, 65, 129, 300, 2048, 5000};
+  int64_t checked = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    const int64_t V = sizes[trial % std::size(sizes)];
+    const float scale = std::array<float, 5>{0.1f, 1.f, 3.f, 8.f, 30.f}[(trial / 9) % 5];
+    std::normal_distribution<float> normal(0.f, scale);
+    std::vector<float> logits(static_cast<size_t>(V));
+    for (float& x : logits) x = trial % 3 == 0 ? std::round(normal(rng)) : normal(rng);
+    if (trial % 7 == 0 && V > 2) logits[1] = -std::numeric_limits<float>::infinity();
+    SamplingParams p;
+    p.temperature = std::array<float, 4>{0.3f, 0.8f, 1.f, 2.f}[trial % 4];
+    const auto c = sampling_candidates(logits.data(), V, p);
+    auto reference = [&](double u) {
+      double cum = 0.0;
+      for (const auto& e : c) {
+        cum += e.second;
+        if (u < cum) return e.first;
+      }
+      return c.back().first;
+    };
+    std::vector<double> us = {0.0, 1e-12, 0.999999, 1.0 - 1e-12};
+    for (int i = 0; i < 100; ++i) us.push_back(unif(rng));
+    double cum = 0.0;
+    for (size_t k = 0; k < c.size() && k < 200; ++k) {  // the boundaries of the first 200 sums
+      cum += c[k].second;
+      us.push_back(cum);
+      us.push_back(std::nextafter(cum, 0.0));
+    }
+    for (double u : us) {
+      if (!(u < 1.0)) continue;
+      ASSERT_EQ(sampling_pick(logits.data(), V, p, u), reference(u))
+          << "trial " << trial << " V " << V << " u " << u;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 30000);
 }
 
 }  // namespace

@@ -50,6 +50,33 @@ def test_streaming_completion_equals_non_streaming(client):
     assert set(usage.model_extra["elastic"]) >= {"omega_msr", "omega_esr", "kv_bytes", "kv_bytes_dense"}
 
 
+def test_stream_text_chunks_are_the_json_dump_of_their_fields(server):
+    """The server writes a text chunk's event from a precomputed prefix and suffix around the
+    text's JSON string: on the wire it must be exactly the compact, key-sorted dump of the chunk
+    (what the JSON tree gave), text with quotes, newlines and non-ASCII included."""
+    import http.client
+    import json
+    for path, body in [("/v1/completions", {"prompt": 'He said "hi"\nand', "max_tokens": 60, "temperature": 1.5,
+                                            "seed": 7, "stream": True}),
+                       ("/v1/chat/completions", {"messages": [{"role": "user", "content": "A cat"}],
+                                                 "max_tokens": 40, "temperature": 1.5, "seed": 3, "stream": True})]:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=60)
+        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        raw = conn.getresponse().read().decode()
+        conn.close()
+        events = [e for e in raw.split("\n\n") if e]
+        assert events[-1] == "data: [DONE]" and all(e.startswith("data: ") for e in events)
+        texts = 0
+        for e in events[:-1]:
+            ev = json.loads(e[6:])
+            choice = ev["choices"][0] if ev["choices"] else {}
+            piece = choice.get("text") or choice.get("delta", {}).get("content")
+            if piece and choice["finish_reason"] is None:
+                texts += 1
+                assert e[6:] == json.dumps(ev, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+        assert texts > 3
+
+
 def test_chat_completion_and_stream(client):
     msgs = [{"role": "system", "content": "Tell a story."}, {"role": "user", "content": "A cat"}]
     r = client.chat.completions.create(model="tinystories-656k", messages=msgs, max_tokens=16, temperature=0)
