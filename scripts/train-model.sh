@@ -51,7 +51,7 @@ left() {  # seconds left of --minutes (a large number without a cap)
   if [[ $MINUTES -eq 0 ]]; then echo 1000000; else echo $(( MINUTES * 60 - ($(date +%s) - START) )); fi
 }
 
-ELASTIC=$ROOT/build/bin/elastic
+ELASTIC=${ELASTIC_BIN:-$ROOT/build/bin/elastic}  # ELASTIC_BIN: another build (tests)
 if [[ $BUILD -eq 1 ]]; then
   source "$ROOT/scripts/gpu-env.sh"
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The model pipeline end to end on the CPU in seconds (scripts/train-model.sh --smoke: a tiny
+# shape, 2 steps a stage): every stage runs and hands its model to the next, the router stage
+# writes an Elastic checkpoint, the evaluation covers every task under the 4 configurations,
+# each stage folder is tarred for the trip back from the device, and the shipped folder
+# (scripts/ship-model.py) runs `elastic demo`.
+# usage: train_model_smoke.sh REPO BUILD_DIR
+set -euo pipefail
+repo=$(realpath "$1")
+build=$(realpath "$2")
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/elastic_train_model.XXXXXX")
+trap 'rm -rf "$scratch"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+
+OUT=$scratch/out ELASTIC_BIN=$build/bin/elastic bash "$repo/scripts/train-model.sh" --smoke \
+  --run "$scratch/run" > "$scratch/log" 2>&1 || { cat "$scratch/log"; fail "train-model.sh exited $?"; }
+for s in s1 s1b s2 s3 router; do
+  [[ -f $scratch/run/$s/done ]] || fail "stage $s did not finish"
+  tar -tf "$scratch/out/$s.tar" | grep -q "^$s/config.json$" || fail "$s.tar lacks $s/config.json"
+  tar -tf "$scratch/out/$s.tar" | grep -q "train_state" && fail "$s.tar carries the training state"
+done
+grep -q -- "--init-from $scratch/run/s1b" "$scratch/log" || fail "s2 did not start from s1b"
+[[ -f $scratch/run/router/router.safetensors ]] || fail "no router.safetensors"
+python3 - "$scratch/out/eval-512.json" <<'PY' || fail "eval results"
+import json, sys
+rows = json.load(open(sys.argv[1]))["results"]
+assert len(rows) == 12 * 4, len(rows)
+assert {r["config"] for r in rows} == {"dense", "all-sa", "static:0.5", "elastic"}
+for r in rows:
+    if r["config"] == "dense": assert r["omega_msr"] == 0, r
+    if r["config"] == "all-sa": assert r["omega_msr"] == 1, r
+PY
+python3 "$repo/scripts/ship-model.py" "$scratch/run/router" "$scratch/shipped" > /dev/null
+"$build/bin/elastic" demo -m "$scratch/shipped" --length 512 --n 1 -t 1 --json --out "$scratch/demo" \
+  > "$scratch/demo.json" 2> "$scratch/demo.log" || { cat "$scratch/demo.log"; fail "demo"; }
+python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results']; assert len(r) == 36, len(r)" \
+  "$scratch/demo.json" || fail "demo results"
+echo "train-model pipeline smoke: PASS"
