@@ -24,7 +24,7 @@
 
 #include "cuda/train/attention_train_cuda.h"
 #include "cuda/train/engine_cuda.h"
-#include "cuda/train/gemm_lt.h"
+#include "cuda/gemm_lt.h"
 #include "cuda/train/ops_train_cuda.h"
 #include "elastic/config.h"
 #include "elastic/cuda/cuda_check.h"

@@ -1,14 +1,13 @@
 // The CUDA backend (backend_cuda.h): device memory, bf16 weights uploaded once, cuBLASLt GEMMs
-// (y[n, N] = x[n, K] W[N, K]^T with bf16 operands and fp32 accumulation/output; the fp32
-// activations are rounded to bf16 on the device first), the kernels of ops_cuda.cu, and the
-// fused attention of attention_cuda.h. Attention statistics (rho, XA masks) are filled exactly
-// as attention_cpu fills them, from the key sets the kernels use. The KV cache of a request is a
-// CudaKvStore (bf16 rows on the device, SSA heads as rings): k/v never leave the device, and a
-// decode step reads the past straight from it. The Attention Router and sampling run on the device
-// too (router_cuda.h, sampling_cuda.h): only decisions and token ids reach the host.
+// (gemm_lt.h, plans cached per shape: y[n, N] = x[n, K] W[N, K]^T with bf16 operands and fp32
+// accumulation/output; the fp32 activations are rounded to bf16 on the device first), the
+// kernels of ops_cuda.cu, and the fused attention of attention_cuda.h. Attention statistics
+// (rho, XA masks) are filled exactly as attention_cpu fills them, from the key sets the kernels
+// use. The KV cache of a request is a CudaKvStore (bf16 rows on the device, SSA heads as rings):
+// k/v never leave the device, and a decode step reads the past straight from it. The Attention
+// Router and sampling run on the device too (router_cuda.h, sampling_cuda.h): only decisions and
+// token ids reach the host.
 #include "elastic/cuda/backend_cuda.h"
-
-#include <cublasLt.h>
 
 #include <algorithm>
 #include <array>
@@ -16,10 +15,12 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "attention_paged.h"
+#include "cuda/gemm_lt.h"
 #include "elastic/batch_forward.h"
 #include "elastic/cuda/arena.h"
 #include "elastic/cuda/attention_cuda.h"
@@ -32,14 +33,6 @@
 #include "ops_cuda.h"
 #include "router_cuda.h"
 #include "sampling_cuda.h"
-
-#define ELASTIC_CUBLAS_CHECK(expr)                                                           \
-  do {                                                                                       \
-    const cublasStatus_t elastic_cublas_status_ = (expr);                                    \
-    if (elastic_cublas_status_ != CUBLAS_STATUS_SUCCESS)                                     \
-      throw ::elastic::InternalError(std::string("cuBLASLt call failed: ") + #expr + " (status " + \
-                                     std::to_string(int(elastic_cublas_status_)) + ")");     \
-  } while (0)
 
 namespace elastic {
 namespace {
@@ -181,10 +174,8 @@ class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const CudaBackendOptions& opt) : opt_(opt) {
     if (cuda::cuda_device_count() == 0) throw Error("CUDA backend: no CUDA device present");
-    ELASTIC_CUBLAS_CHECK(cublasLtCreate(&lt_));
-    lt_workspace_ = raw_alloc(kLtWorkspaceBytes);
+    gemm_ = std::make_unique<cuda::GemmLt>(kLtWorkspaceBytes);
   }
-  ~CudaBackend() override { cublasLtDestroy(lt_); }
 
   std::string_view name() const override { return "cuda"; }
 
@@ -489,34 +480,9 @@ class CudaBackend final : public Backend {
     if (opt_.host_visible) ELASTIC_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
-  // y[n, N] fp32 = x[n, K] bf16 . W[N, K]^T bf16. Column-major view: Y^T[N, n] = W^T^T X^T.
+  // y[n, N] fp32 = x[n, K] bf16 . W[N, K]^T bf16, through the shape-cached cuBLASLt plans.
   void gemm(float* y, const __nv_bfloat16* x, const __nv_bfloat16* w, int64_t n, int64_t N, int64_t K) {
-    cublasLtMatmulDesc_t op = nullptr;
-    cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
-    cublasLtMatmulPreference_t pref = nullptr;
-    ELASTIC_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    ELASTIC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    ELASTIC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    ELASTIC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, uint64_t(K), uint64_t(N), K));
-    ELASTIC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, uint64_t(K), uint64_t(n), K));
-    ELASTIC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, uint64_t(N), uint64_t(n), N));
-    ELASTIC_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-    const size_t ws = kLtWorkspaceBytes;
-    ELASTIC_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-    cublasLtMatmulHeuristicResult_t heur{};
-    int found = 0;
-    ELASTIC_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_, op, la, lb, lc, lc, pref, 1, &heur, &found));
-    if (found == 0) throw Error("CUDA backend: cuBLASLt has no algorithm for this GEMM");
-    const float alpha = 1.f, beta = 0.f;
-    ELASTIC_CUBLAS_CHECK(cublasLtMatmul(lt_, op, &alpha, w, la, x, lb, &beta, y, lc, y, lc, &heur.algo,
-                                        lt_workspace_.get(), ws, stream_));
-    cublasLtMatmulPreferenceDestroy(pref);
-    cublasLtMatrixLayoutDestroy(lc);
-    cublasLtMatrixLayoutDestroy(lb);
-    cublasLtMatrixLayoutDestroy(la);
-    cublasLtMatmulDescDestroy(op);
+    gemm_->linear_forward(y, cuda::GemmOut::f32, x, w, n, N, K, 0.f, stream_);
   }
 
   // Writes the past [pos0, Hkv, d] bf16 (by position) into k, v on the stream.
@@ -840,8 +806,7 @@ class CudaBackend final : public Backend {
 
   CudaBackendOptions opt_;
   cudaStream_t stream_ = nullptr;  // the legacy default stream: ops run in program order
-  cublasLtHandle_t lt_ = nullptr;
-  std::shared_ptr<void> lt_workspace_;
+  std::unique_ptr<cuda::GemmLt> gemm_;  // made after the device check (it allocates on the device)
   std::shared_ptr<void> finite_flag_;  // all_finite's device flag, made on first use
   Scratch scratch_[4];
   std::map<const void*, std::shared_ptr<void>> tables_;

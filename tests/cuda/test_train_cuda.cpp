@@ -28,7 +28,7 @@
 
 #include "cuda/train/attention_train_cuda.h"
 #include "cuda/train/engine_cuda.h"
-#include "cuda/train/gemm_lt.h"
+#include "cuda/gemm_lt.h"
 #include "cuda/train/ops_train_cuda.h"
 #include "cuda_test_util.h"
 #include "elastic/config.h"

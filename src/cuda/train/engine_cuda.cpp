@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "cuda/train/attention_train_cuda.h"
-#include "cuda/train/gemm_lt.h"
+#include "cuda/gemm_lt.h"
 #include "cuda/train/ops_train_cuda.h"
 #include "elastic/cpu_ops.h"
 #include "elastic/cuda/cuda_check.h"

@@ -1,6 +1,6 @@
 // GemmLt (gemm_lt.h). Row-major C[M, N] = op(A) op(B) is the column-major product
 // C^T[N, M] = op(B)^T op(A)^T, so cuBLASLt's first operand is B and its second A.
-#include "cuda/train/gemm_lt.h"
+#include "cuda/gemm_lt.h"
 
 #include <string>
 
@@ -23,13 +23,18 @@ GemmLt::GemmLt(size_t workspace_bytes) : workspace_bytes_(workspace_bytes) {
   ELASTIC_CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes_));
 }
 
-GemmLt::~GemmLt() {
+void GemmLt::plans_clear() {
   for (auto& [key, p] : plans_) {
     cublasLtMatrixLayoutDestroy(p.c);
     cublasLtMatrixLayoutDestroy(p.b);
     cublasLtMatrixLayoutDestroy(p.a);
     cublasLtMatmulDescDestroy(p.op);
   }
+  plans_.clear();
+}
+
+GemmLt::~GemmLt() {
+  plans_clear();
   cudaFree(workspace_);
   cublasLtDestroy(lt_);
 }
@@ -37,6 +42,7 @@ GemmLt::~GemmLt() {
 const GemmLt::Plan& GemmLt::plan(const Key& key) {
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second;
+  if (plans_.size() >= kMaxPlans) plans_clear();  // no plan is in use between calls
   const auto [M, N, K, ta, tb, out, align_a, align_b, align_c] = key;
   Plan p;
   ELASTIC_LT_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));

@@ -1,6 +1,9 @@
-// Row-major bf16 GEMMs through cuBLASLt for the training engine: linear forward, dX and dW
-// (accumulated with beta = 1), fp32 accumulation, fp32 or bf16 output. Descriptors and the
-// heuristic's algorithm are cached per shape, so a step re-plans nothing.
+// Row-major bf16 GEMMs through cuBLASLt for the inference backend and the training engine:
+// linear forward, dX and dW (accumulated with beta = 1), fp32 accumulation, fp32 or bf16 output.
+// Descriptors and the heuristic's algorithm are cached per shape and operand alignment, so a
+// forward or a step re-plans nothing once its shapes were seen (issue 11: no per-call heuristic).
+// The cache holds at most kMaxPlans shapes (a server's varying batch rows would grow it without
+// bound); past that it starts over.
 #pragma once
 
 #include <cublasLt.h>
@@ -21,6 +24,8 @@ class GemmLt {
   ~GemmLt();
   GemmLt(const GemmLt&) = delete;
   GemmLt& operator=(const GemmLt&) = delete;
+
+  size_t plans_cached() const { return plans_.size(); }
 
   // C[M, N] = alpha op(A) op(B) + beta C, all row-major and packed. A: [M, K] ([K, M] when
   // trans_a), B: [K, N] ([N, K] when trans_b), bf16; C: fp32 or bf16 per `out`.
@@ -55,6 +60,8 @@ class GemmLt {
   // assumes 256-byte aligned operands unless told otherwise, and row tiles start anywhere.
   using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, int, int, int, int>;
   const Plan& plan(const Key& key);
+  void plans_clear();
+  static constexpr size_t kMaxPlans = 4096;
 
   cublasLtHandle_t lt_ = nullptr;
   void* workspace_ = nullptr;
