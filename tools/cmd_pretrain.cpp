@@ -120,9 +120,31 @@ int cmd_pretrain(int argc, char** argv) {
         }
         return s + line;
       }());
+  // -1: not given (a fresh run takes PretrainConfig's defaults; --init-from and --resume take the
+  // shape of the model they continue, so a given shape option there is an error, not ignored).
+  const PretrainConfig defaults;
+  c.layers = c.hidden = c.heads = c.kv_heads = c.head_dim = c.ffn = -1;
+  c.rope_theta = -1;
   if (!cl.parse(argc, argv)) return 0;
   set_threads(threads);
   if (c.out_dir.empty()) throw Error(cl.missing("--out DIR"));
+  const std::pair<const char*, bool> shape[] = {
+      {"--layers", c.layers >= 0},        {"--hidden", c.hidden >= 0},
+      {"--heads", c.heads >= 0},          {"--kv-heads", c.kv_heads >= 0},
+      {"--head-dim", c.head_dim >= 0},    {"--ffn", c.ffn >= 0},
+      {"--rope-theta", c.rope_theta >= 0}};
+  for (auto [opt, given] : shape)
+    if (given && (c.resume || !c.init_from.empty()))
+      throw Error(std::string("option ") + opt + ": the shape comes from " +
+                  (c.resume ? "the run in --out" : "--init-from " + c.init_from) +
+                  " (leave the shape options out)");
+  if (c.layers < 0) c.layers = defaults.layers;
+  if (c.hidden < 0) c.hidden = defaults.hidden;
+  if (c.heads < 0) c.heads = defaults.heads;
+  if (c.kv_heads < 0) c.kv_heads = defaults.kv_heads;
+  if (c.head_dim < 0) c.head_dim = defaults.head_dim;
+  if (c.ffn < 0) c.ffn = defaults.ffn;
+  if (c.rope_theta < 0) c.rope_theta = defaults.rope_theta;
   if (write_tokenizer) {
     std::filesystem::create_directories(c.out_dir);
     write_file_atomic(c.out_dir + "/tokenizer.json", eval_tokenizer_json());

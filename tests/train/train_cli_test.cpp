@@ -28,7 +28,8 @@ const std::string kModel = kShared + "/data/tinystories-656k";
 const std::string kBin = std::string(ELASTIC_BIN_DIR) + "/elastic";
 
 std::string temp_dir(const std::string& name) {
-  const fs::path p = fs::path(::testing::TempDir()) / ("train_cli_" + std::to_string(getpid()) + "_" + name);
+  const fs::path p =
+      fs::path(::testing::TempDir()) / ("train_cli_" + std::to_string(getpid()) + "_" + name);
   fs::remove_all(p);
   fs::create_directories(p);
   return p.string();
@@ -225,6 +226,22 @@ TEST(TrainRouterCli, BadInputIsOneClearErrorAndKeepsWhatWasWritten) {
   expect_clean_error(test::cli_run(train_args(good, out, 2) + " --lr nan"), "--lr");
   expect_clean_error(test::cli_run("train-router -m " + kModel + " --out " + out),
                      "missing --data");
+}
+
+// `elastic train`: a shape option with --init-from or --resume is an error naming the option
+// (the shape comes from the model continued), not silently ignored.
+TEST(PretrainCli, ShapeOptionsOnlyForFreshRuns) {
+  const std::string model = std::string(ELASTIC_SHARED_DIR) + "/data/tinystories-656k";
+  test::CliResult r =
+      test::cli_run("train --out /nonexistent/x --init-from " + model + " --layers 2");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "elastic train: error: option --layers: the shape comes from --init-from " +
+                       model + " (leave the shape options out)\n");
+  r = test::cli_run("train --out /nonexistent/x --resume --rope-theta 10000");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("option --rope-theta: the shape comes from the run in --out"),
+            std::string::npos)
+      << r.err;
 }
 
 }  // namespace
