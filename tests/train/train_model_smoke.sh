@@ -16,8 +16,10 @@ OUT=$scratch/out ELASTIC_BIN=$build/bin/elastic bash "$repo/scripts/train-model.
   --run "$scratch/run" > "$scratch/log" 2>&1 || { cat "$scratch/log"; fail "train-model.sh exited $?"; }
 for s in s1 s1b s2 s3 router; do
   [[ -f $scratch/run/$s/done ]] || fail "stage $s did not finish"
-  tar -tf "$scratch/out/$s.tar" | grep -q "^$s/config.json$" || fail "$s.tar lacks $s/config.json"
-  tar -tf "$scratch/out/$s.tar" | grep -q "train_state" && fail "$s.tar carries the training state"
+  # The listing first: `tar | grep -q` fails under pipefail when grep stops early (SIGPIPE).
+  listing=$(tar -tf "$scratch/out/$s.tar")
+  grep -qx "$s/config.json" <<< "$listing" || fail "$s.tar lacks $s/config.json"
+  grep -q "train_state" <<< "$listing" && fail "$s.tar carries the training state"
 done
 grep -q -- "--init-from $scratch/run/s1b" "$scratch/log" || fail "s2 did not start from s1b"
 [[ -f $scratch/run/router/router.safetensors ]] || fail "no router.safetensors"
