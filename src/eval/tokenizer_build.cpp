@@ -42,8 +42,9 @@ std::string eval_tokenizer_json(const EvalVocab& vocab) {
     pieces.insert(" " + w);
   }
   for (int i = 0; i < 1000; ++i) {
-    pieces.insert(std::to_string(i));
-    pieces.insert(" " + std::to_string(i));
+    const std::string num = std::to_string(i);
+    pieces.insert(num);
+    pieces.insert(" " + num);
   }
   for (const char* p : {".", ",", ":", "?", "!"})
     for (const char* lead : {"", " "})
@@ -53,11 +54,10 @@ std::string eval_tokenizer_json(const EvalVocab& vocab) {
   json v = json::object();
   int32_t id = 0;
   const auto& chars = byte_level_chars();
-  std::set<std::string> taken;
-  for (int b = 0; b < 256; ++b) v[chars[size_t(b)]] = id++, taken.insert(chars[size_t(b)]);
+  for (int b = 0; b < 256; ++b) v[chars[size_t(b)]] = id++;
   for (const std::string& p : pieces) {
     const std::string a = to_alphabet(p);
-    if (taken.insert(a).second) v[a] = id++;
+    if (!v.contains(a)) v[a] = id++;  // single bytes are already there
   }
   const int32_t eos = id;
   const char* kEos = "<|endoftext|>";

@@ -11,11 +11,11 @@ using json = nlohmann::json;
 
 void state_items_add(std::vector<SafetensorsWriteItem>& items, TrainEngine& eng, ParamGroup g,
                      const std::vector<StatePart>& parts) {
-  const ParamLayout& lay = eng.layout(g);
+  ParamSet<float> set(eng.layout(g));
   for (const StatePart& part : parts) {
-    const std::vector<float> v = eng.get(g, part.state);
-    for (const ParamInfo& p : lay.tensors())
-      items.push_back(safetensors_item_f32(part.prefix + p.name, p.shape, v.data() + p.offset));
+    set.data = eng.get(g, part.state);
+    for (SafetensorsWriteItem& it : params_items(set, DType::f32, part.prefix))
+      items.push_back(std::move(it));
   }
 }
 

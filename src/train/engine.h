@@ -8,6 +8,8 @@
 // backbone weight; trainable only when TrainOptions::weight_grads is set).
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -69,6 +71,18 @@ std::unique_ptr<TrainEngine> train_engine_create(const std::string& backend, con
 using TrainEngineFactory = std::function<std::unique_ptr<TrainEngine>(
     const ModelConfig&, ParamSet<float>, ParamSet<float>, const TrainOptions&)>;
 void train_engine_register(const std::string& backend, TrainEngineFactory factory);
+
+// The learning rate of 0-based step `step0` of `steps`: linear warm-up over
+// ceil(warmup * steps) steps, then cosine from `base` down to min_ratio * base (HF's schedule
+// with min_ratio 0). Shared by router training and pretraining.
+inline double lr_warmup_cosine(double base, double warmup, double min_ratio, int64_t steps,
+                               int64_t step0) {
+  const int64_t warm = static_cast<int64_t>(std::ceil(warmup * double(steps)));
+  if (step0 < warm) return base * double(step0 + 1) / double(warm);
+  const double p = steps > warm ? double(step0 - warm) / double(steps - warm) : 1.0;
+  const double lo = base * min_ratio;
+  return lo + (base - lo) * 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, p)));
+}
 
 // AdamW on host arrays (the CPU engine's update; the reference for other backends).
 // p, g, m, v: [n].

@@ -14,13 +14,11 @@
 #include <cctype>
 #include <chrono>
 #include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <set>
 
 #include "elastic/config.h"
 #include "elastic/dtype.h"
@@ -110,19 +108,20 @@ Sample assoc_recall_sample(const Tokenizer& tok, int64_t eos, int64_t length, ui
 // token per run of letters, run of digits, punctuation character and run of newlines, plus the
 // start token. The tokenizer joins some of these (".\n" is one token), never splits them.
 int64_t fast_token_bound(const std::string& text) {
+  // 0 space, 1 letter, 2 digit, 3 newline, 4 punctuation (one token each).
+  auto kind = [](char x) {
+    if (std::isalpha(static_cast<unsigned char>(x))) return 1;
+    if (std::isdigit(static_cast<unsigned char>(x))) return 2;
+    if (x == ' ') return 0;
+    if (x == '\n') return 3;
+    return 4;
+  };
   int64_t n = 1;
-  char prev = ' ';
+  int prev = 0;
   for (char ch : text) {
-    const auto kind = [](char x) {
-      if (std::isalpha(static_cast<unsigned char>(x))) return 1;
-      if (std::isdigit(static_cast<unsigned char>(x))) return 2;
-      if (x == ' ') return 0;
-      if (x == '\n') return 3;
-      return 4;  // punctuation: one token each
-    };
-    const int k = kind(ch), kp = kind(prev);
-    if (k == 4 || (k != 0 && k != kp)) ++n;
-    prev = ch;
+    const int k = kind(ch);
+    if (k == 4 || (k != 0 && k != prev)) ++n;
+    prev = k;
   }
   return n;
 }
@@ -191,13 +190,14 @@ PretrainPack assemble(const std::vector<Planned>& plan, const std::vector<Sample
   return p;
 }
 
+// Packs first..first+count-1 of step `step`, their samples generated in parallel.
 std::vector<PretrainPack> make_packs(const PretrainConfig& pc,
                                      const std::vector<std::string>& tasks, const Tokenizer& tok,
-                                     int64_t eos, int64_t step) {
+                                     int64_t eos, int64_t step, int64_t first, int64_t count) {
   std::vector<std::vector<Planned>> plans;
   std::vector<std::pair<size_t, size_t>> jobs;  // (pack, sample)
-  for (int64_t b = 0; b < pc.batch; ++b) {
-    plans.push_back(plan_pack(pc, tasks, step, b));
+  for (int64_t b = 0; b < count; ++b) {
+    plans.push_back(plan_pack(pc, tasks, step, first + b));
     for (size_t i = 0; i < plans.back().size(); ++i) jobs.emplace_back(size_t(b), i);
   }
   std::vector<std::vector<Sample>> samples(plans.size());
@@ -309,14 +309,6 @@ void config_validate(const PretrainConfig& pc) {
     bad("--heads must be a multiple of --kv-heads");
 }
 
-double lr_at(const PretrainConfig& pc, int64_t step0) {
-  const int64_t warm = static_cast<int64_t>(std::ceil(pc.warmup * double(pc.steps)));
-  if (step0 < warm) return pc.lr * double(step0 + 1) / double(warm);
-  const double p = pc.steps > warm ? double(step0 - warm) / double(pc.steps - warm) : 1.0;
-  const double lo = pc.lr * pc.min_lr_ratio;
-  return lo + (pc.lr - lo) * 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, p)));
-}
-
 json fingerprint_of(const PretrainConfig& pc, const ModelConfig& c,
                     const std::vector<std::string>& tasks) {
   json f;
@@ -363,22 +355,10 @@ int64_t state_load(const std::string& out, TrainEngine& eng, const json& fingerp
 
 // model.safetensors in bf16 (the shipped form), from the engine's fp32 weights.
 void export_model(const std::string& out, TrainEngine& eng) {
-  const ParamLayout& lay = eng.layout(ParamGroup::backbone);
-  const std::vector<float> v = eng.get(ParamGroup::backbone, ParamState::value);
-  std::vector<SafetensorsWriteItem> items;
-  for (const ParamInfo& p : lay.tensors()) {
-    SafetensorsWriteItem it;
-    it.name = p.name;
-    it.dtype = DType::bf16;
-    it.shape = p.shape;
-    it.bytes.resize(size_t(p.numel()) * 2);
-    for (int64_t i = 0; i < p.numel(); ++i) {
-      const uint16_t h = f32_to_bf16(v[size_t(p.offset + i)]);
-      std::memcpy(it.bytes.data() + 2 * i, &h, 2);
-    }
-    items.push_back(std::move(it));
-  }
-  safetensors_write((fs::path(out) / "model.safetensors").string(), items, {{"format", "pt"}});
+  ParamSet<float> w(eng.layout(ParamGroup::backbone));
+  w.data = eng.get(ParamGroup::backbone, ParamState::value);
+  safetensors_write((fs::path(out) / "model.safetensors").string(),
+                    params_items(w, DType::bf16, ""), {{"format", "pt"}});
 }
 
 // Fixed routing of a pack's samples: every head FA, or for a head-mix sample a random half of
@@ -404,12 +384,13 @@ struct ProbeResult {
   double ce_fa = 0, ce_ssa = 0;
 };
 
-// Answer CE per task on held-out samples (step 0 of the data stream), all FA and all SSA.
-std::vector<ProbeResult> probe(const PretrainConfig& pc, const std::vector<std::string>& tasks,
-                               const Tokenizer& tok, int64_t eos, TrainEngine& eng) {
-  const ModelConfig& c = eng.config();
+// The held-out samples of the probe: eval_samples per task at the longest length, from a seed
+// stream no training step draws, with answer-only labels; one pack per sample. Built once a run.
+std::vector<std::vector<PretrainPack>> probe_packs(const PretrainConfig& pc,
+                                                   const std::vector<std::string>& tasks,
+                                                   const Tokenizer& tok, int64_t eos) {
   const int64_t length = *std::max_element(pc.lengths.begin(), pc.lengths.end());
-  std::vector<ProbeResult> out;
+  std::vector<std::vector<PretrainPack>> out(tasks.size());
   for (size_t k = 0; k < tasks.size(); ++k) {
     std::vector<Planned> plan;
     std::vector<Sample> samples(size_t(pc.eval_samples));
@@ -418,13 +399,25 @@ std::vector<ProbeResult> probe(const PretrainConfig& pc, const std::vector<std::
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t i = 0; i < pc.eval_samples; ++i)
       samples[size_t(i)] = task_sample(tasks[k], tok, eos, length, plan[size_t(i)].seed);
+    for (int64_t i = 0; i < pc.eval_samples; ++i)
+      out[k].push_back(assemble({plan[size_t(i)]}, {samples[size_t(i)]}, true));
+  }
+  return out;
+}
+
+// Answer CE per task on the probe's packs, every head FA and every head SSA.
+std::vector<ProbeResult> probe(const std::vector<std::string>& tasks,
+                               const std::vector<std::vector<PretrainPack>>& packs,
+                               TrainEngine& eng) {
+  const ModelConfig& c = eng.config();
+  std::vector<ProbeResult> out;
+  for (size_t k = 0; k < tasks.size(); ++k) {
     ProbeResult r;
     r.task = tasks[k];
     for (int mode = 0; mode < 2; ++mode) {
       double ce = 0;
       int64_t labelled = 0;
-      for (int64_t i = 0; i < pc.eval_samples; ++i) {  // one sample per call (<= max_tokens)
-        const PretrainPack p = assemble({plan[size_t(i)]}, {samples[size_t(i)]}, true);
+      for (const PretrainPack& p : packs[k]) {  // one sample per call (<= max_tokens)
         Batch batch;
         batch.add(p.ids.data(), int64_t(p.ids.size()));
         StepRouting routing;
@@ -534,9 +527,7 @@ PretrainPack pretrain_make_pack(const PretrainConfig& pc, const Tokenizer& tok, 
   if (tasks.empty())
     for (const TaskInfo& t : eval_tasks()) tasks.push_back(t.name);
   const int64_t eos = eos_of(tok);
-  PretrainConfig one = pc;
-  one.batch = pack + 1;
-  return make_packs(one, tasks, tok, eos, step)[size_t(pack)];
+  return make_packs(pc, tasks, tok, eos, step, pack, 1).front();
 }
 
 TrainStatus pretrain_run(const PretrainConfig& pc, const PretrainCallbacks& cb) {
@@ -629,10 +620,11 @@ TrainStatus pretrain_run(const PretrainConfig& pc, const PretrainCallbacks& cb) 
   const auto run_start = std::chrono::steady_clock::now();
   std::ofstream metrics(metrics_path, std::ios::app);
   AdamWConfig aw{pc.lr, pc.beta1, pc.beta2, 1e-8, pc.weight_decay};
+  std::vector<std::vector<PretrainPack>> probe_set;  // built at the first probe
   while (step < pc.steps) {
     const auto t0 = std::chrono::steady_clock::now();
     const int64_t step0 = step;
-    const std::vector<PretrainPack> packs = make_packs(pc, tasks, tok, eos, step0 + 1);
+    const std::vector<PretrainPack> packs = make_packs(pc, tasks, tok, eos, step0 + 1, 0, pc.batch);
     int64_t labelled = 0, tokens = 0, answers = 0;
     for (const PretrainPack& p : packs) {
       for (int64_t y : p.labels) labelled += y != -100;
@@ -670,7 +662,7 @@ TrainStatus pretrain_run(const PretrainConfig& pc, const PretrainCallbacks& cb) 
                   std::to_string(step - step % pc.save_every) + ")");
     m.grad_norm = std::sqrt(eng->grad_norm_squared(ParamGroup::backbone));
     const double scale = m.grad_norm > pc.clip ? pc.clip / (m.grad_norm + 1e-6) : 1.0;
-    m.lr = lr_at(pc, step0);
+    m.lr = lr_warmup_cosine(pc.lr, pc.warmup, pc.min_lr_ratio, pc.steps, step0);
     aw.lr = m.lr;
     eng->adamw_step(ParamGroup::backbone, aw, scale, step0 + 1);
     step = step0 + 1;
@@ -679,7 +671,8 @@ TrainStatus pretrain_run(const PretrainConfig& pc, const PretrainCallbacks& cb) 
                  {"lr", m.lr},          {"tokens", m.tokens}, {"answer_tokens", m.answer_tokens},
                  {"seconds", m.seconds}};
     if (pc.eval_every > 0 && (step % pc.eval_every == 0 || step == pc.steps)) {
-      for (const ProbeResult& r : probe(pc, tasks, tok, eos, *eng)) {
+      if (probe_set.empty()) probe_set = probe_packs(pc, tasks, tok, eos);
+      for (const ProbeResult& r : probe(tasks, probe_set, *eng)) {
         line["probe"][r.task] = {{"ce_fa", r.ce_fa}, {"ce_ssa", r.ce_ssa}};
         m.probe.emplace_back(r.task + " fa", r.ce_fa);
         m.probe.emplace_back(r.task + " ssa", r.ce_ssa);

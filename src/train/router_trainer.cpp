@@ -46,11 +46,7 @@ constexpr const char* kStateKey = "elastic_train_state";
 constexpr int kStateVersion = 1;
 
 double lr_at(const RouterTrainConfig& c, double base, int64_t step0) {
-  // Linear warm-up over ceil(warmup * N) steps, then cosine to 0 (HF's schedule).
-  const int64_t warm = static_cast<int64_t>(std::ceil(c.warmup * double(c.steps)));
-  if (step0 < warm) return base * double(step0 + 1) / double(warm);
-  const double p = c.steps > warm ? double(step0 - warm) / double(c.steps - warm) : 1.0;
-  return base * 0.5 * (1.0 + std::cos(M_PI * p));
+  return lr_warmup_cosine(base, c.warmup, 0.0, c.steps, step0);  // cosine to 0
 }
 
 double temperature_at(const RouterTrainConfig& c, int64_t step0) {
