@@ -132,26 +132,18 @@ int cmd_demo(int argc, char** argv) {
   // 2. Static at that Omega: the model folder's calibration scores (static_scores.tsv, written
   // by the training pipeline), else a calibration here on one sample per sensitive task.
   std::string scores = dir + "/static_scores.tsv";
-  struct RemoveOnExit {
-    std::string path;
-    ~RemoveOnExit() {
-      std::error_code ec;
-      if (!path.empty()) std::filesystem::remove(path, ec);
-    }
-  } temporary;
+  TempFile temporary;
   if (!std::filesystem::exists(scores)) {
-    std::vector<EvalSample> cal;
-    for (const TaskInfo& t : eval_tasks())
-      if (t.kind == TaskKind::sensitive) {
-        const auto s = eval_generate_set(t.name, length, 1, uint64_t(seed) + 1, count);
-        cal.insert(cal.end(), s.begin(), s.end());
-      }
-    scores = temporary.path = (std::filesystem::temp_directory_path() /
-                               ("elastic_demo_scores_" + std::to_string(getpid()) + ".tsv"))
-                                  .string();
-    write_file_atomic(scores,
-                      eval_scores_file_text(eval_cli_calibrate(model, store, tok, none, cal, true),
-                                            "elastic demo calibration"));
+    SampleOptions cal;
+    cal.tasks = "sensitive";
+    cal.lengths = std::to_string(length);
+    cal.seed = seed;
+    scores = temporary.path = temp_file_path("elastic_demo_scores", ".tsv");
+    write_file_atomic(
+        scores,
+        eval_scores_file_text(eval_cli_calibrate(model, store, tok, none,
+                                                 eval_calibration_samples(cal, 1, tok, true), true),
+                              "elastic demo calibration"));
   }
   RoutingOptions st = routing_options_from_spec("checkpoint", none);
   st.static_scores = scores;

@@ -45,32 +45,6 @@ double static_ratio_of(const std::string& spec) {
   return v;
 }
 
-// Samples of the static:R calibration: n per sensitive task among the selected tasks (all
-// sensitive tasks when none is selected) that fits the first length, seed S + 1.
-std::vector<EvalSample> calibration_samples(const SampleOptions& so, int64_t n,
-                                            const Tokenizer& tok, bool add_special) {
-  std::vector<std::string> tasks;
-  for (const std::string& t : eval_tasks_select(so.tasks.empty() ? so.default_tasks : so.tasks))
-    if (eval_task_find(t).kind == TaskKind::sensitive) tasks.push_back(t);
-  if (tasks.empty()) tasks = eval_tasks_select("sensitive");
-  const int64_t length =
-      eval_lengths_parse(so.lengths.empty() ? so.default_lengths : so.lengths).front();
-  const TokenCounter count = eval_token_counter(tok, add_special);
-  std::vector<EvalSample> out;
-  for (const std::string& t : tasks) {
-    try {
-      const auto s = eval_generate_set(t, length, n, static_cast<uint64_t>(so.seed) + 1, count);
-      out.insert(out.end(), s.begin(), s.end());
-    } catch (const Error&) {
-      // a task whose prompt cannot fit this length is left out of the calibration
-    }
-  }
-  if (out.empty())
-    throw Error("static:R calibration: no sensitive task fits a length of " +
-                std::to_string(length) + " tokens; give --static-scores FILE");
-  return out;
-}
-
 void print_task_list(bool json) {
   if (json) {
     nlohmann::json j = nlohmann::json::array();
@@ -218,13 +192,7 @@ int cmd_eval(int argc, char** argv) {
   // static:R reads a score file: --static-scores, or the scores calibrated here (kept in a
   // temporary file unless --calibration-out names one).
   std::string scores_path = ro.static_scores;
-  struct RemoveOnExit {
-    std::filesystem::path path;
-    ~RemoveOnExit() {
-      std::error_code ec;
-      if (!path.empty()) std::filesystem::remove(path, ec);
-    }
-  } temporary;
+  TempFile temporary;
   std::vector<EvalConfig> configs;
   for (const std::string& spec : split_configs(configs_text)) {
     RoutingOptions r = routing_options_from_spec("checkpoint", ro);  // sizes and modes of ro
@@ -235,12 +203,10 @@ int cmd_eval(int argc, char** argv) {
           throw Error("option --configs " + spec +
                       " with --import needs --static-scores FILE (from elastic calibrate)");
         const std::vector<EvalSample> cal =
-            calibration_samples(so, calibration_n, tok, opt.add_special);
+            eval_calibration_samples(so, calibration_n, tok, opt.add_special);
         const auto scores = eval_cli_calibrate(model, store, tok, ro, cal, opt.add_special);
         if (calibration_out.empty()) {
-          temporary.path = std::filesystem::temp_directory_path() /
-                           ("elastic_eval_scores_" + std::to_string(getpid()) + ".tsv");
-          scores_path = temporary.path.string();
+          scores_path = temporary.path = temp_file_path("elastic_eval_scores", ".tsv");
         } else {
           scores_path = calibration_out;
         }

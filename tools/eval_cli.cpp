@@ -1,6 +1,8 @@
 // Sample selection shared by `elastic eval` and `elastic calibrate`.
 #include "eval_cli.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 
 #include <algorithm>
@@ -111,6 +113,43 @@ std::vector<std::vector<double>> eval_cli_calibrate(const Model& model, const We
   return eval_calibrate(
       model, tokenizer, samples, co,
       [&bar](int64_t d, int64_t t, const std::string& w) { bar.update(d, t, w); });
+}
+
+// Samples of the static:R calibration: n per sensitive task among the selected tasks (all
+// sensitive tasks when none is selected) that fits the first length, seed S + 1.
+std::vector<EvalSample> eval_calibration_samples(const SampleOptions& so, int64_t n,
+                                                 const Tokenizer& tok, bool add_special) {
+  std::vector<std::string> tasks;
+  for (const std::string& t : eval_tasks_select(so.tasks.empty() ? so.default_tasks : so.tasks))
+    if (eval_task_find(t).kind == TaskKind::sensitive) tasks.push_back(t);
+  if (tasks.empty()) tasks = eval_tasks_select("sensitive");
+  const int64_t length =
+      eval_lengths_parse(so.lengths.empty() ? so.default_lengths : so.lengths).front();
+  const TokenCounter count = eval_token_counter(tok, add_special);
+  std::vector<EvalSample> out;
+  for (const std::string& t : tasks) {
+    try {
+      const auto s = eval_generate_set(t, length, n, static_cast<uint64_t>(so.seed) + 1, count);
+      out.insert(out.end(), s.begin(), s.end());
+    } catch (const Error&) {
+      // a task whose prompt cannot fit this length is left out of the calibration
+    }
+  }
+  if (out.empty())
+    throw Error("static:R calibration: no sensitive task fits a length of " +
+                std::to_string(length) + " tokens; give --static-scores FILE");
+  return out;
+}
+
+TempFile::~TempFile() {
+  std::error_code ec;
+  if (!path.empty()) std::filesystem::remove(path, ec);
+}
+
+std::string temp_file_path(const std::string& stem, const std::string& suffix) {
+  return (std::filesystem::temp_directory_path() /
+          (stem + "_" + std::to_string(getpid()) + suffix))
+      .string();
 }
 
 nlohmann::json eval_results_json(const std::vector<EvalResult>& results) {

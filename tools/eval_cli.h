@@ -60,6 +60,23 @@ std::vector<std::vector<double>> eval_cli_calibrate(const Model& model, const We
                                                     const std::vector<EvalSample>& samples,
                                                     bool add_special);
 
+// Samples of a static:R calibration (eval, demo): n per sensitive task among the selected ones
+// (all sensitive tasks when none is) that fits the first length, seed S + 1; throws when none
+// fits.
+std::vector<EvalSample> eval_calibration_samples(const SampleOptions& so, int64_t n,
+                                                 const Tokenizer& tok, bool add_special);
+
+// A temporary file removed when it goes out of scope (path empty: none).
+struct TempFile {
+  std::string path;
+  TempFile() = default;
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+  ~TempFile();
+};
+// TMPDIR/STEM_PID.SUFFIX.
+std::string temp_file_path(const std::string& stem, const std::string& suffix);
+
 // The rows of `elastic eval --json` (and demo): [{task, length, config, n, accuracy, omega_msr,
 // omega_esr, omega_esr_last, prefill_s}].
 nlohmann::json eval_results_json(const std::vector<EvalResult>& results);
