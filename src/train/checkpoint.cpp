@@ -1,5 +1,6 @@
 #include "train/checkpoint.h"
 
+#include <filesystem>
 #include <fstream>
 
 #include "elastic/error.h"
@@ -68,6 +69,15 @@ json state_meta_checked(const SafetensorsFile& file, const std::string& path,
                   (saved.contains(k) ? saved[k].dump() : std::string("(none)")) + ", this run " +
                   value.dump() + " (" + resume_hint + ")");
   return meta;
+}
+
+void run_folder_check(const std::string& out_dir, const char* state_file, bool resume) {
+  const bool have_state = std::filesystem::exists(std::filesystem::path(out_dir) / state_file);
+  if (have_state && !resume)
+    throw Error(out_dir + " already holds a training run (" + state_file +
+                "): pass --resume to continue it, or choose another --out");
+  if (!have_state && resume)
+    throw Error("--resume: " + out_dir + " holds no training state (" + state_file + ")");
 }
 
 void metrics_truncate(const std::string& path, int64_t step) {

@@ -43,6 +43,10 @@ nlohmann::json state_meta_checked(const SafetensorsFile& file, const std::string
                                   const nlohmann::json& fingerprint, const std::string& what,
                                   const std::string& resume_hint);
 
+// The output folder of a run against --resume: a run into a folder that holds `state_file` needs
+// --resume, a resume needs it; each mismatch is an error naming the folder and the file.
+void run_folder_check(const std::string& out_dir, const char* state_file, bool resume);
+
 // Keeps the lines of a metrics.jsonl with "step" <= step (a resumed run rewrites what followed);
 // stops at a torn last line. Written atomically; no file: nothing to do.
 void metrics_truncate(const std::string& path, int64_t step);

@@ -545,12 +545,7 @@ TrainStatus pretrain_run(const PretrainConfig& pc, const PretrainCallbacks& cb) 
       }() + ")");
 
   const fs::path out(pc.out_dir);
-  const bool have_state = fs::exists(out / kStateFile);
-  if (have_state && !pc.resume)
-    throw Error(pc.out_dir + " already holds a training run (" + kStateFile +
-                "): pass --resume to continue it, or choose another --out");
-  if (!have_state && pc.resume)
-    throw Error("--resume: " + pc.out_dir + " holds no training state (" + kStateFile + ")");
+  run_folder_check(pc.out_dir, kStateFile, pc.resume);
   std::error_code ec;
   fs::create_directories(out, ec);
   if (ec) throw Error(pc.out_dir + ": cannot create the output folder: " + ec.message());

@@ -277,12 +277,7 @@ TrainStatus router_train_run(const RouterTrainConfig& rc, const RouterTrainCallb
   attn_options_validate(AttnOptions{opt.ssa, XaOptions{}});
 
   const fs::path out(rc.out_dir);
-  const bool have_state = fs::exists(out / kStateFile);
-  if (have_state && !rc.resume)
-    throw Error(rc.out_dir + " already holds a training run (" + kStateFile +
-                "): pass --resume to continue it, or choose another --out");
-  if (!have_state && rc.resume)
-    throw Error("--resume: " + rc.out_dir + " holds no training state (" + kStateFile + ")");
+  run_folder_check(rc.out_dir, kStateFile, rc.resume);
 
   ParamSet<float> backbone(backbone_layout(c)), router(router_layout(c));
   params_load(backbone, store);
