@@ -16,15 +16,21 @@
 # (3 x 22 MB is over the device's 16 MiB-per-file return limit), so a stage cut by a call's end
 # continues from its weights with fresh moments.
 #
+# s1 and s1b end early once recall is learned (--stop-ce: every held-out answer CE <= 0.05).
+#
 # Usage: scripts/train-model.sh [--run DIR] [--minutes M] [--backend cpu|cuda] [--build]
-#                               [--seed-s1 DIR] STAGE[:SECONDS]...
-#   (STAGE:SECONDS caps that stage's time; training stages checkpoint at the cap)
+#                               [--arch qwen3|llama] [--stage-args "ARGS"] [--seed-s1 DIR]
+#                               STAGE[:SECONDS]...
+#   (STAGE:SECONDS caps that stage's time; training stages checkpoint at the cap; --arch: the
+#   fresh model's architecture; --stage-args: appended to every `elastic train` stage)
 # On the device: run(command="scripts/train-model.sh --build --backend cuda --minutes 8 s1 s2",
-#                    carry=[".debs", "runs/model"]) -- stage folders come back as $OUT/<stage>.tar
-#   (untar here with: for t in OUTDIR/*.tar; do tar -xf "$t" -C runs/model; done)
+#                    carry=[".debs", "runs/model"]) -- the stage folders come back in $OUT/run.tar
+#   (untar here with: tar -xf OUTDIR/run.tar -C runs/model). The tar holds every stage folder
+#   without its fp32 state, and the weights of the newest stage only (the one the next stage
+#   starts from; the device returns at most 16 MiB a file).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-RUN=$ROOT/runs/model MINUTES=0 BACKEND=cpu BUILD=0 SMOKE=0 SEED_S1= STAGES=()
+RUN=$ROOT/runs/model MINUTES=0 BACKEND=cpu BUILD=0 SMOKE=0 SEED_S1= ARCH= STAGE_ARGS=() STAGES=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --run) RUN=$2; shift ;;
@@ -32,8 +38,10 @@ while [[ $# -gt 0 ]]; do
     --backend) BACKEND=$2; shift ;;
     --build) BUILD=1 ;;
     --smoke) SMOKE=1 ;;
+    --arch) ARCH=$2; shift ;;
+    --stage-args) IFS=', ' read -r -a STAGE_ARGS <<< "$2"; shift ;;  # spaces or commas between
     --seed-s1) SEED_S1=$2; shift ;;  # a model folder that already recalls (run 2's a2) as stage s1  # the pipeline's logic in a minute on a CPU: a tiny model, 2 steps a stage
-    -h|--help) sed -n 2,25p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,34p "$0"; exit 0 ;;
     *) STAGES+=("$1") ;;
   esac
   shift
@@ -70,6 +78,7 @@ if [[ $SMOKE -eq 1 ]]; then
   SMALL=(--steps 2 --lengths 256 --max-tokens 512 --batch 1 --eval-every 1 --eval-samples 1)
   EVAL_N=1 EVAL_LENGTHS=512 ROUTER_N=1 ROUTER_LENGTHS=512 ROUTER_STEPS=2
 fi
+[[ -n $ARCH ]] && SHAPE+=(--arch "$ARCH")
 TASKS_ALL=niah_single,niah_multikey,niah_multivalue,niah_multiquery,kv_retrieval,variable_tracking,common_words,frequent_words,repeat_last_line,continue_pattern,arithmetic_last,count_word
 
 # train_stage NAME FROM ARGS...: one `elastic train` stage (FROM: the previous stage or "").
@@ -82,7 +91,7 @@ train_stage() {
   budget=$(left)
   (( CAP > 0 && CAP < budget )) && budget=$CAP
   (( budget < 30 )) && { echo "$name: no time left"; return 1; }
-  local args=(--out "$dir" --backend "$BACKEND" --max-time "$budget" "$@" "${SMALL[@]}")
+  local args=(--out "$dir" --backend "$BACKEND" --max-time "$budget" "$@" "${STAGE_ARGS[@]}" "${SMALL[@]}")
   if [[ -f $dir/train_state.safetensors ]]; then
     args+=(--resume)
   elif [[ -f $dir/model.safetensors ]]; then  # came back from another machine without its state
@@ -112,10 +121,10 @@ for spec in "${STAGES[@]}"; do
   case "$stage" in
     s1) train_stage s1 "" --tasks assoc_recall --lengths 64 --max-tokens 8192 --batch 4 \
           --steps 4500 --lr 1e-3 --min-lr-ratio 1 --warmup 0.001 --eval-every 250 --eval-samples 16 \
-          --save-every 500 ;;
+          --save-every 500 --stop-ce 0.05 ;;
     s1b) train_stage s1b s1 --tasks assoc_recall --lengths 64,128,256 --max-tokens 8192 --batch 4 \
           --steps 3000 --lr 1e-3 --min-lr-ratio 1 --warmup 0.01 --eval-every 250 --eval-samples 16 \
-          --save-every 500 ;;
+          --save-every 500 --stop-ce 0.05 ;;
     s2) train_stage s2 s1b --tasks "$TASKS_ALL,assoc_recall" --lengths 256,512,1024,2048 \
           --max-tokens 16384 --batch 4 --steps 1500 --lr 1e-3 --warmup 0.02 --eval-every 150 \
           --eval-samples 8 --save-every 250 ;;
@@ -163,11 +172,17 @@ PY
   esac
 done
 
-# What travels back: one tar per stage folder, without the fp32 training state.
-for spec in "${STAGES[@]}"; do
-  n=${spec%%:*}
-  [[ -d $RUN/$n ]] || continue
-  tar -cf "$OUT/$n.tar" -C "$RUN" --exclude train_state.safetensors "$n"
+# What travels back: one tar of every stage folder without its fp32 training state, with the
+# weights of the newest stage only (every later stage starts from it; 11 MB a model).
+newest=
+for n in s1 s1b s2 s3 router; do
+  [[ -f $RUN/$n/model.safetensors || -f $RUN/$n/backbone.safetensors ]] && newest=$n
 done
+excl=(--exclude train_state.safetensors)
+for n in s1 s1b s2 s3 router; do
+  [[ $n != "$newest" ]] && excl+=(--exclude "$n/model.safetensors" --exclude "$n/backbone.safetensors")
+done
+(cd "$RUN" && ls -d s1 s1b s2 s3 router router-data targets.json eval-* 2>/dev/null) |
+  tar -cf "$OUT/run.tar" -C "$RUN" "${excl[@]}" -T -
 cp "$RUN"/eval-*.json "$RUN"/eval-*.log "$OUT/" 2>/dev/null
 ls -la "$OUT"

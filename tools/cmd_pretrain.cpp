@@ -25,7 +25,8 @@ namespace elastic::cli {
 int cmd_pretrain(int argc, char** argv) {
   CommandLine cl(
       "train", "--out DIR [options]",
-      "Trains a small decoder (Qwen3 architecture, a word-level tokenizer of the task suite's\n"
+      "Trains a small decoder (Qwen3 or Llama architecture, a word-level tokenizer of the task "
+      "suite's\n"
       "vocabulary) from scratch on the evaluation suite's task generators and multi-query\n"
       "associative recall, packed into sequences of mixed lengths; AdamW with warm-up and\n"
       "cosine decay. --head-mix runs half of each layer's KV heads in SSA for a fraction of the\n"
@@ -54,6 +55,9 @@ int cmd_pretrain(int argc, char** argv) {
   cl.text("--tokenizer", tokenizer_path, "PATH",
           "tokenizer of --export-data (default: the suite's word-level one)");
   cl.section("Model shape (fresh runs)");
+  std::string arch;
+  cl.choice("--arch", arch, {"qwen3", "llama"},
+            "architecture (default qwen3): qwen3 has qk-norm, llama has none");
   cl.integer("--layers", c.layers, "N", "decoder layers (default 6)", {1, 1024});
   cl.integer("--hidden", c.hidden, "N", "hidden size (default 256)", {8, 1 << 16});
   cl.integer("--heads", c.heads, "N", "query heads (default 8)", {1, 1024});
@@ -99,6 +103,10 @@ int cmd_pretrain(int argc, char** argv) {
              {0, 1 << 30});
   cl.integer("--eval-samples", c.eval_samples, "N", "samples per task in a probe (default 8)",
              {1, 1 << 20});
+  cl.real("--stop-ce", c.stop_ce, "X",
+          "finish once every task's held-out answer CE (FA) is at most X at a\n"
+          "probe (default 0: never)",
+          {0.0, 100.0});
   cl.integer("--max-time", c.max_seconds, "S",
              "checkpoint and stop after S seconds (resume later; default 0:\nno limit)",
              {0, int64_t(1) << 40});
@@ -129,10 +137,10 @@ int cmd_pretrain(int argc, char** argv) {
   set_threads(threads);
   if (c.out_dir.empty()) throw Error(cl.missing("--out DIR"));
   const std::pair<const char*, bool> shape[] = {
-      {"--layers", c.layers >= 0},        {"--hidden", c.hidden >= 0},
-      {"--heads", c.heads >= 0},          {"--kv-heads", c.kv_heads >= 0},
-      {"--head-dim", c.head_dim >= 0},    {"--ffn", c.ffn >= 0},
-      {"--rope-theta", c.rope_theta >= 0}};
+      {"--layers", c.layers >= 0},         {"--hidden", c.hidden >= 0},
+      {"--heads", c.heads >= 0},           {"--kv-heads", c.kv_heads >= 0},
+      {"--head-dim", c.head_dim >= 0},     {"--ffn", c.ffn >= 0},
+      {"--rope-theta", c.rope_theta >= 0}, {"--arch", !arch.empty()}};
   for (auto [opt, given] : shape)
     if (given && (c.resume || !c.init_from.empty()))
       throw Error(std::string("option ") + opt + ": the shape comes from " +
@@ -145,6 +153,7 @@ int cmd_pretrain(int argc, char** argv) {
   if (c.head_dim < 0) c.head_dim = defaults.head_dim;
   if (c.ffn < 0) c.ffn = defaults.ffn;
   if (c.rope_theta < 0) c.rope_theta = defaults.rope_theta;
+  if (!arch.empty()) c.arch = arch;
   if (write_tokenizer) {
     std::filesystem::create_directories(c.out_dir);
     write_file_atomic(c.out_dir + "/tokenizer.json", eval_tokenizer_json());

@@ -119,7 +119,6 @@ struct RouterEval {
 RouterEval router_eval_omega(const std::string& checkpoint_dir, const std::string& data_path,
                              const std::string& chat_template = "auto");
 
-
 // ---- Backbone pretraining (`elastic train`) ----------------------------------------------
 //
 // Trains a decoder from scratch (or from --init-from weights) on the evaluation suite's task
@@ -135,15 +134,18 @@ struct PretrainConfig {
   std::string out_dir;
   std::string backend = "cpu";
   std::string init_from;  // an HF folder whose weights (and tokenizer) start the run; "" = random
-  // Shape of a fresh model (Qwen3 architecture; the tokenizer is eval_tokenizer_json's).
+  // Shape of a fresh model (the tokenizer is eval_tokenizer_json's). arch "qwen3" normalises q
+  // and k per head (qk-norm: with unit gains a logit is at most sqrt(head_dim), too flat to pick
+  // one token out of thousands until the gains grow); "llama" has no qk-norm.
+  std::string arch = "qwen3";
   int64_t layers = 6, hidden = 256, heads = 8, kv_heads = 4, head_dim = 32, ffn = 768;
   double rope_theta = 500000.0;
   int64_t max_position = 16384;
   // Data.
-  std::vector<std::string> tasks;  // empty = every eval task
+  std::vector<std::string> tasks;                   // empty = every eval task
   std::vector<int64_t> lengths = {256, 512, 1024};  // sample lengths drawn uniformly
-  int64_t max_tokens = 8192;       // tokens per packed sequence
-  int64_t batch = 4;               // packed sequences per optimizer step
+  int64_t max_tokens = 8192;                        // tokens per packed sequence
+  int64_t batch = 4;                                // packed sequences per optimizer step
   bool answer_only_labels = false;  // CE on the completion only, else on every next token
   double head_mix = 0.0;            // fraction of samples with half of the KV heads in SSA
   SsaOptions ssa{64, 64, 512};      // the sparse mode of head-mix (block, sink, local)
@@ -153,8 +155,11 @@ struct PretrainConfig {
   double beta1 = 0.9, beta2 = 0.95;
   uint64_t seed = 1;
   int64_t save_every = 100;
-  int64_t eval_every = 0;  // steps between held-out accuracy probes (0 = none)
+  int64_t eval_every = 0;    // steps between held-out accuracy probes (0 = none)
   int64_t eval_samples = 8;  // samples per task in a probe
+  // Finish early once every task's held-out answer CE (full attention) is at most this at a
+  // probe (0 = never): a curriculum stage ends when its task is learned, not at a guessed step.
+  double stop_ce = 0.0;
   bool resume = false;
   int64_t max_seconds = 0;  // stop (checkpointed, resumable) after this wall time (0 = none)
 };

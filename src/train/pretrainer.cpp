@@ -258,8 +258,9 @@ void backbone_init(ParamSet<float>& p, const ModelConfig& c, uint64_t seed) {
 
 json fresh_config_json(const PretrainConfig& pc, int64_t vocab, int64_t eos) {
   json j;
-  j["architectures"] = json::array({"Qwen3ForCausalLM"});
-  j["model_type"] = "qwen3";
+  const bool llama = pc.arch == "llama";
+  j["architectures"] = json::array({llama ? "LlamaForCausalLM" : "Qwen3ForCausalLM"});
+  j["model_type"] = llama ? "llama" : "qwen3";
   j["hidden_size"] = pc.hidden;
   j["intermediate_size"] = pc.ffn;
   j["num_hidden_layers"] = pc.layers;
@@ -274,9 +275,13 @@ json fresh_config_json(const PretrainConfig& pc, int64_t vocab, int64_t eos) {
   j["attention_bias"] = false;
   j["attention_dropout"] = 0.0;
   j["tie_word_embeddings"] = true;
-  j["use_sliding_window"] = false;
-  j["sliding_window"] = nullptr;
-  j["max_window_layers"] = pc.layers;
+  if (llama) {
+    j["mlp_bias"] = false;
+  } else {
+    j["use_sliding_window"] = false;
+    j["sliding_window"] = nullptr;
+    j["max_window_layers"] = pc.layers;
+  }
   j["vocab_size"] = vocab;
   j["bos_token_id"] = eos;
   j["eos_token_id"] = eos;
@@ -291,7 +296,11 @@ void config_validate(const PretrainConfig& pc) {
   if (pc.out_dir.empty()) bad("missing --out DIR");
   if (pc.steps < 1) bad("--steps must be >= 1");
   if (pc.batch < 1) bad("--batch must be >= 1");
+  if (pc.arch != "qwen3" && pc.arch != "llama")
+    bad("--arch is \"" + pc.arch + "\" (expected \"qwen3\" or \"llama\")");
   if (pc.lengths.empty()) bad("--lengths must name at least one length");
+  if (pc.stop_ce > 0 && pc.eval_every <= 0)
+    bad("--stop-ce needs --eval-every (the probe it reads)");
   for (int64_t L : pc.lengths) {
     if (L < 32) bad("--lengths: " + std::to_string(L) + " is below 32 tokens");
     if (L > pc.max_tokens)
@@ -665,12 +674,15 @@ TrainStatus pretrain_run(const PretrainConfig& pc, const PretrainCallbacks& cb) 
     json line = {{"step", m.step},      {"loss", m.loss},     {"grad_norm", m.grad_norm},
                  {"lr", m.lr},          {"tokens", m.tokens}, {"answer_tokens", m.answer_tokens},
                  {"seconds", m.seconds}};
+    bool learned = false;
     if (pc.eval_every > 0 && (step % pc.eval_every == 0 || step == pc.steps)) {
       if (probe_set.empty()) probe_set = probe_packs(pc, tasks, tok, eos);
+      learned = pc.stop_ce > 0;
       for (const ProbeResult& r : probe(tasks, probe_set, *eng)) {
         line["probe"][r.task] = {{"ce_fa", r.ce_fa}, {"ce_ssa", r.ce_ssa}};
         m.probe.emplace_back(r.task + " fa", r.ce_fa);
         m.probe.emplace_back(r.task + " ssa", r.ce_ssa);
+        learned = learned && r.ce_fa <= pc.stop_ce;
       }
     }
     metrics << line.dump() << "\n" << std::flush;
@@ -680,7 +692,14 @@ TrainStatus pretrain_run(const PretrainConfig& pc, const PretrainCallbacks& cb) 
         std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count() >=
             double(pc.max_seconds);
     const bool stop = (cb.should_stop && cb.should_stop()) || out_of_time;
-    if (step % pc.save_every == 0 || step == pc.steps || stop) save();
+    if (step % pc.save_every == 0 || step == pc.steps || stop || learned) save();
+    if (learned) {
+      if (cb.on_note)
+        cb.on_note("learned: every task's held-out answer CE is at most " +
+                   std::to_string(pc.stop_ce) + " at step " + std::to_string(step) +
+                   " (--stop-ce)");
+      return TrainStatus::finished;
+    }
     if (stop && step < pc.steps) return TrainStatus::interrupted;
   }
   return TrainStatus::finished;

@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "elastic/config.h"
 #include "elastic/error.h"
 #include "elastic/eval.h"
 #include "elastic/fileio.h"
@@ -215,6 +216,58 @@ TEST(Pretrain, ResumeEqualsAStraightRun) {
           << f;
     }
   }
+}
+
+// --arch llama: the same trainer without qk-norm; the folder is a Llama model with no
+// q_norm/k_norm tensors, and it learns.
+TEST(Pretrain, LlamaArchitectureHasNoQkNormAndLearns) {
+  const std::string dir = temp_dir("llama");
+  PretrainConfig c = tiny(dir + "/out");
+  c.arch = "llama";
+  c.steps = 20;
+  c.save_every = 20;
+  ASSERT_EQ(pretrain_run(c), TrainStatus::finished);
+  const ModelConfig mc = config_load(dir + "/out/config.json");
+  EXPECT_EQ(mc.family, ModelFamily::llama);
+  EXPECT_FALSE(mc.qk_norm);
+  EXPECT_EQ(mc.head_dim, 16);
+  const std::string weights = read_file(dir + "/out/model.safetensors");
+  EXPECT_EQ(weights.find("q_norm"), std::string::npos);
+  EXPECT_NE(weights.find("q_proj"), std::string::npos);
+  const std::vector<double> l = losses(dir + "/out/metrics.jsonl");
+  EXPECT_LT(l.back(), l.front() - 1.0) << "first " << l.front() << " last " << l.back();
+  c = tiny(dir + "/bad");
+  c.arch = "gpt2";
+  try {
+    pretrain_run(c);
+    ADD_FAILURE() << "--arch gpt2 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--arch is \"gpt2\""), std::string::npos) << e.what();
+  }
+}
+
+void expect_error(const PretrainConfig& c, const std::string& needle);
+
+// --stop-ce ends the run at the first probe where every task is learned: with a bound above
+// any CE at the first probe (step 2), and never with a bound no CE reaches.
+TEST(Pretrain, StopCeFinishesAtTheFirstProbeBelowTheBound) {
+  const std::string dir = temp_dir("stopce");
+  PretrainConfig c = tiny(dir + "/loose");
+  c.eval_every = 2;
+  c.eval_samples = 1;
+  c.stop_ce = 50.0;
+  ASSERT_EQ(pretrain_run(c), TrainStatus::finished);
+  EXPECT_EQ(losses(dir + "/loose/metrics.jsonl").size(), 2u);
+  EXPECT_TRUE(fs::exists(dir + "/loose/model.safetensors"));
+  c = tiny(dir + "/tight");
+  c.eval_every = 2;
+  c.eval_samples = 1;
+  c.stop_ce = 1e-9;
+  ASSERT_EQ(pretrain_run(c), TrainStatus::finished);
+  EXPECT_EQ(losses(dir + "/tight/metrics.jsonl").size(), size_t(c.steps));
+  c = tiny(dir + "/noprobe");
+  c.stop_ce = 1.0;
+  expect_error(c, "--stop-ce needs --eval-every");
 }
 
 // Head-mix runs half of the KV heads in SSA: with a window that covers every sample it must not

@@ -13,14 +13,24 @@ trap 'rm -rf "$scratch"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 
 OUT=$scratch/out ELASTIC_BIN=$build/bin/elastic bash "$repo/scripts/train-model.sh" --smoke \
-  --run "$scratch/run" > "$scratch/log" 2>&1 || { cat "$scratch/log"; fail "train-model.sh exited $?"; }
+  --arch llama --run "$scratch/run" > "$scratch/log" 2>&1 || { cat "$scratch/log"; fail "train-model.sh exited $?"; }
+# The listing first: `tar | grep -q` fails under pipefail when grep stops early (SIGPIPE).
+listing=$(tar -tf "$scratch/out/run.tar")
 for s in s1 s1b s2 s3 router; do
   [[ -f $scratch/run/$s/done ]] || fail "stage $s did not finish"
-  # The listing first: `tar | grep -q` fails under pipefail when grep stops early (SIGPIPE).
-  listing=$(tar -tf "$scratch/out/$s.tar")
-  grep -qx "$s/config.json" <<< "$listing" || fail "$s.tar lacks $s/config.json"
-  grep -q "train_state" <<< "$listing" && fail "$s.tar carries the training state"
+  grep -qx "$s/config.json" <<< "$listing" || fail "run.tar lacks $s/config.json"
 done
+grep -q "train_state" <<< "$listing" && fail "run.tar carries the training state"
+# The weights of the newest stage only (the router's Elastic checkpoint), none of the older ones.
+grep -qx "router/backbone.safetensors" <<< "$listing" || fail "run.tar lacks the router's weights"
+grep -qE "^s[0-9a-z]+/model.safetensors$" <<< "$listing" && fail "run.tar carries an older stage's weights"
+# --arch reaches the fresh stage (s1): its config is a Llama one.
+grep -q '"model_type": "llama"' "$scratch/run/s1/config.json" || fail "--arch llama did not reach s1"
+# A tar unpacked into an empty run folder continues there: the finished stages are skipped.
+mkdir "$scratch/run2" && tar -xf "$scratch/out/run.tar" -C "$scratch/run2"
+OUT=$scratch/out2 ELASTIC_BIN=$build/bin/elastic bash "$repo/scripts/train-model.sh" --smoke \
+  --run "$scratch/run2" s1 s1b s2 s3 router > "$scratch/log2" 2>&1 || { cat "$scratch/log2"; fail "second call"; }
+[[ $(grep -c "done already" "$scratch/log2") == 5 ]] || { cat "$scratch/log2"; fail "the second call redid a stage"; }
 grep -q -- "--init-from $scratch/run/s1b" "$scratch/log" || fail "s2 did not start from s1b"
 [[ -f $scratch/run/router/router.safetensors ]] || fail "no router.safetensors"
 python3 - "$scratch/out/eval-512.json" <<'PY' || fail "eval results"
