@@ -22,7 +22,8 @@
 #                               [--arch qwen3|llama] [--stage-args "ARGS"] [--seed-s1 DIR]
 #                               STAGE[:SECONDS]...
 #   (STAGE:SECONDS caps that stage's time; training stages checkpoint at the cap; --arch: the
-#   fresh model's architecture; --stage-args: appended to every `elastic train` stage)
+#   fresh model's architecture; --stage-args: appended to every `elastic train` stage,
+#   --args-STAGE to that stage only, after --stage-args; lists with spaces or commas)
 # On the device: run(command="scripts/train-model.sh --build --backend cuda --minutes 8 s1 s2",
 #                    carry=[".debs", "runs/model"]) -- the stage folders come back in $OUT/run.tar
 #   (untar here with: tar -xf OUTDIR/run.tar -C runs/model). The tar holds every stage folder
@@ -40,6 +41,7 @@ while [[ $# -gt 0 ]]; do
     --smoke) SMOKE=1 ;;
     --arch) ARCH=$2; shift ;;
     --stage-args) IFS=', ' read -r -a STAGE_ARGS <<< "$2"; shift ;;  # spaces or commas between
+    --args-s1|--args-s1b|--args-s2|--args-s3) declare "ARGS_${1#--args-}=$2"; shift ;;
     --seed-s1) SEED_S1=$2; shift ;;  # a model folder that already recalls (run 2's a2) as stage s1  # the pipeline's logic in a minute on a CPU: a tiny model, 2 steps a stage
     -h|--help) sed -n 2,34p "$0"; exit 0 ;;
     *) STAGES+=("$1") ;;
@@ -91,7 +93,9 @@ train_stage() {
   budget=$(left)
   (( CAP > 0 && CAP < budget )) && budget=$CAP
   (( budget < 30 )) && { echo "$name: no time left"; return 1; }
-  local args=(--out "$dir" --backend "$BACKEND" --max-time "$budget" "$@" "${STAGE_ARGS[@]}" "${SMALL[@]}")
+  local own=ARGS_$name extra=()
+  IFS=', ' read -r -a extra <<< "${!own:-}"
+  local args=(--out "$dir" --backend "$BACKEND" --max-time "$budget" "$@" "${STAGE_ARGS[@]}" "${extra[@]}" "${SMALL[@]}")
   if [[ -f $dir/train_state.safetensors ]]; then
     args+=(--resume)
   elif [[ -f $dir/model.safetensors ]]; then  # came back from another machine without its state

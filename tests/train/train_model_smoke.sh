@@ -13,7 +13,7 @@ trap 'rm -rf "$scratch"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 
 OUT=$scratch/out ELASTIC_BIN=$build/bin/elastic bash "$repo/scripts/train-model.sh" --smoke \
-  --arch llama --run "$scratch/run" > "$scratch/log" 2>&1 || { cat "$scratch/log"; fail "train-model.sh exited $?"; }
+  --arch llama --args-s2 --labels,answer --run "$scratch/run" > "$scratch/log" 2>&1 || { cat "$scratch/log"; fail "train-model.sh exited $?"; }
 # The listing first: `tar | grep -q` fails under pipefail when grep stops early (SIGPIPE).
 listing=$(tar -tf "$scratch/out/run.tar")
 for s in s1 s1b s2 s3 router; do
@@ -26,6 +26,9 @@ grep -qx "router/backbone.safetensors" <<< "$listing" || fail "run.tar lacks the
 grep -qE "^s[0-9a-z]+/model.safetensors$" <<< "$listing" && fail "run.tar carries an older stage's weights"
 # --arch reaches the fresh stage (s1): its config is a Llama one.
 grep -q '"model_type": "llama"' "$scratch/run/s1/config.json" || fail "--arch llama did not reach s1"
+# --args-s2 reaches s2 and no other stage.
+[[ $(grep "^== s2:" "$scratch/log" | grep -c -- "--labels answer") == 1 ]] || fail "--args-s2 did not reach s2"
+[[ $(grep "^== s" "$scratch/log" | grep -c -- "--labels answer") == 1 ]] || fail "--args-s2 reached another stage"
 # A tar unpacked into an empty run folder continues there: the finished stages are skipped.
 mkdir "$scratch/run2" && tar -xf "$scratch/out/run.tar" -C "$scratch/run2"
 OUT=$scratch/out2 ELASTIC_BIN=$build/bin/elastic bash "$repo/scripts/train-model.sh" --smoke \
