@@ -49,6 +49,10 @@ struct EngineOptions {
   int64_t max_running = 64;         // sequences in the batch at once
   int64_t max_waiting = 256;        // queued requests; submit() refuses beyond
   AttnOptions attn;                 // SSA / XA sizes of every sequence
+  // OpenMP threads of the scheduler's steps; 0: the thread count of the thread that makes the
+  // engine (omp_get_max_threads() there, which `-t` sets). OpenMP's thread count is per thread:
+  // the scheduler thread would otherwise run with OMP_NUM_THREADS or every core.
+  int64_t threads = 0;
 };
 
 struct EngineRequest {

@@ -4,6 +4,8 @@
 // pages; pages are only taken inside model_forward_batch, after step() checked them.
 #include "elastic/engine.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <string>
 
@@ -72,6 +74,8 @@ Engine::Engine(const Model& model, EngineOptions options)
   attn_options_validate(options_.attn);
   if (options_.max_batch_tokens < 1 || options_.max_running < 1 || options_.max_waiting < 0)
     throw Error("engine: max batch tokens and max running sequences must be >= 1");
+  if (options_.threads < 0) throw Error("engine: threads must be >= 0 (0: the caller's)");
+  if (options_.threads == 0) options_.threads = omp_get_max_threads();
   if (!attention_paged_supported(*model.backend))
     throw Error("elastic serve: batched paged attention is not implemented on the " +
                 std::string(model.backend->name()) + " backend");
@@ -169,6 +173,7 @@ void Engine::preempt(Seq& s) {
 }
 
 void Engine::run() {
+  omp_set_num_threads(static_cast<int>(options_.threads));  // this thread's own setting
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mutex_);

@@ -5,6 +5,7 @@
 // requests equal generate() run on each alone, also when the pool is so small that sequences
 // are preempted and recomputed; a cancelled request gives its pages back.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <chrono>
@@ -401,6 +402,42 @@ TEST(Engine, PreemptedXaAndDecodeKvFullContinueAsIfAlone) {
   auto hybrid = std::make_shared<PatternRouting>(AttnMode::fa, AttnMode::ssa, true);
   check_engine_equals_alone(200, 64, true, small_ssa(), {xa_ssa});
   check_engine_equals_alone(200, 64, true, full, {hybrid});
+}
+
+// Records the OpenMP thread count of the thread that routes (the scheduler, inside a step).
+class ThreadCountRouting final : public RoutingPolicy {
+ public:
+  LayerRoute route(int64_t, const float*, int64_t, int64_t hkv, int64_t) override {
+    seen = omp_get_max_threads();
+    return LayerRoute{std::vector<AttnMode>(static_cast<size_t>(hkv), AttnMode::fa), {}, {}};
+  }
+  int seen = 0;
+};
+
+int scheduler_threads(const Model& m, int64_t option) {
+  auto probe = std::make_shared<ThreadCountRouting>();
+  EngineOptions eo;
+  eo.threads = option;
+  Engine engine(m, eo);
+  EngineRequest r;
+  r.prompt = ids_of(8, 1, m.config.vocab_size);
+  r.max_tokens = 1;
+  r.routing = probe;
+  drain(*engine.submit(r));
+  return probe->seen;
+}
+
+// OpenMP's thread count is per thread: the scheduler must run with the count of the thread that
+// made the engine (`elastic serve -t N`), not with OMP_NUM_THREADS or every core. The counts
+// below differ from the default (the cores), so a scheduler left at the default fails.
+TEST(Engine, StepsRunWithTheCreatorsThreadCount) {
+  Model m = model_load(tinystories());
+  const int before = omp_get_max_threads();
+  const int n = omp_get_num_procs() + 1;
+  omp_set_num_threads(n);
+  EXPECT_EQ(scheduler_threads(m, 0), n);
+  EXPECT_EQ(scheduler_threads(m, n + 2), n + 2);
+  omp_set_num_threads(before);
 }
 
 TEST(Engine, CancelGivesThePagesBack) {
