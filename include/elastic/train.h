@@ -127,7 +127,8 @@ RouterEval router_eval_omega(const std::string& checkpoint_dir, const std::strin
 // sequences of at most max_tokens. "Head-mix" runs a random half of each layer's KV heads in SSA
 // for a fraction of the samples, so that every head works in both regimes (issue 10).
 
-// The tasks `elastic train --tasks` accepts: every eval task, then "assoc_recall".
+// The tasks `elastic train --tasks` accepts: every eval task, then the training-only
+// "assoc_recall" and "copy_words" (N words, then the same N words again: induction heads).
 std::vector<std::string> pretrain_task_names();
 
 struct PretrainConfig {

@@ -47,6 +47,7 @@ constexpr const char* kStateFile = "train_state.safetensors";
 constexpr const char* kStateKey = "elastic_pretrain_state";
 constexpr int kStateVersion = 1;
 constexpr const char* kAssoc = "assoc_recall";
+constexpr const char* kCopy = "copy_words";
 // Tokens kept free after a generated prompt for its completion and end of text.
 constexpr int64_t kAnswerMargin = 24;
 // Seed streams: training packs use (seed, step, pack); the probe uses step 0, which no
@@ -103,6 +104,36 @@ Sample assoc_recall_sample(const Tokenizer& tok, int64_t eos, int64_t length, ui
   return s;
 }
 
+// Copying (the setting where induction heads form): "Copy the words." then N words drawn from
+// the keys, values and filler, a newline, and the same N words again. Every repeated word is an
+// answer token: only attending to the token after the previous occurrence of the current one
+// predicts it, the mechanism that retrieval in the suite's tasks needs, with half of each
+// sample's tokens supervising it (associative recall: one answer in seven tokens).
+Sample copy_words_sample(const Tokenizer& tok, int64_t eos, int64_t length, uint64_t seed) {
+  const EvalVocab& v = eval_vocab_default();
+  EvalRng rng(seed);
+  Sample s;
+  auto add = [&](const std::string& text, bool answer, bool special = false) {
+    for (int64_t id : encode(tok, text, special)) {
+      s.ids.push_back(id);
+      s.answer.push_back(answer ? 1 : 0);
+    }
+  };
+  add("Copy the words.\n", false, true);
+  const int64_t n = std::max<int64_t>((length - int64_t(s.ids.size()) - 2) / 2, 1);
+  std::vector<std::string> words(static_cast<size_t>(n));
+  for (auto& w : words) {
+    const uint64_t list = rng.below(3);
+    w = rng.pick(list == 0 ? v.keys : list == 1 ? v.values : v.filler);
+  }
+  for (const std::string& w : words) add(" " + w, false);
+  add("\n", false);
+  for (const std::string& w : words) add(" " + w, true);
+  s.ids.push_back(eos);
+  s.answer.push_back(1);
+  return s;
+}
+
 // An upper bound of the suite tokenizer's token count of a generated text, without running
 // the tokenizer (the generators bisect over haystack sizes, so they count many times): one
 // token per run of letters, run of digits, punctuation character and run of newlines, plus the
@@ -129,6 +160,7 @@ int64_t fast_token_bound(const std::string& text) {
 Sample task_sample(const std::string& task, const Tokenizer& tok, int64_t eos, int64_t length,
                    uint64_t seed) {
   if (task == kAssoc) return assoc_recall_sample(tok, eos, length, seed);
+  if (task == kCopy) return copy_words_sample(tok, eos, length, seed);
   // The bound keeps a sample within `length`; its exact size is what the tokenizer gives.
   const EvalSample e =
       eval_generate(task, std::max<int64_t>(length - kAnswerMargin, 1), seed, 0, fast_token_bound);
@@ -527,6 +559,7 @@ std::vector<std::string> pretrain_task_names() {
   std::vector<std::string> v;
   for (const TaskInfo& t : eval_tasks()) v.push_back(t.name);
   v.push_back(kAssoc);
+  v.push_back(kCopy);
   return v;
 }
 

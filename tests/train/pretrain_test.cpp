@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -131,8 +132,11 @@ TEST(PretrainData, PacksAreDeterministicBoundedAndLabelledAsNextTokens) {
   c.answer_only_labels = true;
   const PretrainPack ans = pretrain_make_pack(c, tok, 3, 1);
   EXPECT_EQ(ans.ids, a.ids);
-  for (size_t t = 0; t + 1 < ans.ids.size(); ++t)
-    if (ans.labels[t] != -100) EXPECT_EQ(ans.answer[t + 1], 1);
+  for (size_t t = 0; t + 1 < ans.ids.size(); ++t) {
+    if (ans.labels[t] != -100) {
+      EXPECT_EQ(ans.answer[t + 1], 1);
+    }
+  }
 }
 
 TEST(PretrainData, AssocRecallQueriesAskKeysOfThePairsWithTheirValues) {
@@ -160,6 +164,32 @@ TEST(PretrainData, AssocRecallQueriesAskKeysOfThePairsWithTheirValues) {
   int answers = 0;
   for (uint8_t a : p.answer) answers += a;
   EXPECT_EQ(answers, queries + 1);  // every query value and the end token
+}
+
+TEST(PretrainData, CopyWordsRepeatsItsWordsAsAnswers) {
+  const Tokenizer& tok = suite_tokenizer();
+  PretrainConfig c = tiny("");
+  c.tasks = {"copy_words"};
+  c.lengths = {120};
+  c.max_tokens = 120;
+  const PretrainPack p = pretrain_make_pack(c, tok, 1, 0);
+  ASSERT_EQ(p.tasks.size(), 1u);
+  EXPECT_EQ(p.tasks[0], "copy_words");
+  EXPECT_LE(p.ids.size(), 120u);
+  const std::vector<int32_t> ids(p.ids.begin() + 1, p.ids.end() - 1);
+  const std::string text = tok.decode(ids);
+  const size_t first = text.find('\n'), second = text.find('\n', first + 1);
+  ASSERT_EQ(text.substr(0, first), "Copy the words.");
+  ASSERT_NE(second, std::string::npos) << text;
+  const std::string words = text.substr(first + 1, second - first - 1);
+  EXPECT_EQ(text.substr(second + 1), words);
+  const int64_t n = std::count(words.begin(), words.end(), ' ');
+  EXPECT_GE(n, 50);
+  // Every word of the copy (one token each) and the end token are answers, nothing else.
+  int64_t answers = 0;
+  for (uint8_t a : p.answer) answers += a;
+  EXPECT_EQ(answers, n + 1);
+  for (size_t t = p.ids.size() - size_t(n) - 1; t < p.ids.size(); ++t) EXPECT_EQ(p.answer[t], 1);
 }
 
 TEST(Pretrain, LossFallsOnAssociativeRecallAndTheOutputLoadsAsAModel) {
