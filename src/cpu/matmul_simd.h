@@ -170,7 +170,12 @@ inline void panel_store(float* out, const Vec* v, int cols, bool accumulate, con
   }
 }
 
-// Kernel entry points over the packed panels [p0, p1) of w. x: [n, K] fp32, y: [n, N] fp32.
+// Rows of x one GEMV pass serves: with AVX2's 16 registers, 3 or 4 rows of 32-column
+// accumulators (12 / 16 registers) plus a panel row would spill.
+inline constexpr int kGemvRows = kLanes == 8 ? 2 : 4;
+
+// Kernel entry points over the packed panels [p0, p1) of w. x: [n, K] fp32, y: [n, N] fp32,
+// n <= kGemvRows.
 void matmul_gemv_panels(float* y, const float* x, int64_t n, const CpuWeight& w,
                         const float* bias, int64_t p0, int64_t p1);
 // Whole GEMM (threads internally over panel blocks).
