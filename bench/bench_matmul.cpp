@@ -196,7 +196,7 @@ void bench_crossover(int reps, std::mt19937& rng) {
   WeightSet ws = make_weights(s, 1, rng);
   const std::vector<float> x = random_floats(static_cast<size_t>(64 * s.K), rng);
   std::vector<float> y(static_cast<size_t>(64 * s.N));
-  for (int64_t m : {1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32, 64}) {
+  for (int64_t m : {1, 2, 3, 4, 5, 6, 8, 9, 12, 14, 16, 24, 32, 64}) {
     const Timing t = time_calls(std::max(reps, 20), [&](int) {
       matmul_cpu(y.data(), x.data(), ws.packed[0], nullptr, m);
     });

@@ -40,6 +40,17 @@ static_assert(kPanelVecs % kTileVecs == 0 && kTileVecs % 2 == 0, "tiles split a 
 static_assert(kLanes == 1 || kRows * kTileVecs + kTileVecs + 2 <= kVecRegisters,
               "accumulators, weights, a broadcast and the bf16 mask must fit the register file");
 
+// Vectors per tile of Rows rows: the whole panel where its accumulators, a panel row, a
+// broadcast and the bf16 mask fit the registers, else kTileVecs. On AVX2 the 2-row tail tile
+// so runs 2 x 32 (8 independent FMA chains, as Zen 3's 2 pipes x 4 cycles latency need) instead
+// of 2 x 16 (4 chains, latency-bound at half the FMA rate).
+template <int Rows>
+constexpr int tile_vecs() {
+  if (kLanes == 1 || Rows * kPanelVecs + kPanelVecs + 2 <= kVecRegisters) return kPanelVecs;
+  return kTileVecs;
+}
+static_assert(tile_vecs<kRows>() == kTileVecs, "the full-height tile is kTileVecs wide");
+
 // K slice: x micro-panel kSliceK * kRows * 4 B = 12 KiB (AVX-512; 6 KiB AVX2) stays in L1
 // (32 KiB) while a weight panel slice (kSliceK * 64 B for bf16) streams through; on AVX2 the
 // second half-panel tile finds the slice's bf16 lines still in L1.
@@ -52,50 +63,56 @@ constexpr int64_t kBlockPanels = 8;
 // take over the remaining units instead of waiting for it at the end.
 constexpr int64_t kGroupRowPanels = 8;
 
-// One micro-tile: Rows (<= kRows) rows of x against kTileCols columns of one weight panel.
-template <DType D, int Rows>
+// One micro-tile: Rows (<= kRows) rows of x against Vecs vectors of columns of one weight panel.
+template <DType D, int Rows, int Vecs = tile_vecs<Rows>()>
 void gemm_tile(int64_t kc, const float* a, const typename PanelRow<D>::Elem* b, float* c,
                int64_t ldc, int rows, int cols, bool accumulate, const float* bias) {
   // a: [kc][kRows] fp32 (first Rows used); b: the tile's first column in [kc][32] packed panel
-  // rows; c: [rows, ldc] fp32 at the tile's first column; cols in (0, kTileCols].
+  // rows; c: [rows, ldc] fp32 at the tile's first column; cols in (0, Vecs * kLanes].
   // acc must live in registers: every loop over it is unrolled before GCC's scalar replacement
   // (the `unroll` pragmas; the store loop runs over the constant Rows). With a run-time index
   // anywhere, acc stays a stack array and all accumulators are stored on every k, as many stores
   // as FMAs (the AVX2 3 x 32 tile of 2026-12 ran at 30 % of peak so).
-  Vec acc[Rows][kTileVecs];
+  Vec acc[Rows][Vecs];
 #pragma GCC unroll 16
   for (int i = 0; i < Rows; ++i)
 #pragma GCC unroll 16
-    for (int j = 0; j < kTileVecs; ++j) acc[i][j] = vzero();
+    for (int j = 0; j < Vecs; ++j) acc[i][j] = vzero();
   for (int64_t k = 0; k < kc; ++k) {
-    Vec bv[kTileVecs];
-    PanelRow<D>::template load<kTileVecs>(b + k * kPanel, bv);
+    Vec bv[Vecs];
+    PanelRow<D>::template load<Vecs>(b + k * kPanel, bv);
 #pragma GCC unroll 16
     for (int i = 0; i < Rows; ++i) {
       const Vec av = vbroadcast(a + k * kRows + i);
 #pragma GCC unroll 16
-      for (int j = 0; j < kTileVecs; ++j) acc[i][j] = vfma(bv[j], av, acc[i][j]);
+      for (int j = 0; j < Vecs; ++j) acc[i][j] = vfma(bv[j], av, acc[i][j]);
     }
   }
 #pragma GCC unroll 16
   for (int i = 0; i < Rows; ++i)
-    if (i < rows) panel_store<kTileVecs>(c + i * ldc, acc[i], cols, accumulate, bias);
+    if (i < rows) panel_store<Vecs>(c + i * ldc, acc[i], cols, accumulate, bias);
 }
 
 // The last row panel of x may hold fewer than kRows rows: it runs a tile of the next multiple
 // of kRows / 3 rows instead (AVX-512, n = 100: the last panel of 4 rows runs a 4-row tile; AVX2,
-// n = 16: 6 + 6 + a 4-row tile).
+// n = 16: 6 + 6 + a 4 x 16 tile, n = 14: 6 + 6 + a 2 x 32 tile).
 template <DType D>
 using TileFn = void (*)(int64_t, const float*, const typename PanelRow<D>::Elem*, float*, int64_t,
                         int, int, bool, const float*);
 
 template <DType D>
-TileFn<D> gemm_tile_for(int rows) {
+struct TileKernel {
+  TileFn<D> fn;
+  int cols;  // columns per call (a multiple of kTileCols dividing kPanel)
+};
+
+template <DType D>
+TileKernel<D> gemm_tile_for(int rows) {
   constexpr int kStep = kRows % 3 == 0 ? kRows / 3 : kRows;
   constexpr int kTwoSteps = 2 * kStep <= kRows ? 2 * kStep : kRows;
-  if (rows <= kStep) return &gemm_tile<D, kStep>;
-  if (rows <= 2 * kStep) return &gemm_tile<D, kTwoSteps>;
-  return &gemm_tile<D, kRows>;
+  if (rows <= kStep) return {&gemm_tile<D, kStep>, tile_vecs<kStep>() * kLanes};
+  if (rows <= 2 * kStep) return {&gemm_tile<D, kTwoSteps>, tile_vecs<kTwoSteps>() * kLanes};
+  return {&gemm_tile<D, kRows>, kTileCols};
 }
 
 // Packed x, reused across calls on this thread (no page faults per call).
@@ -138,14 +155,14 @@ void gemm(float* y, const float* x, int64_t n, const CpuWeight& w, const float* 
         const int64_t kc = std::min(kSliceK, K - k0);
         for (int64_t r = r0; r < r1; ++r) {
           const int rows = static_cast<int>(std::min<int64_t>(kRows, n - r * kRows));
-          const TileFn<D> tile = gemm_tile_for<D>(rows);
+          const TileKernel<D> tile = gemm_tile_for<D>(rows);
           const float* a = xp + (r * K + k0) * kRows;
           for (int64_t p = pb0; p < pb1; ++p) {
             // Tiles past the last column of the last panel (N % 32 <= 16) are skipped.
-            for (int64_t c0 = p * kPanel; c0 < std::min(N, (p + 1) * kPanel); c0 += kTileCols) {
-              const int cols = static_cast<int>(std::min<int64_t>(kTileCols, N - c0));
-              tile(kc, a, packed + (p * K + k0) * kPanel + (c0 - p * kPanel),
-                   y + r * kRows * N + c0, N, rows, cols, k0 > 0, bias ? bias + c0 : nullptr);
+            for (int64_t c0 = p * kPanel; c0 < std::min(N, (p + 1) * kPanel); c0 += tile.cols) {
+              const int cols = static_cast<int>(std::min<int64_t>(tile.cols, N - c0));
+              tile.fn(kc, a, packed + (p * K + k0) * kPanel + (c0 - p * kPanel),
+                      y + r * kRows * N + c0, N, rows, cols, k0 > 0, bias ? bias + c0 : nullptr);
             }
           }
         }
