@@ -1,5 +1,6 @@
-// bench_matmul: the CPU linear-layer kernels on the Qwen3-0.6B shapes (bf16 weights), against
-// the machine peaks and the naive baseline, all measured in the same run.
+// bench_matmul: the CPU linear-layer kernels on the Qwen3-0.6B shapes (bf16 weights unless
+// --dtype says otherwise), against the machine peaks and the naive baseline, all measured in the
+// same run.
 //
 //   GEMV (n = 1, decode): GB/s of weight bytes streamed. Each shape is rotated through enough
 //     separately packed copies (>= 256 MiB in all) that every call reads its weight from DRAM,

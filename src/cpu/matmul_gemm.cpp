@@ -24,8 +24,8 @@ namespace {
 // Micro-tile: rows of x x vectors of y columns. AVX-512: 12 x 2 (a whole panel) = 24
 // accumulators + 2 weight vectors + 1 broadcast of 32 registers. AVX2: 6 x 2 (half a panel, 16
 // columns; BLIS's Haswell shape) = 12 + 2 + 1 broadcast + 1 bf16 mask = 16 of 16; the earlier
-// 3 x 4 tile needed 17 and spilled accumulators every k (30 % of peak against 83 %). Scalar:
-// plain arrays the compiler may spill. Measured choices: docs/perf-kernels.md.
+// 3 x 4 tile needed 18 and spilled (42 % of peak, against 85-92 % for 6 x 2). Scalar: plain
+// arrays the compiler may spill. Measured choices: docs/perf-kernels.md.
 constexpr int gemm_rows() {
   if constexpr (kLanes == 16) return 12;
   else if constexpr (kLanes == 8) return 6;
@@ -72,7 +72,7 @@ void gemm_tile(int64_t kc, const float* a, const typename PanelRow<D>::Elem* b, 
   // acc must live in registers: every loop over it is unrolled before GCC's scalar replacement
   // (the `unroll` pragmas; the store loop runs over the constant Rows). With a run-time index
   // anywhere, acc stays a stack array and all accumulators are stored on every k, as many stores
-  // as FMAs (the AVX2 3 x 32 tile of 2026-12 ran at 30 % of peak so).
+  // as FMAs (with that and its spills, the AVX2 3 x 32 tile ran at 30 % of peak).
   Vec acc[Rows][Vecs];
 #pragma GCC unroll 16
   for (int i = 0; i < Rows; ++i)
