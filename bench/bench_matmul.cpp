@@ -210,6 +210,7 @@ void bench_crossover(int reps, std::mt19937& rng) {
 
 int main(int argc, char** argv) {
   int reps = 7, threads = 0;
+  bool bad_value = false;
   std::string only;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -222,7 +223,7 @@ int main(int argc, char** argv) {
       if (d == "bf16") g_weight_dtype = DType::bf16;
       else if (d == "f32") g_weight_dtype = DType::f32;
       else if (d == "f16") g_weight_dtype = DType::f16;
-      else only = "?";  // rejected below
+      else bad_value = true;
     } else {
       std::fprintf(stderr,
                    "usage: bench_matmul [--reps R] [--threads T] "
@@ -230,8 +231,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (!only.empty() && only != "gemv" && only != "gemm" && only != "decode" &&
-      only != "crossover") {
+  if (bad_value || (!only.empty() && only != "gemv" && only != "gemm" && only != "decode" &&
+                    only != "crossover")) {
     std::fprintf(stderr, "bench_matmul: unknown --only or --dtype value\n");
     return 2;
   }
