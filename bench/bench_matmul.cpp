@@ -1,5 +1,6 @@
-// bench_matmul: the CPU linear-layer kernels on the Qwen3-0.6B shapes (bf16 weights), against
-// the machine peaks and the naive baseline, all measured in the same run.
+// bench_matmul: the CPU linear-layer kernels on the Qwen3-0.6B shapes (bf16 weights unless
+// --dtype says otherwise), against the machine peaks and the naive baseline, all measured in the
+// same run.
 //
 //   GEMV (n = 1, decode): GB/s of weight bytes streamed. Each shape is rotated through enough
 //     separately packed copies (>= 256 MiB in all) that every call reads its weight from DRAM,
@@ -11,7 +12,8 @@
 //   Crossover: time per call for n = 1 .. 64 on gate_proj, to place the GEMV/GEMM switch.
 //
 // Usage: bench_matmul [--reps R] [--threads T] [--only gemv|gemm|decode|crossover]
-//   (defaults: 7 repetitions, all threads, all four tables)
+//                     [--dtype bf16|f32|f16]
+//   (defaults: 7 repetitions, all threads, all four tables, bf16 weights)
 #include <omp.h>
 
 #include <algorithm>
@@ -65,9 +67,16 @@ Timing time_calls(int reps, const std::function<void(int)>& fn) {
   return {t.front(), t[t.size() / 2]};
 }
 
-// Random bf16 weights [N, K] in `copies` separate buffers, with their packed forms.
+// Storage dtype of every benchmarked weight (--dtype).
+DType g_weight_dtype = DType::bf16;
+
+double weight_bytes(const LinearShape& s) {
+  return static_cast<double>(s.N * s.K) * static_cast<double>(dtype_size(g_weight_dtype));
+}
+
+// Random weights [N, K] of g_weight_dtype in `copies` separate buffers, with their packed forms.
 struct WeightSet {
-  std::vector<std::vector<uint16_t>> raw;
+  std::vector<std::vector<char>> raw;
   std::vector<CpuWeight> packed;
 };
 
@@ -75,13 +84,23 @@ WeightSet make_weights(const LinearShape& s, int copies, std::mt19937& rng) {
   std::uniform_real_distribution<float> dist(-1.f, 1.f);
   WeightSet ws;
   ws.raw.resize(static_cast<size_t>(copies));
-  ws.raw[0].resize(static_cast<size_t>(s.N * s.K));
-  for (auto& v : ws.raw[0]) v = f32_to_bf16(dist(rng));
+  const size_t count = static_cast<size_t>(s.N * s.K);
+  ws.raw[0].resize(count * dtype_size(g_weight_dtype));
+  for (size_t i = 0; i < count; ++i) {
+    const float f = dist(rng);
+    char* dst = ws.raw[0].data() + i * dtype_size(g_weight_dtype);
+    if (g_weight_dtype == DType::f32) {
+      std::memcpy(dst, &f, 4);
+    } else {
+      const uint16_t h = g_weight_dtype == DType::bf16 ? f32_to_bf16(f) : f32_to_f16(f);
+      std::memcpy(dst, &h, 2);
+    }
+  }
   for (int c = 1; c < copies; ++c) ws.raw[c] = ws.raw[0];
   for (auto& r : ws.raw) {
     TensorView v;
     v.name = s.name;
-    v.dtype = DType::bf16;
+    v.dtype = g_weight_dtype;
     v.shape = {s.N, s.K};
     v.data = r.data();
     ws.packed.push_back(cpu_weight_prepare(v));
@@ -99,7 +118,7 @@ std::vector<float> random_floats(size_t n, std::mt19937& rng) {
 void bench_gemv(int reps, double bw, std::mt19937& rng) {
   std::printf("GEMV n=1 (decode)    N      K   MiB  naive GB/s        GB/s   of BW  x naive\n");
   for (const LinearShape& s : kShapes) {
-    const double bytes = static_cast<double>(s.N * s.K * 2);
+    const double bytes = weight_bytes(s);
     const int copies = static_cast<int>(std::max(1.0, std::ceil((256.0 * (1 << 20)) / bytes)));
     WeightSet ws = make_weights(s, copies, rng);
     const std::vector<float> x = random_floats(static_cast<size_t>(s.K), rng);
@@ -150,12 +169,12 @@ void bench_decode_sweep(int reps, double bw, std::mt19937& rng) {
     for (int i = 0; i < 7; ++i) {
       WeightSet ws = make_weights(kShapes[i], 1, rng);
       weights.push_back(ws.packed[0]);  // the packed copy owns its memory
-      bytes += 2.0 * static_cast<double>(kShapes[i].N * kShapes[i].K);
+      bytes += weight_bytes(kShapes[i]);
     }
   {
     WeightSet ws = make_weights(kShapes[7], 1, rng);
     weights.push_back(ws.packed[0]);
-    bytes += 2.0 * static_cast<double>(kShapes[7].N * kShapes[7].K);
+    bytes += weight_bytes(kShapes[7]);
   }
   const std::vector<float> x = random_floats(3072, rng);
   std::vector<float> y(static_cast<size_t>(kShapes[7].N));
@@ -178,12 +197,12 @@ void bench_crossover(int reps, std::mt19937& rng) {
   WeightSet ws = make_weights(s, 1, rng);
   const std::vector<float> x = random_floats(static_cast<size_t>(64 * s.K), rng);
   std::vector<float> y(static_cast<size_t>(64 * s.N));
-  for (int64_t m : {1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32, 64}) {
+  for (int64_t m : {1, 2, 3, 4, 5, 6, 8, 9, 12, 14, 16, 24, 32, 64}) {
     const Timing t = time_calls(std::max(reps, 20), [&](int) {
       matmul_cpu(y.data(), x.data(), ws.packed[0], nullptr, m);
     });
     std::printf("%4lld  %8.1f  %5.1f  %8.1f\n", static_cast<long long>(m), t.best * 1e6,
-                s.N * s.K * 2 / t.best * 1e-9, 2.0 * m * s.N * s.K / t.best * 1e-9);
+                weight_bytes(s) / t.best * 1e-9, 2.0 * m * s.N * s.K / t.best * 1e-9);
   }
 }
 
@@ -191,6 +210,7 @@ void bench_crossover(int reps, std::mt19937& rng) {
 
 int main(int argc, char** argv) {
   int reps = 7, threads = 0;
+  bool bad_value = false;
   std::string only;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -198,12 +218,23 @@ int main(int argc, char** argv) {
       (a == "--reps" ? reps : threads) = std::atoi(argv[++i]);
     } else if (a == "--only" && i + 1 < argc) {
       only = argv[++i];
+    } else if (a == "--dtype" && i + 1 < argc) {
+      const std::string d = argv[++i];
+      if (d == "bf16") g_weight_dtype = DType::bf16;
+      else if (d == "f32") g_weight_dtype = DType::f32;
+      else if (d == "f16") g_weight_dtype = DType::f16;
+      else bad_value = true;
     } else {
       std::fprintf(stderr,
                    "usage: bench_matmul [--reps R] [--threads T] "
-                   "[--only gemv|gemm|decode|crossover]\n");
+                   "[--only gemv|gemm|decode|crossover] [--dtype bf16|f32|f16]\n");
       return 2;
     }
+  }
+  if (bad_value || (!only.empty() && only != "gemv" && only != "gemm" && only != "decode" &&
+                    only != "crossover")) {
+    std::fprintf(stderr, "bench_matmul: unknown --only or --dtype value\n");
+    return 2;
   }
   if (threads > 0) omp_set_num_threads(threads);
   reps = std::max(reps, 1);
@@ -213,8 +244,8 @@ int main(int argc, char** argv) {
   const double peak = measure_fma_peak_gflops(nthreads);
   std::printf("threads %d; measured DRAM read bandwidth %.1f GB/s, fp32 FMA peak %.1f GFLOP/s\n",
               nthreads, bw, peak);
-  std::printf("weights bf16, fp32 activations and accumulation; %d repetitions, best (median)\n",
-              reps);
+  std::printf("weights %s, fp32 activations and accumulation; %d repetitions, best (median)\n",
+              std::string(dtype_name(g_weight_dtype)).c_str(), reps);
   std::mt19937 rng(42);
   if (only.empty() || only == "gemv") {
     std::printf("\n");

@@ -24,12 +24,15 @@ namespace {
 // the GEMM's register blocking wins. Measured with bench_matmul's crossover table on
 // gate_proj (docs/perf-kernels.md): n = 5-8 in two GEMV passes took 157-234 us against the
 // GEMM's 241-247 us; n = 12: 351 vs 374 us, too close to justify three passes.
+// On the AVX2 EPYC (Zen 3, passes of 2 rows, 1 thread, gate_proj in L3, two alternating runs):
+// GEMV against GEMM n = 2: 172-191 vs 299-332 us, 3: 272-301 vs 370-429, 4: 307-357 vs 345-427,
+// 6: 488-537 vs 493-558, 8: 647-652 vs 864-904; so the same switch at 8.
 constexpr int64_t kGemvMaxRows = 8;
-constexpr int64_t kGemvPassRows = 4;
+constexpr int64_t kGemvPassRows = cpu::kGemvRows;
 
 // Panels per decode work unit: 128 output features, 256 KiB of bf16 weights at K = 1024. A
-// unit is the granularity of the static split below and of the passes over it when n > 4 (its
-// weights stay in L2 between passes).
+// unit is the granularity of the static split below and of the passes over it when n >
+// kGemvPassRows (its weights stay in L2 between passes).
 constexpr int64_t kGemvChunkPanels = 4;
 
 // Below this many multiply-adds a call runs on the calling thread (fork/join costs ~µs).

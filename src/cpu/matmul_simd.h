@@ -113,24 +113,30 @@ constexpr int bf16_panel_slot(int c) {
   return 2 * word + within / kLanes;
 }
 
-// Widens one packed panel row (32 weights of one input feature) to kPanelVecs fp32 vectors in
-// column order. T is the storage type: float (F32) or uint16_t tagged by D (F16 / BF16).
+// Widens Count vectors of one packed panel row (weights of one input feature) to fp32 vectors
+// in column order: p points at the row's first element + first * kLanes, and `first` is even
+// for BF16 (a pair group holds vectors 2g, 2g + 1 at element 2g * kLanes, so in every dtype
+// vector v starts at element v * kLanes). T is the storage type: float (F32) or uint16_t tagged
+// by D (F16 / BF16).
 template <DType D>
 struct PanelRow;
 
 template <>
 struct PanelRow<DType::f32> {
   using Elem = float;
+  template <int Count = kPanelVecs>
   static void load(const float* p, Vec* out) {
-    for (int j = 0; j < kPanelVecs; ++j) out[j] = vload(p + j * kLanes);
+    for (int j = 0; j < Count; ++j) out[j] = vload(p + j * kLanes);
   }
 };
 
 template <>
 struct PanelRow<DType::bf16> {
   using Elem = uint16_t;
+  template <int Count = kPanelVecs>
   static void load(const uint16_t* p, Vec* out) {
-    for (int g = 0; g < kPanelVecs / 2; ++g)
+    static_assert(Count % 2 == 0, "bf16 vectors come in pairs");
+    for (int g = 0; g < Count / 2; ++g)
       bf16_pairs_widen(p + 2 * g * kLanes, out[2 * g], out[2 * g + 1]);
   }
 };
@@ -138,15 +144,17 @@ struct PanelRow<DType::bf16> {
 template <>
 struct PanelRow<DType::f16> {
   using Elem = uint16_t;
+  template <int Count = kPanelVecs>
   static void load(const uint16_t* p, Vec* out) {
-    for (int j = 0; j < kPanelVecs; ++j) out[j] = f16_widen(p + j * kLanes);
+    for (int j = 0; j < Count; ++j) out[j] = f16_widen(p + j * kLanes);
   }
 };
 
-// out[c] for the first `cols` columns of a panel: out += v (accumulate) or out = v + bias.
-// Vectors past `cols` are not touched; cols in (0, 32].
+// out[c] for the first `cols` columns of Count vectors: out += v (accumulate) or out = v + bias.
+// Vectors past `cols` are not touched; cols in (0, Count * kLanes].
+template <int Count = kPanelVecs>
 inline void panel_store(float* out, const Vec* v, int cols, bool accumulate, const float* bias) {
-  for (int j = 0; j < kPanelVecs; ++j) {
+  for (int j = 0; j < Count; ++j) {
     const int n = cols - j * kLanes;
     if (n <= 0) break;
     Vec r = v[j];
@@ -162,7 +170,12 @@ inline void panel_store(float* out, const Vec* v, int cols, bool accumulate, con
   }
 }
 
-// Kernel entry points over the packed panels [p0, p1) of w. x: [n, K] fp32, y: [n, N] fp32.
+// Rows of x one GEMV pass serves: with AVX2's 16 registers, 3 or 4 rows of 32-column
+// accumulators (12 / 16 registers) plus a panel row would spill.
+inline constexpr int kGemvRows = kLanes == 8 ? 2 : 4;
+
+// Kernel entry points over the packed panels [p0, p1) of w. x: [n, K] fp32, y: [n, N] fp32,
+// n <= kGemvRows.
 void matmul_gemv_panels(float* y, const float* x, int64_t n, const CpuWeight& w,
                         const float* bias, int64_t p0, int64_t p1);
 // Whole GEMM (threads internally over panel blocks).
