@@ -70,6 +70,14 @@ int64_t eos_of(const Tokenizer& tok) {
 struct Sample {
   std::vector<int64_t> ids;
   std::vector<uint8_t> answer;  // [ids] 1 = a token the model should produce from the context
+
+  // Appends the tokens of `text`, each marked as an answer or not.
+  void add(const Tokenizer& tok, const std::string& text, bool answer, bool special = false) {
+    for (int64_t id : encode(tok, text, special)) {
+      ids.push_back(id);
+      this->answer.push_back(answer ? 1 : 0);
+    }
+  }
 };
 
 // Multi-query associative recall (Zoology's MQAR in words): "Remember each pair." then N pairs
@@ -80,10 +88,7 @@ Sample assoc_recall_sample(const Tokenizer& tok, int64_t eos, int64_t length, ui
   EvalRng rng(seed);
   Sample s;
   auto add = [&](const std::string& text, bool answer, bool special = false) {
-    for (int64_t id : encode(tok, text, special)) {
-      s.ids.push_back(id);
-      s.answer.push_back(answer ? 1 : 0);
-    }
+    s.add(tok, text, answer, special);
   };
   add("Remember each pair.\n", false, true);
   const int64_t budget = std::max<int64_t>(length - int64_t(s.ids.size()) - 4, 12);
@@ -113,22 +118,16 @@ Sample copy_words_sample(const Tokenizer& tok, int64_t eos, int64_t length, uint
   const EvalVocab& v = eval_vocab_default();
   EvalRng rng(seed);
   Sample s;
-  auto add = [&](const std::string& text, bool answer, bool special = false) {
-    for (int64_t id : encode(tok, text, special)) {
-      s.ids.push_back(id);
-      s.answer.push_back(answer ? 1 : 0);
-    }
-  };
-  add("Copy the words.\n", false, true);
+  s.add(tok, "Copy the words.\n", false, true);
   const int64_t n = std::max<int64_t>((length - int64_t(s.ids.size()) - 2) / 2, 1);
   std::vector<std::string> words(static_cast<size_t>(n));
   for (auto& w : words) {
     const uint64_t list = rng.below(3);
     w = rng.pick(list == 0 ? v.keys : list == 1 ? v.values : v.filler);
   }
-  for (const std::string& w : words) add(" " + w, false);
-  add("\n", false);
-  for (const std::string& w : words) add(" " + w, true);
+  for (const std::string& w : words) s.add(tok, " " + w, false);
+  s.add(tok, "\n", false);
+  for (const std::string& w : words) s.add(tok, " " + w, true);
   s.ids.push_back(eos);
   s.answer.push_back(1);
   return s;
