@@ -62,8 +62,7 @@ fi
 wait "${pids[@]}"
 for lane in "$@"; do
   name=${lane%%|*}
-  mv "$OUT/$name.out/run.tar" "$OUT/$name.tar" 2>/dev/null
-  cp "$OUT/$name.out"/eval-*.json "$OUT/" 2>/dev/null
+  mv "$OUT/$name.out/run.tar" "$OUT/$name.tar" 2>/dev/null  # its eval-*.json included
   rm -rf "$OUT/$name.out"
   echo "=== lane $name"
   grep -E "^== |learned|stopped|finished|done already|held-out|^\{" "$OUT/$name.log" | cut -c1-300 | tail -25

@@ -38,11 +38,11 @@ while [[ $# -gt 0 ]]; do
     --minutes) MINUTES=$2; shift ;;
     --backend) BACKEND=$2; shift ;;
     --build) BUILD=1 ;;
-    --smoke) SMOKE=1 ;;
+    --smoke) SMOKE=1 ;;  # the pipeline's logic in a minute on a CPU: a tiny model, 2 steps a stage
     --arch) ARCH=$2; shift ;;
     --stage-args) IFS=', ' read -r -a STAGE_ARGS <<< "$2"; shift ;;  # spaces or commas between
     --args-s1|--args-s1b|--args-s2|--args-s3) declare "ARGS_${1#--args-}=$2"; shift ;;
-    --seed-s1) SEED_S1=$2; shift ;;  # a model folder that already recalls (run 2's a2) as stage s1  # the pipeline's logic in a minute on a CPU: a tiny model, 2 steps a stage
+    --seed-s1) SEED_S1=$2; shift ;;  # a model folder that already recalls, as stage s1
     -h|--help) sed -n 2,34p "$0"; exit 0 ;;
     *) STAGES+=("$1") ;;
   esac
@@ -178,15 +178,16 @@ done
 
 # What travels back: one tar of every stage folder without its fp32 training state, with the
 # weights of the newest stage only (every later stage starts from it; 11 MB a model).
+WEIGHTED=(s1 s1b s2 s3 router)  # the stages that write weights, in pipeline order
 newest=
-for n in s1 s1b s2 s3 router; do
+for n in "${WEIGHTED[@]}"; do
   [[ -f $RUN/$n/model.safetensors || -f $RUN/$n/backbone.safetensors ]] && newest=$n
 done
 excl=(--exclude train_state.safetensors)
-for n in s1 s1b s2 s3 router; do
+for n in "${WEIGHTED[@]}"; do
   [[ $n != "$newest" ]] && excl+=(--exclude "$n/model.safetensors" --exclude "$n/backbone.safetensors")
 done
-(cd "$RUN" && ls -d s1 s1b s2 s3 router router-data targets.json eval-* 2>/dev/null) |
+(cd "$RUN" && ls -d "${WEIGHTED[@]}" router-data targets.json eval-* 2>/dev/null) |
   tar -cf "$OUT/run.tar" -C "$RUN" "${excl[@]}" -T -
 cp "$RUN"/eval-*.json "$RUN"/eval-*.log "$OUT/" 2>/dev/null
 ls -la "$OUT"

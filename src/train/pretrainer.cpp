@@ -78,6 +78,11 @@ struct Sample {
       this->answer.push_back(answer ? 1 : 0);
     }
   }
+  // Ends the sample with the end-of-text token, an answer (the model must stop there).
+  void end(int64_t eos) {
+    ids.push_back(eos);
+    answer.push_back(1);
+  }
 };
 
 // Multi-query associative recall (Zoology's MQAR in words): "Remember each pair." then N pairs
@@ -87,25 +92,22 @@ Sample assoc_recall_sample(const Tokenizer& tok, int64_t eos, int64_t length, ui
   const EvalVocab& v = eval_vocab_default();
   EvalRng rng(seed);
   Sample s;
-  auto add = [&](const std::string& text, bool answer, bool special = false) {
-    s.add(tok, text, answer, special);
-  };
-  add("Remember each pair.\n", false, true);
+  s.add(tok, "Remember each pair.\n", false, true);
   const int64_t budget = std::max<int64_t>(length - int64_t(s.ids.size()) - 4, 12);
   const int64_t n = std::clamp<int64_t>(budget / 6, 2, int64_t(v.keys.size()));
   const std::vector<std::string> keys = rng.sample(v.keys, size_t(n));
   std::vector<std::string> values(static_cast<size_t>(n));
   for (auto& x : values) x = rng.pick(v.values);
-  for (int64_t i = 0; i < n; ++i) add(" " + keys[size_t(i)] + " " + values[size_t(i)] + ".", false);
-  add("\n", false);
+  for (int64_t i = 0; i < n; ++i)
+    s.add(tok, " " + keys[size_t(i)] + " " + values[size_t(i)] + ".", false);
+  s.add(tok, "\n", false);
   while (int64_t(s.ids.size()) + 4 <= length) {
     const int64_t i = static_cast<int64_t>(rng.below(uint64_t(n)));
-    add(" " + keys[size_t(i)], false);
-    add(" " + values[size_t(i)], true);
-    add(".", false);
+    s.add(tok, " " + keys[size_t(i)], false);
+    s.add(tok, " " + values[size_t(i)], true);
+    s.add(tok, ".", false);
   }
-  s.ids.push_back(eos);
-  s.answer.push_back(1);
+  s.end(eos);
   return s;
 }
 
@@ -128,8 +130,7 @@ Sample copy_words_sample(const Tokenizer& tok, int64_t eos, int64_t length, uint
   for (const std::string& w : words) s.add(tok, " " + w, false);
   s.add(tok, "\n", false);
   for (const std::string& w : words) s.add(tok, " " + w, true);
-  s.ids.push_back(eos);
-  s.answer.push_back(1);
+  s.end(eos);
   return s;
 }
 
@@ -164,14 +165,9 @@ Sample task_sample(const std::string& task, const Tokenizer& tok, int64_t eos, i
   const EvalSample e =
       eval_generate(task, std::max<int64_t>(length - kAnswerMargin, 1), seed, 0, fast_token_bound);
   Sample s;
-  s.ids = encode(tok, e.prompt, true);
-  s.answer.assign(s.ids.size(), 0);
-  for (int64_t id : encode(tok, eval_sample_completion(e), false)) {
-    s.ids.push_back(id);
-    s.answer.push_back(1);
-  }
-  s.ids.push_back(eos);
-  s.answer.push_back(1);
+  s.add(tok, e.prompt, false, true);
+  s.add(tok, eval_sample_completion(e), true);
+  s.end(eos);
   return s;
 }
 
