@@ -23,7 +23,8 @@
 #                               STAGE[:SECONDS]...
 #   (STAGE:SECONDS caps that stage's time; training stages checkpoint at the cap; --arch: the
 #   fresh model's architecture; --stage-args: appended to every `elastic train` stage,
-#   --args-STAGE to that stage only, after --stage-args; lists with spaces or commas)
+#   --args-STAGE to that stage only, after --stage-args; lists with spaces or commas between
+#   words, except inside --option=value: "--tasks=a,b,--lr,2e-3" is --tasks=a,b --lr 2e-3)
 # On the device: run(command="scripts/train-model.sh --build --backend cuda --minutes 8 s1 s2",
 #                    carry=[".debs", "runs/model"]) -- the stage folders come back in $OUT/run.tar
 #   (untar here with: tar -xf OUTDIR/run.tar -C runs/model). The tar holds every stage folder
@@ -31,6 +32,15 @@
 #   starts from; the device returns at most 16 MiB a file).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# split_args TEXT: the words of an option list into the array SPLIT. Spaces and commas separate
+# words, but an --option=value keeps its value's commas (it runs up to the next ",-" or space).
+split_args() {
+  SPLIT=()
+  local w
+  for w in $(sed 's/,-/ -/g' <<< "$1"); do
+    if [[ $w == --*=* ]]; then SPLIT+=("$w"); else IFS=, read -r -a p <<< "$w"; SPLIT+=("${p[@]}"); fi
+  done
+}
 RUN=$ROOT/runs/model MINUTES=0 BACKEND=cpu BUILD=0 SMOKE=0 SEED_S1= ARCH= STAGE_ARGS=() STAGES=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -40,7 +50,7 @@ while [[ $# -gt 0 ]]; do
     --build) BUILD=1 ;;
     --smoke) SMOKE=1 ;;  # the pipeline's logic in a minute on a CPU: a tiny model, 2 steps a stage
     --arch) ARCH=$2; shift ;;
-    --stage-args) IFS=', ' read -r -a STAGE_ARGS <<< "$2"; shift ;;  # spaces or commas between
+    --stage-args) split_args "$2"; STAGE_ARGS=("${SPLIT[@]}"); shift ;;
     --args-s1|--args-s1b|--args-s2|--args-s3) declare "ARGS_${1#--args-}=$2"; shift ;;
     --seed-s1) SEED_S1=$2; shift ;;  # a model folder that already recalls, as stage s1
     -h|--help) sed -n 2,34p "$0"; exit 0 ;;
@@ -93,8 +103,9 @@ train_stage() {
   budget=$(left)
   (( CAP > 0 && CAP < budget )) && budget=$CAP
   (( budget < 30 )) && { echo "$name: no time left"; return 1; }
-  local own=ARGS_$name extra=()
-  IFS=', ' read -r -a extra <<< "${!own:-}"
+  local own=ARGS_$name
+  split_args "${!own:-}"
+  local extra=("${SPLIT[@]}")
   local args=(--out "$dir" --backend "$BACKEND" --max-time "$budget" "$@" "${STAGE_ARGS[@]}" "${extra[@]}" "${SMALL[@]}")
   if [[ -f $dir/train_state.safetensors ]]; then
     args+=(--resume)

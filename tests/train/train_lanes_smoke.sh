@@ -11,7 +11,7 @@ trap 'rm -rf "$scratch"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 
 OUT=$scratch/out LANES_DIR=$scratch/lanes ELASTIC_BIN=$build/bin/elastic \
-  bash "$repo/scripts/train-lanes.sh" --local 5 "q||s1 s1b" "l|--arch llama --args-s1b --lr,5e-4|s1 s1b" \
+  bash "$repo/scripts/train-lanes.sh" --local 5 "q||s1 s1b" "l|--arch llama --args-s1 --tasks=copy_words,assoc_recall --args-s1b --lr,5e-4|s1 s1b" \
   > "$scratch/log" 2>&1 || { cat "$scratch/log"; fail "train-lanes.sh exited $?"; }
 for lane in q l; do
   [[ -f $scratch/out/$lane.tar && -f $scratch/out/$lane.log ]] || { ls -R "$scratch/out"; fail "lane $lane: no tar or log"; }
@@ -23,5 +23,7 @@ done
 grep -q '"model_type": "qwen3"' "$scratch/lanes/q/s1/config.json" || fail "lane q is not Qwen3"
 grep -q '"model_type": "llama"' "$scratch/lanes/l/s1/config.json" || fail "lane l is not Llama"
 grep "^== s1b:" "$scratch/out/l.log" | grep -q -- "--lr 5e-4" || fail "lane l's --args-s1b missing"
+# An --option=value keeps the commas of its list (a lane's options split at spaces and commas).
+grep "^== s1:" "$scratch/out/l.log" | grep -q -- "--tasks=copy_words,assoc_recall" || fail "lane l's --tasks=A,B split"
 grep "^== s1b:" "$scratch/out/q.log" | grep -q -- "--lr 5e-4" && fail "lane l's options reached lane q"
 echo "train-lanes smoke: PASS"
