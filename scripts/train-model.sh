@@ -21,7 +21,8 @@
 # Usage: scripts/train-model.sh [--run DIR] [--minutes M] [--backend cpu|cuda] [--build]
 #                               [--arch qwen3|llama] [--stage-args "ARGS"] [--seed-s1 DIR]
 #                               STAGE[:SECONDS]...
-#   (STAGE:SECONDS caps that stage's time; training stages checkpoint at the cap; --arch: the
+#   (STAGE:SECONDS caps that stage's time; training stages checkpoint at the cap; a stage whose
+#   predecessor is neither done in --run nor asked for starts from a fresh model; --arch: the
 #   fresh model's architecture; --stage-args: appended to every `elastic train` stage,
 #   --args-STAGE to that stage only, after --stage-args; lists with spaces or commas between
 #   words, except inside --option=value: "--tasks=a,b,--lr,2e-3" is --tasks=a,b --lr 2e-3)
@@ -111,7 +112,7 @@ train_stage() {
     args+=(--resume)
   elif [[ -f $dir/model.safetensors ]]; then  # came back from another machine without its state
     mv "$dir" "$dir.partial" && args+=(--init-from "$dir.partial")
-  elif [[ -n $from ]]; then
+  elif [[ -n $from && ( -f $RUN/$from/model.safetensors || " ${STAGES[*]} " == *" $from"[\ :]* ) ]]; then
     [[ -f $RUN/$from/model.safetensors ]] || { echo "$name: needs stage $from first"; return 1; }
     args+=(--init-from "$RUN/$from")
   else
@@ -123,7 +124,7 @@ train_stage() {
   tail -1 "$dir/metrics.jsonl"; echo
   local steps_done total
   steps_done=$(tail -1 "$dir/metrics.jsonl" | sed -E 's/.*"step":([0-9]+).*/\1/')
-  total=$(printf '%s\n' "$@" "${SMALL[@]}" | grep -A1 -x -- --steps | tail -1)
+  total=$(printf '%s\n' "${args[@]}" | grep -A1 -x -- --steps | tail -1)  # the last one wins
   if [[ "$steps_done" == "$total" ]]; then echo "finished $total steps" > "$dir/done"
   else echo "$name: stopped at step $steps_done of $total (time cap)"; echo "stopped at $steps_done of $total" > "$dir/done"; fi
 }
