@@ -141,6 +141,9 @@ def main():
     ap.add_argument("--threads", type=int, default=1,
                     help="server -t (engine threads; default 1: on 2 cores the HTTP threads and the\n"
                          "clients need the other one, and the small model gains little from a second)")
+    ap.add_argument("--threads-batch", type=int, default=0,
+                    help="server --threads-batch (threads of the steps with several rows; default 0:\n"
+                         "--threads)")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--duration", type=float, default=300, help="soak seconds")
     ap.add_argument("--throughput-clients", type=int, default=16)
@@ -162,7 +165,7 @@ def main():
 
     env = {**os.environ, "OMP_WAIT_POLICY": "passive"}
     server = subprocess.Popen([a.bin, "serve", "-m", a.model, "--port", "0", "-t", str(a.threads),
-                               "--max-queue", "1024"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               "--threads-batch", str(a.threads_batch), "--max-queue", "1024"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=env)
     line = server.stdout.readline()
     try:
@@ -171,7 +174,7 @@ def main():
         server.kill()
         sys.exit("server did not start: " + line + server.stderr.read())
     host = "127.0.0.1"
-    out = {"threads": a.threads, "cores": os.cpu_count(), "client": a.client}
+    out = {"threads": a.threads, "threads_batch": a.threads_batch, "model": a.model, "cores": os.cpu_count(), "client": a.client}
     try:
         print(f"server pid {server.pid} on port {port}; warm-up {a.warmup:.0f} s", flush=True)
         run(4, a.warmup, 0)

@@ -53,6 +53,10 @@ struct EngineOptions {
   // engine (omp_get_max_threads() there, which `-t` sets). OpenMP's thread count is per thread:
   // the scheduler thread would otherwise run with OMP_NUM_THREADS or every core.
   int64_t threads = 0;
+  // Threads of the steps with more than one row (prefill chunks, several sequences); `threads`
+  // runs the steps of one row (one sequence decoding), where a fork/join of the OpenMP team can
+  // cost more than the second thread saves. 0: `threads` for every step (llama.cpp's -tb).
+  int64_t threads_batch = 0;
 };
 
 struct EngineRequest {
@@ -60,7 +64,7 @@ struct EngineRequest {
   int64_t max_tokens = 16;      // new tokens at most (>= 1)
   SamplingParams sampling;
   std::shared_ptr<RoutingPolicy> routing;  // null: every head FA
-  std::vector<int64_t> stop_ids;           // a sampled id in this list ends the request (not emitted)
+  std::vector<int64_t> stop_ids;  // a sampled id in this list ends the request (not emitted)
 };
 
 enum class FinishReason { none, length, stop, cancelled, error };

@@ -15,11 +15,16 @@ namespace elastic {
 
 const char* finish_reason_name(FinishReason r) {
   switch (r) {
-    case FinishReason::length: return "length";
-    case FinishReason::stop: return "stop";
-    case FinishReason::cancelled: return "cancelled";
-    case FinishReason::error: return "error";
-    case FinishReason::none: break;
+    case FinishReason::length:
+      return "length";
+    case FinishReason::stop:
+      return "stop";
+    case FinishReason::cancelled:
+      return "cancelled";
+    case FinishReason::error:
+      return "error";
+    case FinishReason::none:
+      break;
   }
   return "none";
 }
@@ -76,6 +81,8 @@ Engine::Engine(const Model& model, EngineOptions options)
     throw Error("engine: max batch tokens and max running sequences must be >= 1");
   if (options_.threads < 0) throw Error("engine: threads must be >= 0 (0: the caller's)");
   if (options_.threads == 0) options_.threads = omp_get_max_threads();
+  if (options_.threads_batch < 0) throw Error("engine: threads_batch must be >= 0 (0: threads)");
+  if (options_.threads_batch == 0) options_.threads_batch = options_.threads;
   if (!attention_paged_supported(*model.backend))
     throw Error("elastic serve: batched paged attention is not implemented on the " +
                 std::string(model.backend->name()) + " backend");
@@ -141,9 +148,12 @@ void Engine::finish(Seq& s, FinishReason r, const std::string& error) {
   {  // the engine's figures first: a client woken below sees them
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.kv_pages_used = pool_.pages_used();
-    if (r == FinishReason::cancelled) ++stats_.cancelled;
-    else if (r == FinishReason::error) ++stats_.failed;
-    else ++stats_.finished;
+    if (r == FinishReason::cancelled)
+      ++stats_.cancelled;
+    else if (r == FinishReason::error)
+      ++stats_.failed;
+    else
+      ++stats_.finished;
   }
   {
     std::lock_guard<std::mutex> lock(s.stream->mutex_);
@@ -280,7 +290,8 @@ bool Engine::step() {
   }
   if (running_.empty()) return false;
 
-  // 4. One forward over every running sequence's rows.
+  // 4. One forward over every running sequence's rows (on -t threads for one row, -tb for more).
+  omp_set_num_threads(static_cast<int>(rows > 1 ? options_.threads_batch : options_.threads));
   Batch batch;
   std::vector<SeqState*> states;
   std::vector<uint8_t> first_prefill, partial;

@@ -4,6 +4,8 @@
 // gives each sequence the logits it gets alone; the engine's greedy outputs of concurrent
 // requests equal generate() run on each alone, also when the pool is so small that sequences
 // are preempted and recomputed; a cancelled request gives its pages back.
+#include "elastic/engine.h"
+
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -14,7 +16,6 @@
 #include <vector>
 
 #include "elastic/batch_forward.h"
-#include "elastic/engine.h"
 #include "elastic/error.h"
 #include "elastic/kv_cache.h"
 #include "elastic/kv_pool.h"
@@ -108,11 +109,14 @@ TEST(KvPool, HoldsWhatTheRequestCacheHoldsInBoundedPages) {
     const std::vector<KvHeadView> a = cache.views(0), b = pool.views(seq, 0);
     for (int64_t h = 0; h < Hkv; ++h)
       for (int64_t p = 0; p < pos; ++p) {
-        if (a[h].ring && p >= a[h].sink_tokens && p < pos - a[h].window_tokens) continue;  // dropped
+        if (a[h].ring && p >= a[h].sink_tokens && p < pos - a[h].window_tokens)
+          continue;  // dropped
         const int64_t row = a[h].row(p);
         for (int64_t t = 0; t < d; ++t) {
-          ASSERT_EQ(a[h].k_row(row, d)[t], b[h].k_row(b[h].row(p), d)[t]) << "head " << h << " pos " << p;
-          ASSERT_EQ(a[h].v_row(row, d)[t], b[h].v_row(b[h].row(p), d)[t]) << "head " << h << " pos " << p;
+          ASSERT_EQ(a[h].k_row(row, d)[t], b[h].k_row(b[h].row(p), d)[t])
+              << "head " << h << " pos " << p;
+          ASSERT_EQ(a[h].v_row(row, d)[t], b[h].v_row(b[h].row(p), d)[t])
+              << "head " << h << " pos " << p;
         }
       }
   }
@@ -141,11 +145,13 @@ TEST(PagedAttention, EqualsTheContiguousCacheInEveryMode) {
     KvPoolSeq seq = pool.make_seq();
     cache.configure_layer(0, modes, attn.ssa);
     pool.configure_layer(seq, 0, modes.data(), attn.ssa);
-    const std::vector<float> k = random_vector(size_t(past * Hkv * d), 1), v = random_vector(size_t(past * Hkv * d), 2);
+    const std::vector<float> k = random_vector(size_t(past * Hkv * d), 1),
+                             v = random_vector(size_t(past * Hkv * d), 2);
     cache.append(0, k.data(), v.data(), 0, past);
     pool.append(seq, 0, k.data(), v.data(), 0, past);
     for (int64_t n : {int64_t{32}, int64_t{1}}) {
-      const std::vector<float> q = random_vector(size_t(n * Hq * d), 3), kn = random_vector(size_t(n * Hkv * d), 4),
+      const std::vector<float> q = random_vector(size_t(n * Hq * d), 3),
+                               kn = random_vector(size_t(n * Hkv * d), 4),
                                vn = random_vector(size_t(n * Hkv * d), 5);
       std::vector<float> out_cache(size_t(n * Hq * d)), out_pool(out_cache.size());
       const std::vector<KvHeadView> vc = cache.views(0), vp = pool.views(seq, 0);
@@ -198,9 +204,11 @@ std::vector<int64_t> ids_of(int64_t n, int64_t seed, int64_t vocab) {
 // Three sequences with different routings join and leave one batch: step 0 prefills A and B,
 // step 1 decodes A and B and prefills C, then all three decode. Each sequence's logits equal its
 // logits alone; its routes equal the ones it gets alone.
-void check_mixed_batch(const Model& m, std::vector<RoutingPolicy*> policies, const AttnOptions& attn) {
+void check_mixed_batch(const Model& m, std::vector<RoutingPolicy*> policies,
+                       const AttnOptions& attn) {
   const int64_t V = m.config.vocab_size;
-  const std::vector<std::vector<int64_t>> prompts = {ids_of(70, 1, V), ids_of(45, 2, V), ids_of(33, 3, V)};
+  const std::vector<std::vector<int64_t>> prompts = {ids_of(70, 1, V), ids_of(45, 2, V),
+                                                     ids_of(33, 3, V)};
   const int64_t decode_steps = 40;  // past the SSA ring (8 + 16) so the rings wrap
   std::vector<std::vector<int64_t>> next(3);
   for (int s = 0; s < 3; ++s) next[s] = ids_of(decode_steps, 10 + s, V);
@@ -234,7 +242,8 @@ void check_mixed_batch(const Model& m, std::vector<RoutingPolicy*> policies, con
     const std::vector<float>& logits = model_forward_batch(m, b, states.data(), pool, attn, ws);
     ASSERT_EQ(static_cast<int64_t>(logits.size()), static_cast<int64_t>(who.size()) * V);
     for (size_t i = 0; i < who.size(); ++i) {
-      got[who[i]].emplace_back(logits.begin() + int64_t(i) * V, logits.begin() + int64_t(i + 1) * V);
+      got[who[i]].emplace_back(logits.begin() + int64_t(i) * V,
+                               logits.begin() + int64_t(i + 1) * V);
       ++fed[who[i]];
     }
   }
@@ -242,7 +251,8 @@ void check_mixed_batch(const Model& m, std::vector<RoutingPolicy*> policies, con
     const Alone a = run_alone(m, policies[s], attn, prompts[s], next[s]);
     ASSERT_EQ(a.logits.size(), got[s].size());
     for (size_t t = 0; t < a.logits.size(); ++t)
-      ASSERT_LT(relative_error(got[s][t], a.logits[t]), kOrderTolerance) << "sequence " << s << " step " << t;
+      ASSERT_LT(relative_error(got[s][t], a.logits[t]), kOrderTolerance)
+          << "sequence " << s << " step " << t;
   }
   for (int s = 0; s < 3; ++s) pool.release(st[s].kv);
   EXPECT_EQ(pool.pages_free(), pool.num_pages());
@@ -250,13 +260,15 @@ void check_mixed_batch(const Model& m, std::vector<RoutingPolicy*> policies, con
 
 TEST(BatchForward, MixedBatchGivesEachSequenceItsLogitsAlone) {
   Model m = model_load(fixture_dir("hf/qwen3-tiny"));
-  PatternRouting hybrid(AttnMode::fa, AttnMode::ssa, true), all_sa(AttnMode::ssa, AttnMode::ssa, false);
+  PatternRouting hybrid(AttnMode::fa, AttnMode::ssa, true),
+      all_sa(AttnMode::ssa, AttnMode::ssa, false);
   check_mixed_batch(m, {&hybrid, nullptr, &all_sa}, small_ssa());
 }
 
 TEST(BatchForward, XaHeadsAndRecomputedChunksMatch) {
   Model m = model_load(fixture_dir("hf/qwen3-tiny"));
-  PatternRouting fa_xa(AttnMode::xa, AttnMode::fa, false), xa_ssa(AttnMode::xa, AttnMode::ssa, true);
+  PatternRouting fa_xa(AttnMode::xa, AttnMode::fa, false),
+      xa_ssa(AttnMode::xa, AttnMode::ssa, true);
   check_mixed_batch(m, {&fa_xa, &xa_ssa, nullptr}, small_ssa());
 }
 
@@ -286,7 +298,8 @@ TEST(BatchForward, RouterRoutesEachSequenceFromItsOwnPrompt) {
   check_mixed_batch(m, {plain.policy.get(), biased.policy.get(), plain.policy.get()}, plain.attn);
   // And the decisions themselves.
   KvPool pool(2048, 8, m.config.num_layers, m.config.num_kv_heads, m.config.head_dim);
-  const std::vector<int64_t> p0 = ids_of(120, 4, m.config.vocab_size), p1 = ids_of(90, 5, m.config.vocab_size);
+  const std::vector<int64_t> p0 = ids_of(120, 4, m.config.vocab_size),
+                             p1 = ids_of(90, 5, m.config.vocab_size);
   SeqState a, b;
   a.kv = pool.make_seq();
   b.kv = pool.make_seq();
@@ -317,8 +330,8 @@ std::vector<int64_t> generate_alone(const Model& m, RoutingPolicy* routing, cons
   g.max_new_tokens = max_tokens;
   Sampler sampler(SamplingParams{});
   std::vector<int64_t> out = generate(m, r, prompt, g, sampler);
-  if (!out.empty() && std::find(m.config.eos_token_ids.begin(), m.config.eos_token_ids.end(), out.back()) !=
-                          m.config.eos_token_ids.end())
+  if (!out.empty() && std::find(m.config.eos_token_ids.begin(), m.config.eos_token_ids.end(),
+                                out.back()) != m.config.eos_token_ids.end())
     out.pop_back();  // the engine does not emit the stop id
   return out;
 }
@@ -368,10 +381,11 @@ void check_engine_equals_alone(int64_t kv_pages, int64_t max_running, bool expec
   int64_t preempted = 0;
   for (int i = 0; i < N; ++i) {
     const std::vector<int64_t>& got = outputs[size_t(i)];
-    const std::vector<int64_t> want =
-        generate_alone(m, policies[size_t(i) % policies.size()].get(), attn, prompts[size_t(i)], max_tokens);
+    const std::vector<int64_t> want = generate_alone(m, policies[size_t(i) % policies.size()].get(),
+                                                     attn, prompts[size_t(i)], max_tokens);
     EXPECT_EQ(got, want) << "request " << i;
-    EXPECT_NE(streams[size_t(i)]->finish_reason(), FinishReason::error) << streams[size_t(i)]->error();
+    EXPECT_NE(streams[size_t(i)]->finish_reason(), FinishReason::error)
+        << streams[size_t(i)]->error();
     ASSERT_TRUE(streams[size_t(i)]->report().has_value());
     preempted += streams[size_t(i)]->preemptions();
   }
@@ -414,13 +428,16 @@ class ThreadCountRouting final : public RoutingPolicy {
   int seen = 0;
 };
 
-int scheduler_threads(const Model& m, int64_t option) {
+// The OpenMP thread count the router saw in the prefill step of a prompt of `prompt` tokens.
+int scheduler_threads(const Model& m, int64_t option, int64_t batch_option = 0,
+                      int64_t prompt = 8) {
   auto probe = std::make_shared<ThreadCountRouting>();
   EngineOptions eo;
   eo.threads = option;
+  eo.threads_batch = batch_option;
   Engine engine(m, eo);
   EngineRequest r;
-  r.prompt = ids_of(8, 1, m.config.vocab_size);
+  r.prompt = ids_of(prompt, 1, m.config.vocab_size);
   r.max_tokens = 1;
   r.routing = probe;
   drain(*engine.submit(r));
@@ -438,6 +455,19 @@ TEST(Engine, StepsRunWithTheCreatorsThreadCount) {
   EXPECT_EQ(scheduler_threads(m, 0), n);
   EXPECT_EQ(scheduler_threads(m, n + 2), n + 2);
   omp_set_num_threads(before);
+}
+
+// --threads-batch: a step of more than one row (here an 8-token prefill) runs on threads_batch,
+// a step of one row (a 1-token prompt, like a decode step) on threads; 0 is threads for both.
+TEST(Engine, StepsOfSeveralRowsRunOnTheBatchThreadCount) {
+  Model m = model_load(tinystories());
+  const int n = omp_get_num_procs() + 1;
+  EXPECT_EQ(scheduler_threads(m, n, n + 2, 8), n + 2);
+  EXPECT_EQ(scheduler_threads(m, n, n + 2, 1), n);
+  EXPECT_EQ(scheduler_threads(m, n, 0, 8), n);
+  EngineOptions eo;
+  eo.threads_batch = -1;
+  EXPECT_THROW(Engine(m, eo), Error);
 }
 
 TEST(Engine, CancelGivesThePagesBack) {
