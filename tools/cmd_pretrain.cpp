@@ -65,6 +65,9 @@ int cmd_pretrain(int argc, char** argv) {
   cl.integer("--head-dim", c.head_dim, "N", "head dimension (default 32)", {8, 256});
   cl.integer("--ffn", c.ffn, "N", "MLP intermediate size (default 768)", {8, 1 << 20});
   cl.real("--rope-theta", c.rope_theta, "X", "RoPE base (default 500000)", {1.0, 1e12});
+  cl.real("--qk-gain", c.qk_gain, "G",
+          "initial q_norm/k_norm gains (qwen3; default 1): logits up to G^2 sqrt(d)",
+          {0.0, 1e3, true});
   cl.section("Data");
   std::string tasks, lengths = "256,512,1024";
   cl.text("--tasks", tasks, "A,B",
@@ -134,6 +137,7 @@ int cmd_pretrain(int argc, char** argv) {
   const PretrainConfig defaults;
   c.layers = c.hidden = c.heads = c.kv_heads = c.head_dim = c.ffn = -1;
   c.rope_theta = -1;
+  c.qk_gain = -1;
   if (!cl.parse(argc, argv)) return 0;
   set_threads(threads);
   if (c.out_dir.empty()) throw Error(cl.missing("--out DIR"));
@@ -141,7 +145,8 @@ int cmd_pretrain(int argc, char** argv) {
       {"--layers", c.layers >= 0},         {"--hidden", c.hidden >= 0},
       {"--heads", c.heads >= 0},           {"--kv-heads", c.kv_heads >= 0},
       {"--head-dim", c.head_dim >= 0},     {"--ffn", c.ffn >= 0},
-      {"--rope-theta", c.rope_theta >= 0}, {"--arch", !arch.empty()}};
+      {"--rope-theta", c.rope_theta >= 0}, {"--arch", !arch.empty()},
+      {"--qk-gain", c.qk_gain >= 0}};
   for (auto [opt, given] : shape)
     if (given && (c.resume || !c.init_from.empty()))
       throw Error(std::string("option ") + opt + ": the shape comes from " +
@@ -154,6 +159,7 @@ int cmd_pretrain(int argc, char** argv) {
   if (c.head_dim < 0) c.head_dim = defaults.head_dim;
   if (c.ffn < 0) c.ffn = defaults.ffn;
   if (c.rope_theta < 0) c.rope_theta = defaults.rope_theta;
+  if (c.qk_gain < 0) c.qk_gain = defaults.qk_gain;
   if (!arch.empty()) c.arch = arch;
   if (write_tokenizer) {
     std::filesystem::create_directories(c.out_dir);

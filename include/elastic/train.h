@@ -139,6 +139,9 @@ struct PretrainConfig {
   // and k per head (qk-norm: with unit gains a logit is at most sqrt(head_dim), too flat to pick
   // one token out of thousands until the gains grow); "llama" has no qk-norm.
   std::string arch = "qwen3";
+  // Initial q_norm / k_norm gains of a fresh qwen3 model: a logit q.k/sqrt(d) is at most
+  // qk_gain^2 * sqrt(d), so a gain above 1 lets a fresh model attend sharply from the start.
+  double qk_gain = 1.0;
   int64_t layers = 6, hidden = 256, heads = 8, kv_heads = 4, head_dim = 32, ffn = 768;
   double rope_theta = 500000.0;
   int64_t max_position = 16384;

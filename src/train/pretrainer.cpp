@@ -262,15 +262,17 @@ void init_normal(float* dst, int64_t n, double stddev, uint32_t tensor, uint64_t
 }
 
 // GPT-2's init: N(0, 0.02) for embeddings and projections, the residual outputs (o_proj,
-// down_proj) scaled by 1 / sqrt(2 L); norms at 1, biases at 0.
-void backbone_init(ParamSet<float>& p, const ModelConfig& c, uint64_t seed) {
+// down_proj) scaled by 1 / sqrt(2 L); norms at 1 (q_norm / k_norm at qk_gain), biases at 0.
+void backbone_init(ParamSet<float>& p, const ModelConfig& c, uint64_t seed, double qk_gain) {
   uint32_t tensor = 0;
   for (const ParamInfo& t : p.layout.tensors()) {
     float* dst = p.ptr(t.name);
     const bool norm = t.name.find("norm.weight") != std::string::npos;
+    const bool qk = t.name.find("q_norm.weight") != std::string::npos ||
+                    t.name.find("k_norm.weight") != std::string::npos;
     const bool bias = t.name.size() > 5 && t.name.compare(t.name.size() - 5, 5, ".bias") == 0;
     if (norm)
-      std::fill(dst, dst + t.numel(), 1.f);
+      std::fill(dst, dst + t.numel(), qk ? float(qk_gain) : 1.f);
     else if (bias)
       std::fill(dst, dst + t.numel(), 0.f);
     else {
@@ -325,6 +327,9 @@ void config_validate(const PretrainConfig& pc) {
   if (pc.batch < 1) bad("--batch must be >= 1");
   if (pc.arch != "qwen3" && pc.arch != "llama")
     bad("--arch is \"" + pc.arch + "\" (expected \"qwen3\" or \"llama\")");
+  if (!(pc.qk_gain > 0) || !std::isfinite(pc.qk_gain)) bad("--qk-gain must be a positive number");
+  if (pc.qk_gain != 1.0 && pc.arch != "qwen3")
+    bad("--qk-gain sets the qk-norm gains: only --arch qwen3 has them");
   if (pc.lengths.empty()) bad("--lengths must name at least one length");
   if (pc.stop_ce > 0 && pc.eval_every <= 0)
     bad("--stop-ce needs --eval-every (the probe it reads)");
@@ -619,7 +624,7 @@ TrainStatus pretrain_run(const PretrainConfig& pc, const PretrainCallbacks& cb) 
   if (!pc.init_from.empty() && !pc.resume)
     params_load(backbone, WeightStore::open(pc.init_from));
   else
-    backbone_init(backbone, c, pc.seed);
+    backbone_init(backbone, c, pc.seed, pc.qk_gain);
   auto eng =
       train_engine_create(pc.backend, c, std::move(backbone), ParamSet<float>(ParamLayout{}), opt);
   const json fingerprint = fingerprint_of(pc, c, tasks);

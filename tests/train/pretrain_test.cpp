@@ -16,6 +16,7 @@
 #include "elastic/error.h"
 #include "elastic/eval.h"
 #include "elastic/fileio.h"
+#include "elastic/safetensors.h"
 #include "elastic/tokenizer.h"
 #include "elastic/train.h"
 
@@ -271,6 +272,33 @@ TEST(Pretrain, LlamaArchitectureHasNoQkNormAndLearns) {
   c = tiny(dir + "/bad");
   c.arch = "gpt2";
   expect_error(c, "--arch is \"gpt2\"");
+}
+
+// --qk-gain starts the qk-norm gains there (a fresh Qwen3 model; lr 0 keeps the init), and is
+// refused for Llama, which has no qk-norm.
+TEST(Pretrain, QkGainSetsTheInitialQkNormGains) {
+  const std::string dir = temp_dir("qkgain");
+  PretrainConfig c = tiny(dir + "/out");
+  c.qk_gain = 3.0;
+  c.steps = 1;
+  c.save_every = 1;
+  c.lr = 0.0;
+  ASSERT_EQ(pretrain_run(c), TrainStatus::finished);
+  WeightStore w = WeightStore::open(dir + "/out");
+  const std::vector<float> q = w.get("model.layers.0.self_attn.q_norm.weight").to_f32();
+  const std::vector<float> k = w.get("model.layers.1.self_attn.k_norm.weight").to_f32();
+  const std::vector<float> n = w.get("model.layers.0.input_layernorm.weight").to_f32();
+  ASSERT_FALSE(q.empty());
+  for (float v : q) EXPECT_EQ(v, 3.f);
+  for (float v : k) EXPECT_EQ(v, 3.f);
+  for (float v : n) EXPECT_EQ(v, 1.f);  // the other norms stay at 1
+  c = tiny(dir + "/llama");
+  c.arch = "llama";
+  c.qk_gain = 2.0;
+  expect_error(c, "only --arch qwen3 has them");
+  c = tiny(dir + "/zero");
+  c.qk_gain = 0.0;
+  expect_error(c, "--qk-gain must be a positive number");
 }
 
 // --stop-ce ends the run at the first probe where every task is learned: with a bound above
