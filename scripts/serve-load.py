@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Load test of `elastic serve` on loopback, bounded in time (stdlib only).
 
-Starts the server on a free port with the small model, then:
+Starts the server on a free port with a small model, then:
   1. throughput: streaming clients back to back, 1 client (sequential) then N (default 16), for
      --throughput-seconds each: generated tokens per second, and the ratio;
   2. soak: --clients (default 32) concurrent streaming clients for --duration seconds (default
@@ -11,6 +11,12 @@ Starts the server on a free port with the small model, then:
 The clients are build/bin/serve_load_client (C++ threads, the same requests and measurements as
 this script's Python clients, which --client python still runs): on a 2-core machine the Python
 clients took about half a core that the server then did not have.
+The default model ("small-26m") is a 26 M-parameter Llama (8 layers, hidden 512, 8 query / 4 KV
+heads of 64, MLP 1536, the task suite's 2891-token vocabulary) with random weights (GPT-2 init;
+written once into the build folder of --bin, serve-load-small-26m/, by `elastic train --lr 0 --steps 1`): its bf16
+weights (53 MB) stream from DRAM on every decode step, as a served model's do, where the 656 K
+TinyStories model (--model ../shared/data/tinystories-656k) stays in the L2/L3 caches and gains
+little from batching (docs/serve.md). The text it writes is noise; the tokens are what count.
 Prints a table and writes --json FILE. Every loop is bounded by its deadline; the server is
 stopped by its own pid (SIGTERM) at the end.
 """
@@ -137,13 +143,18 @@ def run_clients_cpp(client_bin, host, port, clients, seconds, seed):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default=os.path.join(ROOT, "build/bin/elastic"))
-    ap.add_argument("--model", default=os.path.join(ROOT, "../shared/data/tinystories-656k"))
+    ap.add_argument("--model", default="small-26m",
+                    help="an HF model folder, or small-26m (default: made on first use, see above)")
     ap.add_argument("--threads", type=int, default=1,
                     help="server -t (engine threads; default 1: on 2 cores the HTTP threads and the\n"
                          "clients need the other one, and the small model gains little from a second)")
-    ap.add_argument("--threads-batch", type=int, default=0,
-                    help="server --threads-batch (threads of the steps with several rows; default 0:\n"
-                         "--threads)")
+    ap.add_argument("--threads-batch", type=int, default=os.cpu_count(),
+                    help="server --threads-batch (threads of the steps with several rows; default:\n"
+                         "every core; 0: --threads)")
+    ap.add_argument("--omp-wait-policy", choices=["passive", "active", "default"], default="default",
+                    help="the server's OMP_WAIT_POLICY (default: unset, libgomp's own, which spins a\n"
+                         "while, then sleeps; passive sleeps at once and leaves the core to the HTTP\n"
+                         "threads, at a futex wake-up per parallel region)")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--duration", type=float, default=300, help="soak seconds")
     ap.add_argument("--throughput-clients", type=int, default=16)
@@ -158,12 +169,29 @@ def main():
     if a.client == "cpp" and not os.access(a.client_bin, os.X_OK):
         sys.exit(f"{a.client_bin} not found (build the serve_load_client target, or pass --client python)")
 
+    if a.model == "small-26m":
+        a.model = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(a.bin))), "serve-load-small-26m")
+        if not os.path.exists(os.path.join(a.model, "model.safetensors")):
+            print(f"writing the small-26m model into {a.model}", flush=True)
+            r = subprocess.run([a.bin, "train", "--out", a.model, "--arch", "llama", "--layers", "8",
+                                "--hidden", "512", "--heads", "8", "--kv-heads", "4", "--head-dim", "64",
+                                "--ffn", "1536", "--steps", "1", "--lr", "0", "--tasks", "assoc_recall",
+                                "--lengths", "64", "--max-tokens", "64", "--batch", "1", "-t", "1"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if r.returncode != 0:
+                sys.exit("writing the small-26m model failed: " + r.stderr.strip())
+            os.remove(os.path.join(a.model, "train_state.safetensors"))  # 320 MB of AdamW state
+
     def run(clients, seconds, seed):
         if a.client == "cpp":
             return run_clients_cpp(a.client_bin, host, port, clients, seconds, seed)
         return run_clients(host, port, clients, seconds, seed)
 
-    env = {**os.environ, "OMP_WAIT_POLICY": "passive"}
+    env = dict(os.environ)
+    if a.omp_wait_policy != "default":
+        env["OMP_WAIT_POLICY"] = a.omp_wait_policy
+    else:
+        env.pop("OMP_WAIT_POLICY", None)
     server = subprocess.Popen([a.bin, "serve", "-m", a.model, "--port", "0", "-t", str(a.threads),
                                "--threads-batch", str(a.threads_batch), "--max-queue", "1024"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=env)
@@ -174,7 +202,7 @@ def main():
         server.kill()
         sys.exit("server did not start: " + line + server.stderr.read())
     host = "127.0.0.1"
-    out = {"threads": a.threads, "threads_batch": a.threads_batch, "model": a.model, "cores": os.cpu_count(), "client": a.client}
+    out = {"threads": a.threads, "threads_batch": a.threads_batch, "omp_wait_policy": a.omp_wait_policy, "model": a.model, "cores": os.cpu_count(), "client": a.client}
     try:
         print(f"server pid {server.pid} on port {port}; warm-up {a.warmup:.0f} s", flush=True)
         run(4, a.warmup, 0)
