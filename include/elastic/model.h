@@ -26,6 +26,8 @@
 
 namespace elastic {
 
+class TpComm;  // tensor_parallel.h
+
 // Projections that read the same input are stacked into one matrix (one pass over the input
 // and one parallel region per pass): q/k/v and gate/up.
 struct LayerWeights {
@@ -54,8 +56,11 @@ struct Model {
   std::shared_ptr<Backend> backend;
   ModelWeights weights;
   RopeFrequencies rope;
-  std::shared_ptr<const void> storage;        // keeps the checkpoint mapping alive
+  std::shared_ptr<const void> storage;         // keeps the checkpoint mapping alive
   std::vector<std::shared_ptr<void>> buffers;  // backend copies of norms and biases
+  // A tensor-parallel shard's group (tensor_parallel.h): the forward all-reduces the partial
+  // outputs of o_proj and down_proj through it. Null: the whole model.
+  std::shared_ptr<TpComm> tp;
 
   // Parameters of the linear layers a forward pass reads (q/k/v/o, MLP, lm_head), and their
   // bytes as stored; the embedding is counted once when tied.
@@ -90,13 +95,13 @@ struct Workspace {
 
 // State of one sequence: KV cache, routing decisions, attention options, scratch.
 struct Request {
-  KvCache cache;                     // host KV cache (unused when kv_store is set)
-  std::shared_ptr<KvStore> kv_store;  // the backend's own KV cache (device-resident), or null
-  std::vector<LayerRoute> routes;  // [L] after the first prefill, empty before
+  KvCache cache;                         // host KV cache (unused when kv_store is set)
+  std::shared_ptr<KvStore> kv_store;     // the backend's own KV cache (device-resident), or null
+  std::vector<LayerRoute> routes;        // [L] after the first prefill, empty before
   std::vector<AttnStats> prefill_stats;  // [L] attention stats of the first prefill (reports)
-  AttnOptions attn;                // SSA sink/window etc., from the config by default
-  RoutingPolicy* routing = nullptr;  // null = DenseRouting
-  int64_t length = 0;              // positions processed
+  AttnOptions attn;                      // SSA sink/window etc., from the config by default
+  RoutingPolicy* routing = nullptr;      // null = DenseRouting
+  int64_t length = 0;                    // positions processed
   Workspace ws;
 };
 

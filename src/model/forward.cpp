@@ -19,6 +19,7 @@
 
 #include "elastic/error.h"
 #include "elastic/model.h"
+#include "elastic/tensor_parallel.h"
 
 namespace elastic {
 namespace {
@@ -58,7 +59,8 @@ void workspace_reserve(Backend& be, const ModelConfig& c, Workspace& ws, int64_t
   ws.logits_host.resize(logits_floats);
 }
 
-void hidden_push(Backend& be, std::vector<std::vector<float>>* hidden, const float* x, int64_t count) {
+void hidden_push(Backend& be, std::vector<std::vector<float>>* hidden, const float* x,
+                 int64_t count) {
   if (!hidden) return;
   hidden->emplace_back(static_cast<size_t>(count));
   be.download(hidden->back().data(), x, static_cast<size_t>(count) * sizeof(float));
@@ -67,7 +69,7 @@ void hidden_push(Backend& be, std::vector<std::vector<float>>* hidden, const flo
 // x += MLP(rmsnorm(x)) for rows [0, n), in tiles of kMlpTileTokens rows.
 // x: [n, D]; xn, proj: [n, D] scratch; gate_up: [tile, 2F], act: [tile, F] scratch.
 void mlp_block_forward(Backend& be, float* x, float* xn, float* proj, float* gate_up, float* act,
-                       const LayerWeights& w, const ModelConfig& c, int64_t n) {
+                       const LayerWeights& w, const ModelConfig& c, int64_t n, TpComm* tp) {
   const int64_t D = c.hidden_size, F = c.intermediate_size;
   be.rmsnorm_forward(xn, x, w.post_attention_norm, n, D, static_cast<float>(c.rms_norm_eps));
   for (int64_t t0 = 0; t0 < n; t0 += kMlpTileTokens) {
@@ -76,6 +78,7 @@ void mlp_block_forward(Backend& be, float* x, float* xn, float* proj, float* gat
     be.swiglu_forward(act, gate_up, m, F);                                // act: [m, F]
     be.linear_forward(proj + t0 * D, act, w.down_proj, nullptr, m);       // proj: [m, D]
   }
+  if (tp) tp->all_reduce_sum(proj, n * D);  // a shard's partial sum over its F/W columns
   be.residual_forward(x, proj, n * D);
 }
 
@@ -155,7 +158,9 @@ const std::vector<float>& model_prefill(const Model& model, Request& req, const 
   if (n <= 0) throw Error("prefill needs at least one token");
   attn_options_validate(req.attn);  // before attn_call_modes divides by the XA block
   const int64_t pos0 = req.length;
-  const int64_t logits_rows = opt.logits == LogitsOutput::all ? n : opt.logits == LogitsOutput::last ? 1 : 0;
+  const int64_t logits_rows = opt.logits == LogitsOutput::all    ? n
+                              : opt.logits == LogitsOutput::last ? 1
+                                                                 : 0;
   Workspace& ws = req.ws;
   workspace_reserve(be, c, ws, n, logits_rows);
   float *x = f32(ws.x), *xn = f32(ws.xn), *qkv = f32(ws.qkv), *q = f32(ws.q), *k = f32(ws.k);
@@ -185,17 +190,19 @@ const std::vector<float>& model_prefill(const Model& model, Request& req, const 
 
   for (int64_t l = 0; l < L; ++l) {
     const LayerWeights& w = W.layers[static_cast<size_t>(l)];
-    be.rmsnorm_forward(xn, x, w.input_norm, n, D, eps);    // xn: [n, D]
-    be.linear_forward(qkv, xn, w.qkv_proj, w.qkv_bias, n);  // qkv: [n, (Hq + 2 Hkv) d]
+    be.rmsnorm_forward(xn, x, w.input_norm, n, D, eps);      // xn: [n, D]
+    be.linear_forward(qkv, xn, w.qkv_proj, w.qkv_bias, n);   // qkv: [n, (Hq + 2 Hkv) d]
     be.qkv_split_forward(q, k, v, qkv, n, Hq * d, Hkv * d);  // q: [n, Hq, d]; k, v: [n, Hkv, d]
     if (w.q_norm) be.rmsnorm_forward(q, q, w.q_norm, n * Hq, d, eps);
     if (w.k_norm) be.rmsnorm_forward(k, k, w.k_norm, n * Hkv, d, eps);
     LayerRoute& route = req.routes[static_cast<size_t>(l)];
     if (first_prefill) {
-      route = routing.route_backend(be, l, k, n, Hkv, d);  // k: [n, Hkv, d] after k_norm, before RoPE
+      route =
+          routing.route_backend(be, l, k, n, Hkv, d);  // k: [n, Hkv, d] after k_norm, before RoPE
       if (static_cast<int64_t>(route.modes.size()) != Hkv)
         throw Error("routing policy returned " + std::to_string(route.modes.size()) +
-                    " modes for layer " + std::to_string(l) + " (expected " + std::to_string(Hkv) + ")");
+                    " modes for layer " + std::to_string(l) + " (expected " + std::to_string(Hkv) +
+                    ")");
       const std::vector<AttnMode> kept = kv_cache_modes(route.modes, req.attn.decode_kv);
       if (req.kv_store)
         req.kv_store->configure_layer(l, kept, req.attn.ssa);
@@ -231,8 +238,9 @@ const std::vector<float>& model_prefill(const Model& model, Request& req, const 
     }
 
     be.linear_forward(proj, att, w.o_proj, w.o_bias, n);  // proj: [n, D]
+    if (model.tp) model.tp->all_reduce_sum(proj, n * D);  // a shard's partial sum over its heads
     be.residual_forward(x, proj, n * D);
-    mlp_block_forward(be, x, xn, proj, f32(ws.gate_up), f32(ws.act), w, c, n);
+    mlp_block_forward(be, x, xn, proj, f32(ws.gate_up), f32(ws.act), w, c, n, model.tp.get());
     hidden_push(be, opt.hidden, x, n * D);
     if (opt.check_layers && !be.all_finite(x, n * D))
       throw Error(model.source + ": the output of layer " + std::to_string(l) +

@@ -63,6 +63,10 @@ const std::vector<float>& model_forward_batch(const Model& model, const Batch& b
   const ModelConfig& c = model.config;
   const ModelWeights& W = model.weights;
   Backend& be = *model.backend;
+  if (model.tp)
+    throw Error(model.source +
+                ": a tensor-parallel shard runs model_prefill only (the batched "
+                "forward of the serving engine does not all-reduce yet)");
   const int64_t D = c.hidden_size, Hq = c.num_heads, Hkv = c.num_kv_heads, d = c.head_dim;
   const int64_t L = c.num_layers, V = c.vocab_size, F = c.intermediate_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
