@@ -37,8 +37,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # words, but an --option=value keeps its value's commas (it runs up to the next ",-" or space).
 split_args() {
   SPLIT=()
-  local w
-  for w in $(sed 's/,-/ -/g' <<< "$1"); do
+  local w words
+  read -r -a words <<< "${1//,-/ -}"  # no glob expansion of the words
+  for w in "${words[@]}"; do
     if [[ $w == --*=* ]]; then SPLIT+=("$w"); else IFS=, read -r -a p <<< "$w"; SPLIT+=("${p[@]}"); fi
   done
 }
