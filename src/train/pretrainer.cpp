@@ -529,9 +529,16 @@ void pretrain_curves_write(const std::string& metrics_path, const std::string& p
     panels[1].title = "held-out answer CE, every head FA";
     panels[2].title = "held-out answer CE, every head SSA";
     for (int i : {1, 2}) panels[size_t(i)].x_label = "step";
-    for (const auto& [task, xy] : fa) panels[1].series.push_back(series(task, xy.first, xy.second));
+    // One legend, on the SSA panel (the FA panel's series come in the same order and colours),
+    // and panels tall enough for it to leave the curves room: 13 tasks' legend covered the
+    // FA panel of a 320-pixel figure.
+    for (const auto& [task, xy] : fa) panels[1].series.push_back(series("", xy.first, xy.second));
     for (const auto& [task, xy] : ssa)
       panels[2].series.push_back(series(task, xy.first, xy.second));
+    fig.panel_height = std::max(fig.panel_height, 200 + 22 * static_cast<int>(fa.size()));
+    for (int i : {1, 2})  // the palette has ten colours: the next ten series are dashed
+      for (size_t k = 10; k < panels[size_t(i)].series.size(); ++k)
+        panels[size_t(i)].series[k].dash = PlotDash::dashed;
   }
   for (PlotPanel& p : panels) p.y_label = "nats";
   plot_write_png(fig, png);
