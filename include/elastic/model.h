@@ -26,7 +26,8 @@
 
 namespace elastic {
 
-class TpComm;  // tensor_parallel.h
+class TpComm;       // tensor_parallel.h
+class WeightStore;  // safetensors.h
 
 // Projections that read the same input are stacked into one matrix (one pass over the input
 // and one parallel region per pass): q/k/v and gate/up.
@@ -70,6 +71,12 @@ struct Model {
 
 // Resolves a tensor name to a view, or nullopt when absent.
 using TensorLookup = std::function<std::optional<TensorView>(const std::string&)>;
+
+// The tensors of the checkpoint folder `dir` (opened as `store`) as a lookup, once the folder is
+// checked to hold no layer past `config`'s (refused rather than run truncated): what
+// model_load and the tensor-parallel shards read.
+TensorLookup checkpoint_lookup(const ModelConfig& config, std::shared_ptr<const WeightStore> store,
+                               const std::string& dir);
 
 // Loads an HF folder (config.json + safetensors). Every tensor is checked against the config;
 // a missing tensor or a wrong shape throws elastic::Error naming the tensor, the expected and

@@ -187,12 +187,16 @@ void layers_unused_check(const ModelConfig& c, const WeightStore& store, const s
 Model model_load(const std::string& dir, std::shared_ptr<Backend> backend) {
   ModelConfig config = config_load(dir);
   auto store = std::make_shared<WeightStore>(WeightStore::open(dir));
+  return model_build(config, checkpoint_lookup(config, store, dir), store, dir, std::move(backend));
+}
+
+TensorLookup checkpoint_lookup(const ModelConfig& config, std::shared_ptr<const WeightStore> store,
+                               const std::string& dir) {
   layers_unused_check(config, *store, dir);
-  TensorLookup lookup = [store](const std::string& name) -> std::optional<TensorView> {
+  return [store](const std::string& name) -> std::optional<TensorView> {
     if (!store->contains(name)) return std::nullopt;
     return store->get(name);
   };
-  return model_build(config, lookup, store, dir, std::move(backend));
 }
 
 }  // namespace elastic

@@ -156,10 +156,7 @@ Model model_load_tp(const std::string& dir, std::shared_ptr<TpComm> comm,
   auto st = std::make_shared<ShardStorage>();
   st->store = std::make_shared<WeightStore>(WeightStore::open(dir));
   ShardStorage& s = *st;
-  TensorLookup lookup = [st](const std::string& name) -> std::optional<TensorView> {
-    if (!st->store->contains(name)) return std::nullopt;
-    return st->store->get(name);
-  };
+  const TensorLookup lookup = checkpoint_lookup(full, st->store, dir);
   TensorLookup shard = [&, lookup](const std::string& name) -> std::optional<TensorView> {
     std::optional<TensorView> t = lookup(name);
     if (!t || name.rfind("model.layers.", 0) != 0) return t;

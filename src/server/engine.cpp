@@ -183,8 +183,7 @@ void Engine::preempt(Seq& s) {
 }
 
 void Engine::run() {
-  omp_set_num_threads(static_cast<int>(options_.threads));  // this thread's own setting
-  while (true) {
+  while (true) {  // step() sets this thread's OpenMP count (threads or threads_batch) itself
     {
       std::unique_lock<std::mutex> lock(mutex_);
       if (stopping_) break;
