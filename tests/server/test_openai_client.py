@@ -74,15 +74,17 @@ def test_stream_text_chunks_are_the_json_dump_of_their_fields(server):
         conn.close()
         events = [e for e in raw.split("\n\n") if e]
         assert events[-1] == "data: [DONE]" and all(e.startswith("data: ") for e in events)
-        texts = 0
+        texts, joined = 0, ""
         for e in events[:-1]:
             ev = json.loads(e[6:])
             choice = ev["choices"][0] if ev["choices"] else {}
             piece = choice.get("text") or choice.get("delta", {}).get("content")
             if piece and choice["finish_reason"] is None:
-                texts += 1
+                texts, joined = texts + 1, joined + piece
                 assert e[6:] == json.dumps(ev, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
-        assert texts > 3
+        # A stream sends what text is ready at each write: under load several tokens share a
+        # chunk, so the count of chunks varies; the text they carried does not (seeded).
+        assert texts >= 1 and len(joined) > 20
 
 
 def test_chat_completion_and_stream(client):
