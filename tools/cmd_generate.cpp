@@ -1,9 +1,12 @@
 // elastic generate: prefill a prompt (token ids or text), then sample new tokens until EOS, a
 // stop string or -n. The prompt is echoed, then the continuation streams as it is decoded (as
 // llama-cli does); the prompt and -n are checked against the context before anything runs.
+#include <omp.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -13,7 +16,9 @@
 #include "commands.h"
 #include "elastic/fileio.h"
 #include "elastic/model.h"
+#include "elastic/report.h"
 #include "elastic/sampling.h"
+#include "elastic/tensor_parallel.h"
 #include "elastic/tokenizer.h"
 #include "elastic_options.h"
 #include "generation_cli.h"
@@ -67,7 +72,12 @@ int cmd_generate(int argc, char** argv) {
   json_option_add(cl, json, "print one JSON object (text, ids, counts, speed, report)");
   threads_option_add(cl, threads);
   backend_option_add(cl, backend);
-  sampling_options_add(cl, sp);
+  int64_t tp = 1;
+  cl.integer("--tp", tp, "N",
+             "tensor parallelism: N ranks (threads of this process, --backend cpu), each\n"
+             "holding 1/N of the KV heads, query heads and MLP columns; -t threads are\n"
+             "shared among them (default 1)",
+             {1});
   elastic_options_add(cl, eo);
   if (!cl.parse(argc, argv)) return 0;
   set_threads(threads);
@@ -81,15 +91,14 @@ int cmd_generate(int argc, char** argv) {
   std::optional<Tokenizer> tok;
   if (prompt) tok = Tokenizer::load(mo.tokenizer_path());
 
-  const auto load_start = std::chrono::steady_clock::now();
-  Model model = model_load(mo.dir, backend_create(backend));
-  const double load_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
-  if (tok && tok->vocab_size() > model.config.vocab_size)
+  // The whole model's config: a TP rank's shard holds 1/tp of its heads.
+  ModelConfig config = config_load(mo.dir);
+  if (tok && tok->vocab_size() > config.vocab_size)
     throw Error(tok->source() + ": tokenizer has " + std::to_string(tok->vocab_size()) +
-                " ids but the model's vocab_size is " + std::to_string(model.config.vocab_size) +
+                " ids but the model's vocab_size is " + std::to_string(config.vocab_size) +
                 " (wrong --tokenizer?)");
-  const int64_t ctx = context_size(ctx_opt, model.config);
+  if (tp > 1) tp_validate(config, static_cast<int>(tp), mo.dir);
+  const int64_t ctx = context_size(ctx_opt, config);
   const std::string context_hint = "shorten it, lower -n, or pass --truncate to keep its end";
   const int64_t room = context_room(ctx, gen.max_new_tokens);
   if (prompt) {
@@ -106,36 +115,39 @@ int cmd_generate(int argc, char** argv) {
   else
     context_check(ctx, 0, static_cast<int64_t>(ids.size()), gen.max_new_tokens, "the prompt",
                   context_hint);
-  const RoutingSetup setup = routing_setup(eo.routing, model.config, WeightStore::open(mo.dir));
-  Request req = request_start(model, setup);
   // A model config without eos_token_id stops at the tokenizer's end token.
-  if (tok && model.config.eos_token_ids.empty() && tok->eos_id())
-    model.config.eos_token_ids.push_back(*tok->eos_id());
+  if (tok && config.eos_token_ids.empty() && tok->eos_id())
+    config.eos_token_ids.push_back(*tok->eos_id());
+  const std::vector<int64_t>& eos_ids = config.eos_token_ids;
 
-  std::optional<StreamDecoder> stream;
-  if (tok) stream.emplace(*tok);
-  StopMatcher stop(stops);
-  std::string text;  // the continuation shown (stop string excluded)
-  auto show = [&](const std::string& piece) {
-    text += piece;
-    if (!json) {
+  // What a rank's tokens become: the text after stop strings, shown by the lead rank only. Every
+  // TP rank samples the same ids from the same (all-reduced) logits with the same seed, and
+  // decides the same stops from its own copy.
+  struct Output {
+    std::optional<StreamDecoder> stream;
+    StopMatcher stop{{}};
+    std::string text;  // the continuation shown (stop string excluded)
+    bool lead = true;  // prints
+  };
+  auto show = [&](Output& o, const std::string& piece) {
+    o.text += piece;
+    if (!json && o.lead) {
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
     }
   };
-  auto on_token = [&](int64_t id) {
+  auto on_token = [&](Output& o, int64_t id) {
     if (!tok) {
-      if (!json) {
+      if (!json && o.lead) {
         std::printf("%lld ", (long long)id);
         std::fflush(stdout);
       }
       return true;
     }
-    const bool eos = gen.stop_at_eos &&
-                     std::find(model.config.eos_token_ids.begin(), model.config.eos_token_ids.end(),
-                               id) != model.config.eos_token_ids.end();
-    if (!eos) show(stop.push(stream->push(static_cast<int32_t>(id))));
-    return !stop.stopped();
+    const bool eos =
+        gen.stop_at_eos && std::find(eos_ids.begin(), eos_ids.end(), id) != eos_ids.end();
+    if (!eos) show(o, o.stop.push(o.stream->push(static_cast<int32_t>(id))));
+    return !o.stop.stopped();
   };
   if (!json && display_prompt) {
     if (tok && ids.size() == prompt_given) {
@@ -149,14 +161,74 @@ int cmd_generate(int argc, char** argv) {
     }
     std::fflush(stdout);
   }
-  gen.on_prefill_layer = prefill_progress(static_cast<int64_t>(ids.size()));
-  GenerateStats st;
-  std::vector<int64_t> out = generate(model, req, ids, gen, sampler, on_token, &st);
-  if (tok && !stop.stopped()) show(stop.push(stream->finish()) + stop.finish());
 
+  // One rank's generation (the whole model's when tp is 1): its routing (a static head list
+  // sliced to its heads), its request, its sampler and its own output.
+  struct RankResult {
+    Output output;
+    std::vector<int64_t> out;
+    GenerateStats st;
+    TpRouting routing;
+    AttnOptions attn;
+    std::string policy;
+    double load_seconds = 0;
+  };
+  std::vector<RankResult> results(static_cast<size_t>(tp));
+  auto run_rank = [&](int rank, const std::function<Model()>& load) {
+    RankResult& r = results[static_cast<size_t>(rank)];
+    const auto load_start = std::chrono::steady_clock::now();
+    Model model = load();
+    r.load_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+    RoutingSetup setup = routing_setup(eo.routing, config, WeightStore::open(mo.dir));
+    tp_routing_shard(setup, rank, static_cast<int>(tp));
+    Request req = request_start(model, setup);
+    r.output.lead = rank == 0;
+    r.output.stop = StopMatcher(stops);
+    if (tok) r.output.stream.emplace(*tok);
+    Sampler sampler(sp);
+    GenerateOptions g = gen;
+    if (rank == 0) g.on_prefill_layer = prefill_progress(static_cast<int64_t>(ids.size()));
+    Output& o = r.output;
+    r.out = generate(
+        model, req, ids, g, sampler, [&](int64_t id) { return on_token(o, id); }, &r.st);
+    if (tok && !o.stop.stopped()) show(o, o.stop.push(o.stream->finish()) + o.stop.finish());
+    r.routing = {req.routes, req.prefill_stats};
+    r.attn = req.attn;
+    r.policy = setup.description;
+  };
+  if (tp == 1) {
+    run_rank(0, [&] {
+      Model m = model_load(mo.dir, backend_create(backend));
+      m.config.eos_token_ids = eos_ids;
+      return m;
+    });
+  } else {
+    const int total = threads > 0 ? static_cast<int>(threads) : omp_get_max_threads();
+    tp_run_in_process(static_cast<int>(tp), total / static_cast<int>(tp),
+                      [&](std::shared_ptr<TpComm> comm) {
+                        const int rank = comm->rank();
+                        run_rank(rank, [&] {
+                          Model m = model_load_tp(mo.dir, comm, backend_create(backend));
+                          m.config.eos_token_ids = eos_ids;
+                          return m;
+                        });
+                      });
+  }
+  RankResult& lead = results[0];
+  const GenerateStats& st = lead.st;
+  const std::vector<int64_t>& out = lead.out;
+  const std::string& text = lead.output.text;
+  const StopMatcher& stop = lead.output.stop;
+  double load_seconds = 0;
+  for (const RankResult& r : results) load_seconds = std::max(load_seconds, r.load_seconds);
+  std::vector<TpRouting> ranks;
+  for (const RankResult& r : results) ranks.push_back(r.routing);
+  const TpRouting whole = tp == 1 ? lead.routing : tp_gather_routing(ranks);
   const GenerationSpeed speed = generation_speed(st);
   const char* finish_reason = st.stopped_at_eos ? "eos" : stop.stopped() ? "stop" : "length";
-  const RequestReport report = elastic_request_report(model, req, st.prompt_tokens);
+  const RequestReport report = report_build(config.num_heads, config.num_kv_heads, config.head_dim,
+                                            st.prompt_tokens, whole.routes, whole.stats, lead.attn);
   if (!eo.routing_map.empty()) report_write_routing_map_png(report, eo.routing_map);
   if (json) {
     nlohmann::json j;
@@ -177,7 +249,8 @@ int cmd_generate(int argc, char** argv) {
     j["prefill_ms_per_token"] = speed.prefill_ms_per_token;
     j["decode_tokens_per_s"] = speed.decode_tokens_per_s;
     j["decode_ms_per_token"] = speed.decode_ms_per_token;
-    j["policy"] = setup.description;
+    j["policy"] = lead.policy;
+    j["tp"] = tp;
     j["report"] = report_json(report);
     std::printf("%s\n", j.dump().c_str());
   } else {

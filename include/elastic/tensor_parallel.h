@@ -15,11 +15,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "elastic/attention.h"
 #include "elastic/model.h"
+#include "elastic/routing.h"
 #include "elastic/routing_setup.h"
 
 namespace elastic {
@@ -37,6 +40,13 @@ class TpComm {
 // W communicators of one group whose ranks are threads of this process.
 std::vector<std::shared_ptr<TpComm>> tp_group_in_process(int world);
 
+// Runs rank_main on `world` threads of this process, one per rank of an in-process group, each
+// with `threads_per_rank` OpenMP threads, and returns when all are done. A rank that throws
+// aborts the group (the others' all-reduces throw rather than wait for it); the first rank's own
+// error is then rethrown here.
+void tp_run_in_process(int world, int threads_per_rank,
+                       const std::function<void(std::shared_ptr<TpComm>)>& rank_main);
+
 // Throws naming the field when `c` cannot be split W ways (KV heads, intermediate size).
 void tp_validate(const ModelConfig& c, int world, const std::string& source);
 
@@ -48,6 +58,17 @@ std::vector<std::vector<uint8_t>> tp_heads_slice(const std::vector<std::vector<u
 // Makes a routing setup of the whole model rank `rank`'s: a static assignment is sliced to the
 // rank's KV heads; dense routing and routers (which decide each head from its own keys) stay.
 void tp_routing_shard(RoutingSetup& setup, int rank, int world);
+
+// What a request routed and attended: its routes [L] and the stats of its prefill [L], of one
+// rank (its heads) or of the whole model.
+struct TpRouting {
+  std::vector<LayerRoute> routes;
+  std::vector<AttnStats> stats;
+};
+// The whole model's from the ranks' (in rank order): every layer's KV heads (modes, router
+// logits, decisions) and query heads (rho, attended pairs) concatenated, the XA estimation
+// scores summed; what report_build reads with the whole model's head counts.
+TpRouting tp_gather_routing(const std::vector<TpRouting>& ranks);
 
 // Rank `comm->rank()`'s shard of the HF folder `dir`, its forward tied to `comm`.
 Model model_load_tp(const std::string& dir, std::shared_ptr<TpComm> comm,

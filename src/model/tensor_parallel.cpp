@@ -1,11 +1,16 @@
 // Tensor-parallel shards of an HF checkpoint and the in-process communicator (see the header).
 #include "elastic/tensor_parallel.h"
 
-#include <barrier>
+#include <omp.h>
+
+#include <algorithm>
+#include <condition_variable>
 #include <cstring>
+#include <exception>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "elastic/error.h"
@@ -14,14 +19,46 @@
 namespace elastic {
 namespace {
 
-// The ranks of one group meet at a barrier twice per all-reduce: once when every rank has
-// published its buffer (then each sums all buffers, in rank order, into its own scratch), once
-// when every rank has read them all (then each copies its sum over its buffer). Summing in the
-// same order on every rank gives every rank the same bits.
-struct InProcessGroup {
-  explicit InProcessGroup(int world) : slots(static_cast<size_t>(world)), meet(world) {}
+// The ranks of one group meet twice per all-reduce: once when every rank has published its
+// buffer (then each sums all buffers, in rank order, into its own scratch), once when every rank
+// has read them all (then each copies its sum over its buffer). Summing in the same order on
+// every rank gives every rank the same bits. A rank that fails aborts the group: the others'
+// meetings throw instead of waiting for it forever.
+class InProcessGroup {
+ public:
+  explicit InProcessGroup(int world) : slots(static_cast<size_t>(world)) {}
   std::vector<const float*> slots;
-  std::barrier<> meet;
+
+  void meet() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (aborted_) throw Error(abort_message());
+    const uint64_t gen = generation_;
+    if (++arrived_ == slots.size()) {
+      arrived_ = 0;
+      ++generation_;
+      cv_.notify_all();
+      return;
+    }
+    cv_.wait(lock, [&] { return generation_ != gen || aborted_; });
+    if (generation_ == gen) throw Error(abort_message());
+  }
+  void abort(int rank) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!aborted_) failed_rank_ = rank;
+    aborted_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::string abort_message() const {
+    return "tensor parallel: rank " + std::to_string(failed_rank_) + " failed";
+  }
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  size_t arrived_ = 0;
+  uint64_t generation_ = 0;
+  bool aborted_ = false;
+  int failed_rank_ = -1;
 };
 
 class InProcessComm final : public TpComm {
@@ -31,13 +68,14 @@ class InProcessComm final : public TpComm {
   int world() const override { return static_cast<int>(g_->slots.size()); }
   void all_reduce_sum(float* x, int64_t n) override {
     g_->slots[static_cast<size_t>(rank_)] = x;
-    g_->meet.arrive_and_wait();
+    g_->meet();
     sum_.assign(static_cast<size_t>(n), 0.f);
     for (const float* s : g_->slots)
       for (int64_t i = 0; i < n; ++i) sum_[static_cast<size_t>(i)] += s[i];
-    g_->meet.arrive_and_wait();
+    g_->meet();
     std::memcpy(x, sum_.data(), static_cast<size_t>(n) * sizeof(float));
   }
+  void abort() { g_->abort(rank_); }
 
  private:
   std::shared_ptr<InProcessGroup> g_;
@@ -100,6 +138,42 @@ std::vector<std::shared_ptr<TpComm>> tp_group_in_process(int world) {
   return out;
 }
 
+void tp_run_in_process(int world, int threads_per_rank,
+                       const std::function<void(std::shared_ptr<TpComm>)>& rank_main) {
+  const std::vector<std::shared_ptr<TpComm>> comms = tp_group_in_process(world);
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(world));
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < world; ++r)
+    ranks.emplace_back([&, r] {
+      omp_set_num_threads(std::max(1, threads_per_rank));  // this thread's own setting
+      try {
+        rank_main(comms[static_cast<size_t>(r)]);
+      } catch (...) {
+        errors[static_cast<size_t>(r)] = std::current_exception();
+        static_cast<InProcessComm&>(*comms[static_cast<size_t>(r)]).abort();
+      }
+    });
+  for (std::thread& t : ranks) t.join();
+  // The cause, not a rank that only saw the group abort: the aborting rank's error first.
+  std::exception_ptr first, abort_seen;
+  for (const std::exception_ptr& e : errors) {
+    if (!e) continue;
+    try {
+      std::rethrow_exception(e);
+    } catch (const Error& err) {
+      if (std::string(err.what()).find("tensor parallel: rank ") == 0) {
+        if (!abort_seen) abort_seen = e;
+        continue;
+      }
+      if (!first) first = e;
+    } catch (...) {
+      if (!first) first = e;
+    }
+  }
+  if (first) std::rethrow_exception(first);
+  if (abort_seen) std::rethrow_exception(abort_seen);
+}
+
 void tp_validate(const ModelConfig& c, int world, const std::string& source) {
   auto bad = [&](const std::string& what) {
     throw Error(source + ": cannot split " + std::to_string(world) +
@@ -135,6 +209,49 @@ void tp_routing_shard(RoutingSetup& setup, int rank, int world) {
   if (const auto* s = dynamic_cast<const StaticRouting*>(setup.policy.get()))
     setup.policy = std::make_unique<StaticRouting>(tp_heads_slice(s->assignment(), rank, world),
                                                    s->retrieval_mode(), s->sparse_mode());
+}
+
+TpRouting tp_gather_routing(const std::vector<TpRouting>& ranks) {
+  TpRouting out;
+  if (ranks.empty()) return out;
+  const size_t L = ranks[0].routes.size();
+  out.routes.resize(L);
+  out.stats.resize(L);
+  for (const TpRouting& r : ranks) {
+    if (r.routes.size() != L || r.stats.size() != L)
+      throw Error("tensor parallel: the ranks routed different layer counts (" +
+                  std::to_string(r.routes.size()) + " vs " + std::to_string(L) + ")");
+    for (size_t l = 0; l < L; ++l) {
+      LayerRoute& o = out.routes[l];
+      const LayerRoute& x = r.routes[l];
+      // A route without retrieval flags means "retrieval = FA": spell it out once any rank has
+      // them, so the concatenation stays aligned with the modes.
+      auto flags = [](const LayerRoute& route) {
+        if (!route.retrieval.empty()) return route.retrieval;
+        std::vector<uint8_t> f;
+        for (AttnMode m : route.modes) f.push_back(m == AttnMode::fa);
+        return f;
+      };
+      if (!x.retrieval.empty() && o.retrieval.empty()) o.retrieval = flags(o);
+      if (!o.retrieval.empty() || !x.retrieval.empty()) {
+        const std::vector<uint8_t> f = flags(x);
+        o.retrieval.insert(o.retrieval.end(), f.begin(), f.end());
+      }
+      o.modes.insert(o.modes.end(), x.modes.begin(), x.modes.end());
+      o.router_logits.insert(o.router_logits.end(), x.router_logits.begin(), x.router_logits.end());
+      AttnStats& s = out.stats[l];
+      const AttnStats& y = r.stats[l];
+      s.rho.insert(s.rho.end(), y.rho.begin(), y.rho.end());
+      s.attended_pairs.insert(s.attended_pairs.end(), y.attended_pairs.begin(),
+                              y.attended_pairs.end());
+      s.xa_mask.insert(s.xa_mask.end(), y.xa_mask.begin(), y.xa_mask.end());
+      s.causal_pairs = y.causal_pairs;
+      s.xa_q_blocks = std::max(s.xa_q_blocks, y.xa_q_blocks);
+      s.xa_k_blocks = std::max(s.xa_k_blocks, y.xa_k_blocks);
+      s.xa_estimate_scores += y.xa_estimate_scores;
+    }
+  }
+  return out;
 }
 
 Model model_load_tp(const std::string& dir, std::shared_ptr<TpComm> comm,

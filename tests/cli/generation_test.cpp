@@ -237,6 +237,37 @@ TEST(GenerateOutput, FinishReasonAndIdsAgreeWithTheText) {
   EXPECT_EQ(js["generated_tokens"].get<size_t>(), js["generated_ids"].size());
 }
 
+// --- issue 14: --tp (tensor-parallel ranks as threads of this process) ---------------------------
+
+// TP=2 and TP=4 split the model's 4 KV heads (and 8 query heads, MLP columns) across ranks and
+// all-reduce o_proj and down_proj: the same greedy ids, text, stop and report as the whole model
+// (fp32: only the order of the partial sums differs, far below the gaps between top logits
+// here), with a static all-SA routing sliced per rank; --tp 3 is refused naming the KV heads.
+TEST(GenerateTensorParallel, RanksGiveTheWholeModelsGeneration) {
+  const std::string cmd = "generate -m " + kModel +
+                          " -p 'Once upon a time' -n 40 --stop Spot --static all-sa --json -t 2";
+  const test::CliResult one = test::cli_run(cmd);
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  const nlohmann::json j1 = nlohmann::json::parse(one.out);
+  EXPECT_EQ(j1["tp"], 1);
+  for (int tp : {2, 4}) {
+    const test::CliResult r = test::cli_run(cmd + " --tp " + std::to_string(tp));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const nlohmann::json j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["tp"], tp);
+    EXPECT_EQ(j["generated_ids"], j1["generated_ids"]) << "tp " << tp;
+    EXPECT_EQ(j["text"], j1["text"]) << "tp " << tp;
+    EXPECT_EQ(j["finish_reason"], "stop");
+    for (const char* k : {"decisions", "modes", "omega_msr", "kv_cache_bytes", "attention_flops"})
+      EXPECT_EQ(j["report"][k], j1["report"][k]) << k << " tp " << tp;
+  }
+  EXPECT_EQ(j1["report"]["omega_msr"], 1.0);  // all-SA: the slices were applied, not dropped
+  const test::CliResult three = test::cli_run("generate -m " + kModel + " -p 'Once' --tp 3");
+  EXPECT_EQ(three.exit_code, 1);
+  EXPECT_NE(three.err.find("num_key_value_heads 4 is not a multiple"), std::string::npos)
+      << three.err;
+}
+
 // --- item 16: bench ------------------------------------------------------------------------------
 
 TEST(Bench, RepetitionsMeanSdFractionsAtMostOneAndPlainProgress) {

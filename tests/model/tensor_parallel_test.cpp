@@ -160,6 +160,30 @@ TEST(TensorParallel, StaticHeadListsAreSliced) {
         300, 4);
 }
 
+// A rank that fails aborts its group: the ranks waiting for it in an all-reduce get an error
+// instead of waiting forever, and the failing rank's own error is the one reported.
+TEST(TensorParallel, AFailingRankAbortsTheGroupInsteadOfHanging) {
+  try {
+    tp_run_in_process(3, 1, [](std::shared_ptr<TpComm> comm) {
+      if (comm->rank() == 1) throw Error("rank one's own failure");
+      float x[4] = {1, 2, 3, 4};
+      comm->all_reduce_sum(x, 4);  // ranks 0 and 2 wait here for rank 1
+      comm->all_reduce_sum(x, 4);
+    });
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "rank one's own failure");
+  }
+  // A healthy group sums in rank order and returns.
+  std::vector<float> sums(2);
+  tp_run_in_process(2, 1, [&](std::shared_ptr<TpComm> comm) {
+    float x = 1.5f + static_cast<float>(comm->rank());
+    comm->all_reduce_sum(&x, 1);
+    sums[static_cast<size_t>(comm->rank())] = x;
+  });
+  EXPECT_EQ(sums, (std::vector<float>{4.f, 4.f}));
+}
+
 TEST(TensorParallel, RefusesWhatCannotBeSplit) {
   const std::string dir = fixture_dir("hf/qwen3-tiny");
   const ModelConfig c = config_load(dir);  // 2 KV heads, intermediate 512
