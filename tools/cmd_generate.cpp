@@ -74,10 +74,11 @@ int cmd_generate(int argc, char** argv) {
   backend_option_add(cl, backend);
   int64_t tp = 1;
   cl.integer("--tp", tp, "N",
-             "tensor parallelism: N ranks (threads of this process, --backend cpu), each\n"
-             "holding 1/N of the KV heads, query heads and MLP columns; -t threads are\n"
-             "shared among them (default 1)",
+             "tensor parallelism: N ranks (threads of this process, CPU),\n"
+             "each holding 1/N of the KV heads, query heads and MLP\n"
+             "columns; the -t threads are shared among them (default 1)",
              {1});
+  sampling_options_add(cl, sp);
   elastic_options_add(cl, eo);
   if (!cl.parse(argc, argv)) return 0;
   set_threads(threads);
