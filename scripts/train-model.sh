@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The pipeline of the project's own model (issue 10), one command from scratch to the evaluation:
-#   s1      backbone from scratch on multi-query associative recall at 64 tokens (9 pairs): the
-#           setting that learned exact recall in run 2 of docs/model.md (a plateau, then the
-#           phase change at ~3000 steps)
+#   s1      backbone from scratch on copying and multi-query associative recall at 64 tokens (9
+#           pairs): copying forms the induction heads in ~250 steps, and recall follows by step
+#           ~750 (run 4 of docs/model.md; recall alone sat on a plateau for 4300+ steps)
 #   s1b     more pairs from a model that recalls: 64..256 tokens (9..41 pairs), from s1
 #   s2      every suite task + associative recall at 256..2048 tokens, from s1b
 #   s3      lengths up to 8192 with head-mix (half of the KV heads SSA in half of the samples), from s2
@@ -109,25 +109,41 @@ train_stage() {
   split_args "${!own:-}"
   local extra=("${SPLIT[@]}")
   local args=(--out "$dir" --backend "$BACKEND" --max-time "$budget" "$@" "${STAGE_ARGS[@]}" "${extra[@]}" "${SMALL[@]}")
+  local fresh=0
   if [[ -f $dir/train_state.safetensors ]]; then
     args+=(--resume)
   elif [[ -f $dir/model.safetensors ]]; then  # came back from another machine without its state
-    mv "$dir" "$dir.partial" && args+=(--init-from "$dir.partial")
+    rm -rf "$dir.partial" && mv "$dir" "$dir.partial" && args+=(--init-from "$dir.partial")
   elif [[ -n $from && ( -f $RUN/$from/model.safetensors || " ${STAGES[*]} " == *" $from"[\ :]* ) ]]; then
     [[ -f $RUN/$from/model.safetensors ]] || { echo "$name: needs stage $from first"; return 1; }
     args+=(--init-from "$RUN/$from")
   else
-    args+=("${SHAPE[@]}")
+    args+=("${SHAPE[@]}") fresh=1
+  fi
+  # A stage that continues a model keeps its shape and initial gains: --qk-gain only initialises.
+  if [[ $fresh -eq 0 ]]; then
+    local kept=() i
+    for (( i = 0; i < ${#args[@]}; i++ )); do
+      if [[ ${args[i]} == --qk-gain ]]; then (( i++ )); continue; fi
+      [[ ${args[i]} == --qk-gain=* ]] && continue
+      kept+=("${args[i]}")
+    done
+    args=("${kept[@]}")
   fi
   echo "== $name: elastic train ${args[*]}"
-  "$ELASTIC" train "${args[@]}" 2>&1 | grep -v "^step " | tail -40
-  # The last step line and whether it finished.
+  "$ELASTIC" train "${args[@]}" > "$dir.log" 2>&1
+  grep -v "^step " "$dir.log" | tail -40
+  [[ -f $dir/metrics.jsonl ]] || { echo "$name: elastic train failed"; rm -f "$dir.log"; return 1; }
+  # The last step line and how the stage ended.
   tail -1 "$dir/metrics.jsonl"; echo
   local steps_done total
   steps_done=$(tail -1 "$dir/metrics.jsonl" | sed -E 's/.*"step":([0-9]+).*/\1/')
   total=$(printf '%s\n' "${args[@]}" | grep -A1 -x -- --steps | tail -1)  # the last one wins
   if [[ "$steps_done" == "$total" ]]; then echo "finished $total steps" > "$dir/done"
+  elif grep -q "^train: learned:" "$dir.log"; then
+    echo "learned at step $steps_done of $total (--stop-ce)" | tee "$dir/done"
   else echo "$name: stopped at step $steps_done of $total (time cap)"; echo "stopped at $steps_done of $total" > "$dir/done"; fi
+  rm -f "$dir.log"
 }
 
 for spec in "${STAGES[@]}"; do
@@ -136,7 +152,7 @@ for spec in "${STAGES[@]}"; do
   # A stage's time: its cap (STAGE:SECONDS), else what is left of --minutes.
   stage_time() { local l; l=$(left); (( CAP > 0 && CAP < l )) && l=$CAP; echo "$l"; }
   case "$stage" in
-    s1) train_stage s1 "" --tasks assoc_recall --lengths 64 --max-tokens 8192 --batch 4 \
+    s1) train_stage s1 "" --tasks copy_words,assoc_recall --lengths 64 --max-tokens 8192 --batch 4 \
           --steps 4500 --lr 1e-3 --min-lr-ratio 1 --warmup 0.001 --eval-every 250 --eval-samples 16 \
           --save-every 500 --stop-ce 0.05 ;;
     s1b) train_stage s1b s1 --tasks assoc_recall --lengths 64,128,256 --max-tokens 8192 --batch 4 \

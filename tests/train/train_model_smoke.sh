@@ -35,6 +35,14 @@ OUT=$scratch/out2 ELASTIC_BIN=$build/bin/elastic bash "$repo/scripts/train-model
   --run "$scratch/run2" s1 s1b s2 s3 router > "$scratch/log2" 2>&1 || { cat "$scratch/log2"; fail "second call"; }
 [[ $(grep -c "done already" "$scratch/log2") == 5 ]] || { cat "$scratch/log2"; fail "the second call redid a stage"; }
 grep -q -- "--init-from $scratch/run/s1b" "$scratch/log" || fail "s2 did not start from s1b"
+# A stage that came back without its training state continues from its weights; an initialising
+# option of its fresh start (--qk-gain) is left out then, and the stage ends with a label.
+mkdir -p "$scratch/run3/s1" && cp "$scratch/run/s1/"{config.json,model.safetensors,tokenizer.json} "$scratch/run3/s1/"
+OUT=$scratch/out3 ELASTIC_BIN=$build/bin/elastic bash "$repo/scripts/train-model.sh" --smoke \
+  --args-s1 --qk-gain,2 --run "$scratch/run3" s1 > "$scratch/log3" 2>&1 || { cat "$scratch/log3"; fail "third call"; }
+grep "^== s1:" "$scratch/log3" | grep -q -- "--init-from $scratch/run3/s1.partial" || { cat "$scratch/log3"; fail "s1 did not continue its weights"; }
+grep "^== s1:" "$scratch/log3" | grep -q -- "--qk-gain" && fail "--qk-gain reached a continued stage"
+[[ -f $scratch/run3/s1/done ]] || { cat "$scratch/log3"; fail "the continued s1 did not end"; }
 [[ -f $scratch/run/router/router.safetensors ]] || fail "no router.safetensors"
 python3 - "$scratch/out/eval-512.json" <<'PY' || fail "eval results"
 import json, sys
