@@ -128,8 +128,10 @@ struct DecodeArgs {
 
 // Key steps whose loads a warp keeps in flight (set_paged_decode_depth): run 18 measured the
 // batched decode at 1.2-1.3 TB/s with one (D = 128, G = 4: 106 registers, 4 CTAs = 16 warps per
-// SM, 16 KB in flight per SM where ~30 KB cover the memory latency at full bandwidth).
-int g_paged_decode_depth = 2;
+// SM, 16 KB in flight per SM where ~30 KB cover the memory latency at full bandwidth). Two were
+// predicted to reach ~2 TB/s; run 19 (H100) measured 0.94 TB/s with two against 1.22-1.24 with
+// one (docs/gpu-notes.md), so one stays the default and two the variant the bench times.
+int g_paged_decode_depth = 1;
 
 // MG: the largest GQA group the instance serves (registers scale with it: G <= MG). DEPTH: key
 // steps in flight per warp (1 or 2).
