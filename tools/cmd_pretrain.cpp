@@ -71,8 +71,8 @@ int cmd_pretrain(int argc, char** argv) {
   cl.section("Data");
   std::string tasks, lengths = "256,512,1024";
   cl.text("--tasks", tasks, "A,B",
-          "tasks to train on (default: every eval task); also assoc_recall\nand copy_words "
-          "(training only)");
+          "tasks to train on (default: every eval task); also assoc_recall,\ncopy_words and "
+          "template_recall (training only)");
   cl.text("--lengths", lengths, "L1,L2",
           "sample lengths in tokens, drawn uniformly (default\n"
           "256,512,1024)");

@@ -128,7 +128,9 @@ RouterEval router_eval_omega(const std::string& checkpoint_dir, const std::strin
 // for a fraction of the samples, so that every head works in both regimes (issue 10).
 
 // The tasks `elastic train --tasks` accepts: every eval task, then the training-only
-// "assoc_recall" and "copy_words" (N words, then the same N words again: induction heads).
+// "assoc_recall", "copy_words" (N words, then the same N words again: induction heads) and
+// "template_recall" (recall in kv_retrieval's and the needle tasks' templates: the value a few
+// tokens after its key, a question per pair).
 std::vector<std::string> pretrain_task_names();
 
 struct PretrainConfig {

@@ -48,6 +48,7 @@ constexpr const char* kStateKey = "elastic_pretrain_state";
 constexpr int kStateVersion = 1;
 constexpr const char* kAssoc = "assoc_recall";
 constexpr const char* kCopy = "copy_words";
+constexpr const char* kTemplateRecall = "template_recall";
 // Tokens kept free after a generated prompt for its completion and end of text.
 constexpr int64_t kAnswerMargin = 24;
 // Seed streams: training packs use (seed, step, pack); the probe uses step 0, which no
@@ -134,6 +135,59 @@ Sample copy_words_sample(const Tokenizer& tok, int64_t eos, int64_t length, uint
   return s;
 }
 
+// Associative recall in the suite's own words: a needle or key-value task's instruction, N
+// statements of its template with distinct keys ("The value of K is V.", "The special magic
+// word for K is V."), one a line and no filler, then questions of those keys in its question
+// template, each followed by its value (an answer token). In assoc_recall the value follows its
+// key at once, the offset an induction head copies; here it stands two or more tokens after the
+// key, as in niah_multikey, niah_multiquery and kv_retrieval, with one answer per question
+// rather than one per 2048-token sample (docs/model.md, run 4).
+Sample template_recall_sample(const Tokenizer& tok, int64_t eos, int64_t length, uint64_t seed) {
+  const EvalVocab& v = eval_vocab_default();
+  EvalRng rng(seed);
+  using eval_detail::template_fill;
+  // Token counts of a statement, a question and the instruction, the larger of the two
+  // families' (every key and value of the suite's vocabulary is one token): a length fits
+  // every sample of the task or none.
+  const char* kFamilies[] = {"kv_retrieval", "niah_multikey"};
+  const std::string k0 = v.keys.front(), v0 = v.values.front();
+  int64_t statement = 0, question = 0, header = 0;
+  for (const char* f : kFamilies) {
+    const eval_detail::TaskTemplates& t = eval_detail::task_templates(f);
+    const std::string st = template_fill(t.statement, {{"key", k0}, {"value", v0}}) + "\n";
+    const std::string q = template_fill(t.question, {{"key", k0}}) + " " + v0 + "\n";
+    statement = std::max(statement, int64_t(encode(tok, st, false).size()));
+    question = std::max(question, int64_t(encode(tok, q, false).size()));
+    header = std::max(header, int64_t(encode(tok, std::string(t.instruction) + "\n", true).size()));
+  }
+  const eval_detail::TaskTemplates& t = eval_detail::task_templates(kFamilies[rng.below(2)]);
+  Sample s;
+  s.add(tok, std::string(t.instruction) + "\n", false, true);
+  if (header + 2 * statement + question + 1 > length)
+    throw Error("task template_recall: a sample needs at least " +
+                std::to_string(header + 2 * statement + question + 1) +
+                " tokens (two statements and a question); --lengths asks for " +
+                std::to_string(length));
+  // About half of the room for statements, the rest for questions (at least one).
+  int64_t n = std::clamp<int64_t>((length - header) / 2 / statement, 2, int64_t(v.keys.size()));
+  while (n > 2 && header + n * statement + question + 1 > length) --n;
+  const std::vector<std::string> keys = rng.sample(v.keys, size_t(n));
+  std::vector<std::string> values(static_cast<size_t>(n));
+  for (auto& x : values) x = rng.pick(v.values);
+  for (int64_t i = 0; i < n; ++i)
+    s.add(tok, template_fill(t.statement, {{"key", keys[size_t(i)]}, {"value", values[size_t(i)]}}) +
+                   "\n",
+          false);
+  while (int64_t(s.ids.size()) + question + 1 <= length) {
+    const int64_t i = static_cast<int64_t>(rng.below(uint64_t(n)));
+    s.add(tok, template_fill(t.question, {{"key", keys[size_t(i)]}}), false);
+    s.add(tok, " " + values[size_t(i)], true);
+    s.add(tok, "\n", false);
+  }
+  s.end(eos);
+  return s;
+}
+
 // An upper bound of the suite tokenizer's token count of a generated text, without running
 // the tokenizer (the generators bisect over haystack sizes, so they count many times): one
 // token per run of letters, run of digits, punctuation character and run of newlines, plus the
@@ -161,6 +215,7 @@ Sample task_sample(const std::string& task, const Tokenizer& tok, int64_t eos, i
                    uint64_t seed) {
   if (task == kAssoc) return assoc_recall_sample(tok, eos, length, seed);
   if (task == kCopy) return copy_words_sample(tok, eos, length, seed);
+  if (task == kTemplateRecall) return template_recall_sample(tok, eos, length, seed);
   // The bound keeps a sample within `length`; its exact size is what the tokenizer gives.
   const EvalSample e =
       eval_generate(task, std::max<int64_t>(length - kAnswerMargin, 1), seed, 0, fast_token_bound);
@@ -567,6 +622,7 @@ std::vector<std::string> pretrain_task_names() {
   for (const TaskInfo& t : eval_tasks()) v.push_back(t.name);
   v.push_back(kAssoc);
   v.push_back(kCopy);
+  v.push_back(kTemplateRecall);
   return v;
 }
 

@@ -9,6 +9,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <regex>
 #include <set>
 #include <sstream>
 
@@ -191,6 +193,58 @@ TEST(PretrainData, CopyWordsRepeatsItsWordsAsAnswers) {
   for (uint8_t a : p.answer) answers += a;
   EXPECT_EQ(answers, n + 1);
   for (size_t t = p.ids.size() - size_t(n) - 1; t < p.ids.size(); ++t) EXPECT_EQ(p.answer[t], 1);
+}
+
+// Recall in the suite's templates: statements "The value of K is V." (or the needle wording)
+// with distinct keys, then questions of those keys, each answered by the key's value; the
+// values (and the end token) are the answers, and every sample stays within its length.
+TEST(PretrainData, TemplateRecallAnswersEachQuestionWithItsKeysValue) {
+  const Tokenizer& tok = suite_tokenizer();
+  PretrainConfig c = tiny("");
+  c.tasks = {"template_recall"};
+  std::set<std::string> families;
+  for (int64_t L : {96, 300, 1000}) {
+    c.lengths = {L};
+    c.max_tokens = L;
+    for (int64_t step = 1; step <= 6; ++step) {
+      const PretrainPack p = pretrain_make_pack(c, tok, step, 0);
+      ASSERT_EQ(p.tasks.size(), 1u);
+      EXPECT_LE(int64_t(p.ids.size()), L);
+      const std::vector<int32_t> ids(p.ids.begin() + 1, p.ids.end() - 1);
+      const std::string text = tok.decode(ids);
+      const std::regex statement(R"((?:The value of|The special magic word for) (\w+) is (\w+)\.)");
+      const std::regex question(
+          R"(Question: What is (?:the value of|the special magic word for) (\w+)(?: mentioned in the provided text)?\? Answer: (\w+))");
+      std::map<std::string, std::string> pairs;
+      for (auto it = std::sregex_iterator(text.begin(), text.end(), statement);
+           it != std::sregex_iterator(); ++it) {
+        EXPECT_FALSE(pairs.count((*it)[1])) << "key repeated: " << (*it)[1];
+        pairs[(*it)[1]] = (*it)[2];
+      }
+      families.insert(text.find("magic word") != std::string::npos ? "niah" : "kv");
+      EXPECT_GE(pairs.size(), 2u) << text;
+      int64_t questions = 0;
+      for (auto it = std::sregex_iterator(text.begin(), text.end(), question);
+           it != std::sregex_iterator(); ++it, ++questions) {
+        ASSERT_TRUE(pairs.count((*it)[1])) << (*it)[1];
+        EXPECT_EQ(pairs[(*it)[1]], (*it)[2]) << text;
+      }
+      EXPECT_GE(questions, 1) << text;
+      if (L >= 300) EXPECT_GE(questions, 5) << text;
+      int64_t answers = 0;
+      for (uint8_t a : p.answer) answers += a;
+      EXPECT_EQ(answers, questions + 1);  // every value asked for (one token) and the end token
+    }
+  }
+  EXPECT_EQ(families.size(), 2u);  // both templates drawn
+  c.lengths = {40};  // below two statements and a question: refused, naming the task
+  c.max_tokens = 40;
+  try {
+    (void)pretrain_make_pack(c, tok, 1, 0);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("template_recall"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Pretrain, LossFallsOnAssociativeRecallAndTheOutputLoadsAsAModel) {
