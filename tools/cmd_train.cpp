@@ -108,6 +108,11 @@ int cmd_train_router(int argc, char** argv) {
              {0, std::numeric_limits<int64_t>::max()});
   cl.integer("--save-every", c.save_every, "N", "steps between checkpoints (default 50)",
              {1, 1 << 30});
+  cl.integer("--dp", c.data_parallel, "N",
+             "data-parallel ranks (threads of this process, --backend cpu):\n"
+             "each runs 1/N of a step's packs; the router gradient is\n"
+             "all-reduced before the step (default 1)",
+             {1, 1024});
   cl.section("Attention and backend");
   ssa_options_add(cl, c.ssa, c.pool_tokens);
   cl.choice("--chat-template", c.chat_template, {"auto", "none", "chatml", "llama3"},

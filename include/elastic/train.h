@@ -67,6 +67,11 @@ struct RouterTrainConfig {
   bool resume = false;
   SsaOptions ssa;  // sink/local default to the model's Elastic config (or 128/2048)
   int64_t pool_tokens = 100;
+  // Data-parallel ranks (threads of this process, each with its own engine): rank r runs the
+  // step's packs r, r + W, ...; the router gradients are all-reduced before every rank takes
+  // the same AdamW step. The Gumbel noise is keyed by (seed, step, sample), not by rank, so a
+  // run's checkpoints do not depend on W beyond the order of the gradient sums.
+  int64_t data_parallel = 1;
 };
 
 struct RouterTrainMetrics {

@@ -175,9 +175,10 @@ Sample template_recall_sample(const Tokenizer& tok, int64_t eos, int64_t length,
   std::vector<std::string> values(static_cast<size_t>(n));
   for (auto& x : values) x = rng.pick(v.values);
   for (int64_t i = 0; i < n; ++i)
-    s.add(tok, template_fill(t.statement, {{"key", keys[size_t(i)]}, {"value", values[size_t(i)]}}) +
-                   "\n",
-          false);
+    s.add(
+        tok,
+        template_fill(t.statement, {{"key", keys[size_t(i)]}, {"value", values[size_t(i)]}}) + "\n",
+        false);
   while (int64_t(s.ids.size()) + question + 1 <= length) {
     const int64_t i = static_cast<int64_t>(rng.below(uint64_t(n)));
     s.add(tok, template_fill(t.question, {{"key", keys[size_t(i)]}}), false);

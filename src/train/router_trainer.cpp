@@ -12,6 +12,9 @@
 // multipliers, both optimizers' moments, step, data position, seed and the options that shape
 // the run); it is written atomically after router.safetensors, so a crash between the two leaves
 // a state that resumes correctly and rewrites the export.
+#include <omp.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -27,6 +30,7 @@
 #include "elastic/model.h"
 #include "elastic/plot.h"
 #include "elastic/router.h"
+#include "elastic/tensor_parallel.h"
 #include "elastic/train.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
@@ -76,6 +80,11 @@ void config_validate(const RouterTrainConfig& c) {
     bad("--router-init must be auto, default or fa-bias");
   if (c.save_every < 1) bad("--save-every must be >= 1");
   if (c.out_dir.empty()) bad("missing --out DIR");
+  if (c.data_parallel < 1) bad("--dp must be >= 1");
+  if (c.data_parallel > 1 && c.backend != "cpu")
+    bad("--dp " + std::to_string(c.data_parallel) +
+        " runs its ranks as threads of this process on the CPU (--backend cpu); data parallelism "
+        "across GPUs needs an NCCL communicator (issue 14)");
 }
 
 // PyTorch's default Linear init, U(-1/sqrt(in), 1/sqrt(in)) for weight and bias, from Philox.
@@ -287,12 +296,22 @@ TrainStatus router_train_run(const RouterTrainConfig& rc, const RouterTrainCallb
     params_load(router, store);
   else
     router_init_random(router, c, rc.seed, rc.router_init != "default");
-  auto eng = train_engine_create(rc.backend, c, std::move(backbone), std::move(router), opt);
+  // One engine a data-parallel rank, each with the whole model; rank 0's is the one saved.
+  const int W = static_cast<int>(rc.data_parallel);
+  std::vector<std::unique_ptr<TrainEngine>> engines;
+  for (int r = 1; r < W; ++r)
+    engines.push_back(train_engine_create(rc.backend, c, backbone, router, opt));
+  engines.insert(engines.begin(),
+                 train_engine_create(rc.backend, c, std::move(backbone), std::move(router), opt));
+  TrainEngine* eng = engines[0].get();
   const json fingerprint = state_fingerprint(rc, c, tasks, opt.ssa);
 
   State st;
   if (rc.resume) {
     st = state_load(rc.out_dir, *eng, fingerprint, K);
+    for (int r = 1; r < W; ++r)  // every rank continues from the same router and moments
+      for (ParamState ps : {ParamState::value, ParamState::adam_m, ParamState::adam_v})
+        engines[size_t(r)]->set(ParamGroup::router, ps, eng->get(ParamGroup::router, ps));
     if (cb.on_note)
       cb.on_note("resuming at step " + std::to_string(st.step) + " of " + std::to_string(rc.steps));
   } else {
@@ -359,44 +378,77 @@ TrainStatus router_train_run(const RouterTrainConfig& rc, const RouterTrainCallb
     m.steps = rc.steps;
     m.temperature = temperature;
     m.tokens = tokens;
+    // What one rank sums over its packs (r, r + W, ...); the ranks' sums are added in rank order.
+    struct RankSums {
+      double ce = 0, sparsity_loss = 0, grad_norm = 0;
+      std::vector<double> omega_sum, d1, d2;  // [K]
+    };
+    std::vector<RankSums> sums(static_cast<size_t>(W));
+    m.lr = lr_at(rc, rc.lr, step0);
+    router_opt.lr = m.lr;
+    auto rank_step = [&](int r, TpComm* comm) {
+      TrainEngine& e = *engines[size_t(r)];
+      RankSums& o = sums[size_t(r)];
+      o.omega_sum.assign(size_t(K), 0.0), o.d1.assign(size_t(K), 0.0), o.d2.assign(size_t(K), 0.0);
+      e.zero_grad();
+      for (size_t i = size_t(r); i < mine.size(); i += size_t(W)) {
+        const Pack* p = &mine[i];
+        Batch batch;
+        StepRouting routing;
+        routing.temperature = temperature;
+        StepLoss loss;
+        loss.ce_scale = labelled > 0 ? 1.0 / double(labelled) : 0.0;
+        loss.targets.resize(size_t(K));
+        for (int64_t k = 0; k < K; ++k) loss.targets[size_t(k)] = tasks.tasks[size_t(k)].target;
+        loss.lambda1.assign(st.lambda1.begin(), st.lambda1.end());
+        loss.lambda2.assign(st.lambda2.begin(), st.lambda2.end());
+        for (int64_t smp : p->samples) {
+          const TrainSample& ts = data[size_t(smp)];
+          batch.add(ts.ids.data(), static_cast<int64_t>(ts.ids.size()));
+          loss.labels.insert(loss.labels.end(), ts.labels.begin(), ts.labels.end());
+          loss.task.push_back(ts.task);
+          loss.sample_weight.push_back(1.0 / double(per_task.size() * per_task[ts.task]));
+          const std::vector<double> u = gumbel_uniforms(rc.seed, step0, ts.index, L, Hkv);
+          routing.gumbel_u.insert(routing.gumbel_u.end(), u.begin(), u.end());
+        }
+        const StepResult res = e.step(batch, routing, loss);
+        o.ce += res.ce;
+        o.sparsity_loss += res.sparsity_loss;
+        for (size_t j = 0; j < p->samples.size(); ++j)
+          o.omega_sum[size_t(loss.task[j])] += res.omega[j];
+        for (int64_t k = 0; k < K; ++k) {
+          o.d1[size_t(k)] += res.d_lambda1[size_t(k)];
+          o.d2[size_t(k)] += res.d_lambda2[size_t(k)];
+        }
+      }
+      if (comm) {  // the router gradient of the whole step on every rank
+        std::vector<float> g = e.get(ParamGroup::router, ParamState::grad);
+        comm->all_reduce_sum(g.data(), static_cast<int64_t>(g.size()));
+        e.set(ParamGroup::router, ParamState::grad, g);
+      }
+      o.grad_norm = std::sqrt(e.grad_norm_squared(ParamGroup::router));
+      const double scale = o.grad_norm > rc.clip ? rc.clip / (o.grad_norm + 1e-6) : 1.0;
+      e.adamw_step(ParamGroup::router, router_opt, scale, step0 + 1);
+    };
+    if (W == 1) {
+      rank_step(0, nullptr);
+    } else {
+      tp_run_in_process(W, std::max(1, omp_get_max_threads() / W),
+                        [&](std::shared_ptr<TpComm> comm) { rank_step(comm->rank(), comm.get()); });
+    }
     std::vector<double> omega_sum(static_cast<size_t>(K), 0.0), d1(static_cast<size_t>(K), 0.0),
         d2(static_cast<size_t>(K), 0.0);
-    eng->zero_grad();
-    for (const Pack& pk : mine) {
-      const Pack* p = &pk;
-      Batch batch;
-      StepRouting routing;
-      routing.temperature = temperature;
-      StepLoss loss;
-      loss.ce_scale = labelled > 0 ? 1.0 / double(labelled) : 0.0;
-      loss.targets.resize(size_t(K));
-      for (int64_t k = 0; k < K; ++k) loss.targets[size_t(k)] = tasks.tasks[size_t(k)].target;
-      loss.lambda1.assign(st.lambda1.begin(), st.lambda1.end());
-      loss.lambda2.assign(st.lambda2.begin(), st.lambda2.end());
-      for (int64_t s : p->samples) {
-        const TrainSample& ts = data[size_t(s)];
-        batch.add(ts.ids.data(), static_cast<int64_t>(ts.ids.size()));
-        loss.labels.insert(loss.labels.end(), ts.labels.begin(), ts.labels.end());
-        loss.task.push_back(ts.task);
-        loss.sample_weight.push_back(1.0 / double(per_task.size() * per_task[ts.task]));
-        const std::vector<double> u = gumbel_uniforms(rc.seed, step0, ts.index, L, Hkv);
-        routing.gumbel_u.insert(routing.gumbel_u.end(), u.begin(), u.end());
-      }
-      const StepResult r = eng->step(batch, routing, loss);
-      m.ce += r.ce;
-      m.sparsity_loss += r.sparsity_loss;
-      for (size_t i = 0; i < p->samples.size(); ++i) omega_sum[size_t(loss.task[i])] += r.omega[i];
+    for (const RankSums& o : sums) {
+      m.ce += o.ce;
+      m.sparsity_loss += o.sparsity_loss;
       for (int64_t k = 0; k < K; ++k) {
-        d1[size_t(k)] += r.d_lambda1[size_t(k)];
-        d2[size_t(k)] += r.d_lambda2[size_t(k)];
+        omega_sum[size_t(k)] += o.omega_sum[size_t(k)];
+        d1[size_t(k)] += o.d1[size_t(k)];
+        d2[size_t(k)] += o.d2[size_t(k)];
       }
     }
     m.loss = m.ce + m.sparsity_loss;
-    m.grad_norm = std::sqrt(eng->grad_norm_squared(ParamGroup::router));
-    const double scale = m.grad_norm > rc.clip ? rc.clip / (m.grad_norm + 1e-6) : 1.0;
-    m.lr = lr_at(rc, rc.lr, step0);
-    router_opt.lr = m.lr;
-    eng->adamw_step(ParamGroup::router, router_opt, scale, step0 + 1);
+    m.grad_norm = sums[0].grad_norm;  // the same on every rank (the all-reduced gradient)
     // Multipliers maximise the Lagrangian: AdamW on the negated gradient.
     const AdamWConfig lambda_opt{lr_at(rc, rc.lambda_lr, step0), rc.beta1, rc.beta2, 1e-8,
                                  rc.weight_decay};
@@ -445,8 +497,10 @@ TrainStatus router_train_run(const RouterTrainConfig& rc, const RouterTrainCallb
     for (const RouterEvalTask& t : ev.tasks)
       tasks_j.push_back({{"task", t.task}, {"n", t.n}, {"omega_msr", t.omega_msr}});
     for (const RouterEvalSample& smp : ev.samples)
-      samples_j.push_back({{"task", smp.task}, {"omega_msr", smp.omega_msr},
-                           {"decisions", smp.decisions}, {"prompt_ids", smp.prompt_ids}});
+      samples_j.push_back({{"task", smp.task},
+                           {"omega_msr", smp.omega_msr},
+                           {"decisions", smp.decisions},
+                           {"prompt_ids", smp.prompt_ids}});
     write_file_atomic((out / "eval.json").string(),
                       json{{"heldout", tasks_j}, {"samples", samples_j}}.dump() + "\n");
     if (cb.on_note)

@@ -237,7 +237,7 @@ TEST(PretrainData, TemplateRecallAnswersEachQuestionWithItsKeysValue) {
     }
   }
   EXPECT_EQ(families.size(), 2u);  // both templates drawn
-  c.lengths = {40};  // below two statements and a question: refused, naming the task
+  c.lengths = {40};                // below two statements and a question: refused, naming the task
   c.max_tokens = 40;
   try {
     (void)pretrain_make_pack(c, tok, 1, 0);

@@ -2,10 +2,11 @@
 // straight run, and bad input (data, task files, resume states) as one clear error that leaves
 // what was written intact.
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -13,6 +14,7 @@
 
 #include "elastic/error.h"
 #include "elastic/fileio.h"
+#include "elastic/safetensors.h"
 #include "elastic/train.h"
 
 namespace elastic {
@@ -22,7 +24,8 @@ namespace fs = std::filesystem;
 const std::string kModel = std::string(ELASTIC_SHARED_DIR) + "/data/tinystories-656k";
 
 std::string temp_dir(const std::string& name) {
-  const fs::path p = fs::path(::testing::TempDir()) / ("router_trainer_" + std::to_string(getpid()) + "_" + name);
+  const fs::path p =
+      fs::path(::testing::TempDir()) / ("router_trainer_" + std::to_string(getpid()) + "_" + name);
   fs::remove_all(p);
   fs::create_directories(p);
   return p.string();
@@ -115,6 +118,86 @@ TEST(RouterTrainer, ResumeAfterInterruptEqualsStraightRun) {
   EXPECT_EQ(ev.samples[0].decisions.size(), 8u);  // 2 layers x 4 KV heads
   EXPECT_GE(ev.tasks[0].omega_msr, 0.0);
   EXPECT_LE(ev.tasks[0].omega_msr, 1.0);
+}
+
+void expect_error(const RouterTrainConfig& c, const std::string& needle);
+
+// Data parallelism (issue 14): W ranks as threads, each with its own engine, run packs r, r + W,
+// ... of every step and all-reduce the router gradient before the same AdamW step; the Gumbel
+// noise is keyed by sample, not rank. W = 2 and 4 give W = 1's router and multipliers up to the
+// order of the gradient sums (fp32: ~1e-7 relative per add, which Adam's normalisation and 6
+// steps can amplify where a gradient is near zero; the bound is far below the run's own change
+// of the router: skipping the all-reduce, which leaves rank 0 a part of the gradient, gives ~9e-3).
+// The state holds no world size: a run interrupted at W = 2 resumes at W = 1.
+TEST(RouterTrainer, DataParallelRanksGiveOneRanksCheckpoint) {
+  const std::string dir = temp_dir("dp");
+  const std::string data = toy_data(dir, 16);
+  auto run = [&](int world) {
+    RouterTrainConfig c = toy_config(dir, data);
+    c.out_dir = dir + "/dp" + std::to_string(world);
+    c.batch = 4;  // 4 packs a step: 2 or 1 a rank
+    c.max_tokens = 200;
+    c.data_parallel = world;
+    std::vector<double> losses;
+    RouterTrainCallbacks cb;
+    cb.on_step = [&](const RouterTrainMetrics& m) { losses.push_back(m.loss); };
+    EXPECT_EQ(router_train_run(c, cb), TrainStatus::finished);
+    return std::pair{c.out_dir, losses};
+  };
+  const auto [one, loss1] = run(1);
+  const auto start = SafetensorsFile::open(one + "/router.safetensors");
+  for (int world : {2, 4}) {
+    SCOPED_TRACE("dp " + std::to_string(world));
+    const auto [many, loss_w] = run(world);
+    ASSERT_EQ(loss_w.size(), loss1.size());
+    for (size_t i = 0; i < loss1.size(); ++i)
+      EXPECT_NEAR(loss_w[i], loss1[i], 1e-5 * std::fabs(loss1[i]) + 1e-6);
+    const auto a = SafetensorsFile::open(one + "/router.safetensors");
+    const auto b = SafetensorsFile::open(many + "/router.safetensors");
+    ASSERT_EQ(a->entries().size(), b->entries().size());
+    double err = 0, ref = 0;
+    for (const SafetensorsEntry& e : a->entries()) {
+      const std::vector<float> x = a->get(e.name).to_f32(), y = b->get(e.name).to_f32();
+      ASSERT_EQ(x.size(), y.size()) << e.name;
+      for (size_t i = 0; i < x.size(); ++i) {
+        err = std::max(err, double(std::fabs(x[i] - y[i])));
+        ref = std::max(ref, double(std::fabs(x[i])));
+      }
+    }
+    std::printf("  dp %d: router max-abs diff %.2e (max |w| %.2e) after 6 steps\n", world, err,
+                ref);
+    EXPECT_LT(err, 1e-4 * ref);
+    // The multipliers and the step counter of the state are the same run's.
+    const std::string m1 = slurp(one + "/metrics.jsonl"), mw = slurp(many + "/metrics.jsonl");
+    EXPECT_EQ(std::count(m1.begin(), m1.end(), '\n'), std::count(mw.begin(), mw.end(), '\n'));
+  }
+  {
+    RouterTrainConfig c = toy_config(dir, data);
+    c.out_dir = dir + "/dp2then1";
+    c.batch = 4;
+    c.max_tokens = 200;
+    c.data_parallel = 2;
+    int done = 0;
+    RouterTrainCallbacks stop_at_4;
+    stop_at_4.on_step = [&](const RouterTrainMetrics&) { ++done; };
+    stop_at_4.should_stop = [&] { return done == 4; };
+    ASSERT_EQ(router_train_run(c, stop_at_4), TrainStatus::interrupted);
+    c.data_parallel = 1;
+    c.resume = true;
+    ASSERT_EQ(router_train_run(c), TrainStatus::finished);
+    const auto a = SafetensorsFile::open(one + "/router.safetensors");
+    const auto b = SafetensorsFile::open(c.out_dir + "/router.safetensors");
+    double err = 0;
+    for (const SafetensorsEntry& e : a->entries()) {
+      const std::vector<float> x = a->get(e.name).to_f32(), y = b->get(e.name).to_f32();
+      for (size_t i = 0; i < x.size(); ++i) err = std::max(err, double(std::fabs(x[i] - y[i])));
+    }
+    EXPECT_LT(err, 1e-4);
+  }
+  RouterTrainConfig gpu = toy_config(dir, data);
+  gpu.data_parallel = 2;
+  gpu.backend = "cuda";
+  expect_error(gpu, "--dp 2 runs its ranks as threads");
 }
 
 void expect_error(const RouterTrainConfig& c, const std::string& needle) {
