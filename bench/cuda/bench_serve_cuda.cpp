@@ -109,13 +109,14 @@ double kv_read_bytes(const LayerModes& modes, const SsaOptions& ssa, int64_t ctx
 struct Result {
   const char* config;
   int64_t seqs;
-  double ms_batch, ms_one, kv1_bytes, ms_batch_depth2;
+  double ms_batch, ms_one, kv1_bytes, ms_batch_depth2, ms_batch_prefetch;
 };
 
 }  // namespace
 
 namespace elastic::cuda::detail {
 void set_paged_decode_depth(int depth);  // src/cuda/attention_paged.h
+void set_paged_decode_prefetch(bool on);
 }
 
 int main(int argc, char** argv) {
@@ -180,7 +181,7 @@ int main(int argc, char** argv) {
 
     std::mt19937_64 rng(7);
     std::vector<Result> results;
-    const int64_t extra = 2 * (kWarmupSteps + kTimedSteps);  // two timed runs (decode depths)
+    const int64_t extra = 3 * (kWarmupSteps + kTimedSteps);  // three timed runs (decode kernels)
     // The step without its KV stream: C sequences of 64 positions (the GEMMs over C rows, the
     // host's planning and uploads, the launches); what the 8K step adds is its KV reads.
     double ms_base = 0;
@@ -200,13 +201,17 @@ int main(int argc, char** argv) {
       std::vector<SeqState> many = seqs_make(pool, *modes, attn, conc, ctx, extra);
       cuda::detail::set_paged_decode_depth(2);  // the variant (run 19: slower), in the same run
       const double ms_depth2 = decode_ms(m, pool, many, attn, rng);
-      cuda::detail::set_paged_decode_depth(1);  // the default
+      cuda::detail::set_paged_decode_depth(1);
+      cuda::detail::set_paged_decode_prefetch(true);  // run 28's candidate
+      const double ms_prefetch = decode_ms(m, pool, many, attn, rng);
+      cuda::detail::set_paged_decode_prefetch(false);  // the default
       const double ms_batch = decode_ms(m, pool, many, attn, rng);
       results.push_back({name, int64_t(many.size()), ms_batch, ms_one,
-                         kv_read_bytes(*modes, attn.ssa, ctx, d), ms_depth2});
+                         kv_read_bytes(*modes, attn.ssa, ctx, d), ms_depth2, ms_prefetch});
       std::printf(
-          "  %-10s batch 1: %.2f ms/step; %lld sequences: %.2f ms/step (decode depth 2: %.2f)\n",
-          name, ms_one, (long long)many.size(), ms_batch, ms_depth2);
+          "  %-10s batch 1: %.2f ms/step; %lld sequences: %.2f ms/step (decode depth 2: %.2f; "
+          "depth 1 with the table read a step ahead: %.2f)\n",
+          name, ms_one, (long long)many.size(), ms_batch, ms_depth2, ms_prefetch);
       std::fflush(stdout);
       seqs_release(pool, many);
     }
@@ -226,12 +231,14 @@ int main(int argc, char** argv) {
     }
     std::printf(
         "\nKV read rate of the batched step: C x KV per sequence / (step - step without KV)\n"
-        "| config | decode depth | KV GB per step | KV ms | KV read TB/s "
+        "| config | decode kernel | KV GB per step | KV ms | KV read TB/s "
         "|\n|---|---|---|---|---|\n");
     for (const Result& r : results)
-      for (auto [depth, ms] : {std::pair{1, r.ms_batch}, std::pair{2, r.ms_batch_depth2}}) {
+      for (auto [kernel, ms] : {std::pair{"depth 1 (default)", r.ms_batch},
+                                std::pair{"depth 2", r.ms_batch_depth2},
+                                std::pair{"depth 1, table a step ahead", r.ms_batch_prefetch}}) {
         const double gb = double(r.seqs) * r.kv1_bytes * 1e-9, kv_ms = ms - ms_base;
-        std::printf("| %s | %d | %.1f | %.2f | %.2f |\n", r.config, depth, gb, kv_ms,
+        std::printf("| %s | %s | %.1f | %.2f | %.2f |\n", r.config, kernel, gb, kv_ms,
                     kv_ms > 0 ? gb / kv_ms : 0.0);
       }
     for (const Result& r : results)

@@ -132,10 +132,15 @@ struct DecodeArgs {
 // predicted to reach ~2 TB/s; run 19 (H100) measured 0.94 TB/s with two against 1.22-1.24 with
 // one (docs/gpu-notes.md), so one stays the default and two the variant the bench times.
 int g_paged_decode_depth = 1;
+// Whether a warp reads the block table one key step ahead of its KV loads
+// (set_paged_decode_prefetch; run 28's candidate, off until measured): without it every step's
+// KV load waits for its page id's load, two memory latencies a step where one is needed.
+bool g_paged_decode_prefetch = false;
 
 // MG: the largest GQA group the instance serves (registers scale with it: G <= MG). DEPTH: key
-// steps in flight per warp (1 or 2).
-template <int D, int MG, int DEPTH>
+// steps in flight per warp (1 or 2). PF: the page ids of the next step are loaded (and its KV
+// offsets computed, in 32-bit arithmetic) while the current step's KV loads are in flight.
+template <int D, int MG, int DEPTH, bool PF = false>
 __global__ void __launch_bounds__(32 * kPagedWarps) paged_decode_split_kernel(const DecodeArgs a) {
   constexpr int kLK = D / 8;     // lanes per key
   constexpr int kKW = 32 / kLK;  // keys per warp step
@@ -171,7 +176,27 @@ __global__ void __launch_bounds__(32 * kPagedWarps) paged_decode_split_kernel(co
 
   // kv[b], vv[b]: the loads of key step (step index mod DEPTH) == b, issued DEPTH steps ahead.
   float kv[DEPTH][8], vv[DEPTH][8];
-  auto load_step = [&](float(&kd)[8], float(&vd)[8], int64_t base) {
+  // The pool offset of this lane's K elements of key vk (-1 past the split): one block-table
+  // load. Positions, rows and page indices fit 32 bits (contexts < 2^31); the divisions by
+  // page_rows and window are 32-bit.
+  [[maybe_unused]] auto key_offset = [&](int64_t vk) -> int64_t {
+    if (vk >= k_end) return -1;
+    const int kpos = int(vk < len1 ? vk : start2 + (vk - len1));
+    const int row = (!head.ring || kpos < head.sink) ? kpos
+                                                     : head.sink + (kpos - head.sink) % head.window;
+    const int page = a.kv.table[head.table + row / a.kv.page_rows];
+    return int64_t(page) * a.kv.page_stride + int64_t(row % a.kv.page_rows) * D + sub * 8;
+  };
+  [[maybe_unused]] auto load_at = [&](float(&kd)[8], float(&vd)[8], int64_t off) {
+    if (off >= 0) {
+      bf16x8_load(kd, a.kv.pool + off);
+      bf16x8_load(vd, a.kv.pool + off + int64_t(a.kv.page_rows) * D);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) kd[e] = vd[e] = 0.f;
+    }
+  };
+  [[maybe_unused]] auto load_step = [&](float(&kd)[8], float(&vd)[8], int64_t base) {
     const int64_t vk = base + grp;
     if (vk < k_end) {
       const int64_t kpos = vk < len1 ? vk : start2 + (vk - len1);
@@ -194,6 +219,24 @@ __global__ void __launch_bounds__(32 * kPagedWarps) paged_decode_split_kernel(co
   }
   constexpr int kStep = kPagedWarps * kKW;       // keys per step of the whole CTA
   int64_t base = k_begin + int64_t(warp) * kKW;  // uniform over the warp: shuffles below are safe
+  if constexpr (PF) {
+    static_assert(DEPTH == 1, "the table prefetch is written for one key step in flight");
+    // off_next: the offset of the step after the one whose loads are in flight.
+    if (base < k_end) load_at(kv[0], vv[0], key_offset(base + grp));
+    int64_t off_next = key_offset(base + kStep + grp);
+    for (; base < k_end; base += kStep) {
+      float kc[8], vc[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        kc[e] = kv[0][e];
+        vc[e] = vv[0][e];
+      }
+      if (base + kStep < k_end) load_at(kv[0], vv[0], off_next);
+      off_next = key_offset(base + 2 * kStep + grp);  // the table load, a step ahead
+      const bool valid = base + grp < k_end;
+      decode_key_step<D, MG>(sq, G, sub, kc, vc, valid, a.scale_log2, m, l, acc);
+    }
+  } else {
 #pragma unroll
   for (int b = 0; b < DEPTH; ++b)
     if (base + b * kStep < k_end) load_step(kv[b], vv[b], base + b * kStep);
@@ -214,6 +257,7 @@ __global__ void __launch_bounds__(32 * kPagedWarps) paged_decode_split_kernel(co
       decode_key_step<D, MG>(sq, G, sub, kc, vc, valid, a.scale_log2, m, l, acc);
     }  // b
   }
+  }  // PF
   // Merge the kKW lane groups of the warp (lanes with the same `sub` hold the same elements).
 #pragma unroll
   for (int h = 0; h < MG; ++h) {
@@ -277,14 +321,14 @@ __global__ void __launch_bounds__(D) paged_decode_merge_kernel(const DecodeArgs 
   a.p.out[(row * Hq + hq) * D + c] = sum > 0.f ? acc_c / sum : 0.f;
 }
 
-template <int D, int MG, int DEPTH>
+template <int D, int MG, int DEPTH, bool PF = false>
 int ctas_per_wave() {
   static const int n = [] {
     int device = 0, sms = 0, per_sm = 0;
     ELASTIC_CUDA_CHECK(cudaGetDevice(&device));
     ELASTIC_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
     ELASTIC_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &per_sm, paged_decode_split_kernel<D, MG, DEPTH>, 32 * kPagedWarps, 0));
+        &per_sm, paged_decode_split_kernel<D, MG, DEPTH, PF>, 32 * kPagedWarps, 0));
     return std::max(1, sms * per_sm);
   }();
   return n;
@@ -292,7 +336,8 @@ int ctas_per_wave() {
 
 template <int D, int MG>
 int ctas_per_wave_depth() {
-  return g_paged_decode_depth == 1 ? ctas_per_wave<D, MG, 1>() : ctas_per_wave<D, MG, 2>();
+  if (g_paged_decode_depth == 2) return ctas_per_wave<D, MG, 2>();
+  return g_paged_decode_prefetch ? ctas_per_wave<D, MG, 1, true>() : ctas_per_wave<D, MG, 1>();
 }
 
 template <int D>
@@ -305,10 +350,12 @@ int ctas_per_wave_for(int group) {
 template <int D, int MG>
 void decode_launch_group(const DecodeArgs& a, cudaStream_t stream) {
   const dim3 grid(unsigned(a.p.split.splits), unsigned(a.kv.num_kv_heads), unsigned(a.p.count));
-  if (g_paged_decode_depth == 1)
-    paged_decode_split_kernel<D, MG, 1><<<grid, 32 * kPagedWarps, 0, stream>>>(a);
-  else
+  if (g_paged_decode_depth == 2)
     paged_decode_split_kernel<D, MG, 2><<<grid, 32 * kPagedWarps, 0, stream>>>(a);
+  else if (g_paged_decode_prefetch)
+    paged_decode_split_kernel<D, MG, 1, true><<<grid, 32 * kPagedWarps, 0, stream>>>(a);
+  else
+    paged_decode_split_kernel<D, MG, 1><<<grid, 32 * kPagedWarps, 0, stream>>>(a);
   ELASTIC_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -340,6 +387,8 @@ int grid_for(int64_t count, int threads) {
 }
 
 }  // namespace
+
+void set_paged_decode_prefetch(bool on) { g_paged_decode_prefetch = on; }
 
 void set_paged_decode_depth(int depth) {
   ELASTIC_CHECK_MSG(depth == 1 || depth == 2, "paged decode depth must be 1 or 2");

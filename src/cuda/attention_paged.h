@@ -97,9 +97,12 @@ void paged_decode_run(const PagedKv& kv, const PagedDecodeParams& p, cudaStream_
 namespace detail {
 // Keys an SSA head attends at position pos (attention_decode.cu).
 int64_t ssa_decode_keys(const SsaOptions& o, int64_t pos);
-// Key steps a warp of the decode kernel keeps in flight: 2 (default) or 1 (the first version;
+// Key steps a warp of the decode kernel keeps in flight: 1 (default) or 2 (run 19: slower;
 // tests and bench_serve_cuda run both).
 void set_paged_decode_depth(int depth);
+// With depth 1: read the block table a key step ahead of the KV loads (off by default until a
+// device run measures it; tests and bench_serve_cuda run it).
+void set_paged_decode_prefetch(bool on);
 }  // namespace detail
 
 }  // namespace elastic::cuda

@@ -226,10 +226,12 @@ TEST(CudaServe, BatchForwardMatchesCpuForEveryMode) {
       all_sa(AttnMode::ssa, AttnMode::ssa, false);
   PatternRouting xa_ssa(AttnMode::xa, AttnMode::ssa, true),
       fa_xa(AttnMode::fa, AttnMode::xa, false);
-  // The decode kernel's key steps in flight: both versions, the default (1) last.
-  for (int depth : {2, 1}) {
+  // The decode kernel's versions: two key steps in flight, one with the block table read a step
+  // ahead, and the default (one, no prefetch) last.
+  for (auto [depth, prefetch] : {std::pair{2, false}, std::pair{1, true}, std::pair{1, false}}) {
     cuda::detail::set_paged_decode_depth(depth);
-    std::printf("  decode depth %d\n", depth);
+    cuda::detail::set_paged_decode_prefetch(prefetch);
+    std::printf("  decode depth %d%s\n", depth, prefetch ? ", table prefetch" : "");
     for (const char* name : {"qwen3-tiny", "llama3-tiny"}) {
       check_cpu_vs_cuda(name, {&hybrid, nullptr, &all_sa}, "fa-ssa");
       check_cpu_vs_cuda(name, {&xa_ssa, &all_sa, &fa_xa}, "xa");  // B (the chunk) is not XA
