@@ -87,7 +87,7 @@ fi
 SHAPE=(--layers 6 --hidden 256 --heads 8 --kv-heads 4 --head-dim 32 --ffn 768)
 SSA=(--block 64 --sink 64 --local 512)
 SMALL=()  # --smoke: appended to every stage (a later option wins)
-EVAL_N=20 EVAL_LENGTHS=4096 ROUTER_N=24 ROUTER_LENGTHS=1024,2048,4096 ROUTER_STEPS=200
+EVAL_N=50 EVAL_LENGTHS=4096,8192 ROUTER_N=24 ROUTER_LENGTHS=1024,2048,4096 ROUTER_STEPS=200
 if [[ $SMOKE -eq 1 ]]; then
   SHAPE=(--layers 2 --hidden 32 --heads 2 --kv-heads 2 --head-dim 16 --ffn 32)
   SMALL=(--steps 2 --lengths 256 --max-tokens 512 --batch 1 --eval-every 1 --eval-samples 1)
@@ -188,9 +188,10 @@ PY
     eval)
       M=$RUN/router; [[ -f $M/done ]] || M=$RUN/s3; [[ -f $M/done ]] || M=$RUN/s2
       echo "== eval of $M"
+      ev=$RUN/eval-${EVAL_LENGTHS//,/-}  # the device returns names of letters, digits, '.', '_', '-'
       timeout "$(stage_time)" "$ELASTIC" eval -m "$M" --tasks all --lengths $EVAL_LENGTHS --n $EVAL_N --configs dense,all-sa,static:0.5,elastic \
-        --sink 64 --local 512 --block 64 --backend "$BACKEND" --json > "$RUN/eval-$EVAL_LENGTHS.json" 2> "$RUN/eval-$EVAL_LENGTHS.log"
-      python3 - "$RUN/eval-$EVAL_LENGTHS.json" <<'PY'
+        --sink 64 --local 512 --block 64 --backend "$BACKEND" --json > "$ev.json" 2> "$ev.log"
+      python3 - "$ev.json" <<'PY'
 import json, sys
 rows = json.load(open(sys.argv[1]))["results"]
 configs = list(dict.fromkeys(r["config"] for r in rows))
