@@ -407,7 +407,8 @@ TrainStatus router_train_run(const RouterTrainConfig& rc, const RouterTrainCallb
           batch.add(ts.ids.data(), static_cast<int64_t>(ts.ids.size()));
           loss.labels.insert(loss.labels.end(), ts.labels.begin(), ts.labels.end());
           loss.task.push_back(ts.task);
-          loss.sample_weight.push_back(1.0 / double(per_task.size() * per_task[ts.task]));
+          // at(): the ranks read the map concurrently (every task of the step is in it)
+          loss.sample_weight.push_back(1.0 / double(per_task.size() * per_task.at(ts.task)));
           const std::vector<double> u = gumbel_uniforms(rc.seed, step0, ts.index, L, Hkv);
           routing.gumbel_u.insert(routing.gumbel_u.end(), u.begin(), u.end());
         }
