@@ -113,6 +113,9 @@ int cmd_train_router(int argc, char** argv) {
              "each runs 1/N of a step's packs; the router gradient is\n"
              "all-reduced before the step (default 1)",
              {1, 1024});
+  cl.choice("--dp-comm", c.comm, {"threads", "nccl"},
+            "the ranks' communicator: threads of this process, or NCCL\n"
+            "(CUDA builds with NCCL; one rank for now) (default threads)");
   cl.section("Attention and backend");
   ssa_options_add(cl, c.ssa, c.pool_tokens);
   cl.choice("--chat-template", c.chat_template, {"auto", "none", "chatml", "llama3"},

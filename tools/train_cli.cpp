@@ -8,6 +8,9 @@
 #ifdef ELASTIC_HAVE_CUDA
 #include "elastic/cuda/train_cuda.h"
 #endif
+#ifdef ELASTIC_HAVE_NCCL
+#include "elastic/cuda/comm_nccl.h"
+#endif
 
 namespace elastic::cli {
 
@@ -19,6 +22,9 @@ extern "C" void train_signal_handler(int sig) { g_stop_signal.store(sig); }
 void train_cuda_engine_register() {
 #ifdef ELASTIC_HAVE_CUDA
   train_engine_cuda_register();
+#endif
+#ifdef ELASTIC_HAVE_NCCL
+  tp_group_nccl_register();  // --dp-comm nccl
 #endif
 }
 

@@ -32,10 +32,20 @@ class TpComm {
   virtual ~TpComm() = default;
   virtual int rank() const = 0;
   virtual int world() const = 0;
-  // x[0..n) = the sum of every rank's x[0..n), summed in rank order (all ranks get the same
-  // bits). Every rank calls it with the same n, in the same order.
+  // x[0..n) (host memory) = the sum of every rank's x[0..n); all ranks get the same bits.
+  // Every rank calls it with the same n, in the same order.
   virtual void all_reduce_sum(float* x, int64_t n) = 0;
+  // Called on a rank that failed: the other ranks' pending and later all-reduces must end
+  // (throw) rather than wait for it.
+  virtual void abort() {}
 };
+
+// Communicator groups by name: "threads" (tp_group_in_process, always there) and, in builds
+// with the CUDA backend and NCCL, "nccl" (tp_group_nccl_register: rank r on GPU r of this
+// process). Throws naming the known groups for an unknown name.
+using TpGroupFactory = std::function<std::vector<std::shared_ptr<TpComm>>(int world)>;
+void tp_group_register(const std::string& name, TpGroupFactory factory);
+std::vector<std::shared_ptr<TpComm>> tp_group_create(const std::string& name, int world);
 
 // W communicators of one group whose ranks are threads of this process.
 std::vector<std::shared_ptr<TpComm>> tp_group_in_process(int world);
@@ -46,6 +56,9 @@ std::vector<std::shared_ptr<TpComm>> tp_group_in_process(int world);
 // error is then rethrown here.
 void tp_run_in_process(int world, int threads_per_rank,
                        const std::function<void(std::shared_ptr<TpComm>)>& rank_main);
+// The same over a group already made (one thread per communicator, in rank order).
+void tp_run(const std::vector<std::shared_ptr<TpComm>>& comms, int threads_per_rank,
+            const std::function<void(std::shared_ptr<TpComm>)>& rank_main);
 
 // Throws naming the field when `c` cannot be split W ways (KV heads, intermediate size).
 void tp_validate(const ModelConfig& c, int world, const std::string& source);

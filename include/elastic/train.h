@@ -72,6 +72,9 @@ struct RouterTrainConfig {
   // the same AdamW step. The Gumbel noise is keyed by (seed, step, sample), not by rank, so a
   // run's checkpoints do not depend on W beyond the order of the gradient sums.
   int64_t data_parallel = 1;
+  // The communicator group of the ranks (tensor_parallel.h): "threads", or "nccl" in builds with
+  // NCCL. With "nccl" even one rank all-reduces through it (world size 1 through the NCCL path).
+  std::string comm = "threads";
 };
 
 struct RouterTrainMetrics {

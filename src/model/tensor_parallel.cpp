@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
+#include <map>
 #include <exception>
 #include <mutex>
 #include <optional>
@@ -75,7 +76,7 @@ class InProcessComm final : public TpComm {
     g_->meet();
     std::memcpy(x, sum_.data(), static_cast<size_t>(n) * sizeof(float));
   }
-  void abort() { g_->abort(rank_); }
+  void abort() override { g_->abort(rank_); }
 
  private:
   std::shared_ptr<InProcessGroup> g_;
@@ -138,9 +139,44 @@ std::vector<std::shared_ptr<TpComm>> tp_group_in_process(int world) {
   return out;
 }
 
+namespace {
+
+std::map<std::string, TpGroupFactory>& group_factories() {
+  static std::map<std::string, TpGroupFactory> f = {{"threads", tp_group_in_process}};
+  return f;
+}
+std::mutex g_group_mutex;
+
+}  // namespace
+
+void tp_group_register(const std::string& name, TpGroupFactory factory) {
+  std::lock_guard<std::mutex> lock(g_group_mutex);
+  group_factories()[name] = std::move(factory);
+}
+
+std::vector<std::shared_ptr<TpComm>> tp_group_create(const std::string& name, int world) {
+  TpGroupFactory f;
+  {
+    std::lock_guard<std::mutex> lock(g_group_mutex);
+    auto it = group_factories().find(name);
+    if (it == group_factories().end()) {
+      std::string known;
+      for (const auto& [n, _] : group_factories()) known += (known.empty() ? "" : ", ") + n;
+      throw Error("communicator '" + name + "' is not in this build (known: " + known + ")");
+    }
+    f = it->second;
+  }
+  return f(world);
+}
+
 void tp_run_in_process(int world, int threads_per_rank,
                        const std::function<void(std::shared_ptr<TpComm>)>& rank_main) {
-  const std::vector<std::shared_ptr<TpComm>> comms = tp_group_in_process(world);
+  tp_run(tp_group_in_process(world), threads_per_rank, rank_main);
+}
+
+void tp_run(const std::vector<std::shared_ptr<TpComm>>& comms, int threads_per_rank,
+            const std::function<void(std::shared_ptr<TpComm>)>& rank_main) {
+  const int world = static_cast<int>(comms.size());
   std::vector<std::exception_ptr> errors(static_cast<size_t>(world));
   std::vector<std::thread> ranks;
   for (int r = 0; r < world; ++r)
@@ -150,7 +186,7 @@ void tp_run_in_process(int world, int threads_per_rank,
         rank_main(comms[static_cast<size_t>(r)]);
       } catch (...) {
         errors[static_cast<size_t>(r)] = std::current_exception();
-        static_cast<InProcessComm&>(*comms[static_cast<size_t>(r)]).abort();
+        comms[static_cast<size_t>(r)]->abort();
       }
     });
   for (std::thread& t : ranks) t.join();

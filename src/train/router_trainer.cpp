@@ -81,6 +81,9 @@ void config_validate(const RouterTrainConfig& c) {
   if (c.save_every < 1) bad("--save-every must be >= 1");
   if (c.out_dir.empty()) bad("missing --out DIR");
   if (c.data_parallel < 1) bad("--dp must be >= 1");
+  if (c.comm == "nccl" && c.data_parallel > 1)
+    bad("--dp-comm nccl runs one rank for now (world size 1 through NCCL); ranks on several GPUs "
+        "need an engine on each rank's GPU (issue 14)");
   if (c.data_parallel > 1 && c.backend != "cpu")
     bad("--dp " + std::to_string(c.data_parallel) +
         " runs its ranks as threads of this process on the CPU (--backend cpu); data parallelism "
@@ -304,6 +307,11 @@ TrainStatus router_train_run(const RouterTrainConfig& rc, const RouterTrainCallb
   engines.insert(engines.begin(),
                  train_engine_create(rc.backend, c, std::move(backbone), std::move(router), opt));
   TrainEngine* eng = engines[0].get();
+  // The ranks' communicators, made once (an NCCL group's setup is slow); none for one rank of
+  // the thread group (the plain path).
+  const bool grouped = W > 1 || rc.comm != "threads";
+  std::vector<std::shared_ptr<TpComm>> comms;
+  if (grouped) comms = tp_group_create(rc.comm, W);
   const json fingerprint = state_fingerprint(rc, c, tasks, opt.ssa);
 
   State st;
@@ -431,11 +439,11 @@ TrainStatus router_train_run(const RouterTrainConfig& rc, const RouterTrainCallb
       const double scale = o.grad_norm > rc.clip ? rc.clip / (o.grad_norm + 1e-6) : 1.0;
       e.adamw_step(ParamGroup::router, router_opt, scale, step0 + 1);
     };
-    if (W == 1) {
+    if (!grouped) {
       rank_step(0, nullptr);
     } else {
-      tp_run_in_process(W, std::max(1, omp_get_max_threads() / W),
-                        [&](std::shared_ptr<TpComm> comm) { rank_step(comm->rank(), comm.get()); });
+      tp_run(comms, std::max(1, omp_get_max_threads() / W),
+             [&](std::shared_ptr<TpComm> comm) { rank_step(comm->rank(), comm.get()); });
     }
     std::vector<double> omega_sum(static_cast<size_t>(K), 0.0), d1(static_cast<size_t>(K), 0.0),
         d2(static_cast<size_t>(K), 0.0);

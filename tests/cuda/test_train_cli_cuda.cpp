@@ -10,6 +10,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -132,6 +133,79 @@ TEST(CudaTrainRouterCli, KillNineAndResumeMatchesStraightRun) {
   EXPECT_LE(worst_loss, 1e-3);
   std::printf("  CUDA resume: router weights differ by %.2e relative, losses by %.2e\n", worst,
               worst_loss);
+}
+
+// Issue 14, acceptance 1: world size 1 through the NCCL path (`--dp-comm nccl`: the router
+// gradient goes to the GPU, through ncclAllReduce and back every step) gives the plain path's
+// loss curve and checkpoint. On the CPU engine (deterministic) bit for bit: an all-reduce of one
+// rank must return its input unchanged. On the CUDA engine within the run-to-run spread of its
+// atomics (1e-3 relative, as the resume test above).
+TEST(CudaTrainRouterCli, NcclWorldOneMatchesThePlainPath) {
+  REQUIRE_GPU();
+#ifndef ELASTIC_HAVE_NCCL
+  GTEST_SKIP() << "this build found no NCCL in the CUDA toolkit";
+#endif
+  namespace fs = std::filesystem;
+  const std::string shared = ELASTIC_SHARED_DIR;
+  const std::string dir = ::testing::TempDir() + "/train_nccl_" + std::to_string(getpid());
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  {
+    std::ofstream f(dir + "/data.jsonl");
+    for (int i = 0; i < 12; ++i) {
+      std::string story = "Once upon a time, there was a girl named Lily.";
+      for (int k = 0; k < 8 + i % 5; ++k) story += " The sun was warm and the sky was blue.";
+      f << (i % 2 ? R"({"prompt": "Say the name of the girl. )" : R"({"prompt": "Say the name of the boy. )")
+        << story << R"( Her name was", "answer": " Lily.", "task": ")" << (i % 2 ? "qa" : "summary")
+        << "\"}\n";
+    }
+  }
+  auto run = [&](const std::string& backend, const std::string& out, const std::string& extra) {
+    const test::CliResult r = test::cli_run(
+        "train-router --backend " + backend + " -m " + shared + "/data/tinystories-656k --data " +
+        dir + "/data.jsonl --out " + dir + "/" + out + " --steps 6 --batch 2 --max-tokens 400 " +
+        "--lr 2e-3 --save-every 3 --block 32 --sink 32 --local 64 --pool-tokens 16 --seed 3 " + extra);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+  };
+  auto rel = [&](const std::string& a_dir, const std::string& b_dir) {
+    const WeightStore a = WeightStore::open(dir + "/" + a_dir + "/router.safetensors"),
+                      b = WeightStore::open(dir + "/" + b_dir + "/router.safetensors");
+    double worst = 0;
+    for (const std::string& name : a.names()) {
+      const std::vector<float> x = a.get(name).to_f32(), y = b.get(name).to_f32();
+      double num = 0, den = 0;
+      for (size_t i = 0; i < x.size(); ++i)
+        num += (x[i] - y[i]) * double(x[i] - y[i]), den += double(x[i]) * x[i];
+      worst = std::max(worst, std::sqrt(num) / std::max(std::sqrt(den), 1e-30));
+    }
+    return worst;
+  };
+  auto slurp = [&](const std::string& p) {
+    std::ifstream f(dir + "/" + p);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  };
+  run("cpu", "cpu_plain", "");
+  run("cpu", "cpu_nccl", "--dp-comm nccl");
+  EXPECT_EQ(slurp("cpu_plain/router.safetensors"), slurp("cpu_nccl/router.safetensors"));
+  // The losses and the rest of each metrics line; the step time differs.
+  std::ifstream ma(dir + "/cpu_plain/metrics.jsonl"), mb(dir + "/cpu_nccl/metrics.jsonl");
+  std::string la, lb;
+  int steps = 0;
+  while (std::getline(ma, la) && std::getline(mb, lb)) {
+    nlohmann::json ja = nlohmann::json::parse(la), jb = nlohmann::json::parse(lb);
+    EXPECT_EQ(ja["loss"], jb["loss"]);
+    EXPECT_EQ(ja["grad_norm"], jb["grad_norm"]);
+    EXPECT_EQ(ja["omega"], jb["omega"]);
+    ++steps;
+  }
+  EXPECT_EQ(steps, 6);
+  run("cuda", "cuda_plain", "");
+  run("cuda", "cuda_nccl", "--dp-comm nccl");
+  const double cuda_rel = rel("cuda_plain", "cuda_nccl");
+  EXPECT_LE(cuda_rel, 1e-3);
+  std::printf("  world size 1 through NCCL: CPU engine bitwise equal over %d steps; CUDA engine "
+              "router weights %.2e relative\n",
+              steps, cuda_rel);
 }
 
 }  // namespace

@@ -194,6 +194,9 @@ TEST(RouterTrainer, DataParallelRanksGiveOneRanksCheckpoint) {
     }
     EXPECT_LT(err, 1e-4);
   }
+  RouterTrainConfig bogus = toy_config(dir, data);
+  bogus.comm = "bogus";
+  expect_error(bogus, "communicator 'bogus' is not in this build (known: threads");
   RouterTrainConfig gpu = toy_config(dir, data);
   gpu.data_parallel = 2;
   gpu.backend = "cuda";

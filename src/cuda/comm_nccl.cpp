@@ -1,0 +1,90 @@
+// The NCCL communicator (see elastic/cuda/comm_nccl.h).
+#include "elastic/cuda/comm_nccl.h"
+
+#include <nccl.h>
+
+#include <cstdlib>
+#include <numeric>
+#include <string>
+
+#include "elastic/cuda/cuda_check.h"
+#include "elastic/error.h"
+
+namespace elastic {
+namespace {
+
+void nccl_check(ncclResult_t r, const char* what) {
+  if (r != ncclSuccess)
+    throw Error(std::string("NCCL: ") + what + ": " + ncclGetErrorString(r));
+}
+
+class NcclComm final : public TpComm {
+ public:
+  NcclComm(ncclComm_t comm, int device, int rank, int world)
+      : comm_(comm), device_(device), rank_(rank), world_(world) {}
+  ~NcclComm() override {
+    cudaSetDevice(device_);  // destructors do not throw: errors here are left to the driver
+    if (buf_) cudaFree(buf_);
+    if (stream_) cudaStreamDestroy(stream_);
+    if (aborted_)
+      ncclCommAbort(comm_);
+    else
+      ncclCommDestroy(comm_);
+  }
+  int rank() const override { return rank_; }
+  int world() const override { return world_; }
+
+  // Host x -> the rank's device buffer -> ncclAllReduce (sum, in place) -> host x. NCCL gives
+  // every rank the same reduced values.
+  void all_reduce_sum(float* x, int64_t n) override {
+    if (aborted_) throw Error("NCCL: rank " + std::to_string(rank_) + "'s group was aborted");
+    ELASTIC_CUDA_CHECK(cudaSetDevice(device_));
+    if (!stream_) ELASTIC_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    const size_t bytes = static_cast<size_t>(n) * sizeof(float);
+    if (bytes > cap_) {
+      if (buf_) ELASTIC_CUDA_CHECK(cudaFree(buf_));
+      buf_ = nullptr;
+      ELASTIC_CUDA_CHECK(cudaMalloc(&buf_, bytes));
+      cap_ = bytes;
+    }
+    ELASTIC_CUDA_CHECK(cudaMemcpyAsync(buf_, x, bytes, cudaMemcpyHostToDevice, stream_));
+    nccl_check(ncclAllReduce(buf_, buf_, static_cast<size_t>(n), ncclFloat32, ncclSum, comm_,
+                             stream_),
+               "ncclAllReduce");
+    ELASTIC_CUDA_CHECK(cudaMemcpyAsync(x, buf_, bytes, cudaMemcpyDeviceToHost, stream_));
+    ELASTIC_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  void abort() override { aborted_ = true; }
+
+ private:
+  ncclComm_t comm_;
+  int device_, rank_, world_;
+  cudaStream_t stream_ = nullptr;
+  float* buf_ = nullptr;
+  size_t cap_ = 0;
+  bool aborted_ = false;
+};
+
+}  // namespace
+
+std::vector<std::shared_ptr<TpComm>> tp_group_nccl(int world) {
+  // Never NVLink multicast on the lent machines (the device README): set before NCCL reads it.
+  setenv("NCCL_NVLS_ENABLE", "0", 1);
+  const int gpus = cuda::cuda_device_count();
+  if (world < 1 || world > gpus)
+    throw Error("communicator nccl: a world of " + std::to_string(world) + " needs " +
+                std::to_string(world) + " GPUs (one a rank); this machine has " +
+                std::to_string(gpus));
+  std::vector<ncclComm_t> comms(static_cast<size_t>(world));
+  std::vector<int> devices(static_cast<size_t>(world));
+  std::iota(devices.begin(), devices.end(), 0);
+  nccl_check(ncclCommInitAll(comms.data(), world, devices.data()), "ncclCommInitAll");
+  std::vector<std::shared_ptr<TpComm>> out;
+  for (int r = 0; r < world; ++r)
+    out.push_back(std::make_shared<NcclComm>(comms[size_t(r)], devices[size_t(r)], r, world));
+  return out;
+}
+
+void tp_group_nccl_register() { tp_group_register("nccl", tp_group_nccl); }
+
+}  // namespace elastic
