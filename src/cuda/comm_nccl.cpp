@@ -4,6 +4,7 @@
 #include <nccl.h>
 
 #include <cstdlib>
+#include <mutex>
 #include <numeric>
 #include <string>
 
@@ -14,22 +15,39 @@ namespace elastic {
 namespace {
 
 void nccl_check(ncclResult_t r, const char* what) {
-  if (r != ncclSuccess)
-    throw Error(std::string("NCCL: ") + what + ": " + ncclGetErrorString(r));
+  if (r != ncclSuccess) throw Error(std::string("NCCL: ") + what + ": " + ncclGetErrorString(r));
 }
+
+// The group's NCCL communicators. A rank that fails aborts all of them (ncclCommAbort ends
+// the operations the other ranks wait in), once; an aborted communicator is not destroyed again.
+struct NcclGroup {
+  std::vector<ncclComm_t> comms;
+  std::mutex mutex;
+  bool aborted = false;
+  void abort() {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (aborted) return;
+    aborted = true;
+    for (ncclComm_t c : comms) ncclCommAbort(c);
+  }
+  ~NcclGroup() {
+    if (!aborted)
+      for (ncclComm_t c : comms) ncclCommDestroy(c);
+  }
+};
 
 class NcclComm final : public TpComm {
  public:
-  NcclComm(ncclComm_t comm, int device, int rank, int world)
-      : comm_(comm), device_(device), rank_(rank), world_(world) {}
+  NcclComm(std::shared_ptr<NcclGroup> group, int device, int rank)
+      : group_(std::move(group)),
+        comm_(group_->comms[size_t(rank)]),
+        device_(device),
+        rank_(rank),
+        world_(int(group_->comms.size())) {}
   ~NcclComm() override {
     cudaSetDevice(device_);  // destructors do not throw: errors here are left to the driver
     if (buf_) cudaFree(buf_);
     if (stream_) cudaStreamDestroy(stream_);
-    if (aborted_)
-      ncclCommAbort(comm_);
-    else
-      ncclCommDestroy(comm_);
   }
   int rank() const override { return rank_; }
   int world() const override { return world_; }
@@ -37,7 +55,8 @@ class NcclComm final : public TpComm {
   // Host x -> the rank's device buffer -> ncclAllReduce (sum, in place) -> host x. NCCL gives
   // every rank the same reduced values.
   void all_reduce_sum(float* x, int64_t n) override {
-    if (aborted_) throw Error("NCCL: rank " + std::to_string(rank_) + "'s group was aborted");
+    if (group_->aborted)
+      throw Error("NCCL: the group of rank " + std::to_string(rank_) + " was aborted");
     ELASTIC_CUDA_CHECK(cudaSetDevice(device_));
     if (!stream_) ELASTIC_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     const size_t bytes = static_cast<size_t>(n) * sizeof(float);
@@ -48,21 +67,21 @@ class NcclComm final : public TpComm {
       cap_ = bytes;
     }
     ELASTIC_CUDA_CHECK(cudaMemcpyAsync(buf_, x, bytes, cudaMemcpyHostToDevice, stream_));
-    nccl_check(ncclAllReduce(buf_, buf_, static_cast<size_t>(n), ncclFloat32, ncclSum, comm_,
-                             stream_),
-               "ncclAllReduce");
+    nccl_check(
+        ncclAllReduce(buf_, buf_, static_cast<size_t>(n), ncclFloat32, ncclSum, comm_, stream_),
+        "ncclAllReduce");
     ELASTIC_CUDA_CHECK(cudaMemcpyAsync(x, buf_, bytes, cudaMemcpyDeviceToHost, stream_));
     ELASTIC_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
-  void abort() override { aborted_ = true; }
+  void abort() override { group_->abort(); }
 
  private:
+  std::shared_ptr<NcclGroup> group_;
   ncclComm_t comm_;
   int device_, rank_, world_;
   cudaStream_t stream_ = nullptr;
   float* buf_ = nullptr;
   size_t cap_ = 0;
-  bool aborted_ = false;
 };
 
 }  // namespace
@@ -75,13 +94,15 @@ std::vector<std::shared_ptr<TpComm>> tp_group_nccl(int world) {
     throw Error("communicator nccl: a world of " + std::to_string(world) + " needs " +
                 std::to_string(world) + " GPUs (one a rank); this machine has " +
                 std::to_string(gpus));
+  auto group = std::make_shared<NcclGroup>();
   std::vector<ncclComm_t> comms(static_cast<size_t>(world));
   std::vector<int> devices(static_cast<size_t>(world));
   std::iota(devices.begin(), devices.end(), 0);
   nccl_check(ncclCommInitAll(comms.data(), world, devices.data()), "ncclCommInitAll");
+  group->comms = comms;
   std::vector<std::shared_ptr<TpComm>> out;
   for (int r = 0; r < world; ++r)
-    out.push_back(std::make_shared<NcclComm>(comms[size_t(r)], devices[size_t(r)], r, world));
+    out.push_back(std::make_shared<NcclComm>(group, devices[size_t(r)], r));
   return out;
 }
 

@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
-#include <map>
 #include <exception>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
