@@ -3,6 +3,7 @@
 
 #include <nccl.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <mutex>
 #include <numeric>
@@ -23,7 +24,7 @@ void nccl_check(ncclResult_t r, const char* what) {
 struct NcclGroup {
   std::vector<ncclComm_t> comms;
   std::mutex mutex;
-  bool aborted = false;
+  std::atomic<bool> aborted{false};  // read by the ranks without the mutex
   void abort() {
     std::lock_guard<std::mutex> lock(mutex);
     if (aborted) return;
