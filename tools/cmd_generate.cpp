@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -17,6 +16,7 @@
 #include "elastic/fileio.h"
 #include "elastic/model.h"
 #include "elastic/report.h"
+#include "elastic/safetensors.h"
 #include "elastic/sampling.h"
 #include "elastic/tensor_parallel.h"
 #include "elastic/tokenizer.h"
@@ -150,6 +150,28 @@ int cmd_generate(int argc, char** argv) {
     if (!eos) show(o, o.stop.push(o.stream->push(static_cast<int32_t>(id))));
     return !o.stop.stopped();
   };
+  // The model (tp 1) or its shards, and each rank's routing (a static head list sliced to its
+  // heads), made before the prompt is echoed: a model or routing error ends the command there.
+  const auto load_start = std::chrono::steady_clock::now();
+  std::vector<std::shared_ptr<TpComm>> comms;
+  std::vector<Model> models;
+  std::vector<RoutingSetup> setups;
+  if (tp == 1) {
+    models.push_back(model_load(mo.dir, backend_create(backend)));
+  } else {
+    comms = tp_group_in_process(static_cast<int>(tp));
+    for (const std::shared_ptr<TpComm>& comm : comms)
+      models.push_back(model_load_tp(mo.dir, comm, backend_create(backend)));
+  }
+  const double load_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+  const WeightStore weights = WeightStore::open(mo.dir);
+  for (int r = 0; r < static_cast<int>(tp); ++r) {
+    models[size_t(r)].config.eos_token_ids = eos_ids;
+    setups.push_back(routing_setup(eo.routing, config, weights));
+    tp_routing_shard(setups.back(), r, static_cast<int>(tp));
+  }
+
   if (!json && display_prompt) {
     if (tok && ids.size() == prompt_given) {
       std::fwrite(prompt->data(), 1, prompt->size(), stdout);
@@ -163,27 +185,20 @@ int cmd_generate(int argc, char** argv) {
     std::fflush(stdout);
   }
 
-  // One rank's generation (the whole model's when tp is 1): its routing (a static head list
-  // sliced to its heads), its request, its sampler and its own output.
+  // One rank's generation (the whole model's when tp is 1): its request, its sampler and its
+  // own output.
   struct RankResult {
     Output output;
     std::vector<int64_t> out;
     GenerateStats st;
     TpRouting routing;
     AttnOptions attn;
-    std::string policy;
-    double load_seconds = 0;
   };
   std::vector<RankResult> results(static_cast<size_t>(tp));
-  auto run_rank = [&](int rank, const std::function<Model()>& load) {
+  auto run_rank = [&](int rank) {
     RankResult& r = results[static_cast<size_t>(rank)];
-    const auto load_start = std::chrono::steady_clock::now();
-    Model model = load();
-    r.load_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
-    RoutingSetup setup = routing_setup(eo.routing, config, WeightStore::open(mo.dir));
-    tp_routing_shard(setup, rank, static_cast<int>(tp));
-    Request req = request_start(model, setup);
+    Model& model = models[static_cast<size_t>(rank)];
+    Request req = request_start(model, setups[static_cast<size_t>(rank)]);
     r.output.lead = rank == 0;
     r.output.stop = StopMatcher(stops);
     if (tok) r.output.stream.emplace(*tok);
@@ -196,33 +211,19 @@ int cmd_generate(int argc, char** argv) {
     if (tok && !o.stop.stopped()) show(o, o.stop.push(o.stream->finish()) + o.stop.finish());
     r.routing = {req.routes, req.prefill_stats};
     r.attn = req.attn;
-    r.policy = setup.description;
   };
   if (tp == 1) {
-    run_rank(0, [&] {
-      Model m = model_load(mo.dir, backend_create(backend));
-      m.config.eos_token_ids = eos_ids;
-      return m;
-    });
+    run_rank(0);
   } else {
     const int total = threads > 0 ? static_cast<int>(threads) : omp_get_max_threads();
-    tp_run_in_process(static_cast<int>(tp), total / static_cast<int>(tp),
-                      [&](std::shared_ptr<TpComm> comm) {
-                        const int rank = comm->rank();
-                        run_rank(rank, [&] {
-                          Model m = model_load_tp(mo.dir, comm, backend_create(backend));
-                          m.config.eos_token_ids = eos_ids;
-                          return m;
-                        });
-                      });
+    tp_run(comms, total / static_cast<int>(tp),
+           [&](std::shared_ptr<TpComm> comm) { run_rank(comm->rank()); });
   }
   RankResult& lead = results[0];
   const GenerateStats& st = lead.st;
   const std::vector<int64_t>& out = lead.out;
   const std::string& text = lead.output.text;
   const StopMatcher& stop = lead.output.stop;
-  double load_seconds = 0;
-  for (const RankResult& r : results) load_seconds = std::max(load_seconds, r.load_seconds);
   std::vector<TpRouting> ranks;
   for (const RankResult& r : results) ranks.push_back(r.routing);
   const TpRouting whole = tp == 1 ? lead.routing : tp_gather_routing(ranks);
@@ -250,7 +251,7 @@ int cmd_generate(int argc, char** argv) {
     j["prefill_ms_per_token"] = speed.prefill_ms_per_token;
     j["decode_tokens_per_s"] = speed.decode_tokens_per_s;
     j["decode_ms_per_token"] = speed.decode_ms_per_token;
-    j["policy"] = lead.policy;
+    j["policy"] = setups[0].description;
     j["tp"] = tp;
     j["report"] = report_json(report);
     std::printf("%s\n", j.dump().c_str());
