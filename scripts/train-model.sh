@@ -94,6 +94,18 @@ if [[ $SMOKE -eq 1 ]]; then
   EVAL_N=1 EVAL_LENGTHS=512 ROUTER_N=1 ROUTER_LENGTHS=512 ROUTER_STEPS=2
 fi
 [[ -n $ARCH ]] && SHAPE+=(--arch "$ARCH")
+# The robust tasks (answered from the prompt's last lines) also draw short samples: ~10x the
+# answers per token for the addition table and counting that they need (docs/model.md, run 4).
+ROBUST_S2=() ROBUST_S3=()
+for t in repeat_last_line continue_pattern arithmetic_last count_word; do
+  ROBUST_S2+=("--task-lengths=$t=128,256,512,2048") ROBUST_S3+=("--task-lengths=$t=128,256,4096,8192")
+done
+if [[ $SMOKE -eq 1 ]]; then  # within --smoke's 512-token packs
+  ROBUST_S2=() ROBUST_S3=()
+  for t in repeat_last_line continue_pattern arithmetic_last count_word; do
+    ROBUST_S2+=("--task-lengths=$t=128,256") ROBUST_S3+=("--task-lengths=$t=128,256")
+  done
+fi
 TASKS_ALL=niah_single,niah_multikey,niah_multivalue,niah_multiquery,kv_retrieval,variable_tracking,common_words,frequent_words,repeat_last_line,continue_pattern,arithmetic_last,count_word
 
 # train_stage NAME FROM ARGS...: one `elastic train` stage (FROM: the previous stage or "").
@@ -161,10 +173,10 @@ for spec in "${STAGES[@]}"; do
           --save-every 500 --stop-ce 0.05 ;;
     s2) train_stage s2 s1b --tasks "$TASKS_ALL,assoc_recall,template_recall" --lengths 256,512,1024,2048 \
           --max-tokens 16384 --batch 4 --steps 1500 --lr 1e-3 --warmup 0.02 --eval-every 150 \
-          --eval-samples 8 --save-every 250 ;;
+          --eval-samples 8 --save-every 250 "${ROBUST_S2[@]}" ;;
     s3) train_stage s3 s2 --tasks "$TASKS_ALL,assoc_recall,template_recall" --lengths 512,1024,2048,4096,8192 \
           --max-tokens 16384 --batch 4 --steps 1000 --lr 5e-4 --warmup 0.02 --head-mix 0.5 "${SSA[@]}" \
-          --eval-every 100 --eval-samples 8 --save-every 250 ;;
+          --eval-every 100 --eval-samples 8 --save-every 250 "${ROBUST_S3[@]}" ;;
     router)
       [[ -f $RUN/router/done ]] && { echo "router: done already"; continue; }
       python3 - "$RUN/targets.json" <<'PY'

@@ -73,6 +73,17 @@ int cmd_pretrain(int argc, char** argv) {
   cl.text("--tasks", tasks, "A,B",
           "tasks to train on (default: every eval task); also assoc_recall,\ncopy_words and "
           "template_recall (training only)");
+  cl.custom("--task-lengths", "TASK=L1,L2",
+            "a task's own sample lengths in place of --lengths (repeatable;\n"
+            "e.g. short samples for the tasks answered from the prompt's end)",
+            [&c](const std::string& v) {
+              const size_t eq = v.find('=');
+              if (eq == std::string::npos || eq == 0)
+                throw Error("option --task-lengths: expected TASK=L1,L2, got '" + v + "'");
+              std::vector<int64_t>& out = c.task_lengths[v.substr(0, eq)];
+              for (const std::string& s : split_list(v.substr(eq + 1)))
+                out.push_back(parse_int("--task-lengths", s, IntRange{1, int64_t(1) << 30}));
+            });
   cl.text("--lengths", lengths, "L1,L2",
           "sample lengths in tokens, drawn uniformly (default\n"
           "256,512,1024)");

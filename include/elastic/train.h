@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -158,6 +159,10 @@ struct PretrainConfig {
   // Data.
   std::vector<std::string> tasks;                   // empty = every eval task
   std::vector<int64_t> lengths = {256, 512, 1024};  // sample lengths drawn uniformly
+  // A task's own sample lengths, in place of `lengths` for it (e.g. short samples for the tasks
+  // answered from the prompt's end: more answers per token). With any, a pack's next sample
+  // draws its task first (among those with a length that still fits), then its length.
+  std::map<std::string, std::vector<int64_t>> task_lengths;
   int64_t max_tokens = 8192;                        // tokens per packed sequence
   int64_t batch = 4;                                // packed sequences per optimizer step
   bool answer_only_labels = false;  // CE on the completion only, else on every next token

@@ -233,12 +233,41 @@ struct Planned {
   uint64_t seed = 0;
 };
 
-// The samples of one pack: lengths drawn from those that still fit, tasks uniformly.
+// The lengths task `task` draws from: its own (task_lengths), else --lengths.
+const std::vector<int64_t>& lengths_of(const PretrainConfig& pc, const std::string& task) {
+  const auto it = pc.task_lengths.find(task);
+  return it == pc.task_lengths.end() ? pc.lengths : it->second;
+}
+
+// The samples of one pack: lengths drawn from those that still fit, tasks uniformly. With
+// per-task lengths, the task first (among those with a length that fits), then its length.
 std::vector<Planned> plan_pack(const PretrainConfig& pc, const std::vector<std::string>& tasks,
                                int64_t step, int64_t pack) {
   EvalRng rng(seed_of(pc.seed ^ kSampleStream, uint64_t(step), uint64_t(pack)));
   std::vector<Planned> out;
   int64_t left = pc.max_tokens;
+  if (!pc.task_lengths.empty()) {
+    for (int64_t k = 0;; ++k) {
+      std::vector<std::string> can;
+      for (const std::string& t : tasks)
+        for (int64_t L : lengths_of(pc, t))
+          if (L <= left) {
+            can.push_back(t);
+            break;
+          }
+      if (can.empty()) break;
+      Planned p;
+      p.task = rng.pick(can);
+      std::vector<int64_t> fit;
+      for (int64_t L : lengths_of(pc, p.task))
+        if (L <= left) fit.push_back(L);
+      p.length = rng.pick(fit);
+      p.seed = seed_of(pc.seed, uint64_t(step) << 20 | uint64_t(pack), uint64_t(k));
+      left -= p.length;
+      out.push_back(p);
+    }
+    return out;
+  }
   for (int64_t k = 0;; ++k) {
     std::vector<int64_t> fit;
     for (int64_t L : pc.lengths)
@@ -395,6 +424,19 @@ void config_validate(const PretrainConfig& pc) {
       bad("--lengths: " + std::to_string(L) + " exceeds --max-tokens " +
           std::to_string(pc.max_tokens));
   }
+  const std::vector<std::string> known = pretrain_task_names();
+  for (const auto& [task, lengths] : pc.task_lengths) {
+    const std::string opt = "--task-lengths " + task;
+    if (std::find(known.begin(), known.end(), task) == known.end())
+      bad(opt + ": unknown task (see elastic train --help)");
+    if (!pc.tasks.empty() && std::find(pc.tasks.begin(), pc.tasks.end(), task) == pc.tasks.end())
+      bad(opt + ": the task is not in --tasks");
+    if (lengths.empty()) bad(opt + ": no lengths");
+    for (int64_t L : lengths)
+      if (L < 32 || L > pc.max_tokens)
+        bad(opt + ": " + std::to_string(L) + " is outside [32, --max-tokens " +
+            std::to_string(pc.max_tokens) + "]");
+  }
   for (auto [v, name] : {std::pair{pc.lr, "--lr"}, {pc.weight_decay, "--weight-decay"}})
     if (!(std::isfinite(v) && v >= 0)) bad(std::string(name) + " must be a finite number >= 0");
   if (!(pc.min_lr_ratio >= 0 && pc.min_lr_ratio <= 1)) bad("--min-lr-ratio must be in [0, 1]");
@@ -418,6 +460,7 @@ json fingerprint_of(const PretrainConfig& pc, const ModelConfig& c,
   f["vocab"] = c.vocab_size;
   f["tasks"] = tasks;
   f["lengths"] = pc.lengths;
+  if (!pc.task_lengths.empty()) f["task_lengths"] = pc.task_lengths;  // older states: none
   f["max_tokens"] = pc.max_tokens;
   f["batch"] = pc.batch;
   f["labels"] = pc.answer_only_labels ? "answer" : "all";
@@ -676,8 +719,10 @@ TrainStatus pretrain_run(const PretrainConfig& pc, const PretrainCallbacks& cb) 
   if (c.vocab_size < tok.vocab_size())
     throw Error("train: config vocab_size " + std::to_string(c.vocab_size) +
                 " is smaller than the tokenizer's " + std::to_string(tok.vocab_size()));
-  for (const std::string& t : tasks)  // every task must fit the shortest length
-    (void)task_sample(t, tok, eos, *std::min_element(pc.lengths.begin(), pc.lengths.end()), 1);
+  for (const std::string& t : tasks) {  // every task must fit its shortest length
+    const std::vector<int64_t>& L = lengths_of(pc, t);
+    (void)task_sample(t, tok, eos, *std::min_element(L.begin(), L.end()), 1);
+  }
 
   TrainOptions opt;
   opt.ssa = pc.ssa;

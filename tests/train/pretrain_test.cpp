@@ -247,6 +247,49 @@ TEST(PretrainData, TemplateRecallAnswersEachQuestionWithItsKeysValue) {
   }
 }
 
+// --task-lengths: a task draws its samples from its own lengths (short ones for the tasks
+// answered from the prompt's end), the others from --lengths; every pack stays within
+// max_tokens; a task that is not trained on, or an unknown one, is refused by name.
+TEST(PretrainData, TaskLengthsGiveATaskItsOwnLengths) {
+  const Tokenizer& tok = suite_tokenizer();
+  PretrainConfig c = tiny("");
+  c.tasks = {"count_word", "niah_single"};
+  c.lengths = {512};
+  c.task_lengths = {{"count_word", {128, 160}}};
+  c.max_tokens = 4096;
+  std::map<std::string, int> seen;
+  for (int64_t step = 1; step <= 4; ++step) {
+    const PretrainPack p = pretrain_make_pack(c, tok, step, 0);
+    EXPECT_LE(p.ids.size(), 4096u);
+    for (size_t i = 0; i < p.tasks.size(); ++i) {
+      const int64_t n = p.cu_seqlens[i + 1] - p.cu_seqlens[i];
+      ++seen[p.tasks[i]];
+      if (p.tasks[i] == "count_word")
+        EXPECT_LE(n, 160) << "step " << step;
+      else
+        EXPECT_GT(n, 160) << p.tasks[i] << " step " << step;  // a 512-token sample
+    }
+  }
+  EXPECT_GT(seen["count_word"], 4);
+  EXPECT_GT(seen["niah_single"], 4);
+  c.task_lengths = {{"kv_retrieval", {128}}};  // not in --tasks
+  EXPECT_THROW(
+      {
+        try {
+          PretrainConfig bad = c;
+          bad.out_dir = temp_dir("task_lengths") + "/out";
+          bad.steps = 1;
+          pretrain_run(bad);
+        } catch (const Error& e) {
+          EXPECT_NE(std::string(e.what()).find("--task-lengths kv_retrieval: the task is not in --tasks"),
+                    std::string::npos)
+              << e.what();
+          throw;
+        }
+      },
+      Error);
+}
+
 TEST(Pretrain, LossFallsOnAssociativeRecallAndTheOutputLoadsAsAModel) {
   const std::string dir = temp_dir("learn");
   PretrainConfig c = tiny(dir + "/out");

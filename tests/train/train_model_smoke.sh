@@ -29,6 +29,10 @@ grep -q '"model_type": "llama"' "$scratch/run/s1/config.json" || fail "--arch ll
 # --args-s2 reaches s2 and no other stage.
 [[ $(grep "^== s2:" "$scratch/log" | grep -c -- "--labels answer") == 1 ]] || fail "--args-s2 did not reach s2"
 [[ $(grep "^== s" "$scratch/log" | grep -c -- "--labels answer") == 1 ]] || fail "--args-s2 reached another stage"
+# The robust tasks' own short lengths reach s2 and s3 (one word each, commas kept).
+for st in s2 s3; do
+  grep "^== $st:" "$scratch/log" | grep -q -- "--task-lengths=count_word=128,256" || fail "--task-lengths did not reach $st"
+done
 # A tar unpacked into an empty run folder continues there: the finished stages are skipped.
 mkdir "$scratch/run2" && tar -xf "$scratch/out/run.tar" -C "$scratch/run2"
 OUT=$scratch/out2 ELASTIC_BIN=$build/bin/elastic bash "$repo/scripts/train-model.sh" --smoke \
