@@ -281,8 +281,9 @@ TEST(PretrainData, TaskLengthsGiveATaskItsOwnLengths) {
           bad.steps = 1;
           pretrain_run(bad);
         } catch (const Error& e) {
-          EXPECT_NE(std::string(e.what()).find("--task-lengths kv_retrieval: the task is not in --tasks"),
-                    std::string::npos)
+          EXPECT_NE(
+              std::string(e.what()).find("--task-lengths kv_retrieval: the task is not in --tasks"),
+              std::string::npos)
               << e.what();
           throw;
         }
