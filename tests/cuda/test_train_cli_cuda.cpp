@@ -22,6 +22,37 @@
 namespace elastic {
 namespace {
 
+// A fresh folder TempDir()/NAME<pid> holding data.jsonl: 12 records of two tasks (qa, summary)
+// about one story of 9-13 sentences, for the train-router runs below.
+std::string router_data_dir(const std::string& name) {
+  const std::string dir = ::testing::TempDir() + "/" + name + std::to_string(getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::ofstream f(dir + "/data.jsonl");
+  for (int i = 0; i < 12; ++i) {
+    std::string story = "Once upon a time, there was a girl named Lily.";
+    for (int k = 0; k < 8 + i % 5; ++k) story += " The sun was warm and the sky was blue.";
+    f << (i % 2 ? R"({"prompt": "Say the name of the girl. )" : R"({"prompt": "Say the name of the boy. )")
+      << story << R"( Her name was", "answer": " Lily.", "task": ")" << (i % 2 ? "qa" : "summary")
+      << "\"}\n";
+  }
+  return dir;
+}
+
+// The largest relative L2 difference, tensor by tensor, of two router checkpoints.
+double router_rel_diff(const std::string& a_path, const std::string& b_path) {
+  const WeightStore a = WeightStore::open(a_path), b = WeightStore::open(b_path);
+  double worst = 0;
+  for (const std::string& name : a.names()) {
+    const std::vector<float> x = a.get(name).to_f32(), y = b.get(name).to_f32();
+    double num = 0, den = 0;
+    for (size_t i = 0; i < x.size(); ++i)
+      num += (x[i] - y[i]) * double(x[i] - y[i]), den += double(x[i]) * x[i];
+    worst = std::max(worst, std::sqrt(num) / std::max(std::sqrt(den), 1e-30));
+  }
+  return worst;
+}
+
 TEST(CudaTrainStepCli, BackendCudaMatchesFixture) {
   REQUIRE_GPU();
   const std::string dir = std::string(ELASTIC_SHARED_DIR) + "/fixtures/hf/router-train-step";
@@ -61,21 +92,8 @@ TEST(CudaTrainStepCli, BackendCudaMatchesFixture) {
 // the data order exactly.
 TEST(CudaTrainRouterCli, KillNineAndResumeMatchesStraightRun) {
   REQUIRE_GPU();
-  namespace fs = std::filesystem;
   const std::string shared = ELASTIC_SHARED_DIR;
-  const std::string dir = ::testing::TempDir() + "/train_resume_cuda_" + std::to_string(getpid());
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  {
-    std::ofstream f(dir + "/data.jsonl");
-    for (int i = 0; i < 12; ++i) {
-      std::string story = "Once upon a time, there was a girl named Lily.";
-      for (int k = 0; k < 8 + i % 5; ++k) story += " The sun was warm and the sky was blue.";
-      f << (i % 2 ? R"({"prompt": "Say the name of the girl. )" : R"({"prompt": "Say the name of the boy. )")
-        << story << R"( Her name was", "answer": " Lily.", "task": ")" << (i % 2 ? "qa" : "summary")
-        << "\"}\n";
-    }
-  }
+  const std::string dir = router_data_dir("train_resume_cuda_");
   auto args = [&](const std::string& out) {
     return "train-router --backend cuda -m " + shared + "/data/tinystories-656k --data " + dir +
            "/data.jsonl --out " + out + " --steps 10 --batch 2 --max-tokens 400 --lr 2e-3 "
@@ -106,15 +124,8 @@ TEST(CudaTrainRouterCli, KillNineAndResumeMatchesStraightRun) {
   ASSERT_TRUE(WIFSIGNALED(status)) << "the run ended before it was killed";
   const test::CliResult resumed = test::cli_run(args(dir + "/killed") + " --resume");
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
-  const WeightStore a = WeightStore::open(dir + "/straight/router.safetensors"),
-                    b = WeightStore::open(dir + "/killed/router.safetensors");
-  double worst = 0;
-  for (const std::string& name : a.names()) {
-    const std::vector<float> x = a.get(name).to_f32(), y = b.get(name).to_f32();
-    double num = 0, den = 0;
-    for (size_t i = 0; i < x.size(); ++i) num += (x[i] - y[i]) * double(x[i] - y[i]), den += double(x[i]) * x[i];
-    worst = std::max(worst, std::sqrt(num) / std::max(std::sqrt(den), 1e-30));
-  }
+  const double worst =
+      router_rel_diff(dir + "/straight/router.safetensors", dir + "/killed/router.safetensors");
   EXPECT_LE(worst, 1e-3);
   std::ifstream ma(dir + "/straight/metrics.jsonl"), mb(dir + "/killed/metrics.jsonl");
   std::string la, lb;
@@ -145,40 +156,14 @@ TEST(CudaTrainRouterCli, NcclWorldOneMatchesThePlainPath) {
 #ifndef ELASTIC_HAVE_NCCL
   GTEST_SKIP() << "this build found no NCCL in the CUDA toolkit";
 #endif
-  namespace fs = std::filesystem;
   const std::string shared = ELASTIC_SHARED_DIR;
-  const std::string dir = ::testing::TempDir() + "/train_nccl_" + std::to_string(getpid());
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  {
-    std::ofstream f(dir + "/data.jsonl");
-    for (int i = 0; i < 12; ++i) {
-      std::string story = "Once upon a time, there was a girl named Lily.";
-      for (int k = 0; k < 8 + i % 5; ++k) story += " The sun was warm and the sky was blue.";
-      f << (i % 2 ? R"({"prompt": "Say the name of the girl. )" : R"({"prompt": "Say the name of the boy. )")
-        << story << R"( Her name was", "answer": " Lily.", "task": ")" << (i % 2 ? "qa" : "summary")
-        << "\"}\n";
-    }
-  }
+  const std::string dir = router_data_dir("train_nccl_");
   auto run = [&](const std::string& backend, const std::string& out, const std::string& extra) {
     const test::CliResult r = test::cli_run(
         "train-router --backend " + backend + " -m " + shared + "/data/tinystories-656k --data " +
         dir + "/data.jsonl --out " + dir + "/" + out + " --steps 6 --batch 2 --max-tokens 400 " +
         "--lr 2e-3 --save-every 3 --block 32 --sink 32 --local 64 --pool-tokens 16 --seed 3 " + extra);
     EXPECT_EQ(r.exit_code, 0) << r.err;
-  };
-  auto rel = [&](const std::string& a_dir, const std::string& b_dir) {
-    const WeightStore a = WeightStore::open(dir + "/" + a_dir + "/router.safetensors"),
-                      b = WeightStore::open(dir + "/" + b_dir + "/router.safetensors");
-    double worst = 0;
-    for (const std::string& name : a.names()) {
-      const std::vector<float> x = a.get(name).to_f32(), y = b.get(name).to_f32();
-      double num = 0, den = 0;
-      for (size_t i = 0; i < x.size(); ++i)
-        num += (x[i] - y[i]) * double(x[i] - y[i]), den += double(x[i]) * x[i];
-      worst = std::max(worst, std::sqrt(num) / std::max(std::sqrt(den), 1e-30));
-    }
-    return worst;
   };
   auto slurp = [&](const std::string& p) {
     std::ifstream f(dir + "/" + p);
@@ -201,7 +186,8 @@ TEST(CudaTrainRouterCli, NcclWorldOneMatchesThePlainPath) {
   EXPECT_EQ(steps, 6);
   run("cuda", "cuda_plain", "");
   run("cuda", "cuda_nccl", "--dp-comm nccl");
-  const double cuda_rel = rel("cuda_plain", "cuda_nccl");
+  const double cuda_rel = router_rel_diff(dir + "/cuda_plain/router.safetensors",
+                                          dir + "/cuda_nccl/router.safetensors");
   EXPECT_LE(cuda_rel, 1e-3);
   std::printf("  world size 1 through NCCL: CPU engine bitwise equal over %d steps; CUDA engine "
               "router weights %.2e relative\n",
