@@ -21,11 +21,19 @@
 #include <vector>
 
 #include "elastic/attention.h"
+#include "elastic/error.h"
 #include "elastic/model.h"
 #include "elastic/routing.h"
 #include "elastic/routing_setup.h"
 
 namespace elastic {
+
+// What a rank's all-reduce throws once another rank of its group failed (TpComm::abort): not
+// the cause, which tp_run reports instead.
+class TpGroupAborted : public Error {
+ public:
+  using Error::Error;
+};
 
 class TpComm {
  public:

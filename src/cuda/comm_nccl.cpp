@@ -57,7 +57,7 @@ class NcclComm final : public TpComm {
   // every rank the same reduced values.
   void all_reduce_sum(float* x, int64_t n) override {
     if (group_->aborted)
-      throw Error("NCCL: the group of rank " + std::to_string(rank_) + " was aborted");
+      throw TpGroupAborted("NCCL: the group of rank " + std::to_string(rank_) + " was aborted");
     ELASTIC_CUDA_CHECK(cudaSetDevice(device_));
     if (!stream_) ELASTIC_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     const size_t bytes = static_cast<size_t>(n) * sizeof(float);

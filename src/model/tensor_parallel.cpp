@@ -32,7 +32,7 @@ class InProcessGroup {
 
   void meet() {
     std::unique_lock<std::mutex> lock(mutex_);
-    if (aborted_) throw Error(abort_message());
+    if (aborted_) throw TpGroupAborted(abort_message());
     const uint64_t gen = generation_;
     if (++arrived_ == slots.size()) {
       arrived_ = 0;
@@ -41,7 +41,7 @@ class InProcessGroup {
       return;
     }
     cv_.wait(lock, [&] { return generation_ != gen || aborted_; });
-    if (generation_ == gen) throw Error(abort_message());
+    if (generation_ == gen) throw TpGroupAborted(abort_message());
   }
   void abort(int rank) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -196,12 +196,8 @@ void tp_run(const std::vector<std::shared_ptr<TpComm>>& comms, int threads_per_r
     if (!e) continue;
     try {
       std::rethrow_exception(e);
-    } catch (const Error& err) {
-      if (std::string(err.what()).find("tensor parallel: rank ") == 0) {
-        if (!abort_seen) abort_seen = e;
-        continue;
-      }
-      if (!first) first = e;
+    } catch (const TpGroupAborted&) {
+      if (!abort_seen) abort_seen = e;
     } catch (...) {
       if (!first) first = e;
     }
