@@ -5,7 +5,8 @@
 #           ~750 (run 4 of docs/model.md; recall alone sat on a plateau for 4300+ steps)
 #   s1b     more pairs from a model that recalls: 64..256 tokens (9..41 pairs), from s1
 #   s2      every suite task + associative recall, also in the suite's templates
-#           (template_recall: the key-matching the needle tasks need), at 256..2048 tokens, from s1b
+#           (template_recall: the key-matching the needle tasks need; restate_recall: its
+#           questions restating the statement), at 256..2048 tokens, from s1b
 #   s3      lengths up to 8192 with head-mix (half of the KV heads SSA in half of the samples), from s2
 #   router  router-training data from the suite's generators, then `elastic train-router` on s3
 #           (targets 0.7 for sensitive tasks, 1.0 for robust ones)
@@ -171,10 +172,10 @@ for spec in "${STAGES[@]}"; do
     s1b) train_stage s1b s1 --tasks assoc_recall --lengths 64,128,256 --max-tokens 8192 --batch 4 \
           --steps 3000 --lr 1e-3 --min-lr-ratio 1 --warmup 0.01 --eval-every 250 --eval-samples 16 \
           --save-every 500 --stop-ce 0.05 ;;
-    s2) train_stage s2 s1b --tasks "$TASKS_ALL,assoc_recall,template_recall" --lengths 256,512,1024,2048 \
+    s2) train_stage s2 s1b --tasks "$TASKS_ALL,assoc_recall,template_recall,restate_recall" --lengths 256,512,1024,2048 \
           --max-tokens 16384 --batch 4 --steps 1500 --lr 1e-3 --warmup 0.02 --eval-every 150 \
           --eval-samples 8 --save-every 250 "${ROBUST_S2[@]}" ;;
-    s3) train_stage s3 s2 --tasks "$TASKS_ALL,assoc_recall,template_recall" --lengths 512,1024,2048,4096,8192 \
+    s3) train_stage s3 s2 --tasks "$TASKS_ALL,assoc_recall,template_recall,restate_recall" --lengths 512,1024,2048,4096,8192 \
           --max-tokens 16384 --batch 4 --steps 1000 --lr 5e-4 --warmup 0.02 --head-mix 0.5 "${SSA[@]}" \
           --eval-every 100 --eval-samples 8 --save-every 250 "${ROBUST_S3[@]}" ;;
     router)

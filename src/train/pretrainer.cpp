@@ -49,6 +49,7 @@ constexpr int kStateVersion = 1;
 constexpr const char* kAssoc = "assoc_recall";
 constexpr const char* kCopy = "copy_words";
 constexpr const char* kTemplateRecall = "template_recall";
+constexpr const char* kRestateRecall = "restate_recall";
 // Tokens kept free after a generated prompt for its completion and end of text.
 constexpr int64_t kAnswerMargin = 24;
 // Seed streams: training packs use (seed, step, pack); the probe uses step 0, which no
@@ -142,7 +143,14 @@ Sample copy_words_sample(const Tokenizer& tok, int64_t eos, int64_t length, uint
 // key at once, the offset an induction head copies; here it stands two or more tokens after the
 // key, as in niah_multikey, niah_multiquery and kv_retrieval, with one answer per question
 // rather than one per 2048-token sample (docs/model.md, run 4).
-Sample template_recall_sample(const Tokenizer& tok, int64_t eos, int64_t length, uint64_t seed) {
+//
+// restate_recall (`restate`): the same statements, but each question restates its statement up
+// to the value ("The value of K is" -> V): the key stands right before the linking word, as in
+// assoc_recall but two tokens from the value, the step between assoc_recall and the suite's
+// questions, where the key stands three or more tokens back (docs/model.md, run 5).
+Sample template_recall_sample(const Tokenizer& tok, int64_t eos, int64_t length, uint64_t seed,
+                              bool restate) {
+  const char* task = restate ? kRestateRecall : kTemplateRecall;
   const EvalVocab& v = eval_vocab_default();
   EvalRng rng(seed);
   using eval_detail::template_fill;
@@ -155,7 +163,7 @@ Sample template_recall_sample(const Tokenizer& tok, int64_t eos, int64_t length,
   for (const char* f : kFamilies) {
     const eval_detail::TaskTemplates& t = eval_detail::task_templates(f);
     const std::string st = template_fill(t.statement, {{"key", k0}, {"value", v0}}) + "\n";
-    const std::string q = template_fill(t.question, {{"key", k0}}) + " " + v0 + "\n";
+    const std::string q = restate ? st : template_fill(t.question, {{"key", k0}}) + " " + v0 + "\n";
     statement = std::max(statement, int64_t(encode(tok, st, false).size()));
     question = std::max(question, int64_t(encode(tok, q, false).size()));
     header = std::max(header, int64_t(encode(tok, std::string(t.instruction) + "\n", true).size()));
@@ -164,7 +172,7 @@ Sample template_recall_sample(const Tokenizer& tok, int64_t eos, int64_t length,
   Sample s;
   s.add(tok, std::string(t.instruction) + "\n", false, true);
   if (header + 2 * statement + question + 1 > length)
-    throw Error("task template_recall: a sample needs at least " +
+    throw Error(std::string("task ") + task + ": a sample needs at least " +
                 std::to_string(header + 2 * statement + question + 1) +
                 " tokens (two statements and a question); --lengths asks for " +
                 std::to_string(length));
@@ -179,11 +187,18 @@ Sample template_recall_sample(const Tokenizer& tok, int64_t eos, int64_t length,
         tok,
         template_fill(t.statement, {{"key", keys[size_t(i)]}, {"value", values[size_t(i)]}}) + "\n",
         false);
+  // The statement template around its value: "The value of {key} is" + " V" + "." (restate).
+  const std::string st(t.statement);
+  const size_t at = st.find("{value}");
+  if (restate && (at == std::string::npos || at == 0 || st[at - 1] != ' '))
+    throw Error(std::string("task ") + task + ": statement template without \" {value}\": " + st);
   while (int64_t(s.ids.size()) + question + 1 <= length) {
     const int64_t i = static_cast<int64_t>(rng.below(uint64_t(n)));
-    s.add(tok, template_fill(t.question, {{"key", keys[size_t(i)]}}), false);
+    const std::vector<std::pair<std::string, std::string>> key = {{"key", keys[size_t(i)]}};
+    s.add(tok, restate ? template_fill(st.substr(0, at - 1), key) : template_fill(t.question, key),
+          false);
     s.add(tok, " " + values[size_t(i)], true);
-    s.add(tok, "\n", false);
+    s.add(tok, (restate ? template_fill(st.substr(at + 7), key) : std::string()) + "\n", false);
   }
   s.end(eos);
   return s;
@@ -216,7 +231,8 @@ Sample task_sample(const std::string& task, const Tokenizer& tok, int64_t eos, i
                    uint64_t seed) {
   if (task == kAssoc) return assoc_recall_sample(tok, eos, length, seed);
   if (task == kCopy) return copy_words_sample(tok, eos, length, seed);
-  if (task == kTemplateRecall) return template_recall_sample(tok, eos, length, seed);
+  if (task == kTemplateRecall) return template_recall_sample(tok, eos, length, seed, false);
+  if (task == kRestateRecall) return template_recall_sample(tok, eos, length, seed, true);
   // The bound keeps a sample within `length`; its exact size is what the tokenizer gives.
   const EvalSample e =
       eval_generate(task, std::max<int64_t>(length - kAnswerMargin, 1), seed, 0, fast_token_bound);
@@ -667,6 +683,7 @@ std::vector<std::string> pretrain_task_names() {
   v.push_back(kAssoc);
   v.push_back(kCopy);
   v.push_back(kTemplateRecall);
+  v.push_back(kRestateRecall);
   return v;
 }
 

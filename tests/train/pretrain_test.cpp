@@ -230,7 +230,9 @@ TEST(PretrainData, TemplateRecallAnswersEachQuestionWithItsKeysValue) {
         EXPECT_EQ(pairs[(*it)[1]], (*it)[2]) << text;
       }
       EXPECT_GE(questions, 1) << text;
-      if (L >= 300) EXPECT_GE(questions, 5) << text;
+      if (L >= 300) {
+        EXPECT_GE(questions, 5) << text;
+      }
       int64_t answers = 0;
       for (uint8_t a : p.answer) answers += a;
       EXPECT_EQ(answers, questions + 1);  // every value asked for (one token) and the end token
@@ -244,6 +246,51 @@ TEST(PretrainData, TemplateRecallAnswersEachQuestionWithItsKeysValue) {
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("template_recall"), std::string::npos) << e.what();
+  }
+}
+
+// restate_recall: the statements of template_recall, then questions that restate a statement up
+// to its value ("The value of K is" -> V, then "."): every value asked for is its key's, and
+// only the values (and the end token) are answers.
+TEST(PretrainData, RestateRecallAsksByRestatingTheStatement) {
+  const Tokenizer& tok = suite_tokenizer();
+  PretrainConfig c = tiny("");
+  c.tasks = {"restate_recall"};
+  for (int64_t L : {96, 300}) {
+    c.lengths = {L};
+    c.max_tokens = L;
+    for (int64_t step = 1; step <= 4; ++step) {
+      const PretrainPack p = pretrain_make_pack(c, tok, step, 0);
+      EXPECT_LE(int64_t(p.ids.size()), L);
+      const std::vector<int32_t> ids(p.ids.begin() + 1, p.ids.end() - 1);
+      const std::string text = tok.decode(ids);
+      EXPECT_EQ(text.find("Question"), std::string::npos) << text;
+      const std::regex statement(R"((?:The value of|The special magic word for) (\w+) is (\w+)\.)");
+      std::map<std::string, std::string> pairs;
+      int64_t lines = 0;
+      for (auto it = std::sregex_iterator(text.begin(), text.end(), statement);
+           it != std::sregex_iterator(); ++it, ++lines) {
+        const auto [at, fresh] = pairs.emplace((*it)[1], (*it)[2]);
+        EXPECT_EQ(at->second, (*it)[2]) << "a restatement names another value: " << text;
+      }
+      const int64_t questions = lines - int64_t(pairs.size());
+      EXPECT_GE(questions, 1) << text;
+      int64_t answers = 0;
+      for (uint8_t a : p.answer) answers += a;
+      // A question repeating a key is certain once there are more questions than keys; below
+      // that, a restatement of a key never asked before counts as a statement here, so the
+      // answers are at least the questions counted this way.
+      EXPECT_GE(answers, questions + 1);
+      // The answers are the value tokens: each decodes to a word that is some key's value.
+      for (size_t t = 0; t + 1 < p.ids.size(); ++t)
+        if (p.answer[t] && p.ids[t] != p.ids.back()) {
+          std::string w = tok.decode(std::vector<int32_t>{int32_t(p.ids[t])});
+          w.erase(0, w.find_first_not_of(' '));
+          bool found = false;
+          for (const auto& [k, val] : pairs) found = found || val == w;
+          EXPECT_TRUE(found) << w;
+        }
+    }
   }
 }
 
