@@ -92,7 +92,7 @@ targets=(test_fixtures_cuda test_attention_cuda test_backend_cuda test_chunked_c
 targets+=(test_router_cuda test_sampling_cuda test_decode_kv_cuda elastic_cli test_train_cuda test_train_cli_cuda
           bench_train_cuda)
 [[ $TRAIN_ONLY -eq 1 ]] && targets=(elastic_cli test_train_cuda test_train_cli_cuda bench_train_cuda)
-[[ $SERVE_ONLY -eq 1 ]] && targets=(test_serve_cuda bench_serve_cuda elastic_cli)
+[[ $SERVE_ONLY -eq 1 ]] && targets=(test_serve_cuda test_sampling_cuda bench_serve_cuda elastic_cli)
 gpu_build "$B" "${targets[@]}"
 rc=$?
 if [[ $rc -ne 0 ]]; then
@@ -120,6 +120,10 @@ if [[ $SERVE_ONLY -eq 1 ]]; then
   else
     note "serve tests: FAILED, see tests-serve.log"
   fi
+  # The engine's batched greedy step takes its ids from Backend::argmax_rows.
+  timeout 120 "$B/tests/cuda/test_sampling_cuda" --gtest_filter='CudaSampling.ArgmaxRows*:CudaSampling.ExactTies*' \
+    > "$OUT/tests-sampling.log" 2>&1
+  note "sampling tests (argmax_rows): $(grep -E '^\[  (PASSED|FAILED)' "$OUT/tests-sampling.log" | tr '\n' ' ')"
   [[ $SANITIZE -eq 1 ]] && for tool in memcheck racecheck; do
     log="$OUT/sanitizer-$tool-test_serve_cuda.log"
     timeout 200 compute-sanitizer --tool "$tool" --error-exitcode 9 "$TS" --gtest_filter='CudaSanitizerServe.*' > "$log" 2>&1

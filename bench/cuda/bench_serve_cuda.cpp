@@ -1,7 +1,7 @@
 // Serving on the CUDA backend (issue 12, acceptance 4), synthetic Qwen3-8B shape (36 layers, 4096
 // hidden, 32/8 heads, d = 128, random bf16 weights), the KV pool in device memory (bf16 pages of
 // 16 rows), sized to the card's free memory:
-//   1. Decode throughput of model_forward_batch at C concurrent sequences of context N (default
+//   1. Decode throughput of the batched forward (greedy: model_forward_batch_greedy) at C concurrent sequences of context N (default
 //      64 x 8192) against the batch-1 rate of the same path, for dense and FA-SSA at
 //      Omega_MSR = 0.7 (a static assignment: 70 % of the KV heads SSA, the config's sink 128 and
 //      local 2048). The sequences' past is made by filling the pool's pages (zeros) and marking
@@ -76,9 +76,12 @@ void seqs_release(KvPool& pool, std::vector<SeqState>& seqs) {
   seqs.clear();
 }
 
-// Milliseconds per decode step (one row per sequence, last logits downloaded: a sync per step).
+// Milliseconds per decode step (one row per sequence; a sync per step). greedy: the serving
+// engine's step when every request decodes greedily (model_forward_batch_greedy: the argmax on
+// the device, [C] ids downloaded); else its step for sampled requests ([C, V] fp32 logits
+// downloaded for the host's samplers).
 double decode_ms(const Model& m, KvPool& pool, std::vector<SeqState>& seqs, const AttnOptions& attn,
-                 std::mt19937_64& rng) {
+                 std::mt19937_64& rng, bool greedy = true) {
   BatchWorkspace ws;
   auto step = [&] {
     Batch b;
@@ -88,7 +91,10 @@ double decode_ms(const Model& m, KvPool& pool, std::vector<SeqState>& seqs, cons
       b.add(&id, 1, s.length, int64_t(states.size()), BatchLogits::last);
       states.push_back(&s);
     }
-    model_forward_batch(m, b, states.data(), pool, attn, ws);
+    if (greedy)
+      model_forward_batch_greedy(m, b, states.data(), pool, attn, ws);
+    else
+      model_forward_batch(m, b, states.data(), pool, attn, ws);
   };
   for (int i = 0; i < kWarmupSteps; ++i) step();
   const auto t0 = std::chrono::steady_clock::now();
@@ -109,7 +115,7 @@ double kv_read_bytes(const LayerModes& modes, const SsaOptions& ssa, int64_t ctx
 struct Result {
   const char* config;
   int64_t seqs;
-  double ms_batch, ms_one, kv1_bytes, ms_batch_depth2, ms_batch_prefetch;
+  double ms_batch, ms_one, kv1_bytes, ms_batch_depth2, ms_batch_prefetch, ms_batch_logits;
 };
 
 }  // namespace
@@ -181,15 +187,19 @@ int main(int argc, char** argv) {
 
     std::mt19937_64 rng(7);
     std::vector<Result> results;
-    const int64_t extra = 3 * (kWarmupSteps + kTimedSteps);  // three timed runs (decode kernels)
+    // Four timed runs: three decode kernels, and the default one with the logits downloaded.
+    const int64_t extra = 4 * (kWarmupSteps + kTimedSteps);
     // The step without its KV stream: C sequences of 64 positions (the GEMMs over C rows, the
     // host's planning and uploads, the launches); what the 8K step adds is its KV reads.
-    double ms_base = 0;
+    double ms_base = 0, ms_base_logits = 0;
     {
       std::vector<SeqState> base = seqs_make(pool, dense, attn, conc, 64, extra);
       ms_base = decode_ms(m, pool, base, attn, rng);
-      std::printf("  %lld sequences of 64 positions: %.2f ms/step (the step without its KV)\n",
-                  (long long)base.size(), ms_base);
+      ms_base_logits = decode_ms(m, pool, base, attn, rng, false);
+      std::printf(
+          "  %lld sequences of 64 positions: %.2f ms/step (the step without its KV; %.2f with the "
+          "[C, V] logits downloaded instead of the greedy ids)\n",
+          (long long)base.size(), ms_base, ms_base_logits);
       seqs_release(pool, base);
     }
     for (auto [name, modes] : {std::pair<const char*, const LayerModes*>{"dense", &dense},
@@ -206,12 +216,14 @@ int main(int argc, char** argv) {
       const double ms_prefetch = decode_ms(m, pool, many, attn, rng);
       cuda::detail::set_paged_decode_prefetch(false);  // the default
       const double ms_batch = decode_ms(m, pool, many, attn, rng);
+      const double ms_logits = decode_ms(m, pool, many, attn, rng, false);
       results.push_back({name, int64_t(many.size()), ms_batch, ms_one,
-                         kv_read_bytes(*modes, attn.ssa, ctx, d), ms_depth2, ms_prefetch});
+                         kv_read_bytes(*modes, attn.ssa, ctx, d), ms_depth2, ms_prefetch,
+                         ms_logits});
       std::printf(
           "  %-10s batch 1: %.2f ms/step; %lld sequences: %.2f ms/step (decode depth 2: %.2f; "
-          "depth 1 with the table read a step ahead: %.2f)\n",
-          name, ms_one, (long long)many.size(), ms_batch, ms_depth2, ms_prefetch);
+          "depth 1 with the table read a step ahead: %.2f; logits downloaded: %.2f)\n",
+          name, ms_one, (long long)many.size(), ms_batch, ms_depth2, ms_prefetch, ms_logits);
       std::fflush(stdout);
       seqs_release(pool, many);
     }
@@ -219,16 +231,21 @@ int main(int argc, char** argv) {
     std::printf("\nDecode at context %lld, %s (%.0f GB/s copy bandwidth):\n", (long long)ctx,
                 prop.name, bw * 1e-9);
     std::printf(
-        "| config | sequences | ms/step | tokens/s | batch-1 tokens/s | x batch-1 | bandwidth "
-        "bound x | KV read/seq GB |\n");
-    std::printf("|---|---|---|---|---|---|---|---|\n");
+        "| config | sequences | ms/step | tokens/s | batch-1 tokens/s | x batch-1 | x batch-1, "
+        "logits downloaded | bandwidth bound x | KV read/seq GB |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|\n");
     for (const Result& r : results) {
       const double C = double(r.seqs), speedup = (C / r.ms_batch) / (1.0 / r.ms_one);
       const double bound = C * (W + r.kv1_bytes) / (W + C * r.kv1_bytes);
-      std::printf("| %s | %lld%s | %.2f | %.0f | %.1f | %.2fx | %.2fx | %.3f |\n", r.config,
-                  (long long)r.seqs, r.seqs < conc ? " (all that fit)" : "", r.ms_batch,
-                  1e3 * C / r.ms_batch, 1e3 / r.ms_one, speedup, bound, r.kv1_bytes * 1e-9);
+      std::printf("| %s | %lld%s | %.2f | %.0f | %.1f | %.2fx | %.2fx | %.2fx | %.3f |\n",
+                  r.config, (long long)r.seqs, r.seqs < conc ? " (all that fit)" : "", r.ms_batch,
+                  1e3 * C / r.ms_batch, 1e3 / r.ms_one, speedup, C * r.ms_one / r.ms_batch_logits,
+                  bound, r.kv1_bytes * 1e-9);
     }
+    std::printf(
+        "(greedy decoding: the argmax on the device and [C] ids downloaded, the engine's step when "
+        "every request is greedy; \"logits downloaded\": [C, V] fp32 logits for the host's "
+        "samplers)\n");
     std::printf(
         "\nKV read rate of the batched step: C x KV per sequence / (step - step without KV)\n"
         "| config | decode kernel | KV GB per step | KV ms | KV read TB/s "

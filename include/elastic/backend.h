@@ -125,6 +125,11 @@ class Backend {
   // id comes back. Default (sampling.cpp): sampling_pick on host memory.
   virtual int64_t sample(const float* logits, int64_t vocab, const SamplingParams& params,
                          double u);
+  // Greedy tokens of `rows` rows of logits [rows, vocab] fp32 backend memory into out[rows]
+  // (host memory): each row's argmax, first index on ties (sample() with temperature 0), or -1
+  // for a row holding a NaN or an infinity. Only the ids come back: a batched greedy decode step
+  // does not download [rows, vocab] logits. Default (sampling.cpp): on host memory.
+  virtual void argmax_rows(int64_t* out, const float* logits, int64_t rows, int64_t vocab);
 };
 
 // The CPU reference backend (OpenMP threads).

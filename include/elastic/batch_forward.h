@@ -74,6 +74,7 @@ struct BatchWorkspace {
   int64_t rows = 0, logit_rows = 0;
   std::shared_ptr<void> x, xn, qkv, q, k, v, att, proj, gate_up, act, cos, sin, logits;
   std::vector<float> logits_host;
+  std::vector<int64_t> greedy;  // model_forward_batch_greedy's ids
 };
 
 // Modes per span, as the request path (forward.cpp) runs them: the first prefill, and a
@@ -89,5 +90,13 @@ struct BatchWorkspace {
 const std::vector<float>& model_forward_batch(const Model& model, const Batch& batch,
                                               SeqState* const* seqs, KvPool& pool,
                                               const AttnOptions& attn, BatchWorkspace& ws);
+
+// The same forward for greedy decoding: the logits stay in backend memory and only each logit
+// row's argmax comes back (first index on ties, as sample() with temperature 0; -1 for a row with
+// a NaN or an infinity): [R] ids instead of [R, V] fp32 logits, which at 64 rows of a 152K
+// vocabulary are a 39 MB download a step.
+const std::vector<int64_t>& model_forward_batch_greedy(const Model& model, const Batch& batch,
+                                                       SeqState* const* seqs, KvPool& pool,
+                                                       const AttnOptions& attn, BatchWorkspace& ws);
 
 }  // namespace elastic

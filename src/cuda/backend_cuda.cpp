@@ -433,6 +433,9 @@ class CudaBackend final : public Backend {
   int64_t sample(const float* logits, int64_t vocab, const SamplingParams& p, double u) override {
     return sampler_.sample(logits, vocab, cuda::SampleFilters{p.temperature, p.top_k, p.top_p, p.min_p}, u, stream_);
   }
+  void argmax_rows(int64_t* out, const float* logits, int64_t rows, int64_t vocab) override {
+    sampler_.argmax_rows(out, logits, rows, vocab, stream_);
+  }
 
  private:
   // The modes attention runs: a.modes (null = all FA), XA as FA for a single query (SPEC §4).

@@ -141,6 +141,33 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) *token = first == LLONG_MAX ? 0 : first;  // NaN-only logits: 0 as the CPU
 }
 
+// argmax_kernel per row (grid: one CTA a row of [rows, vocab]), with -1 for a row holding a NaN
+// or an infinity (the engine fails that request instead of decoding from it).
+__global__ void __launch_bounds__(kThreads)
+    argmax_rows_kernel(const float* logits, int64_t vocab, int64_t* tokens) {
+  __shared__ float fscratch[32];
+  __shared__ long long iscratch[32];
+  const float* row = logits + int64_t(blockIdx.x) * vocab;
+  float m = -INFINITY;
+  float bad = 0.f;  // 1 when this thread saw a non-finite value
+  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
+    const float x = row[i];
+    m = fmaxf(m, x);
+    if (!isfinite(x)) bad = 1.f;
+  }
+  m = block_reduce(m, MaxOp{}, fscratch);
+  bad = block_reduce(bad, MaxOp{}, fscratch);
+  long long first = LLONG_MAX;
+  if (bad == 0.f)
+    for (int64_t i = threadIdx.x; i < vocab; i += kThreads)
+      if (row[i] == m) {  // this thread's indices ascend: its first hit is its smallest
+        first = i;
+        break;
+      }
+  first = block_reduce(first, MinOp{}, iscratch);
+  if (threadIdx.x == 0) tokens[blockIdx.x] = bad != 0.f ? -1 : first;
+}
+
 // keys[i] = expf((logits[i] - max) * inv_t), ids[i] = i; [vocab].
 __global__ void __launch_bounds__(kThreads)
     softmax_keys_kernel(const float* logits, int64_t vocab, float inv_t, float* keys, int* ids) {
@@ -213,6 +240,26 @@ void DeviceSampler::reserve(int64_t vocab, cudaStream_t stream) {
   sort_temp_ = device_alloc(bytes);
   sort_bytes_ = bytes;
   capacity_ = vocab;
+}
+
+void DeviceSampler::argmax_rows(int64_t* out, const float* logits, int64_t rows, int64_t vocab,
+                                cudaStream_t stream) {
+  if (rows <= 0) return;
+  if (vocab <= 0 || vocab > INT_MAX || rows > INT_MAX)
+    throw Error("CUDA sampling: " + std::to_string(rows) + " rows of vocabulary size " +
+                std::to_string(vocab) + " are unsupported (1..2^31-1 each)");
+  if (rows > rows_capacity_) {
+    void* p = nullptr;
+    ELASTIC_CUDA_CHECK(cudaMalloc(&p, size_t(rows) * sizeof(int64_t)));
+    rows_tokens_ = std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+    rows_capacity_ = rows;
+  }
+  auto* tokens = static_cast<int64_t*>(rows_tokens_.get());
+  argmax_rows_kernel<<<unsigned(rows), kThreads, 0, stream>>>(logits, vocab, tokens);
+  ELASTIC_CUDA_CHECK(cudaGetLastError());
+  ELASTIC_CUDA_CHECK(
+      cudaMemcpyAsync(out, tokens, size_t(rows) * sizeof(int64_t), cudaMemcpyDeviceToHost, stream));
+  ELASTIC_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
 int64_t DeviceSampler::sample(const float* logits, int64_t vocab, const SampleFilters& f, double u,

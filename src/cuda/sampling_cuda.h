@@ -28,6 +28,10 @@ class DeviceSampler {
   // the 8-byte token download.
   int64_t sample(const float* logits, int64_t vocab, const SampleFilters& filters, double u,
                  cudaStream_t stream);
+  // Backend::argmax_rows: logits [rows, vocab] device memory; out [rows] host. Waits for the
+  // ids' download.
+  void argmax_rows(int64_t* out, const float* logits, int64_t rows, int64_t vocab,
+                   cudaStream_t stream);
 
  private:
   void reserve(int64_t vocab, cudaStream_t stream);
@@ -38,6 +42,8 @@ class DeviceSampler {
   std::shared_ptr<void> ids_in_, ids_out_;    // [capacity] int32 token ids
   std::shared_ptr<void> sort_temp_;           // [sort_bytes_] CUB radix sort workspace
   std::shared_ptr<void> token_;               // [1] int64
+  int64_t rows_capacity_ = 0;
+  std::shared_ptr<void> rows_tokens_;  // [rows_capacity_] int64: argmax_rows' ids
 };
 
 }  // namespace elastic::cuda

@@ -52,14 +52,11 @@ void workspace_reserve(Backend& be, const ModelConfig& c, BatchWorkspace& ws, in
     ws.logit_rows = std::max<int64_t>(logit_rows, 1);
     ws.logits = buf(ws.logit_rows * c.vocab_size);
   }
-  ws.logits_host.resize(static_cast<size_t>(logit_rows * c.vocab_size));
 }
 
-}  // namespace
-
-const std::vector<float>& model_forward_batch(const Model& model, const Batch& batch,
-                                              SeqState* const* seqs, KvPool& pool,
-                                              const AttnOptions& attn, BatchWorkspace& ws) {
+// The forward up to the logits, which stay in ws.logits ([R, V] backend memory); returns R.
+int64_t forward_batch_device(const Model& model, const Batch& batch, SeqState* const* seqs,
+                             KvPool& pool, const AttnOptions& attn, BatchWorkspace& ws) {
   const ModelConfig& c = model.config;
   const ModelWeights& W = model.weights;
   Backend& be = *model.backend;
@@ -204,9 +201,34 @@ const std::vector<float>& model_forward_batch(const Model& model, const Batch& b
       be.rmsnorm_forward(xn + i * D, x + logit_rows[static_cast<size_t>(i)] * D, W.final_norm, 1, D,
                          eps);
     be.linear_forward(f32(ws.logits), xn, W.lm_head, nullptr, R);  // [R, V]
-    be.download(ws.logits_host.data(), ws.logits.get(), ws.logits_host.size() * sizeof(float));
   }
+  return R;
+}
+
+}  // namespace
+
+const std::vector<float>& model_forward_batch(const Model& model, const Batch& batch,
+                                              SeqState* const* seqs, KvPool& pool,
+                                              const AttnOptions& attn, BatchWorkspace& ws) {
+  const int64_t R = forward_batch_device(model, batch, seqs, pool, attn, ws);
+  const int64_t V = model.config.vocab_size;
+  ws.logits_host.resize(static_cast<size_t>(R * V));
+  if (R > 0)
+    model.backend->download(ws.logits_host.data(), ws.logits.get(),
+                            ws.logits_host.size() * sizeof(float));
   return ws.logits_host;
+}
+
+const std::vector<int64_t>& model_forward_batch_greedy(const Model& model, const Batch& batch,
+                                                       SeqState* const* seqs, KvPool& pool,
+                                                       const AttnOptions& attn,
+                                                       BatchWorkspace& ws) {
+  const int64_t R = forward_batch_device(model, batch, seqs, pool, attn, ws);
+  ws.greedy.resize(static_cast<size_t>(R));
+  if (R > 0)
+    model.backend->argmax_rows(ws.greedy.data(), static_cast<const float*>(ws.logits.get()), R,
+                               model.config.vocab_size);
+  return ws.greedy;
 }
 
 }  // namespace elastic

@@ -196,6 +196,13 @@ int64_t Backend::sample(const float* logits, int64_t vocab, const SamplingParams
 
 double Sampler::draw() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
 
+void Backend::argmax_rows(int64_t* out, const float* logits, int64_t rows, int64_t vocab) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = logits + r * vocab;
+    out[r] = host_all_finite(row, vocab) ? sample_greedy(row, vocab) : -1;
+  }
+}
+
 int64_t Sampler::sample(const float* logits, int64_t vocab) {
   if (params_.temperature == 0.f) return sample_greedy(logits, vocab);
   return sampling_pick(logits, vocab, params_, draw());

@@ -309,26 +309,35 @@ bool Engine::step() {
     states.push_back(&s.state);
     first_prefill.push_back(s.state.routes.empty());
   }
-  const std::vector<float>& logits =
-      model_forward_batch(model_, batch, states.data(), pool_, options_.attn, ws_);
-
-  // 5. Sample (each sequence its own Sampler: independent, so side by side when any draws from
-  // a distribution, which sorts the vocabulary), deliver, finish.
+  // 5. Sample, deliver, finish. A model with NaN/Inf in its weights (or an overflow) gives
+  // non-finite logits: that request fails with an error instead of sampling from them (the
+  // request path checks the same).
   const int64_t S = static_cast<int64_t>(running_.size());
   std::vector<int64_t> sampled(static_cast<size_t>(S));
-  // A model with NaN/Inf in its weights (or an overflow) gives non-finite logits: that request
-  // fails with an error instead of sampling from them (the request path checks the same).
   std::vector<uint8_t> finite(static_cast<size_t>(S), 1);
-  for (int64_t i = 0; i < S; ++i)
-    finite[static_cast<size_t>(i)] =
-        host_all_finite(logits.data() + i * c.vocab_size, c.vocab_size);
   bool any_random = false;
   for (auto& s : running_) any_random = any_random || s->request.sampling.temperature > 0.f;
-#pragma omp parallel for schedule(dynamic, 1) if (any_random && S >= 4)
-  for (int64_t i = 0; i < S; ++i)
-    if (!partial[static_cast<size_t>(i)] && finite[static_cast<size_t>(i)])
-      sampled[static_cast<size_t>(i)] = running_[static_cast<size_t>(i)]->sampler.sample(
-          logits.data() + i * c.vocab_size, c.vocab_size);
+  if (!any_random) {
+    // Every sequence greedy: the argmax on the backend, only the ids come back (-1: non-finite).
+    const std::vector<int64_t>& ids =
+        model_forward_batch_greedy(model_, batch, states.data(), pool_, options_.attn, ws_);
+    for (int64_t i = 0; i < S; ++i) {
+      finite[static_cast<size_t>(i)] = ids[static_cast<size_t>(i)] >= 0;
+      sampled[static_cast<size_t>(i)] = ids[static_cast<size_t>(i)];
+    }
+  } else {
+    // Each sequence its own Sampler: independent, so side by side (a draw sorts the vocabulary).
+    const std::vector<float>& logits =
+        model_forward_batch(model_, batch, states.data(), pool_, options_.attn, ws_);
+    for (int64_t i = 0; i < S; ++i)
+      finite[static_cast<size_t>(i)] =
+          host_all_finite(logits.data() + i * c.vocab_size, c.vocab_size);
+#pragma omp parallel for schedule(dynamic, 1) if (S >= 4)
+    for (int64_t i = 0; i < S; ++i)
+      if (!partial[static_cast<size_t>(i)] && finite[static_cast<size_t>(i)])
+        sampled[static_cast<size_t>(i)] = running_[static_cast<size_t>(i)]->sampler.sample(
+            logits.data() + i * c.vocab_size, c.vocab_size);
+  }
   int64_t prompt_tokens = 0, generated = 0;
   double msr = 0, esr = 0;
   int64_t routed = 0;

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -205,6 +206,34 @@ TEST(CudaSampling, ExactTiesResolveToFirstIndex) {
   EXPECT_EQ(gpu->sample(d, vocab, params(1.f, 0, 1.f, 0.f), 0.0), 0);
   EXPECT_EQ(gpu->sample(d, vocab, params(1.f, 0, 1.f, 0.f), 0.99999),
             sampling_pick(l.data(), vocab, params(1.f, 0, 1.f, 0.f), 0.99999));
+}
+
+// Backend::argmax_rows (the serving engine's batched greedy step) against the CPU's, row by row:
+// random rows, exact ties, and rows with a NaN or an infinity (-1), at Qwen's vocabulary and at
+// an odd small one.
+TEST(CudaSampling, ArgmaxRowsEqualsTheCpuRowByRow) {
+  REQUIRE_GPU();
+  const std::shared_ptr<Backend> gpu = backend_cuda(CudaBackendOptions{false});
+  const std::shared_ptr<Backend> cpu = backend_cpu();
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.f, 3.f);
+  for (const auto [rows, vocab] : {std::pair<int64_t, int64_t>{64, 151936}, {5, 1031}}) {
+    std::vector<float> l(size_t(rows * vocab));
+    for (float& x : l) x = nd(rng);
+    float* r1 = l.data() + vocab;  // a tie of the maximum at 900 and 1000
+    r1[900] = r1[1000] = 100.f;
+    l[size_t(2 * vocab + 17)] = std::numeric_limits<float>::quiet_NaN();
+    l[size_t(3 * vocab + vocab - 1)] = -std::numeric_limits<float>::infinity();
+    const std::shared_ptr<void> dev = gpu->alloc(l.size() * sizeof(float));
+    gpu->upload(dev.get(), l.data(), l.size() * sizeof(float));
+    std::vector<int64_t> want(static_cast<size_t>(rows)), got(static_cast<size_t>(rows), 99);
+    cpu->argmax_rows(want.data(), l.data(), rows, vocab);
+    gpu->argmax_rows(got.data(), static_cast<const float*>(dev.get()), rows, vocab);
+    EXPECT_EQ(got, want) << rows << " x " << vocab;
+    EXPECT_EQ(got[1], 900);
+    EXPECT_EQ(got[2], -1);
+    EXPECT_EQ(got[3], -1);
+  }
 }
 
 // Qwen's vocabulary (151936): every mode's token equals the CPU's, and the device time per call

@@ -120,26 +120,31 @@ TEST_F(BadModel, NanWeightStopsEveryCommandNamingTheLayer) {
 }
 
 // The serving engine: a request whose logits are not finite ends with an error naming the cause
-// (the server answers it with that error) instead of sampling from NaN.
+// (the server answers it with that error) instead of sampling from NaN. Greedy requests take
+// the backend's argmax (Backend::argmax_rows: -1 for a non-finite row), sampled ones the host's
+// check of the downloaded logits: both paths.
 TEST_F(BadModel, ServeEngineFailsTheRequestOnNonFiniteLogits) {
   copy_model(kTinyStories);
   tensor_value_set("model.layers.0.mlp.down_proj.weight", 0, kNaN);
   const Model m = model_load(model());
-  EngineOptions eo;
-  eo.kv_pages = 1024;
-  Engine engine(m, eo);
-  EngineRequest r;
-  r.prompt = {1, 2, 3, 4};
-  r.max_tokens = 8;
-  const std::shared_ptr<EngineStream> s = engine.submit(r);
-  ASSERT_NE(s, nullptr);
-  std::vector<int64_t> got;
-  while (!s->wait(got, std::chrono::milliseconds(200))) {
+  for (const float temperature : {0.f, 0.8f}) {
+    EngineOptions eo;
+    eo.kv_pages = 1024;
+    Engine engine(m, eo);
+    EngineRequest r;
+    r.prompt = {1, 2, 3, 4};
+    r.max_tokens = 8;
+    r.sampling.temperature = temperature;
+    const std::shared_ptr<EngineStream> s = engine.submit(r);
+    ASSERT_NE(s, nullptr);
+    std::vector<int64_t> got;
+    while (!s->wait(got, std::chrono::milliseconds(200))) {
+    }
+    EXPECT_TRUE(got.empty()) << "temperature " << temperature;
+    EXPECT_EQ(s->finish_reason(), FinishReason::error) << "temperature " << temperature;
+    EXPECT_NE(s->error().find("not finite"), std::string::npos) << s->error();
+    EXPECT_EQ(engine.stats().kv_pages_used, 0);
   }
-  EXPECT_TRUE(got.empty());
-  EXPECT_EQ(s->finish_reason(), FinishReason::error);
-  EXPECT_NE(s->error().find("not finite"), std::string::npos) << s->error();
-  EXPECT_EQ(engine.stats().kv_pages_used, 0);
 }
 
 TEST_F(BadModel, ChatStopsOnANanWeight) {

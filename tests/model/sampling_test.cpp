@@ -42,6 +42,25 @@ TEST(Sampling, GreedyIsArgmaxFirstOnTies) {
   EXPECT_EQ(s.sample(l.data(), 4), 1);
 }
 
+// Backend::argmax_rows (the batched greedy step): per row the greedy token, -1 for a row with a
+// NaN or an infinity.
+TEST(Sampling, ArgmaxRowsIsGreedyPerRowAndFlagsNonFinite) {
+  const int64_t V = 7;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<std::vector<float>> rows = {
+      {0.5f, 2.f, -1.f, 2.f, 0.f, 0.f, 0.f},        // a tie: the first
+      {-3.f, -2.f, -1.f, -0.5f, -4.f, -5.f, -9.f},  // all negative
+      {1.f, 0.f, 0.f, 0.f, 0.f, 0.f, nan},
+      {0.f, inf, 0.f, 0.f, 0.f, 0.f, 0.f},
+      {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 9.f}};
+  std::vector<float> l;
+  for (const auto& r : rows) l.insert(l.end(), r.begin(), r.end());
+  std::vector<int64_t> ids(5, 99);
+  backend_cpu()->argmax_rows(ids.data(), l.data(), 5, V);
+  EXPECT_EQ(ids, (std::vector<int64_t>{1, 3, -1, -1, 6}));
+}
+
 TEST(Sampling, SameSeedSameTokensOtherSeedOthers) {
   const std::vector<float> l = random_logits(500, 7, 1.f);
   SamplingParams p;
