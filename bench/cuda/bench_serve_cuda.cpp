@@ -115,7 +115,8 @@ double kv_read_bytes(const LayerModes& modes, const SsaOptions& ssa, int64_t ctx
 struct Result {
   const char* config;
   int64_t seqs;
-  double ms_batch, ms_one, kv1_bytes, ms_batch_depth2, ms_batch_prefetch, ms_batch_logits;
+  double ms_batch, ms_one, kv1_bytes, ms_batch_depth2, ms_batch_prefetch, ms_batch_logits,
+      ms_batch_ring;
 };
 
 }  // namespace
@@ -123,6 +124,7 @@ struct Result {
 namespace elastic::cuda::detail {
 void set_paged_decode_depth(int depth);  // src/cuda/attention_paged.h
 void set_paged_decode_prefetch(bool on);
+void set_paged_decode_ring(bool on);
 }
 
 int main(int argc, char** argv) {
@@ -187,8 +189,8 @@ int main(int argc, char** argv) {
 
     std::mt19937_64 rng(7);
     std::vector<Result> results;
-    // Four timed runs: three decode kernels, and the default one with the logits downloaded.
-    const int64_t extra = 4 * (kWarmupSteps + kTimedSteps);
+    // Five timed runs: four decode kernels, and the default one with the logits downloaded.
+    const int64_t extra = 5 * (kWarmupSteps + kTimedSteps);
     // The step without its KV stream: C sequences of 64 positions (the GEMMs over C rows, the
     // host's planning and uploads, the launches); what the 8K step adds is its KV reads.
     double ms_base = 0, ms_base_logits = 0;
@@ -214,16 +216,21 @@ int main(int argc, char** argv) {
       cuda::detail::set_paged_decode_depth(1);
       cuda::detail::set_paged_decode_prefetch(true);  // run 28's candidate
       const double ms_prefetch = decode_ms(m, pool, many, attn, rng);
-      cuda::detail::set_paged_decode_prefetch(false);  // the default
+      cuda::detail::set_paged_decode_prefetch(false);
+      cuda::detail::set_paged_decode_ring(true);  // run 30's candidate
+      const double ms_ring = decode_ms(m, pool, many, attn, rng);
+      cuda::detail::set_paged_decode_ring(false);  // the default
       const double ms_batch = decode_ms(m, pool, many, attn, rng);
       const double ms_logits = decode_ms(m, pool, many, attn, rng, false);
       results.push_back({name, int64_t(many.size()), ms_batch, ms_one,
                          kv_read_bytes(*modes, attn.ssa, ctx, d), ms_depth2, ms_prefetch,
-                         ms_logits});
+                         ms_logits, ms_ring});
       std::printf(
           "  %-10s batch 1: %.2f ms/step; %lld sequences: %.2f ms/step (decode depth 2: %.2f; "
-          "depth 1 with the table read a step ahead: %.2f; logits downloaded: %.2f)\n",
-          name, ms_one, (long long)many.size(), ms_batch, ms_depth2, ms_prefetch, ms_logits);
+          "depth 1 with the table read a step ahead: %.2f; ring: %.2f; logits downloaded: "
+          "%.2f)\n",
+          name, ms_one, (long long)many.size(), ms_batch, ms_depth2, ms_prefetch, ms_ring,
+          ms_logits);
       std::fflush(stdout);
       seqs_release(pool, many);
     }
@@ -253,7 +260,8 @@ int main(int argc, char** argv) {
     for (const Result& r : results)
       for (auto [kernel, ms] : {std::pair{"depth 1 (default)", r.ms_batch},
                                 std::pair{"depth 2", r.ms_batch_depth2},
-                                std::pair{"depth 1, table a step ahead", r.ms_batch_prefetch}}) {
+                                std::pair{"depth 1, table a step ahead", r.ms_batch_prefetch},
+                                std::pair{"shared-memory ring (cp.async)", r.ms_batch_ring}}) {
         const double gb = double(r.seqs) * r.kv1_bytes * 1e-9, kv_ms = ms - ms_base;
         std::printf("| %s | %s | %.1f | %.2f | %.2f |\n", r.config, kernel, gb, kv_ms,
                     kv_ms > 0 ? gb / kv_ms : 0.0);

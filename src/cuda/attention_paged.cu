@@ -18,6 +18,7 @@
 
 #include "attention_paged.h"
 #include "decode_common.cuh"
+#include "mma.cuh"
 #include "elastic/cuda/cuda_check.h"
 #include "elastic/error.h"
 
@@ -136,6 +137,101 @@ int g_paged_decode_depth = 1;
 // (set_paged_decode_prefetch; run 28's candidate, off until measured): without it every step's
 // KV load waits for its page id's load, two memory latencies a step where one is needed.
 bool g_paged_decode_prefetch = false;
+// Whether the decode streams its keys through a shared-memory ring (paged_decode_ring_kernel;
+// run 30's candidate, off until measured).
+bool g_paged_decode_ring = false;
+
+// A decode CTA's (split, KV head hk, item) = blockIdx: its head, its keys [k_begin, k_end) of
+// the head's key list (FA/XA: 0..pos; SSA: [0, len1) then positions start2.. from index len1 on),
+// and the G query heads of hk at the item's row in sq, rounded to bf16 as the request path does.
+struct DecodeRange {
+  PagedHead head;
+  int64_t len1, start2, k_begin, k_end;
+};
+
+template <int D, int MG>
+__device__ __forceinline__ DecodeRange decode_cta_begin(const DecodeArgs& a, float (*sq)[D]) {
+  const int split = blockIdx.x, hk = blockIdx.y, item = blockIdx.z;
+  const int G = a.group, Hq = a.p.num_heads, Hkv = a.kv.num_kv_heads;
+  const int s = a.p.items[item];
+  const PagedSeq seq = a.kv.seqs[s];
+  DecodeRange r;
+  r.head = a.kv.heads[int64_t(s) * Hkv + hk];
+  const int64_t pos = seq.pos0;
+  const float* q = a.p.q + (seq.row0 * Hq + int64_t(hk) * G) * D;
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x)
+    sq[i / D][i % D] = __bfloat162float(__float2bfloat16(q[i]));
+  __syncthreads();
+  r.len1 = pos + 1;
+  r.start2 = 0;
+  int64_t len2 = 0;
+  if (r.head.mode == int32_t(AttnMode::ssa)) {
+    r.len1 = min(a.ssa_sink_end, pos + 1);
+    const int64_t lo = (pos / a.ssa_block - a.ssa_local_blocks + 1) * a.ssa_block;
+    r.start2 = max(a.ssa_sink_end, lo);
+    len2 = max(int64_t(0), pos + 1 - r.start2);
+  }
+  const int64_t keys = r.len1 + len2;
+  r.k_begin = int64_t(split) * a.p.split.keys_per_split;
+  r.k_end = min(keys, r.k_begin + a.p.split.keys_per_split);
+  return r;
+}
+
+// The end of a decode CTA: its kKW lane groups of each warp merge by shuffles, then its warps
+// through shared memory (wacc [kPagedWarps][MG][D], wstat [kPagedWarps][MG][2]), written as the
+// partial (item, hq, split) that paged_decode_merge_kernel combines over the splits.
+template <int D, int MG>
+__device__ __forceinline__ void decode_cta_merge(const DecodeArgs& a, int G, int hk, int item,
+                                                 int split, const float (&m)[MG],
+                                                 const float (&l)[MG], float (&acc)[MG][8],
+                                                 float (*wacc)[MG][D], float (*wstat)[MG][2]) {
+  constexpr int kLK = D / 8;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int grp = lane / kLK, sub = lane % kLK;
+  const int Hq = a.p.num_heads, splits = a.p.split.splits;
+  // Merge the kKW lane groups of the warp (lanes with the same `sub` hold the same elements).
+#pragma unroll
+  for (int h = 0; h < MG; ++h) {
+    if (h >= G) break;
+    float mm = m[h];
+#pragma unroll
+    for (int off = kLK; off < 32; off <<= 1) mm = fmaxf(mm, __shfl_xor_sync(0xffffffffu, mm, off));
+    const float f = m[h] == -INFINITY ? 0.f : exp2f(m[h] - mm);
+    float lh = l[h] * f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[h][e] *= f;
+#pragma unroll
+    for (int off = kLK; off < 32; off <<= 1) {
+      lh += __shfl_xor_sync(0xffffffffu, lh, off);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[h][e] += __shfl_xor_sync(0xffffffffu, acc[h][e], off);
+    }
+    if (grp == 0)
+#pragma unroll
+      for (int e = 0; e < 8; ++e) wacc[warp][h][sub * 8 + e] = acc[h][e];
+    if (lane == 0) {
+      wstat[warp][h][0] = mm;
+      wstat[warp][h][1] = lh;
+    }
+  }
+  __syncthreads();
+  // Merge the warps: thread -> (query head h, element c); partial (item, hq, split).
+  for (int i = tid; i < G * D; i += blockDim.x) {
+    const int h = i / D, c = i % D;
+    float mm = -INFINITY;
+    for (int w = 0; w < kPagedWarps; ++w) mm = fmaxf(mm, wstat[w][h][0]);
+    float sum = 0.f, acc_c = 0.f;
+    if (mm != -INFINITY)
+      for (int w = 0; w < kPagedWarps; ++w) {
+        const float f = exp2f(wstat[w][h][0] - mm);
+        sum += wstat[w][h][1] * f;
+        acc_c += wacc[w][h][c] * f;
+      }
+    const int64_t part = (int64_t(item) * Hq + hk * G + h) * splits + split;
+    a.p.part_acc[part * D + c] = acc_c;
+    if (c == 0) a.p.part_stats[part] = make_float2(mm, sum);
+  }
+}
 
 // MG: the largest GQA group the instance serves (registers scale with it: G <= MG). DEPTH: key
 // steps in flight per warp (1 or 2). PF: the page ids of the next step are loaded (and its KV
@@ -150,29 +246,10 @@ __global__ void __launch_bounds__(32 * kPagedWarps) paged_decode_split_kernel(co
   const int split = blockIdx.x, hk = blockIdx.y, item = blockIdx.z;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int grp = lane / kLK, sub = lane % kLK;
-  const int G = a.group, Hq = a.p.num_heads, Hkv = a.kv.num_kv_heads;
-  const int splits = a.p.split.splits, keys_per_split = a.p.split.keys_per_split;
-  const int s = a.p.items[item];
-  const PagedSeq seq = a.kv.seqs[s];
-  const PagedHead head = a.kv.heads[int64_t(s) * Hkv + hk];
-  const int64_t pos = seq.pos0;
-  // q: the G query heads of KV head hk at the item's row, rounded to bf16 as the request path does.
-  const float* q = a.p.q + (seq.row0 * Hq + int64_t(hk) * G) * D;
-  for (int i = tid; i < G * D; i += blockDim.x)
-    sq[i / D][i % D] = __bfloat162float(__float2bfloat16(q[i]));
-  __syncthreads();
-
-  const bool ssa = head.mode == int32_t(AttnMode::ssa);
-  int64_t len1 = pos + 1, start2 = 0, len2 = 0;
-  if (ssa) {
-    len1 = min(a.ssa_sink_end, pos + 1);
-    const int64_t lo = (pos / a.ssa_block - a.ssa_local_blocks + 1) * a.ssa_block;
-    start2 = max(a.ssa_sink_end, lo);
-    len2 = max(int64_t(0), pos + 1 - start2);
-  }
-  const int64_t keys = len1 + len2;
-  const int64_t k_begin = int64_t(split) * keys_per_split;
-  const int64_t k_end = min(keys, k_begin + keys_per_split);
+  const int G = a.group;
+  const DecodeRange r = decode_cta_begin<D, MG>(a, sq);
+  const PagedHead& head = r.head;
+  const int64_t len1 = r.len1, start2 = r.start2, k_begin = r.k_begin, k_end = r.k_end;
 
   // kv[b], vv[b]: the loads of key step (step index mod DEPTH) == b, issued DEPTH steps ahead.
   float kv[DEPTH][8], vv[DEPTH][8];
@@ -258,48 +335,110 @@ __global__ void __launch_bounds__(32 * kPagedWarps) paged_decode_split_kernel(co
     }  // b
   }
   }  // PF
-  // Merge the kKW lane groups of the warp (lanes with the same `sub` hold the same elements).
+  decode_cta_merge<D, MG>(a, G, hk, item, split, m, l, acc, wacc, wstat);
+}
+
+// The ring variant (set_paged_decode_ring; run 30's candidate): the CTA streams its keys through
+// a kRingStages-deep ring of shared-memory tiles filled by cp.async, each tile the K and V rows of
+// kRingStageBytes / (4 D) keys (2048 / D: 16 at d = 128), loaded by all 128 threads (two 16-byte
+// chunks of K and two of V each) while the warps compute on the tile kRingStages - 1 behind. The
+// bytes in flight no longer live in registers: 24 KB a CTA (three tiles) where the register
+// kernel keeps 1 KB a warp (4 KB a CTA), so the loop is no longer bound by the loads it can
+// hold. The ring (32 KB) is the warps' merge buffer once the loop is done.
+constexpr int kRingStages = 4;
+constexpr int kRingStageBytes = 8192;
+
+template <int D, int MG>
+__global__ void __launch_bounds__(32 * kPagedWarps) paged_decode_ring_kernel(const DecodeArgs a) {
+  constexpr int kLK = D / 8;                       // lanes per key
+  constexpr int kKW = 32 / kLK;                    // keys per warp step
+  constexpr int kT = kRingStageBytes / (4 * D);    // keys per tile
+  constexpr int kThreads = 32 * kPagedWarps;
+  constexpr int kChunks = kT * kLK;                // 16-byte chunks of K (and of V) per tile
+  constexpr int kPerThread = kChunks / kThreads;
+  constexpr int kPasses = kT / (kPagedWarps * kKW);  // warp steps per tile
+  static_assert(kChunks % kThreads == 0 && kT % (kPagedWarps * kKW) == 0, "tile shape");
+  constexpr int kRingBytes = kRingStages * kRingStageBytes;
+  constexpr int kMergeBytes = int(sizeof(float)) * kPagedWarps * MG * D;
+  static_assert(kMergeBytes <= kRingBytes, "the merge buffer reuses the ring");
+  __shared__ __align__(16) unsigned char ring[kRingBytes];
+  __shared__ __align__(16) float sq[MG][D];
+  __shared__ float wstat[kPagedWarps][MG][2];
+  const int split = blockIdx.x, hk = blockIdx.y, item = blockIdx.z;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int grp = lane / kLK, sub = lane % kLK;
+  const int G = a.group;
+  const DecodeRange r = decode_cta_begin<D, MG>(a, sq);
+  const PagedHead& head = r.head;
+  const int64_t n_keys = max(int64_t(0), r.k_end - r.k_begin);
+  const int tiles = int((n_keys + kT - 1) / kT);
+  auto stage = [&](int t) {
+    return reinterpret_cast<__nv_bfloat16*>(ring + (t % kRingStages) * kRingStageBytes);
+  };
+  // Tile t's copies into its stage: K rows [kT][D] then V rows; chunk j = key * kLK + c. Keys
+  // past the split are zero-filled (and masked in the arithmetic). Positions, rows and pages fit
+  // 32 bits (contexts < 2^31).
+  auto issue = [&](int t) {
+    __nv_bfloat16* st = stage(t);
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int j = tid + i * kThreads, key = j / kLK, c = j % kLK;
+      const int64_t vk = r.k_begin + int64_t(t) * kT + key;
+      const __nv_bfloat16* k_src = a.kv.pool;
+      const __nv_bfloat16* v_src = a.kv.pool;
+      int bytes = 0;
+      if (vk < r.k_end) {
+        const int kpos = int(vk < r.len1 ? vk : r.start2 + (vk - r.len1));
+        const int row = (!head.ring || kpos < head.sink)
+                            ? kpos
+                            : head.sink + (kpos - head.sink) % head.window;
+        const int page = a.kv.table[head.table + row / a.kv.page_rows];
+        k_src = a.kv.pool + int64_t(page) * a.kv.page_stride +
+                int64_t(row % a.kv.page_rows) * D + c * 8;
+        v_src = k_src + int64_t(a.kv.page_rows) * D;
+        bytes = 16;
+      }
+      cp_async16(st + j * 8, k_src, bytes);
+      cp_async16(st + kT * D + j * 8, v_src, bytes);
+    }
+  };
+
+  float m[MG], l[MG], acc[MG][8];
 #pragma unroll
   for (int h = 0; h < MG; ++h) {
-    if (h >= G) break;
-    float mm = m[h];
+    m[h] = -INFINITY;
+    l[h] = 0.f;
 #pragma unroll
-    for (int off = kLK; off < 32; off <<= 1) mm = fmaxf(mm, __shfl_xor_sync(0xffffffffu, mm, off));
-    const float f = m[h] == -INFINITY ? 0.f : exp2f(m[h] - mm);
-    float lh = l[h] * f;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) acc[h][e] *= f;
-#pragma unroll
-    for (int off = kLK; off < 32; off <<= 1) {
-      lh += __shfl_xor_sync(0xffffffffu, lh, off);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) acc[h][e] += __shfl_xor_sync(0xffffffffu, acc[h][e], off);
-    }
-    if (grp == 0)
-#pragma unroll
-      for (int e = 0; e < 8; ++e) wacc[warp][h][sub * 8 + e] = acc[h][e];
-    if (lane == 0) {
-      wstat[warp][h][0] = mm;
-      wstat[warp][h][1] = lh;
-    }
+    for (int e = 0; e < 8; ++e) acc[h][e] = 0.f;
   }
+  // One commit group per tile (empty past the last): tile t has landed once at most
+  // kRingStages - 1 younger groups are pending.
+#pragma unroll
+  for (int t = 0; t < kRingStages - 1; ++t) {
+    if (t < tiles) issue(t);
+    cp_async_commit();
+  }
+  for (int t = 0; t < tiles; ++t) {  // tiles is uniform over the CTA: the barriers are safe
+    if (t + kRingStages - 1 < tiles) issue(t + kRingStages - 1);  // the stage freed at t - 1
+    cp_async_commit();
+    cp_async_wait<kRingStages - 1>();
+    __syncthreads();  // every thread's copies of tile t are visible
+    const __nv_bfloat16* st = stage(t);
+#pragma unroll
+    for (int p = 0; p < kPasses; ++p) {
+      const int key = (p * kPagedWarps + warp) * kKW + grp;
+      float kc[8], vc[8];
+      bf16x8_load(kc, st + key * D + sub * 8);
+      bf16x8_load(vc, st + kT * D + key * D + sub * 8);
+      const bool valid = r.k_begin + int64_t(t) * kT + key < r.k_end;
+      decode_key_step<D, MG>(sq, G, sub, kc, vc, valid, a.scale_log2, m, l, acc);
+    }
+    __syncthreads();  // tile t's stage is refilled by the next iteration's issue
+  }
+  cp_async_wait<0>();  // the empty trailing groups: nothing lands in the ring after this
   __syncthreads();
-  // Merge the warps: thread -> (query head h, element c); partial (item, hq, split).
-  for (int i = tid; i < G * D; i += blockDim.x) {
-    const int h = i / D, c = i % D;
-    float mm = -INFINITY;
-    for (int w = 0; w < kPagedWarps; ++w) mm = fmaxf(mm, wstat[w][h][0]);
-    float sum = 0.f, acc_c = 0.f;
-    if (mm != -INFINITY)
-      for (int w = 0; w < kPagedWarps; ++w) {
-        const float f = exp2f(wstat[w][h][0] - mm);
-        sum += wstat[w][h][1] * f;
-        acc_c += wacc[w][h][c] * f;
-      }
-    const int64_t part = (int64_t(item) * Hq + hk * G + h) * splits + split;
-    a.p.part_acc[part * D + c] = acc_c;
-    if (c == 0) a.p.part_stats[part] = make_float2(mm, sum);
-  }
+  decode_cta_merge<D, MG>(a, G, hk, item, split, m, l, acc,
+                          reinterpret_cast<float(*)[MG][D]>(ring), wstat);
 }
 
 template <int D>
@@ -335,7 +474,21 @@ int ctas_per_wave() {
 }
 
 template <int D, int MG>
+int ctas_per_wave_ring() {
+  static const int n = [] {
+    int device = 0, sms = 0, per_sm = 0;
+    ELASTIC_CUDA_CHECK(cudaGetDevice(&device));
+    ELASTIC_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    ELASTIC_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, paged_decode_ring_kernel<D, MG>, 32 * kPagedWarps, 0));
+    return std::max(1, sms * per_sm);
+  }();
+  return n;
+}
+
+template <int D, int MG>
 int ctas_per_wave_depth() {
+  if (g_paged_decode_ring) return ctas_per_wave_ring<D, MG>();
   if (g_paged_decode_depth == 2) return ctas_per_wave<D, MG, 2>();
   return g_paged_decode_prefetch ? ctas_per_wave<D, MG, 1, true>() : ctas_per_wave<D, MG, 1>();
 }
@@ -350,7 +503,9 @@ int ctas_per_wave_for(int group) {
 template <int D, int MG>
 void decode_launch_group(const DecodeArgs& a, cudaStream_t stream) {
   const dim3 grid(unsigned(a.p.split.splits), unsigned(a.kv.num_kv_heads), unsigned(a.p.count));
-  if (g_paged_decode_depth == 2)
+  if (g_paged_decode_ring)
+    paged_decode_ring_kernel<D, MG><<<grid, 32 * kPagedWarps, 0, stream>>>(a);
+  else if (g_paged_decode_depth == 2)
     paged_decode_split_kernel<D, MG, 2><<<grid, 32 * kPagedWarps, 0, stream>>>(a);
   else if (g_paged_decode_prefetch)
     paged_decode_split_kernel<D, MG, 1, true><<<grid, 32 * kPagedWarps, 0, stream>>>(a);
@@ -389,6 +544,8 @@ int grid_for(int64_t count, int threads) {
 }  // namespace
 
 void set_paged_decode_prefetch(bool on) { g_paged_decode_prefetch = on; }
+
+void set_paged_decode_ring(bool on) { g_paged_decode_ring = on; }
 
 void set_paged_decode_depth(int depth) {
   ELASTIC_CHECK_MSG(depth == 1 || depth == 2, "paged decode depth must be 1 or 2");

@@ -26,6 +26,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "cuda/attention_paged.h"
@@ -227,11 +228,15 @@ TEST(CudaServe, BatchForwardMatchesCpuForEveryMode) {
   PatternRouting xa_ssa(AttnMode::xa, AttnMode::ssa, true),
       fa_xa(AttnMode::fa, AttnMode::xa, false);
   // The decode kernel's versions: two key steps in flight, one with the block table read a step
-  // ahead, and the default (one, no prefetch) last.
-  for (auto [depth, prefetch] : {std::pair{2, false}, std::pair{1, true}, std::pair{1, false}}) {
+  // ahead, the shared-memory ring, and the default (one step, no prefetch) last.
+  for (auto [depth, prefetch, ring] : {std::tuple{2, false, false}, std::tuple{1, true, false},
+                                       std::tuple{1, false, true}, std::tuple{1, false, false}}) {
     cuda::detail::set_paged_decode_depth(depth);
     cuda::detail::set_paged_decode_prefetch(prefetch);
-    std::printf("  decode depth %d%s\n", depth, prefetch ? ", table prefetch" : "");
+    cuda::detail::set_paged_decode_ring(ring);
+    std::printf("  decode %s\n", ring       ? "ring"
+                                 : prefetch ? "depth 1, table prefetch"
+                                            : (depth == 2 ? "depth 2" : "depth 1"));
     for (const char* name : {"qwen3-tiny", "llama3-tiny"}) {
       check_cpu_vs_cuda(name, {&hybrid, nullptr, &all_sa}, "fa-ssa");
       check_cpu_vs_cuda(name, {&xa_ssa, &all_sa, &fa_xa}, "xa");  // B (the chunk) is not XA
@@ -248,8 +253,11 @@ TEST(CudaSanitizerServe, SmallBatch) {
   const Model gpu = model_load(fixture("qwen3-tiny"), backend_cuda(CudaBackendOptions{false}));
   std::vector<std::vector<int64_t>> tokens;
   for (int s = 0; s < 3; ++s) tokens.push_back(ids_of(300, 21 + s, gpu.config.vocab_size));
-  const auto got = run_batch(gpu, {&hybrid, &hybrid, nullptr}, small_attn(), tokens);
-  EXPECT_EQ(got[0].size(), size_t(150 + 1 + 40));
+  for (const bool ring : {true, false}) {  // the ring kernel, then the default
+    cuda::detail::set_paged_decode_ring(ring);
+    const auto got = run_batch(gpu, {&hybrid, &hybrid, nullptr}, small_attn(), tokens);
+    EXPECT_EQ(got[0].size(), size_t(150 + 1 + 40));
+  }
 }
 
 // --- The Engine ------------------------------------------------------------------------------
