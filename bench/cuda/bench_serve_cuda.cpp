@@ -116,7 +116,7 @@ struct Result {
   const char* config;
   int64_t seqs;
   double ms_batch, ms_one, kv1_bytes, ms_batch_depth2, ms_batch_prefetch, ms_batch_logits,
-      ms_batch_ring;
+      ms_batch_register;
 };
 
 }  // namespace
@@ -211,25 +211,25 @@ int main(int argc, char** argv) {
       const double ms_one = decode_ms(m, pool, one, attn, rng);
       seqs_release(pool, one);
       std::vector<SeqState> many = seqs_make(pool, *modes, attn, conc, ctx, extra);
-      cuda::detail::set_paged_decode_depth(2);  // the variant (run 19: slower), in the same run
+      // The register kernel's three versions (the default before run 30), then the default ring.
+      cuda::detail::set_paged_decode_ring(false);
+      const double ms_register = decode_ms(m, pool, many, attn, rng);
+      cuda::detail::set_paged_decode_depth(2);  // run 19: slower
       const double ms_depth2 = decode_ms(m, pool, many, attn, rng);
       cuda::detail::set_paged_decode_depth(1);
-      cuda::detail::set_paged_decode_prefetch(true);  // run 28's candidate
+      cuda::detail::set_paged_decode_prefetch(true);  // run 28: no change
       const double ms_prefetch = decode_ms(m, pool, many, attn, rng);
       cuda::detail::set_paged_decode_prefetch(false);
-      cuda::detail::set_paged_decode_ring(true);  // run 30's candidate
-      const double ms_ring = decode_ms(m, pool, many, attn, rng);
-      cuda::detail::set_paged_decode_ring(false);  // the default
+      cuda::detail::set_paged_decode_ring(true);  // the default
       const double ms_batch = decode_ms(m, pool, many, attn, rng);
       const double ms_logits = decode_ms(m, pool, many, attn, rng, false);
       results.push_back({name, int64_t(many.size()), ms_batch, ms_one,
                          kv_read_bytes(*modes, attn.ssa, ctx, d), ms_depth2, ms_prefetch,
-                         ms_logits, ms_ring});
+                         ms_logits, ms_register});
       std::printf(
-          "  %-10s batch 1: %.2f ms/step; %lld sequences: %.2f ms/step (decode depth 2: %.2f; "
-          "depth 1 with the table read a step ahead: %.2f; ring: %.2f; logits downloaded: "
-          "%.2f)\n",
-          name, ms_one, (long long)many.size(), ms_batch, ms_depth2, ms_prefetch, ms_ring,
+          "  %-10s batch 1: %.2f ms/step; %lld sequences: %.2f ms/step (register kernel: %.2f, "
+          "depth 2: %.2f, table a step ahead: %.2f; logits downloaded: %.2f)\n",
+          name, ms_one, (long long)many.size(), ms_batch, ms_register, ms_depth2, ms_prefetch,
           ms_logits);
       std::fflush(stdout);
       seqs_release(pool, many);
@@ -258,10 +258,10 @@ int main(int argc, char** argv) {
         "| config | decode kernel | KV GB per step | KV ms | KV read TB/s "
         "|\n|---|---|---|---|---|\n");
     for (const Result& r : results)
-      for (auto [kernel, ms] : {std::pair{"depth 1 (default)", r.ms_batch},
-                                std::pair{"depth 2", r.ms_batch_depth2},
-                                std::pair{"depth 1, table a step ahead", r.ms_batch_prefetch},
-                                std::pair{"shared-memory ring (cp.async)", r.ms_batch_ring}}) {
+      for (auto [kernel, ms] : {std::pair{"shared-memory ring, cp.async (default)", r.ms_batch},
+                                std::pair{"registers, depth 1", r.ms_batch_register},
+                                std::pair{"registers, depth 2", r.ms_batch_depth2},
+                                std::pair{"registers, table a step ahead", r.ms_batch_prefetch}}) {
         const double gb = double(r.seqs) * r.kv1_bytes * 1e-9, kv_ms = ms - ms_base;
         std::printf("| %s | %s | %.1f | %.2f | %.2f |\n", r.config, kernel, gb, kv_ms,
                     kv_ms > 0 ? gb / kv_ms : 0.0);

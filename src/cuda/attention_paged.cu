@@ -7,7 +7,9 @@
 // the page table. Each warp walks keys 32 / (d / 8) at a time, d / 8 lanes per key with 16-byte
 // loads of 8 bf16 of K and V, keeping an fp32 online softmax per query head and lane group; lane
 // groups, warps and then splits (second kernel) merge by max/sum rescaling. Empty splits (an item
-// with fewer keys than the longest) write (-inf, 0) partials, which the merge weighs by zero.
+// with fewer keys than the longest) write (-inf, 0) partials, which the merge weighs by zero. The
+// default kernel (paged_decode_ring_kernel) feeds those warps from a cp.async ring of
+// shared-memory tiles; the register kernel (paged_decode_split_kernel) loads into registers.
 //
 // Invariants: d is a multiple of 8 (16-byte rows); the pool and every page are 16-byte aligned
 // (cudaMalloc base, page_stride and rows multiples of 8 elements); a ring row is written by at
@@ -127,6 +129,7 @@ struct DecodeArgs {
   int64_t ssa_local_blocks;
 };
 
+// The register kernel's options (paged_decode_split_kernel, used with set_paged_decode_ring(false)).
 // Key steps whose loads a warp keeps in flight (set_paged_decode_depth): run 18 measured the
 // batched decode at 1.2-1.3 TB/s with one (D = 128, G = 4: 106 registers, 4 CTAs = 16 warps per
 // SM, 16 KB in flight per SM where ~30 KB cover the memory latency at full bandwidth). Two were
@@ -134,12 +137,13 @@ struct DecodeArgs {
 // one (docs/gpu-notes.md), so one stays the default and two the variant the bench times.
 int g_paged_decode_depth = 1;
 // Whether a warp reads the block table one key step ahead of its KV loads
-// (set_paged_decode_prefetch; run 28's candidate, off until measured): without it every step's
+// (set_paged_decode_prefetch; run 28 measured no change, so it stays off): without it every step's
 // KV load waits for its page id's load, two memory latencies a step where one is needed.
 bool g_paged_decode_prefetch = false;
-// Whether the decode streams its keys through a shared-memory ring (paged_decode_ring_kernel;
-// run 30's candidate, off until measured).
-bool g_paged_decode_ring = false;
+// Whether the decode streams its keys through a shared-memory ring (paged_decode_ring_kernel): the
+// default since run 30 (H100, 64 x 8K: 1.65-1.76 TB/s of KV read against 1.19-1.21 for the
+// register kernel; docs/gpu-notes.md).
+bool g_paged_decode_ring = true;
 
 // A decode CTA's (split, KV head hk, item) = blockIdx: its head, its keys [k_begin, k_end) of
 // the head's key list (FA/XA: 0..pos; SSA: [0, len1) then positions start2.. from index len1 on),
@@ -338,7 +342,8 @@ __global__ void __launch_bounds__(32 * kPagedWarps) paged_decode_split_kernel(co
   decode_cta_merge<D, MG>(a, G, hk, item, split, m, l, acc, wacc, wstat);
 }
 
-// The ring variant (set_paged_decode_ring; run 30's candidate): the CTA streams its keys through
+// The ring kernel (the default; set_paged_decode_ring(false) selects the register kernel above):
+// the CTA streams its keys through
 // a kRingStages-deep ring of shared-memory tiles filled by cp.async, each tile the K and V rows of
 // kRingStageBytes / (4 D) keys (2048 / D: 16 at d = 128), loaded by all 128 threads (two 16-byte
 // chunks of K and two of V each) while the warps compute on the tile kRingStages - 1 behind. The

@@ -103,8 +103,8 @@ void set_paged_decode_depth(int depth);
 // With depth 1: read the block table a key step ahead of the KV loads (off by default until a
 // device run measures it; tests and bench_serve_cuda run it).
 void set_paged_decode_prefetch(bool on);
-// Stream the keys through a cp.async ring of shared-memory tiles (paged_decode_ring_kernel; over
-// depth and prefetch when on; off by default until a device run measures it).
+// Stream the keys through a cp.async ring of shared-memory tiles (paged_decode_ring_kernel, the
+// default since run 30); off: the register kernel with the depth and prefetch above.
 void set_paged_decode_ring(bool on);
 }  // namespace detail
 

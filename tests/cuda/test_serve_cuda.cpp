@@ -227,10 +227,10 @@ TEST(CudaServe, BatchForwardMatchesCpuForEveryMode) {
       all_sa(AttnMode::ssa, AttnMode::ssa, false);
   PatternRouting xa_ssa(AttnMode::xa, AttnMode::ssa, true),
       fa_xa(AttnMode::fa, AttnMode::xa, false);
-  // The decode kernel's versions: two key steps in flight, one with the block table read a step
-  // ahead, the shared-memory ring, and the default (one step, no prefetch) last.
+  // The decode kernel's versions: the register kernel with two key steps in flight, with the block
+  // table read a step ahead, with one step, and the default (the shared-memory ring) last.
   for (auto [depth, prefetch, ring] : {std::tuple{2, false, false}, std::tuple{1, true, false},
-                                       std::tuple{1, false, true}, std::tuple{1, false, false}}) {
+                                       std::tuple{1, false, false}, std::tuple{1, false, true}}) {
     cuda::detail::set_paged_decode_depth(depth);
     cuda::detail::set_paged_decode_prefetch(prefetch);
     cuda::detail::set_paged_decode_ring(ring);
@@ -242,7 +242,7 @@ TEST(CudaServe, BatchForwardMatchesCpuForEveryMode) {
       check_cpu_vs_cuda(name, {&xa_ssa, &all_sa, &fa_xa}, "xa");  // B (the chunk) is not XA
     }
   }
-  cuda::detail::set_paged_decode_depth(1);  // the default, for the tests after this one
+  // The defaults, for the tests after this one (the loop ends with them).
 }
 
 // Small shapes for compute-sanitizer (scripts/gpu-check.sh): the store, gather, decode and merge
@@ -253,7 +253,7 @@ TEST(CudaSanitizerServe, SmallBatch) {
   const Model gpu = model_load(fixture("qwen3-tiny"), backend_cuda(CudaBackendOptions{false}));
   std::vector<std::vector<int64_t>> tokens;
   for (int s = 0; s < 3; ++s) tokens.push_back(ids_of(300, 21 + s, gpu.config.vocab_size));
-  for (const bool ring : {true, false}) {  // the ring kernel, then the default
+  for (const bool ring : {false, true}) {  // the register kernel, then the default ring
     cuda::detail::set_paged_decode_ring(ring);
     const auto got = run_batch(gpu, {&hybrid, &hybrid, nullptr}, small_attn(), tokens);
     EXPECT_EQ(got[0].size(), size_t(150 + 1 + 40));
