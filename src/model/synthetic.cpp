@@ -42,6 +42,20 @@ const SyntheticShape kShapes[] = {
       "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
       "head_dim": 64, "rms_norm_eps": 1e-6, "max_position_embeddings": 8192,
       "rope_theta": 1000000, "tie_word_embeddings": true, "torch_dtype": "bfloat16"})"},
+    // Tiny shapes for the CUDA kernels' CPU-consistency tests where no fixture has the shape:
+    // d = 128 with one KV head for 8 query heads (GQA 8), and d = 64 multi-head (GQA 1).
+    {"qwen3-tiny-d128-g8", R"({
+      "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+      "vocab_size": 1024, "hidden_size": 256, "intermediate_size": 512,
+      "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 1,
+      "head_dim": 128, "rms_norm_eps": 1e-6, "max_position_embeddings": 8192,
+      "rope_theta": 1000000, "tie_word_embeddings": true, "torch_dtype": "bfloat16"})"},
+    {"qwen3-tiny-mha", R"({
+      "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+      "vocab_size": 1024, "hidden_size": 256, "intermediate_size": 512,
+      "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
+      "head_dim": 64, "rms_norm_eps": 1e-6, "max_position_embeddings": 8192,
+      "rope_theta": 1000000, "tie_word_embeddings": true, "torch_dtype": "bfloat16"})"},
 };
 
 uint64_t splitmix64(uint64_t x) {

@@ -183,12 +183,20 @@ std::vector<std::vector<float>> run_alone(const Model& m, RoutingPolicy* policy,
   return out;
 }
 
+// A fixture by name, or "synthetic:NAME" (model_synthetic: shapes no fixture has, d = 128 / GQA
+// 8 and GQA 1), on `backend`.
+Model model_named(const std::string& name, std::shared_ptr<Backend> backend) {
+  const std::string prefix = "synthetic:";
+  if (name.rfind(prefix, 0) == 0) return model_synthetic(name.substr(prefix.size()), 1, backend);
+  return model_load(fixture(name), backend);
+}
+
 void check_cpu_vs_cuda(const std::string& name, const std::vector<RoutingPolicy*>& policies,
                        const char* label) {
   SCOPED_TRACE(name + " " + label);
   const AttnOptions attn = small_attn();
-  const Model cpu = model_load(fixture(name));
-  const Model gpu = model_load(fixture(name), backend_cuda(CudaBackendOptions{false}));
+  const Model cpu = model_named(name, backend_cpu());
+  const Model gpu = model_named(name, backend_cuda(CudaBackendOptions{false}));
   const int64_t V = cpu.config.vocab_size;
   std::vector<std::vector<int64_t>> tokens;
   for (int s = 0; s < 3; ++s) tokens.push_back(ids_of(300, 11 + s, V));
@@ -237,7 +245,9 @@ TEST(CudaServe, BatchForwardMatchesCpuForEveryMode) {
     std::printf("  decode %s\n", ring       ? "ring"
                                  : prefetch ? "depth 1, table prefetch"
                                             : (depth == 2 ? "depth 2" : "depth 1"));
-    for (const char* name : {"qwen3-tiny", "llama3-tiny"}) {
+    // d 64 GQA 2, d 32 GQA 4, d 128 GQA 8, d 64 GQA 1.
+    for (const char* name : {"qwen3-tiny", "llama3-tiny", "synthetic:qwen3-tiny-d128-g8",
+                             "synthetic:qwen3-tiny-mha"}) {
       check_cpu_vs_cuda(name, {&hybrid, nullptr, &all_sa}, "fa-ssa");
       check_cpu_vs_cuda(name, {&xa_ssa, &all_sa, &fa_xa}, "xa");  // B (the chunk) is not XA
     }
