@@ -72,7 +72,7 @@ int cmd_pretrain(int argc, char** argv) {
   std::string tasks, lengths = "256,512,1024";
   cl.text("--tasks", tasks, "A,B",
           "tasks to train on (default: every eval task); also assoc_recall,\ncopy_words, "
-          "template_recall and restate_recall (training only)");
+          "template_recall, restate_recall and copy_statements (training only)");
   cl.custom("--task-lengths", "TASK=L1,L2",
             "a task's own sample lengths in place of --lengths (repeatable;\n"
             "e.g. short samples for the tasks answered from the prompt's end)",

@@ -139,8 +139,9 @@ RouterEval router_eval_omega(const std::string& checkpoint_dir, const std::strin
 // The tasks `elastic train --tasks` accepts: every eval task, then the training-only
 // "assoc_recall", "copy_words" (N words, then the same N words again: induction heads) and
 // "template_recall" (recall in kv_retrieval's and the needle tasks' templates: the value a few
-// tokens after its key, a question per pair) and "restate_recall" (the same, each question
-// restating its statement up to the value: "The value of K is" -> V).
+// tokens after its key, a question per pair), "restate_recall" (the same, each question
+// restating its statement up to the value: "The value of K is" -> V) and "copy_statements" (those
+// statements, then the same statements again, every token of the copy an answer).
 std::vector<std::string> pretrain_task_names();
 
 struct PretrainConfig {

@@ -50,6 +50,7 @@ constexpr const char* kAssoc = "assoc_recall";
 constexpr const char* kCopy = "copy_words";
 constexpr const char* kTemplateRecall = "template_recall";
 constexpr const char* kRestateRecall = "restate_recall";
+constexpr const char* kCopyStatements = "copy_statements";
 // Tokens kept free after a generated prompt for its completion and end of text.
 constexpr int64_t kAnswerMargin = 24;
 // Seed streams: training packs use (seed, step, pack); the probe uses step 0, which no
@@ -204,6 +205,43 @@ Sample template_recall_sample(const Tokenizer& tok, int64_t eos, int64_t length,
   return s;
 }
 
+// Copying in the suite's templates: a needle or key-value task's statements ("The value of K is
+// V.") with distinct keys, then the same statements again in order, every token of the copy an
+// answer. The linking words repeat in every statement, so the head that copies "the token after
+// the last occurrence of the current one" (copy_words' induction) cannot copy a key or a value:
+// the copy needs the token two or more back, the lookup of the key-matching tasks, with every
+// token of the copy supervising it (docs/model.md, run 6).
+Sample copy_statements_sample(const Tokenizer& tok, int64_t eos, int64_t length, uint64_t seed) {
+  const EvalVocab& v = eval_vocab_default();
+  EvalRng rng(seed);
+  using eval_detail::template_fill;
+  const char* kFamilies[] = {"kv_retrieval", "niah_multikey"};
+  const eval_detail::TaskTemplates& t = eval_detail::task_templates(kFamilies[rng.below(2)]);
+  Sample s;
+  s.add(tok, "Copy the statements.\n", false, true);
+  // Every key and value of the suite's vocabulary is one token: all statements have this size.
+  const int64_t statement = int64_t(
+      encode(tok,
+             template_fill(t.statement, {{"key", v.keys.front()}, {"value", v.values.front()}}) +
+                 "\n",
+             false)
+          .size());
+  const int64_t room = length - int64_t(s.ids.size()) - 1;  // the end token
+  if (room < 2 * statement)
+    throw Error("task copy_statements: a sample needs at least " +
+                std::to_string(length - room + 2 * statement) +
+                " tokens (a statement and its copy); --lengths asks for " + std::to_string(length));
+  const int64_t n = std::min<int64_t>(room / (2 * statement), int64_t(v.keys.size()));
+  const std::vector<std::string> keys = rng.sample(v.keys, size_t(n));
+  std::vector<std::string> lines;
+  for (const std::string& k : keys)
+    lines.push_back(template_fill(t.statement, {{"key", k}, {"value", rng.pick(v.values)}}) + "\n");
+  for (const std::string& line : lines) s.add(tok, line, false);
+  for (const std::string& line : lines) s.add(tok, line, true);
+  s.end(eos);
+  return s;
+}
+
 // An upper bound of the suite tokenizer's token count of a generated text, without running
 // the tokenizer (the generators bisect over haystack sizes, so they count many times): one
 // token per run of letters, run of digits, punctuation character and run of newlines, plus the
@@ -233,6 +271,7 @@ Sample task_sample(const std::string& task, const Tokenizer& tok, int64_t eos, i
   if (task == kCopy) return copy_words_sample(tok, eos, length, seed);
   if (task == kTemplateRecall) return template_recall_sample(tok, eos, length, seed, false);
   if (task == kRestateRecall) return template_recall_sample(tok, eos, length, seed, true);
+  if (task == kCopyStatements) return copy_statements_sample(tok, eos, length, seed);
   // The bound keeps a sample within `length`; its exact size is what the tokenizer gives.
   const EvalSample e =
       eval_generate(task, std::max<int64_t>(length - kAnswerMargin, 1), seed, 0, fast_token_bound);
@@ -684,6 +723,7 @@ std::vector<std::string> pretrain_task_names() {
   v.push_back(kCopy);
   v.push_back(kTemplateRecall);
   v.push_back(kRestateRecall);
+  v.push_back(kCopyStatements);
   return v;
 }
 

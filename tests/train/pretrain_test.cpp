@@ -294,6 +294,55 @@ TEST(PretrainData, RestateRecallAsksByRestatingTheStatement) {
   }
 }
 
+// copy_statements: statements in a suite template with distinct keys, then the same statements
+// again in order; exactly the copy's tokens (and the end token) are answers.
+TEST(PretrainData, CopyStatementsRepeatsTheStatementsAsAnswers) {
+  const Tokenizer& tok = suite_tokenizer();
+  PretrainConfig c = tiny("");
+  c.tasks = {"copy_statements"};
+  for (int64_t L : {64, 300}) {
+    c.lengths = {L};
+    c.max_tokens = L;
+    for (int64_t step = 1; step <= 4; ++step) {
+      const PretrainPack p = pretrain_make_pack(c, tok, step, 0);
+      EXPECT_LE(int64_t(p.ids.size()), L);
+      // The answers: one run at the end (the copy, then the end token).
+      size_t first = p.answer.size();
+      for (size_t t = 0; t < p.answer.size(); ++t)
+        if (p.answer[t]) {
+          first = t;
+          break;
+        }
+      ASSERT_LT(first, p.answer.size());
+      for (size_t t = first; t < p.answer.size(); ++t) EXPECT_EQ(p.answer[t], 1) << t;
+      const size_t copy = p.answer.size() - 1 - first;  // tokens of the copy
+      ASSERT_GE(first, copy);
+      const std::vector<int64_t> original(p.ids.begin() + int64_t(first - copy),
+                                          p.ids.begin() + int64_t(first));
+      const std::vector<int64_t> repeated(p.ids.begin() + int64_t(first), p.ids.end() - 1);
+      EXPECT_EQ(original, repeated);
+      std::vector<int32_t> ids32(original.begin(), original.end());
+      const std::string text = tok.decode(ids32);
+      const std::regex statement(R"((?:The value of|The special magic word for) (\w+) is (\w+)\.)");
+      std::set<std::string> keys;
+      int64_t n = 0;
+      for (auto it = std::sregex_iterator(text.begin(), text.end(), statement);
+           it != std::sregex_iterator(); ++it, ++n)
+        keys.insert((*it)[1]);
+      EXPECT_GE(n, L >= 300 ? 10 : 1) << text;
+      EXPECT_EQ(int64_t(keys.size()), n) << "keys repeat: " << text;
+    }
+  }
+  c.lengths = {16};  // below a statement and its copy: refused, naming the task
+  c.max_tokens = 16;
+  try {
+    (void)pretrain_make_pack(c, tok, 1, 0);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("copy_statements"), std::string::npos) << e.what();
+  }
+}
+
 // --task-lengths: a task draws its samples from its own lengths (short ones for the tasks
 // answered from the prompt's end), the others from --lengths; every pack stays within
 // max_tokens; a task that is not trained on, or an unknown one, is refused by name.
