@@ -129,27 +129,38 @@ def test_slow_client_does_not_block_others(server):
 
 
 def test_mid_stream_disconnect_cancels_and_frees_pages(server):
-    before = server.metrics()
-    s = socket.create_connection((server.host, server.port), timeout=30)
-    body = json.dumps({"prompt": "Once upon a time", "max_tokens": 200, "temperature": 0, "stream": True,
-                       "elastic": {"sparsity_bias": 0.5}}).encode()
-    s.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-               f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
-    data = b""
-    while data.count(b"data: ") < 3:
-        data += s.recv(4096)
-    s.close()  # leave mid-stream
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        m = server.metrics()
-        if (m["elastic_requests_total{outcome=\"cancelled\"}"] > before["elastic_requests_total{outcome=\"cancelled\"}"]
-                and m["elastic_kv_pages_used"] == 0 and m["elastic_requests_running"] == 0):
+    # The server sees a disconnect when a write fails, so a stream that was generated to its end
+    # before the client left (possible on a loaded machine: 200 tokens of this model take well
+    # under a second) finishes as "ok" with nothing to cancel. Such an attempt proves nothing
+    # either way: up to five attempts, and at least one must end as a cancellation.
+    CANCELLED = "elastic_requests_total{outcome=\"cancelled\"}"
+    OK = "elastic_requests_total{outcome=\"ok\"}"
+    first = server.metrics()
+    for attempt in range(5):
+        before = server.metrics()
+        s = socket.create_connection((server.host, server.port), timeout=30)
+        body = json.dumps({"prompt": "Once upon a time", "max_tokens": 200, "temperature": 0, "stream": True,
+                           "elastic": {"sparsity_bias": 0.5}}).encode()
+        s.sendall((f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+        data = b""
+        while data.count(b"data: ") < 3:
+            data += s.recv(4096)
+        s.close()  # leave mid-stream
+        deadline = time.time() + 20
+        while time.time() < deadline:  # the request is counted (cancelled or ok), its pages free
+            m = server.metrics()
+            counted = m[CANCELLED] + m[OK] > before[CANCELLED] + before[OK]
+            if counted and m["elastic_kv_pages_used"] == 0 and m["elastic_requests_running"] == 0:
+                break
+            time.sleep(0.1)
+        assert m["elastic_kv_pages_used"] == 0
+        assert m["elastic_requests_running"] == 0
+        if m[CANCELLED] > before[CANCELLED]:
+            # Fewer tokens than the 200 asked were generated for it.
+            assert m["elastic_generation_tokens_total"] - before["elastic_generation_tokens_total"] < 200
             break
-        time.sleep(0.1)
-    assert m["elastic_requests_total{outcome=\"cancelled\"}"] > before["elastic_requests_total{outcome=\"cancelled\"}"]
-    assert m["elastic_kv_pages_used"] == 0
-    # Fewer tokens than the 200 asked were generated for it.
-    assert m["elastic_generation_tokens_total"] - before["elastic_generation_tokens_total"] < 200
+    assert m[CANCELLED] > first[CANCELLED], "no attempt was cancelled by its client's disconnect"
     assert healthy(server)
 
 
