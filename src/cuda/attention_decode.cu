@@ -110,13 +110,7 @@ __global__ void __launch_bounds__(32 * kDecodeWarps)
   };
 
   float m[MG], l[MG], acc[MG][8];
-#pragma unroll
-  for (int h = 0; h < MG; ++h) {
-    m[h] = -INFINITY;
-    l[h] = 0.f;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) acc[h][e] = 0.f;
-  }
+  decode_state_init(m, l, acc);
   constexpr int kStep = kDecodeWarps * kKW;  // keys per step of the whole CTA
   int64_t base = k_begin + int64_t(warp) * kKW;
   if (base < k_end) load_step(base);
@@ -131,47 +125,15 @@ __global__ void __launch_bounds__(32 * kDecodeWarps)
     const bool valid = base + grp < k_end;              // the same for the kLK lanes of a group
     decode_key_step<D, MG>(sq, G, sub, kc, vc, valid, p.scale_log2, m, l, acc);
   }
-  // Merge the kKW lane groups of the warp (lanes with the same `sub` hold the same elements).
-#pragma unroll
-  for (int h = 0; h < MG; ++h) {
-    if (h >= G) break;
-    float mm = m[h];
-#pragma unroll
-    for (int off = kLK; off < 32; off <<= 1) mm = fmaxf(mm, __shfl_xor_sync(0xffffffffu, mm, off));
-    const float f = m[h] == -INFINITY ? 0.f : exp2f(m[h] - mm);
-    float lh = l[h] * f;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) acc[h][e] *= f;
-#pragma unroll
-    for (int off = kLK; off < 32; off <<= 1) {
-      lh += __shfl_xor_sync(0xffffffffu, lh, off);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) acc[h][e] += __shfl_xor_sync(0xffffffffu, acc[h][e], off);
-    }
-    if (grp == 0)
-#pragma unroll
-      for (int e = 0; e < 8; ++e) wacc[warp][h][sub * 8 + e] = acc[h][e];
-    if (lane == 0) {
-      wstat[warp][h][0] = mm;
-      wstat[warp][h][1] = lh;
-    }
-  }
-  __syncthreads();
+  decode_cta_reduce<D, MG, kDecodeWarps>(G, m, l, acc, wacc, wstat);
   // Merge the warps: thread -> (query head h, element c).
   for (int i = tid; i < G * D; i += blockDim.x) {
     const int h = i / D, c = i % D;
-    float mm = -INFINITY;
-    for (int w = 0; w < kDecodeWarps; ++w) mm = fmaxf(mm, wstat[w][h][0]);
-    float sum = 0.f, a = 0.f;
-    if (mm != -INFINITY)
-      for (int w = 0; w < kDecodeWarps; ++w) {
-        const float f = exp2f(wstat[w][h][0] - mm);
-        sum += wstat[w][h][1] * f;
-        a += wacc[w][h][c] * f;
-      }
+    float a;
+    const float2 st = decode_warps_merge<D, MG, kDecodeWarps>(wacc, wstat, h, c, a);
     const int hq = hk * G + h;
     p.part_acc[(int64_t(hq) * p.max_splits + split) * D + c] = a;
-    if (c == 0) p.part_stats[int64_t(hq) * p.max_splits + split] = make_float2(mm, sum);
+    if (c == 0) p.part_stats[int64_t(hq) * p.max_splits + split] = st;
   }
 }
 

@@ -181,59 +181,37 @@ __device__ __forceinline__ DecodeRange decode_cta_begin(const DecodeArgs& a, flo
   return r;
 }
 
-// The end of a decode CTA: its kKW lane groups of each warp merge by shuffles, then its warps
-// through shared memory (wacc [kPagedWarps][MG][D], wstat [kPagedWarps][MG][2]), written as the
-// partial (item, hq, split) that paged_decode_merge_kernel combines over the splits.
+// The pool element offset of the K row of the vk-th key of a CTA's range (its V row is
+// page_rows * D elements later): one block-table load. Positions, rows and page indices fit 32
+// bits (contexts < 2^31), so the divisions by page_rows and by the ring's window are 32-bit.
+template <int D>
+__device__ __forceinline__ int64_t paged_key_row(const DecodeArgs& a, const DecodeRange& r,
+                                                 int64_t vk) {
+  const PagedHead& head = r.head;
+  const int kpos = int(vk < r.len1 ? vk : r.start2 + (vk - r.len1));
+  const int row =
+      (!head.ring || kpos < head.sink) ? kpos : head.sink + (kpos - head.sink) % head.window;
+  const int page = a.kv.table[head.table + row / a.kv.page_rows];
+  return int64_t(page) * a.kv.page_stride + int64_t(row % a.kv.page_rows) * D;
+}
+
+// The end of a decode CTA (decode_common.cuh's reduction of its lane groups and warps through
+// wacc [kPagedWarps][MG][D] and wstat [kPagedWarps][MG][2]), written as the partial
+// (item, hq, split) that paged_decode_merge_kernel combines over the splits.
 template <int D, int MG>
 __device__ __forceinline__ void decode_cta_merge(const DecodeArgs& a, int G, int hk, int item,
                                                  int split, const float (&m)[MG],
                                                  const float (&l)[MG], float (&acc)[MG][8],
                                                  float (*wacc)[MG][D], float (*wstat)[MG][2]) {
-  constexpr int kLK = D / 8;
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int grp = lane / kLK, sub = lane % kLK;
   const int Hq = a.p.num_heads, splits = a.p.split.splits;
-  // Merge the kKW lane groups of the warp (lanes with the same `sub` hold the same elements).
-#pragma unroll
-  for (int h = 0; h < MG; ++h) {
-    if (h >= G) break;
-    float mm = m[h];
-#pragma unroll
-    for (int off = kLK; off < 32; off <<= 1) mm = fmaxf(mm, __shfl_xor_sync(0xffffffffu, mm, off));
-    const float f = m[h] == -INFINITY ? 0.f : exp2f(m[h] - mm);
-    float lh = l[h] * f;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) acc[h][e] *= f;
-#pragma unroll
-    for (int off = kLK; off < 32; off <<= 1) {
-      lh += __shfl_xor_sync(0xffffffffu, lh, off);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) acc[h][e] += __shfl_xor_sync(0xffffffffu, acc[h][e], off);
-    }
-    if (grp == 0)
-#pragma unroll
-      for (int e = 0; e < 8; ++e) wacc[warp][h][sub * 8 + e] = acc[h][e];
-    if (lane == 0) {
-      wstat[warp][h][0] = mm;
-      wstat[warp][h][1] = lh;
-    }
-  }
-  __syncthreads();
-  // Merge the warps: thread -> (query head h, element c); partial (item, hq, split).
-  for (int i = tid; i < G * D; i += blockDim.x) {
+  decode_cta_reduce<D, MG, kPagedWarps>(G, m, l, acc, wacc, wstat);
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {  // partial (item, hq, split)
     const int h = i / D, c = i % D;
-    float mm = -INFINITY;
-    for (int w = 0; w < kPagedWarps; ++w) mm = fmaxf(mm, wstat[w][h][0]);
-    float sum = 0.f, acc_c = 0.f;
-    if (mm != -INFINITY)
-      for (int w = 0; w < kPagedWarps; ++w) {
-        const float f = exp2f(wstat[w][h][0] - mm);
-        sum += wstat[w][h][1] * f;
-        acc_c += wacc[w][h][c] * f;
-      }
+    float acc_c;
+    const float2 st = decode_warps_merge<D, MG, kPagedWarps>(wacc, wstat, h, c, acc_c);
     const int64_t part = (int64_t(item) * Hq + hk * G + h) * splits + split;
     a.p.part_acc[part * D + c] = acc_c;
-    if (c == 0) a.p.part_stats[part] = make_float2(mm, sum);
+    if (c == 0) a.p.part_stats[part] = st;
   }
 }
 
@@ -257,16 +235,9 @@ __global__ void __launch_bounds__(32 * kPagedWarps) paged_decode_split_kernel(co
 
   // kv[b], vv[b]: the loads of key step (step index mod DEPTH) == b, issued DEPTH steps ahead.
   float kv[DEPTH][8], vv[DEPTH][8];
-  // The pool offset of this lane's K elements of key vk (-1 past the split): one block-table
-  // load. Positions, rows and page indices fit 32 bits (contexts < 2^31); the divisions by
-  // page_rows and window are 32-bit.
+  // The pool offset of this lane's K elements of key vk (-1 past the split).
   [[maybe_unused]] auto key_offset = [&](int64_t vk) -> int64_t {
-    if (vk >= k_end) return -1;
-    const int kpos = int(vk < len1 ? vk : start2 + (vk - len1));
-    const int row = (!head.ring || kpos < head.sink) ? kpos
-                                                     : head.sink + (kpos - head.sink) % head.window;
-    const int page = a.kv.table[head.table + row / a.kv.page_rows];
-    return int64_t(page) * a.kv.page_stride + int64_t(row % a.kv.page_rows) * D + sub * 8;
+    return vk < k_end ? paged_key_row<D>(a, r, vk) + sub * 8 : -1;
   };
   [[maybe_unused]] auto load_at = [&](float(&kd)[8], float(&vd)[8], int64_t off) {
     if (off >= 0) {
@@ -291,13 +262,7 @@ __global__ void __launch_bounds__(32 * kPagedWarps) paged_decode_split_kernel(co
   };
 
   float m[MG], l[MG], acc[MG][8];
-#pragma unroll
-  for (int h = 0; h < MG; ++h) {
-    m[h] = -INFINITY;
-    l[h] = 0.f;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) acc[h][e] = 0.f;
-  }
+  decode_state_init(m, l, acc);
   constexpr int kStep = kPagedWarps * kKW;       // keys per step of the whole CTA
   int64_t base = k_begin + int64_t(warp) * kKW;  // uniform over the warp: shuffles below are safe
   if constexpr (PF) {
@@ -343,13 +308,13 @@ __global__ void __launch_bounds__(32 * kPagedWarps) paged_decode_split_kernel(co
 }
 
 // The ring kernel (the default; set_paged_decode_ring(false) selects the register kernel above):
-// the CTA streams its keys through
-// a kRingStages-deep ring of shared-memory tiles filled by cp.async, each tile the K and V rows of
-// kRingStageBytes / (4 D) keys (2048 / D: 16 at d = 128), loaded by all 128 threads (two 16-byte
-// chunks of K and two of V each) while the warps compute on the tile kRingStages - 1 behind. The
-// bytes in flight no longer live in registers: 24 KB a CTA (three tiles) where the register
-// kernel keeps 1 KB a warp (4 KB a CTA), so the loop is no longer bound by the loads it can
-// hold. The ring (32 KB) is the warps' merge buffer once the loop is done.
+// the CTA streams its keys through a kRingStages-deep ring of shared-memory tiles filled by
+// cp.async, each tile the K and V rows of kRingStageBytes / (4 D) keys (2048 / D: 16 at d = 128),
+// loaded by all 128 threads (two 16-byte chunks of K and two of V each) while the warps compute
+// on the tile kRingStages - 1 behind. The bytes in flight no longer live in registers: 24 KB a
+// CTA (three tiles) where the register kernel keeps 1 KB a warp (4 KB a CTA), so the loop is no
+// longer bound by the loads it can hold. The ring (32 KB) is the warps' merge buffer once the
+// loop is done.
 constexpr int kRingStages = 4;
 constexpr int kRingStageBytes = 8192;
 
@@ -374,15 +339,13 @@ __global__ void __launch_bounds__(32 * kPagedWarps) paged_decode_ring_kernel(con
   const int grp = lane / kLK, sub = lane % kLK;
   const int G = a.group;
   const DecodeRange r = decode_cta_begin<D, MG>(a, sq);
-  const PagedHead& head = r.head;
   const int64_t n_keys = max(int64_t(0), r.k_end - r.k_begin);
   const int tiles = int((n_keys + kT - 1) / kT);
   auto stage = [&](int t) {
     return reinterpret_cast<__nv_bfloat16*>(ring + (t % kRingStages) * kRingStageBytes);
   };
   // Tile t's copies into its stage: K rows [kT][D] then V rows; chunk j = key * kLK + c. Keys
-  // past the split are zero-filled (and masked in the arithmetic). Positions, rows and pages fit
-  // 32 bits (contexts < 2^31).
+  // past the split are zero-filled (and masked in the arithmetic).
   auto issue = [&](int t) {
     __nv_bfloat16* st = stage(t);
 #pragma unroll
@@ -393,13 +356,7 @@ __global__ void __launch_bounds__(32 * kPagedWarps) paged_decode_ring_kernel(con
       const __nv_bfloat16* v_src = a.kv.pool;
       int bytes = 0;
       if (vk < r.k_end) {
-        const int kpos = int(vk < r.len1 ? vk : r.start2 + (vk - r.len1));
-        const int row = (!head.ring || kpos < head.sink)
-                            ? kpos
-                            : head.sink + (kpos - head.sink) % head.window;
-        const int page = a.kv.table[head.table + row / a.kv.page_rows];
-        k_src = a.kv.pool + int64_t(page) * a.kv.page_stride +
-                int64_t(row % a.kv.page_rows) * D + c * 8;
+        k_src = a.kv.pool + paged_key_row<D>(a, r, vk) + c * 8;
         v_src = k_src + int64_t(a.kv.page_rows) * D;
         bytes = 16;
       }
@@ -409,13 +366,7 @@ __global__ void __launch_bounds__(32 * kPagedWarps) paged_decode_ring_kernel(con
   };
 
   float m[MG], l[MG], acc[MG][8];
-#pragma unroll
-  for (int h = 0; h < MG; ++h) {
-    m[h] = -INFINITY;
-    l[h] = 0.f;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) acc[h][e] = 0.f;
-  }
+  decode_state_init(m, l, acc);
   // One commit group per tile (empty past the last): tile t has landed once at most
   // kRingStages - 1 younger groups are pending.
 #pragma unroll

@@ -36,4 +36,72 @@ __device__ __forceinline__ void decode_key_step(const float (&sq)[MG][D], int G,
   }
 }
 
+// The empty online-softmax state of a lane group: max -inf, sum 0, accumulator 0.
+template <int MG>
+__device__ __forceinline__ void decode_state_init(float (&m)[MG], float (&l)[MG],
+                                                  float (&acc)[MG][8]) {
+#pragma unroll
+  for (int h = 0; h < MG; ++h) {
+    m[h] = -INFINITY;
+    l[h] = 0.f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[h][e] = 0.f;
+  }
+}
+
+// The end of a split-KV decode CTA of kWarps warps, part 1: the D / 8-lane groups of each warp
+// merge by shuffles (lanes with the same `sub` hold the same elements) into wacc[warp][h][:] and
+// wstat[warp][h] = (max, sum), then a barrier.
+template <int D, int MG, int kWarps>
+__device__ __forceinline__ void decode_cta_reduce(int G, const float (&m)[MG], const float (&l)[MG],
+                                                  float (&acc)[MG][8], float (*wacc)[MG][D],
+                                                  float (*wstat)[MG][2]) {
+  constexpr int kLK = D / 8;
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  const int grp = lane / kLK, sub = lane % kLK;
+#pragma unroll
+  for (int h = 0; h < MG; ++h) {
+    if (h >= G) break;
+    float mm = m[h];
+#pragma unroll
+    for (int off = kLK; off < 32; off <<= 1) mm = fmaxf(mm, __shfl_xor_sync(0xffffffffu, mm, off));
+    const float f = m[h] == -INFINITY ? 0.f : exp2f(m[h] - mm);
+    float lh = l[h] * f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[h][e] *= f;
+#pragma unroll
+    for (int off = kLK; off < 32; off <<= 1) {
+      lh += __shfl_xor_sync(0xffffffffu, lh, off);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[h][e] += __shfl_xor_sync(0xffffffffu, acc[h][e], off);
+    }
+    if (grp == 0)
+#pragma unroll
+      for (int e = 0; e < 8; ++e) wacc[warp][h][sub * 8 + e] = acc[h][e];
+    if (lane == 0) {
+      wstat[warp][h][0] = mm;
+      wstat[warp][h][1] = lh;
+    }
+  }
+  __syncthreads();
+}
+
+// Part 2, for query head h and element c: the warps' partials rescaled to their common max;
+// returns (max, sum) and the accumulator of element c in acc_c ((-inf, 0) and 0 when empty).
+template <int D, int MG, int kWarps>
+__device__ __forceinline__ float2 decode_warps_merge(float (*wacc)[MG][D], float (*wstat)[MG][2],
+                                                     int h, int c, float& acc_c) {
+  float mm = -INFINITY;
+  for (int w = 0; w < kWarps; ++w) mm = fmaxf(mm, wstat[w][h][0]);
+  float sum = 0.f;
+  acc_c = 0.f;
+  if (mm != -INFINITY)
+    for (int w = 0; w < kWarps; ++w) {
+      const float f = exp2f(wstat[w][h][0] - mm);
+      sum += wstat[w][h][1] * f;
+      acc_c += wacc[w][h][c] * f;
+    }
+  return make_float2(mm, sum);
+}
+
 }  // namespace elastic::cuda::detail

@@ -40,6 +40,18 @@ const Tokenizer& suite_tokenizer() {
   return t;
 }
 
+// A pack of c's task at `length` tokens (below its smallest sample) is refused, naming the task.
+void expect_refused_naming_task(PretrainConfig c, const Tokenizer& tok, int64_t length) {
+  c.lengths = {length};
+  c.max_tokens = length;
+  try {
+    (void)pretrain_make_pack(c, tok, 1, 0);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(c.tasks.at(0)), std::string::npos) << e.what();
+  }
+}
+
 // A model small enough to train in seconds on two cores.
 PretrainConfig tiny(const std::string& out) {
   PretrainConfig c;
@@ -239,14 +251,7 @@ TEST(PretrainData, TemplateRecallAnswersEachQuestionWithItsKeysValue) {
     }
   }
   EXPECT_EQ(families.size(), 2u);  // both templates drawn
-  c.lengths = {40};                // below two statements and a question: refused, naming the task
-  c.max_tokens = 40;
-  try {
-    (void)pretrain_make_pack(c, tok, 1, 0);
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("template_recall"), std::string::npos) << e.what();
-  }
+  expect_refused_naming_task(c, tok, 40);  // below two statements and a question
 }
 
 // restate_recall: the statements of template_recall, then questions that restate a statement up
@@ -333,14 +338,7 @@ TEST(PretrainData, CopyStatementsRepeatsTheStatementsAsAnswers) {
       EXPECT_EQ(int64_t(keys.size()), n) << "keys repeat: " << text;
     }
   }
-  c.lengths = {16};  // below a statement and its copy: refused, naming the task
-  c.max_tokens = 16;
-  try {
-    (void)pretrain_make_pack(c, tok, 1, 0);
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("copy_statements"), std::string::npos) << e.what();
-  }
+  expect_refused_naming_task(c, tok, 16);  // below a statement and its copy
 }
 
 // --task-lengths: a task draws its samples from its own lengths (short ones for the tasks
